@@ -1,0 +1,109 @@
+//! Event: a flag that `wait` parks on until it is set.
+//!
+//! The word counts sets, so a waiter that was parked while the flag was set
+//! and cleared again still returns `true`, as Python's `Event.wait` does.
+//! Memory orderings: `word` and `waiters` form a Dekker pair; see
+//! `semaphore.rs` for why the waker reads `waiters` with an RMW.
+
+use crate::park::{Deadline, Park};
+use crate::sync::{spin_loop, AtomicU32, Ordering, SPIN_LIMIT};
+
+/// Bit 0 of the word: the flag.
+const SET: u32 = 1;
+/// Bits 1..32: how many times the flag went from clear to set (wrapping).
+const GENERATION_ONE: u32 = 2;
+
+#[inline]
+fn is_set(word: u32) -> bool {
+    word & SET != 0
+}
+
+/// A process-shared event. All zeros is clear.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RawEvent {
+    /// `generation << 1 | set`. The futex word: waiters park while it
+    /// holds the value they saw clear.
+    word: AtomicU32,
+    /// Waiters that may be parked or about to park.
+    waiters: AtomicU32,
+}
+
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(RawEvent, u64);
+
+impl RawEvent {
+    pub fn new() -> RawEvent {
+        RawEvent::default()
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        is_set(self.word.load(Ordering::Acquire))
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn set<P: Park>(&self, park: &P) {
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            if is_set(word) {
+                // Still need the SeqCst read pairing with a waiter's check.
+                break;
+            }
+            let next = word.wrapping_add(GENERATION_ONE) | SET;
+            // SYNC POINT: setter's writes visible to whoever sees the flag.
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::SeqCst, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
+                        park.wake_all(&self.word);
+                    }
+                    return;
+                }
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.word.fetch_and(!SET, Ordering::Release);
+    }
+
+    /// Waits until the flag is set, or was set since the call began; `false`
+    /// if `deadline` passed first.
+    pub fn wait<P: Park>(&self, park: &P, deadline: Deadline) -> bool {
+        // SYNC POINT: setter's writes visible to whoever sees the flag.
+        let start = self.word.load(Ordering::Acquire);
+        if is_set(start) {
+            return true;
+        }
+        self.wait_contended(park, deadline, start)
+    }
+
+    #[cold]
+    fn wait_contended<P: Park>(&self, park: &P, deadline: Deadline, start: u32) -> bool {
+        let fired = |word: u32| is_set(word) || word != start;
+        for _ in 0..SPIN_LIMIT {
+            spin_loop();
+            if fired(self.word.load(Ordering::Acquire)) {
+                return true;
+            }
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            let word = self.word.load(Ordering::SeqCst);
+            if fired(word) {
+                break true;
+            }
+            let Some(remaining) = deadline.remaining(park) else {
+                break false;
+            };
+            park.wait(&self.word, word, remaining);
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}

@@ -1,0 +1,267 @@
+//! Lock: a futex mutex whose word names its owner, so that a waiter can tell
+//! when the owner died and take the lock over (after std's
+//! `sys/sync/mutex/futex.rs`, with the owner id in place of its `1`).
+//!
+//! Memory orderings: acquiring is `Acquire` and releasing is `Release` on
+//! `state`, which orders the critical sections. `owner` is written only by
+//! the holder, cleared before release, and read after an `Acquire` load of
+//! `state`; its `id` half tells a reader whether it belongs to that holding.
+
+use crate::park::{min_timeout, Deadline, Liveness, Park};
+use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
+use crate::{Acquired, Error};
+
+/// Bit 31 of `state`: some waiter may be parked; a release must wake one.
+pub const PARKED: u32 = 1 << 31;
+/// Bits 0..30 of `state`: the holder's task id; 0 when unlocked.
+pub const ID_MASK: u32 = (1 << 30) - 1;
+
+/// Who takes a lock: a task id (pid for [`RawLock`], thread id for an RLock)
+/// and a stamp of that task's start time, so a reused id is not mistaken for
+/// the owner that died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// In `1..=ID_MASK`.
+    pub id: u32,
+    /// Start-time stamp; never 0 (0 means "unknown" in [`Liveness`]).
+    pub stamp: u32,
+}
+
+impl Owner {
+    #[inline]
+    fn packed(self) -> u64 {
+        (u64::from(self.id) << 32) | u64::from(self.stamp)
+    }
+}
+
+#[inline]
+fn holder(state: u32) -> u32 {
+    state & ID_MASK
+}
+
+#[inline]
+fn is_unlocked(state: u32) -> bool {
+    holder(state) == 0
+}
+
+#[inline]
+fn has_parked(state: u32) -> bool {
+    state & PARKED != 0
+}
+
+/// A process-shared lock. All zeros is unlocked.
+///
+/// Cross-process properties: any process mapping it may lock and unlock it
+/// (as Python's `Lock`, the unlocker need not be the locker); a holder that
+/// dies is detected by waiters within about [`Liveness::CHECK_INTERVAL`].
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawLock {
+    /// | state              | meaning                                | parked waiters |
+    /// |--------------------|----------------------------------------|----------------|
+    /// | `0`                | unlocked                               | none           |
+    /// | `id`               | held by task `id`                      | none           |
+    /// | `id \| PARKED`     | held by task `id`                      | maybe          |
+    /// | `PARKED` (id 0)    | only in a corrupted segment: unlocked  | maybe          |
+    ///
+    /// Bit 30 is reserved and ignored.
+    state: AtomicU32,
+    _reserved: AtomicU32,
+    /// `id << 32 | stamp` of the holder, or 0 while the lock changes hands
+    /// (just taken, about to be released). Owner-written only.
+    owner: AtomicU64,
+}
+
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(RawLock, [u64; 2]);
+#[cfg(not(loom))]
+static_assertions::assert_eq_align!(RawLock, u64);
+
+impl Default for RawLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RawLock {
+    /// An unlocked lock (for in-process use and tests; shared ones start as
+    /// zeroed memory).
+    pub fn new() -> RawLock {
+        RawLock {
+            state: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+            owner: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the lock if it is free. Never parks, never checks the owner.
+    #[inline]
+    pub fn try_lock(&self, me: Owner) -> bool {
+        let ok = self
+            .state
+            .compare_exchange(0, me.id, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            self.set_owner(me);
+        }
+        ok
+    }
+
+    /// Takes the lock, waiting until `deadline`. An owner found dead is
+    /// replaced, and the result says so.
+    #[inline]
+    pub fn lock<O: Park + Liveness>(
+        &self,
+        os: &O,
+        me: Owner,
+        deadline: Deadline,
+    ) -> Result<Acquired, Error> {
+        if self.try_lock(me) {
+            return Ok(Acquired::Clean);
+        }
+        self.lock_contended(os, me, deadline)
+    }
+
+    /// Releases the lock, whoever holds it (Python's `Lock.release`).
+    #[inline]
+    pub fn unlock<P: Park>(&self, park: &P) -> Result<(), Error> {
+        if is_unlocked(self.state.load(Ordering::Relaxed)) {
+            return Err(Error::NotLocked);
+        }
+        self.owner.store(0, Ordering::Relaxed);
+        // SYNC POINT: critical section visible to the next holder's Acquire.
+        let prev = self.state.swap(0, Ordering::Release);
+        if has_parked(prev) {
+            park.wake_one(&self.state);
+        }
+        Ok(())
+    }
+
+    /// Whether some task holds it.
+    pub fn is_locked(&self) -> bool {
+        !is_unlocked(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Whether `me` holds it (same id and stamp).
+    pub fn is_held_by(&self, me: Owner) -> bool {
+        holder(self.state.load(Ordering::Relaxed)) == me.id
+            && self.owner.load(Ordering::Relaxed) == me.packed()
+    }
+
+    #[inline]
+    fn set_owner(&self, me: Owner) {
+        self.owner.store(me.packed(), Ordering::Relaxed);
+    }
+
+    /// Spins while the lock is held and nobody is parked, without writing.
+    fn spin(&self) -> u32 {
+        let mut left = SPIN_LIMIT;
+        loop {
+            let state = self.state.load(Ordering::Relaxed);
+            if is_unlocked(state) || has_parked(state) || left == 0 {
+                return state;
+            }
+            spin_loop();
+            left -= 1;
+        }
+    }
+
+    #[cold]
+    fn lock_contended<O: Park + Liveness>(
+        &self,
+        os: &O,
+        me: Owner,
+        deadline: Deadline,
+    ) -> Result<Acquired, Error> {
+        let mut state = self.spin();
+        let mut last_check = os.now();
+        let mut in_transition = 0u32;
+        loop {
+            if is_unlocked(state) {
+                // Others may be parked: keep PARKED so our release wakes one.
+                // SYNC POINT: critical section visible to the next holder's Acquire.
+                match self.state.compare_exchange(
+                    state,
+                    me.id | PARKED,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        self.set_owner(me);
+                        return Ok(Acquired::Clean);
+                    }
+                    Err(now) => {
+                        state = now;
+                        continue;
+                    }
+                }
+            }
+            if !has_parked(state) {
+                if let Err(now) = self.state.compare_exchange(
+                    state,
+                    state | PARKED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    state = now;
+                    continue;
+                }
+                state |= PARKED;
+            }
+            let Some(remaining) = deadline.remaining(os) else {
+                return Err(Error::Timeout);
+            };
+            let slice = if O::CHECKS {
+                min_timeout(remaining, Some(O::CHECK_INTERVAL))
+            } else {
+                remaining
+            };
+            os.wait(&self.state, state, slice);
+            let now = self.state.load(Ordering::Acquire);
+            if O::CHECKS && now == state && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL
+            {
+                last_check = os.now();
+                if self.take_from_dead(os, me, now, &mut in_transition) {
+                    return Ok(Acquired::OwnerDied);
+                }
+            }
+            state = self.state.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the lock if its holder (as of `state`, loaded with `Acquire`) is
+    /// dead. `in_transition` counts checks that found `owner` not yet
+    /// written: after a few, only the id's existence is checked, since a
+    /// holder can die between taking the lock and writing `owner`.
+    fn take_from_dead<L: Liveness>(
+        &self,
+        os: &L,
+        me: Owner,
+        state: u32,
+        in_transition: &mut u32,
+    ) -> bool {
+        let id = holder(state);
+        let owner = self.owner.load(Ordering::Relaxed);
+        let stamp = if (owner >> 32) as u32 == id {
+            *in_transition = 0;
+            owner as u32
+        } else {
+            *in_transition += 1;
+            if *in_transition < 3 {
+                return false;
+            }
+            0
+        };
+        if os.is_alive(id, stamp) {
+            return false;
+        }
+        let taken = self
+            .state
+            .compare_exchange(state, me.id | PARKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if taken {
+            self.set_owner(me);
+        }
+        taken
+    }
+}

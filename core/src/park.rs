@@ -1,0 +1,88 @@
+//! The two things `core` needs from an operating system: parking on a shared
+//! 32-bit word ([`Park`]) and telling whether a lock's owner still runs
+//! ([`Liveness`]). Backends implement them; `core` stays platform-free.
+
+use crate::sync::AtomicU32;
+use core::time::Duration;
+
+/// Wait on and wake a 32-bit word that may be shared between processes.
+///
+/// Implementations must wait on *shared* words: no `FUTEX_PRIVATE_FLAG`, no
+/// `WaitOnAddress` (which wakes only threads of one process).
+pub trait Park {
+    /// Blocks while `*word == expected`, for at most `timeout` (`None`: no
+    /// limit). The comparison and the sleep are atomic with respect to
+    /// [`wake_one`](Park::wake_one)/[`wake_all`](Park::wake_all).
+    /// May return spuriously; callers re-check their condition.
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
+    /// Wakes at most one waiter parked on `word`. Fine if none is parked.
+    fn wake_one(&self, word: &AtomicU32);
+    /// Wakes every waiter parked on `word`. Fine if none is parked.
+    fn wake_all(&self, word: &AtomicU32);
+    /// A monotonic clock, for deadlines. Only differences are meaningful.
+    fn now(&self) -> Duration;
+}
+
+/// Tells whether the task that owns a lock is still running.
+pub trait Liveness {
+    /// `false` where owners cannot die without their peers (threads of one
+    /// process in tests): the lock then parks without periodic checks.
+    const CHECKS: bool = true;
+    /// How long a waiter parks before it checks the owner again.
+    const CHECK_INTERVAL: Duration = Duration::from_millis(10);
+    /// Whether task `id` runs and, when `stamp != 0`, is the same task that
+    /// recorded `stamp` (its start time), so a reused id reads as dead.
+    /// A zombie is dead. When in doubt, answer `true`: a wrong `false` hands
+    /// a held lock to a second owner.
+    fn is_alive(&self, id: u32, stamp: u32) -> bool;
+}
+
+/// An absolute point on [`Park::now`]'s clock, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Option<Duration>);
+
+impl Deadline {
+    /// No deadline: block until the condition holds.
+    pub const NEVER: Deadline = Deadline(None);
+
+    /// `timeout` from now (saturating).
+    pub fn after<P: Park + ?Sized>(park: &P, timeout: Duration) -> Deadline {
+        Deadline(Some(park.now().saturating_add(timeout)))
+    }
+
+    /// Already passed: for `try_` forms.
+    pub fn now<P: Park + ?Sized>(park: &P) -> Deadline {
+        Deadline(Some(park.now()))
+    }
+
+    /// Time left, `Some(None)` for no deadline, `None` when it has passed.
+    #[inline]
+    pub fn remaining<P: Park + ?Sized>(&self, park: &P) -> Option<Option<Duration>> {
+        match self.0 {
+            None => Some(None),
+            Some(at) => {
+                let now = park.now();
+                if now >= at {
+                    None
+                } else {
+                    Some(Some(at - now))
+                }
+            }
+        }
+    }
+
+    /// Whether this deadline exists and has passed.
+    pub fn passed<P: Park + ?Sized>(&self, park: &P) -> bool {
+        self.remaining(park).is_none()
+    }
+}
+
+/// The shorter of two optional timeouts (`None` is infinite).
+#[inline]
+pub(crate) fn min_timeout(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

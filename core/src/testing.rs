@@ -1,0 +1,176 @@
+//! A [`Park`] and [`Liveness`] for testing the algorithms with threads: a
+//! futex emulated by a table of waiters under one mutex (shadow's
+//! `vasi-sync` model of a futex), built from std's types natively and from
+//! loom's under `--cfg loom`, where timed waits return at once after a yield
+//! and the clock is virtual, so timeouts and owner checks are explored.
+//!
+//! Also `model` (exhaustive under loom, once natively) and the `thread` and
+//! `Arc` to write each test once for both runs.
+
+use crate::park::{Liveness, Park};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
+
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex};
+#[cfg(loom)]
+pub use loom::{sync::Arc, thread};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex};
+#[cfg(not(loom))]
+pub use std::{sync::Arc, thread};
+
+extern crate std;
+use std::vec::Vec;
+
+/// Runs `f` under loom's model checker, or once natively.
+pub fn model<F: Fn() + Sync + Send + 'static>(f: F) {
+    #[cfg(loom)]
+    loom::model(f);
+    #[cfg(not(loom))]
+    f();
+}
+
+struct Waiter {
+    addr: usize,
+    ticket: u64,
+    woken: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    waiters: Vec<Waiter>,
+    next_ticket: u64,
+    dead: Vec<u32>,
+}
+
+/// The emulated futex. `CHECKS` is [`Liveness::CHECKS`]: with `false`, locks
+/// park without periodic wake-ups, so a lost wake-up hangs (and loom reports
+/// a deadlock) instead of being papered over by the next check.
+pub struct TestPark<const CHECKS: bool> {
+    table: Mutex<Table>,
+    cv: Condvar,
+    /// Nanoseconds of the virtual clock (loom only).
+    clock: AtomicU64,
+    #[cfg(not(loom))]
+    epoch: std::time::Instant,
+}
+
+impl<const CHECKS: bool> Default for TestPark<CHECKS> {
+    fn default() -> Self {
+        TestPark {
+            table: Mutex::new(Table::default()),
+            cv: Condvar::new(),
+            clock: AtomicU64::new(0),
+            #[cfg(not(loom))]
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl<const CHECKS: bool> TestPark<CHECKS> {
+    /// Marks task `id` dead: [`Liveness::is_alive`] answers `false` for it.
+    pub fn kill(&self, id: u32) {
+        self.table.lock().unwrap().dead.push(id);
+    }
+
+    fn wake(&self, word: &AtomicU32, mut n: usize) {
+        let addr = word as *const AtomicU32 as usize;
+        let mut table = self.table.lock().unwrap();
+        for w in table
+            .waiters
+            .iter_mut()
+            .filter(|w| w.addr == addr && !w.woken)
+        {
+            if n == 0 {
+                break;
+            }
+            w.woken = true;
+            n -= 1;
+        }
+        drop(table);
+        self.cv.notify_all();
+    }
+}
+
+impl<const CHECKS: bool> Park for TestPark<CHECKS> {
+    fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let addr = word as *const AtomicU32 as usize;
+        let mut table = self.table.lock().unwrap();
+        if word.load(Ordering::SeqCst) != expected {
+            return;
+        }
+        if let Some(timeout) = timeout {
+            if cfg!(loom) {
+                // A timed wait times out at once: loom has no time.
+                drop(table);
+                self.clock
+                    .fetch_add(timeout.as_nanos() as u64, Ordering::Relaxed);
+                #[cfg(loom)]
+                loom::thread::yield_now();
+                return;
+            }
+        }
+        let ticket = table.next_ticket;
+        table.next_ticket += 1;
+        table.waiters.push(Waiter {
+            addr,
+            ticket,
+            woken: false,
+        });
+        #[cfg(not(loom))]
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let pos = table
+                .waiters
+                .iter()
+                .position(|w| w.ticket == ticket)
+                .unwrap();
+            if table.waiters[pos].woken {
+                table.waiters.remove(pos);
+                return;
+            }
+            #[cfg(not(loom))]
+            if let Some(deadline) = deadline {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    table.waiters.remove(pos);
+                    return;
+                }
+                table = self.cv.wait_timeout(table, deadline - now).unwrap().0;
+                continue;
+            }
+            table = self.cv.wait(table).unwrap();
+        }
+    }
+
+    fn wake_one(&self, word: &AtomicU32) {
+        self.wake(word, 1);
+    }
+
+    fn wake_all(&self, word: &AtomicU32) {
+        self.wake(word, usize::MAX);
+    }
+
+    fn now(&self) -> Duration {
+        #[cfg(not(loom))]
+        if !cfg!(loom) {
+            return self.epoch.elapsed();
+        }
+        // Every look at the virtual clock moves it on a little, so loops
+        // that wait for a deadline end.
+        Duration::from_nanos(self.clock.fetch_add(1_000_000, Ordering::Relaxed))
+    }
+}
+
+impl<const CHECKS: bool> Liveness for TestPark<CHECKS> {
+    const CHECKS: bool = CHECKS;
+    #[cfg(not(loom))]
+    const CHECK_INTERVAL: Duration = Duration::from_millis(2);
+    #[cfg(loom)]
+    const CHECK_INTERVAL: Duration = Duration::from_millis(1);
+
+    fn is_alive(&self, id: u32, _stamp: u32) -> bool {
+        !self.table.lock().unwrap().dead.contains(&id)
+    }
+}

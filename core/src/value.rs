@@ -1,0 +1,117 @@
+//! Value and Array segments: the header, an RLock (absent for the raw
+//! forms), and `len` plain-data elements. This file only computes and checks
+//! the layout; the facade reads and writes elements under the lock.
+//!
+//! ```text
+//! 0        64                 128 (or the element alignment, if larger)
+//! | Header | RawRLock, padding | element 0 | element 1 | ...
+//! ```
+
+use crate::header::{Corrupt, Header, Kind, HEADER_SIZE};
+
+/// Where things are in a Value or Array segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayLayout {
+    /// Offset of the `RawRLock`.
+    pub lock_offset: usize,
+    /// Offset of element 0, aligned for the element type and a cache line.
+    pub data_offset: usize,
+    /// Number of elements.
+    pub len: usize,
+    /// Total segment size.
+    pub size: usize,
+}
+
+/// Largest alignment an element may ask for.
+pub const MAX_ALIGN: usize = 4096;
+
+impl ArrayLayout {
+    /// The layout for `len` elements of `elem_size` bytes aligned to
+    /// `elem_align` (a power of two up to [`MAX_ALIGN`]); `None` if the
+    /// sizes overflow or the alignment is unsupported.
+    pub fn new(elem_size: usize, elem_align: usize, len: usize) -> Option<ArrayLayout> {
+        if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
+            return None;
+        }
+        let lock_offset = HEADER_SIZE;
+        let data_offset = (2 * HEADER_SIZE).max(elem_align);
+        let bytes = elem_size.checked_mul(len)?;
+        let size = data_offset.checked_add(bytes)?;
+        // Keep sizes representable as i64 for the OS calls that size files.
+        if size > i64::MAX as usize {
+            return None;
+        }
+        Some(ArrayLayout {
+            lock_offset,
+            data_offset,
+            len,
+            size,
+        })
+    }
+
+    /// The header parameters that record this layout's element type.
+    pub fn params(elem_size: usize, elem_align: usize, len: usize) -> [u64; 5] {
+        [elem_size as u64, elem_align as u64, len as u64, 0, 0]
+    }
+
+    /// Checks that `header` (already validated for `kind` and the mapping's
+    /// size) describes `len` elements of this size and alignment; `None`
+    /// for `len` accepts any length. Returns the layout.
+    pub fn check(
+        header: &Header,
+        kind: Kind,
+        elem_size: usize,
+        elem_align: usize,
+        len: Option<usize>,
+    ) -> Result<ArrayLayout, Corrupt> {
+        let [size, align, count, ..] = header.params;
+        if size != elem_size as u64 || align != elem_align as u64 {
+            return Err(Corrupt::BadParams);
+        }
+        let count = usize::try_from(count).map_err(|_| Corrupt::BadParams)?;
+        if len.is_some_and(|len| len != count) || (kind == Kind::Value && count != 1) {
+            return Err(Corrupt::BadParams);
+        }
+        let layout = ArrayLayout::new(elem_size, elem_align, count).ok_or(Corrupt::BadParams)?;
+        if layout.size as u64 != header.size {
+            return Err(Corrupt::WrongSize {
+                header: header.size,
+                mapped: layout.size as u64,
+            });
+        }
+        Ok(layout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let l = ArrayLayout::new(8, 8, 5).unwrap();
+        assert_eq!((l.lock_offset, l.data_offset, l.size), (64, 128, 168));
+        assert_eq!(ArrayLayout::new(1, 256, 1).unwrap().data_offset, 256);
+        assert_eq!(ArrayLayout::new(8, 3, 1), None);
+        assert_eq!(ArrayLayout::new(usize::MAX, 8, 2), None);
+    }
+
+    #[test]
+    fn check_rejects_other_types() {
+        let l = ArrayLayout::new(4, 4, 3).unwrap();
+        let h = Header::new(Kind::Array, l.size as u64, ArrayLayout::params(4, 4, 3));
+        assert_eq!(ArrayLayout::check(&h, Kind::Array, 4, 4, None), Ok(l));
+        assert_eq!(
+            ArrayLayout::check(&h, Kind::Array, 8, 8, None),
+            Err(Corrupt::BadParams)
+        );
+        assert_eq!(
+            ArrayLayout::check(&h, Kind::Array, 4, 4, Some(2)),
+            Err(Corrupt::BadParams)
+        );
+        assert_eq!(
+            ArrayLayout::check(&h, Kind::Value, 4, 4, None),
+            Err(Corrupt::BadParams)
+        );
+    }
+}
