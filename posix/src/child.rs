@@ -1,0 +1,323 @@
+//! # Safety
+//!
+//! This file forks and arranges for fds to survive an exec. Its obligations:
+//! the code between `fork` and `exec` in a spawned child only calls
+//! async-signal-safe functions (`fcntl`); [`fork`]'s caller takes on the
+//! rules for a forked child of a possibly multi-threaded parent.
+//!
+//! Children are waited for through a pidfd (poll with a timeout, no SIGCHLD
+//! handler, no busy loop) where the kernel has one (5.3+), else by polling
+//! `waitpid` with a backoff. A child is signalled by pid only until it has
+//! been reaped: an unreaped child keeps its pid, so the signal cannot reach
+//! a stranger that reused it.
+#![allow(unsafe_code)]
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A child process of ours.
+#[derive(Debug)]
+pub struct Child {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    /// Python's `exitcode`, once reaped: the exit code, or minus the signal.
+    exit: Option<i32>,
+}
+
+impl Child {
+    /// Takes charge of child `pid` (ours and not yet reaped).
+    pub fn adopt(pid: u32) -> Child {
+        let pidfd = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+        Child {
+            pid: pid as i32,
+            pidfd,
+            exit: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// The exit code once the child has been reaped by a wait.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// Reaps the child if it has ended, without blocking.
+    pub fn try_wait(&mut self) -> io::Result<Option<i32>> {
+        if self.exit.is_some() {
+            return Ok(self.exit);
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child with a valid out-pointer.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if r == self.pid {
+                self.exit = Some(decode_status(status));
+                return Ok(self.exit);
+            }
+            if r == 0 {
+                return Ok(None);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: no limit) for the child to end, and
+    /// reaps it.
+    pub fn wait_timeout(&mut self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+        self.wait_exit(timeout)?;
+        self.try_wait()
+    }
+
+    /// Waits up to `timeout` for the child to end, *without* reaping it, so
+    /// the caller can reap under a lock of its own; whether it ended.
+    pub fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        if self.exit.is_some() {
+            return Ok(true);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut nap = Duration::from_micros(50);
+        loop {
+            if self.has_exited()? {
+                return Ok(true);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(false),
+                },
+                None => None,
+            };
+            match &self.pidfd {
+                Some(pidfd) => {
+                    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+                    let ts = left.map(|l| rustix::time::Timespec {
+                        tv_sec: l.as_secs() as i64,
+                        tv_nsec: l.subsec_nanos().into(),
+                    });
+                    match poll(&mut fds, ts.as_ref()) {
+                        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {
+                    std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+                    nap = (nap * 2).min(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// Whether the child has ended, leaving it unreaped (`WNOWAIT`).
+    fn has_exited(&self) -> io::Result<bool> {
+        loop {
+            // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own child with a valid out-pointer.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    self.pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            if r == 0 {
+                // SAFETY: waitid filled `info` (si_pid is 0 if none ended).
+                return Ok(unsafe { info.si_pid() } != 0);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Sends `signal` unless the child was already reaped (then it is a
+    /// no-op, as Python's `terminate` on a finished process).
+    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.try_wait()?.is_some() {
+            return Ok(());
+        }
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // unreaped child (see the file's doc).
+        if unsafe { libc::kill(self.pid, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// The pidfd, if the kernel gave one (readable once the child ended).
+    pub fn pidfd(&self) -> Option<rustix::fd::BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|fd| fd.as_fd())
+    }
+}
+
+/// Python's `exitcode` from a wait status: the code, or minus the signal.
+pub fn decode_status(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        status
+    }
+}
+
+/// What [`fork`] returned in this process.
+#[derive(Debug)]
+pub enum Forked {
+    Parent(Child),
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+/// - In the child only the calling thread exists: any lock another thread
+///   held stays locked forever. The caller must either know the process is
+///   single-threaded or accept that (Python's `fork` start method does).
+/// - The child must end with `_exit`, not by returning into code that
+///   expects to be the parent.
+pub unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller accepts the child's single-threaded world (above).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Child::adopt(pid as u32))),
+    }
+}
+
+/// Threads in this process now (from `/proc/self/task`).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+/// An fd of the executable this process runs, opened once. Exec'ing it runs
+/// the same bytes even if the file was rebuilt or removed since.
+fn own_exe() -> io::Result<&'static OwnedFd> {
+    static EXE: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = EXE.get() {
+        return Ok(fd);
+    }
+    let fd = rustix::fs::open(
+        "/proc/self/exe",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    Ok(EXE.get_or_init(|| fd))
+}
+
+/// What identifies an executable file: device, inode, size, modification
+/// time. A bootstrap carries the parent's; the child compares its own.
+pub fn exe_identity() -> io::Result<[u64; 5]> {
+    let st = rustix::fs::fstat(own_exe()?)?;
+    Ok([
+        st.st_dev,
+        st.st_ino,
+        st.st_size as u64,
+        st.st_mtime as u64,
+        st.st_mtime_nsec as u64,
+    ])
+}
+
+/// Starts this same executable again (through its fd, see [`exe_identity`])
+/// with `env` added, stdin from /dev/null, and the fds in `inherit` kept open
+/// at the same numbers.
+pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> {
+    let exe = own_exe()?;
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0(
+        std::env::args_os()
+            .next()
+            .unwrap_or_else(|| OsString::from("multiproc-child")),
+    );
+    cmd.stdin(Stdio::null());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let fds = inherit.to_vec();
+    // SAFETY: the closure runs between fork and exec and calls only fcntl,
+    // which is async-signal-safe; it allocates nothing (`fds` was built
+    // before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    Ok(Child::adopt(child.id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_like_python() {
+        // exit(3) → 3; killed by SIGKILL → -9.
+        assert_eq!(decode_status(3 << 8), 3);
+        assert_eq!(decode_status(9), -9);
+    }
+
+    #[test]
+    fn waits_with_timeout_and_signals() {
+        let c = Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = Child::adopt(c.id());
+        assert_eq!(
+            child.wait_timeout(Some(Duration::from_millis(30))).unwrap(),
+            None
+        );
+        child.signal(libc::SIGKILL).unwrap();
+        assert_eq!(
+            child.wait_timeout(Some(Duration::from_secs(10))).unwrap(),
+            Some(-9)
+        );
+        assert_eq!(child.exitcode(), Some(-9));
+        child.signal(libc::SIGTERM).unwrap(); // no-op once reaped
+        assert!(exe_identity().is_ok());
+        assert!(thread_count() >= 1);
+    }
+}
+
+/// A sealed memfd holding `bytes`, positioned at 0: how a bootstrap message
+/// reaches a spawned child (no pipe to fill, no deadlock if it dies early).
+pub fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd = rustix::fs::memfd_create(
+        "multiproc-bootstrap",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    file.rewind()?;
+    let fd = OwnedFd::from(file);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        rustix::fs::SealFlags::WRITE
+            | rustix::fs::SealFlags::GROW
+            | rustix::fs::SealFlags::SHRINK
+            | rustix::fs::SealFlags::SEAL,
+    )?;
+    Ok(fd)
+}

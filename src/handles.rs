@@ -1,0 +1,80 @@
+//! Handle transfer: how a Lock or a Value crosses into another process.
+//!
+//! Serializing a shared object records its OS handle in the current thread's
+//! *outgoing* table and writes the handle's index; the start method (later,
+//! a Connection) carries the table. Deserializing takes the handle at that
+//! index from the *incoming* table the receiver set up. Outside such a
+//! transfer, serializing a shared object is an error: its bytes alone mean
+//! nothing to another process.
+
+use std::cell::RefCell;
+
+#[cfg(unix)]
+pub(crate) use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+#[cfg(unix)]
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (which serializes) with an outgoing table; returns the fds that
+/// serialized objects recorded, each once, in index order. The fds are
+/// borrowed from the objects, so they must outlive the transfer.
+#[cfg(unix)]
+pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+    let saved = OUTGOING.with(|t| t.replace(Some(Vec::new())));
+    let result = f();
+    let fds = OUTGOING.with(|t| t.replace(saved)).unwrap_or_default();
+    (result, fds)
+}
+
+/// Runs `f` (which deserializes) with `fds` as the incoming table; they are
+/// closed when it returns (objects keep their own duplicates).
+#[cfg(unix)]
+pub(crate) fn provide<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+    let saved = INCOMING.with(|t| t.replace(Some(fds)));
+    let result = f();
+    INCOMING.with(|t| t.replace(saved));
+    result
+}
+
+/// Records `fd` for transfer; returns its index.
+#[cfg(unix)]
+pub(crate) fn export(fd: BorrowedFd<'_>) -> Result<u32, &'static str> {
+    OUTGOING.with(|t| {
+        let mut table = t.borrow_mut();
+        let table = table.as_mut().ok_or(NOT_IN_TRANSFER)?;
+        let raw = fd.as_raw_fd();
+        let index = match table.iter().position(|&f| f == raw) {
+            Some(index) => index,
+            None => {
+                table.push(raw);
+                table.len() - 1
+            }
+        };
+        u32::try_from(index).map_err(|_| "too many handles in one transfer")
+    })
+}
+
+/// A duplicate of the incoming handle at `index`.
+#[cfg(unix)]
+pub(crate) fn import(index: u32) -> Result<OwnedFd, &'static str> {
+    INCOMING.with(|t| {
+        let table = t.borrow();
+        let table = table.as_ref().ok_or(NOT_IN_TRANSFER)?;
+        let fd = table
+            .get(index as usize)
+            .ok_or("handle index out of range")?;
+        fd.try_clone()
+            .map_err(|_| "could not duplicate a received handle")
+    })
+}
+
+const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass them to a \
+     process (as Process arguments) or through a Connection";
+
+#[cfg(not(unix))]
+pub(crate) fn export<T>(_: T) -> Result<u32, &'static str> {
+    Err("handle transfer is not implemented on this platform yet")
+}

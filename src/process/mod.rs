@@ -1,0 +1,412 @@
+//! [`Process`]: Python's `multiprocessing.Process`, and the functions about
+//! processes (`current_process`, `parent_process`, `cpu_count`, start methods).
+
+mod state;
+mod target;
+#[cfg(unix)]
+mod unix;
+
+pub use target::{Exit, Target};
+#[cfg(unix)]
+pub use unix::BOOTSTRAP_FAILED;
+
+use crate::{Error, ErrorKind, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+#[cfg(unix)]
+use multiproc_posix::child::Child;
+#[cfg(windows)]
+use multiproc_windows::child::Child;
+
+/// How a child process is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StartMethod {
+    /// Re-execute this program; the child runs the target named by
+    /// [`Process::new`] with its serialized arguments. Works from any
+    /// parent, threaded or not. The default.
+    Spawn,
+    /// Copy this process with `fork` (Unix). Fast, allows closures
+    /// ([`Process::with_closure`]), and refused when the parent has more than
+    /// one thread unless [`Process::allow_threads`] opts in.
+    Fork,
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the start method for processes that do not choose one.
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method as u8, Ordering::Relaxed);
+}
+
+/// The start method for processes that do not choose one.
+pub fn get_start_method() -> StartMethod {
+    match DEFAULT_METHOD.load(Ordering::Relaxed) {
+        1 => StartMethod::Fork,
+        _ => StartMethod::Spawn,
+    }
+}
+
+/// What a child runs, for either start method.
+trait Job: Send {
+    /// Runs in a forked child; the exit code.
+    fn run(self: Box<Self>) -> i32;
+    /// Serializes for a spawned child.
+    #[cfg(unix)]
+    fn encode(&self) -> Result<unix::Encoded>;
+}
+
+struct Call<F, A> {
+    f: F,
+    args: A,
+}
+
+impl<F, A> Job for Call<F, A>
+where
+    F: Target<A>,
+    A: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn run(self: Box<Self>) -> i32 {
+        self.f.call(self.args)
+    }
+
+    #[cfg(unix)]
+    fn encode(&self) -> Result<unix::Encoded> {
+        unix::encode::<F, A>(&self.args)
+    }
+}
+
+struct Closure<C>(C);
+
+impl<C, R> Job for Closure<C>
+where
+    C: FnOnce() -> R + Send + 'static,
+    R: Exit,
+{
+    fn run(self: Box<Self>) -> i32 {
+        (self.0)().exit_code()
+    }
+
+    #[cfg(unix)]
+    fn encode(&self) -> Result<unix::Encoded> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "a closure can only be started with the fork start method",
+        ))
+    }
+}
+
+/// A child process running a function: Python's `Process(target, args)`.
+///
+/// Build it with [`new`](Self::new) (a `fn` and its arguments, for any start
+/// method) or [`with_closure`](Self::with_closure) (fork only), set the name,
+/// daemon flag and start method, then [`start`](Self::start) and
+/// [`join`](Self::join). Arguments may hold shared objects (Lock, Value, …):
+/// the child gets handles to the same objects.
+///
+/// ```
+/// fn add(lock: multiproc::Lock, counter: multiproc::Value<u64>) {
+///     let _g = lock.lock().unwrap();
+///     counter.set(counter.get().unwrap() + 1).unwrap();
+/// }
+///
+/// let (lock, counter) = (multiproc::Lock::new()?, multiproc::Value::new(0u64)?);
+/// let mut p = multiproc::Process::new(add, (lock, counter.clone())).name("adder");
+/// p.start()?;
+/// assert_eq!(p.join()?, 0);
+/// assert_eq!(counter.get()?, 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// Dropping a `Process` leaves the child running (as `std::process::Child`);
+/// a daemon child is terminated when this process exits normally.
+pub struct Process {
+    name: String,
+    ident: Vec<u32>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    allow_threads: bool,
+    job: Option<Box<dyn Job>>,
+    child: Option<Child>,
+}
+
+impl Process {
+    /// A process that will run `target(args...)`. `target` is a `fn` or a
+    /// closure that captures nothing (checked at compile time); `args` is a
+    /// tuple of its parameters: `(x,)` for one, `()` for none.
+    pub fn new<F, A>(target: F, args: A) -> Process
+    where
+        F: Target<A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Process::from_job(Box::new(Call { f: target, args }), None)
+    }
+
+    /// A process that will run `f`, which may capture anything: fork only.
+    pub fn with_closure<C, R>(f: C) -> Process
+    where
+        C: FnOnce() -> R + Send + 'static,
+        R: Exit,
+    {
+        Process::from_job(Box::new(Closure(f)), Some(StartMethod::Fork))
+    }
+
+    fn from_job(job: Box<dyn Job>, method: Option<StartMethod>) -> Process {
+        let (ident, name) = state::next_child();
+        Process {
+            name,
+            ident,
+            daemon: false,
+            method,
+            allow_threads: false,
+            job: Some(job),
+            child: None,
+        }
+    }
+
+    /// Sets the name (default `Process-N`, as Python).
+    pub fn name(mut self, name: impl Into<String>) -> Process {
+        self.name = name.into();
+        self
+    }
+
+    /// Marks it a daemon: terminated when this process exits normally.
+    pub fn daemon(mut self, daemon: bool) -> Process {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses the start method (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Process {
+        self.method = Some(method);
+        self
+    }
+
+    /// Allows the fork start method from a process with several threads.
+    /// The child then has one thread, and any lock another thread held at the
+    /// fork (inside malloc, stdout, a Mutex of yours) stays held in the child.
+    pub fn allow_threads(mut self, allow: bool) -> Process {
+        self.allow_threads = allow;
+        self
+    }
+
+    /// The name given or assigned.
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Starts the child. A process starts once.
+    pub fn start(&mut self) -> Result<()> {
+        let job = self
+            .job
+            .take()
+            .ok_or_else(|| Error::invalid("a process can only be started once"))?;
+        let method = self.method.unwrap_or_else(get_start_method);
+        let child = self.launch(job, method)?;
+        if self.daemon {
+            state::add_daemon(child.pid());
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    fn launch(&self, job: Box<dyn Job>, method: StartMethod) -> Result<Child> {
+        let who = unix::Identity {
+            name: self.name.clone(),
+            ident: self.ident.clone(),
+            daemon: self.daemon,
+        };
+        match method {
+            StartMethod::Spawn => unix::spawn(job.encode()?, who),
+            StartMethod::Fork => unix::fork(Box::new(move || job.run()), who, self.allow_threads),
+        }
+    }
+
+    #[cfg(windows)]
+    fn launch(&self, _job: Box<dyn Job>, _method: StartMethod) -> Result<Child> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "processes are not implemented on Windows yet",
+        ))
+    }
+
+    fn child(&mut self) -> Result<&mut Child> {
+        self.child
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the process was not started"))
+    }
+
+    /// Reaps the child if it ended, keeping the daemon registry in step.
+    fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let daemon = self.daemon;
+        let child = self.child()?;
+        if timeout != Some(Duration::ZERO) {
+            // Wait outside the registry lock; reap inside it.
+            child
+                .wait_exit(timeout)
+                .map_err(|e| Error::io("waiting for a child", e))?;
+        }
+        let reaped = |child: &mut Child| child.try_wait().map_err(|e| Error::io("waitpid", e));
+        if daemon {
+            let pid = child.pid();
+            state::daemons(|d| {
+                let code = reaped(child)?;
+                if code.is_some() {
+                    d.retain(|&p| p != pid);
+                }
+                Ok(code)
+            })
+        } else {
+            reaped(child)
+        }
+    }
+
+    /// Waits for the child to end; its exit code.
+    pub fn join(&mut self) -> Result<i32> {
+        loop {
+            if let Some(code) = self.poll(None)? {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Waits at most `timeout`; the exit code if it ended (`None`: still
+    /// running, as Python's `exitcode` after `join(timeout)`).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        self.poll(Some(timeout))
+    }
+
+    /// Python's `exitcode`: `None` while running (or not started), the exit
+    /// code, or minus the signal that killed it.
+    pub fn exitcode(&mut self) -> Option<i32> {
+        if self.child.is_none() {
+            return None;
+        }
+        self.poll(Some(Duration::ZERO)).ok().flatten()
+    }
+
+    /// Whether it was started and has not ended.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.is_some() && self.exitcode().is_none()
+    }
+
+    /// The child's pid, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::pid)
+    }
+
+    /// Sends SIGTERM (a no-op once it ended).
+    #[cfg(unix)]
+    pub fn terminate(&mut self) -> Result<()> {
+        self.signal(unix::SIGTERM)
+    }
+
+    /// Sends SIGKILL (a no-op once it ended).
+    #[cfg(unix)]
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(unix::SIGKILL)
+    }
+
+    #[cfg(unix)]
+    fn signal(&mut self, signal: i32) -> Result<()> {
+        // Reap first if it ended, so a reaped pid is never signalled.
+        self.exitcode();
+        self.child()?
+            .signal(signal)
+            .map_err(|e| Error::io("kill", e))
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon)
+            .finish()
+    }
+}
+
+/// This process, as Python's `current_process()` describes it.
+#[derive(Clone, Debug)]
+pub struct CurrentProcess {
+    name: String,
+    daemon: bool,
+}
+
+impl CurrentProcess {
+    /// `MainProcess`, or the name its parent gave it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+}
+
+/// This process: its name and pid.
+pub fn current_process() -> CurrentProcess {
+    state::with_me(|me| CurrentProcess {
+        name: me.name.clone(),
+        daemon: me.daemon,
+    })
+}
+
+/// The process that started this one, if it was started by multiproc.
+#[derive(Clone, Debug)]
+pub struct ParentProcess {
+    pid: u32,
+    stamp: u32,
+    name: String,
+}
+
+impl ParentProcess {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the parent still runs (its pid not reused by another).
+    pub fn is_alive(&self) -> bool {
+        crate::os::ident::is_alive(self.pid, self.stamp)
+    }
+}
+
+/// The parent process (`None` in the main process), as Python's
+/// `parent_process()`.
+pub fn parent_process() -> Option<ParentProcess> {
+    state::with_me(|me| me.parent.clone()).map(|p| ParentProcess {
+        pid: p.pid,
+        stamp: p.stamp,
+        name: p.name,
+    })
+}
+
+/// How many CPUs this process may use (its affinity mask, as Python 3.13's
+/// `process_cpu_count()`; at least 1).
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Makes this process a spawned child if it is one; call it first in
+/// `main`. On Linux it also runs automatically before `main` (so test and
+/// bench binaries need nothing), which makes this call a cheap no-op there.
+pub fn init() {
+    #[cfg(unix)]
+    unix::run_if_child();
+}

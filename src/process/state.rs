@@ -1,0 +1,128 @@
+//! What this process knows about itself (name, identity, parent) and the
+//! registry of daemon children to terminate when it exits.
+//!
+//! # Safety
+//!
+//! One unsafe call: registering the exit handler with `atexit`.
+#![cfg_attr(unix, allow(unsafe_code))]
+
+use std::sync::Mutex;
+#[cfg(unix)]
+use std::sync::Once;
+
+/// This process's identity as Python's `_identity`: empty in the main
+/// process, the parent's plus a counter in a child (names "Process-1:2").
+#[derive(Clone, Debug)]
+pub(crate) struct Me {
+    pub name: String,
+    pub ident: Vec<u32>,
+    pub daemon: bool,
+    pub parent: Option<Parent>,
+    /// Children created so far, for their identities.
+    pub children: u32,
+}
+
+/// The parent, as a child knows it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Parent {
+    pub pid: u32,
+    pub stamp: u32,
+    pub name: String,
+}
+
+static ME: Mutex<Option<Me>> = Mutex::new(None);
+
+fn main_process() -> Me {
+    Me {
+        name: "MainProcess".into(),
+        ident: Vec::new(),
+        daemon: false,
+        parent: None,
+        children: 0,
+    }
+}
+
+pub(crate) fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
+    let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
+    f(me.get_or_insert_with(main_process))
+}
+
+/// Becomes a child: the identity the parent gave it.
+pub(crate) fn become_child(name: String, ident: Vec<u32>, daemon: bool, parent: Parent) {
+    let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
+    *me = Some(Me {
+        name,
+        ident,
+        daemon,
+        parent: Some(parent),
+        children: 0,
+    });
+    drop(me);
+    forget_daemons();
+}
+
+/// The next child's identity and default name.
+pub(crate) fn next_child() -> (Vec<u32>, String) {
+    with_me(|me| {
+        me.children += 1;
+        let mut ident = me.ident.clone();
+        ident.push(me.children);
+        let digits: Vec<String> = ident.iter().map(u32::to_string).collect();
+        let name = format!("Process-{}", digits.join(":"));
+        (ident, name)
+    })
+}
+
+/// Unreaped daemon children, by pid: terminated when this process exits.
+static DAEMONS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Runs `f` with the daemon registry locked: reaping a daemon and removing
+/// it happen together, so the exit handler never signals a reaped pid.
+pub(crate) fn daemons<R>(f: impl FnOnce(&mut Vec<u32>) -> R) -> R {
+    let mut daemons = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut daemons)
+}
+
+pub(crate) fn add_daemon(pid: u32) {
+    #[cfg(unix)]
+    register_exit_handler();
+    daemons(|d| d.push(pid));
+}
+
+fn forget_daemons() {
+    daemons(|d| d.clear());
+}
+
+#[cfg(unix)]
+fn register_exit_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        extern "C" fn at_exit() {
+            terminate_daemons();
+        }
+        // SAFETY: registering a plain `extern "C" fn()` has no preconditions.
+        unsafe { libc::atexit(at_exit) };
+    });
+}
+
+/// Python's exit behaviour for daemons: SIGTERM each, wait a little, then
+/// SIGKILL the stragglers and reap them all.
+#[cfg(unix)]
+pub(crate) fn terminate_daemons() {
+    use multiproc_posix::child::Child;
+    use std::time::Duration;
+    let pids = daemons(std::mem::take);
+    let mut children: Vec<Child> = pids.into_iter().map(Child::adopt).collect();
+    for child in &mut children {
+        let _ = child.signal(libc::SIGTERM);
+    }
+    for child in &mut children {
+        if !matches!(
+            child.wait_timeout(Some(Duration::from_millis(500))),
+            Ok(Some(_))
+        ) {
+            let _ = child.signal(libc::SIGKILL);
+            let _ = child.wait_timeout(Some(Duration::from_secs(5)));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! [`Event`]: Python's `multiprocessing.Event`.
+
+use super::after;
+use crate::object::{shared_object, Object};
+use crate::os::Os;
+use crate::Result;
+use multiproc_core::event::RawEvent;
+use multiproc_core::header::Kind;
+use multiproc_core::Deadline;
+use std::time::Duration;
+
+/// A flag shared between processes that waiters block on until it is set.
+///
+/// ```
+/// let event = multiproc::Event::new()?;
+/// assert!(!event.wait_timeout(std::time::Duration::from_millis(1)));
+/// event.set();
+/// event.wait();
+/// assert!(event.is_set());
+/// event.clear();
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Event {
+    obj: Object<RawEvent>,
+}
+
+shared_object!(Event, &[Kind::Event], |_, _| Ok(()));
+
+impl Event {
+    pub fn new() -> Result<Event> {
+        Ok(Event {
+            obj: Object::create(Kind::Event, [0; 5], 0, |_, _| {})?,
+        })
+    }
+
+    fn from_object(obj: Object<RawEvent>) -> Event {
+        Event { obj }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.obj.raw().is_set()
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) {
+        self.obj.raw().set(&Os)
+    }
+
+    pub fn clear(&self) {
+        self.obj.raw().clear()
+    }
+
+    /// Blocks until the flag is set (or was set since the call began).
+    pub fn wait(&self) {
+        let set = self.obj.raw().wait(&Os, Deadline::NEVER);
+        debug_assert!(set);
+    }
+
+    /// Blocks at most `timeout`; whether the flag was set.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.obj.raw().wait(&Os, after(timeout))
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
