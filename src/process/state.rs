@@ -47,6 +47,14 @@ pub(crate) fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
     f(me.get_or_insert_with(main_process))
 }
 
+/// Holds this module's locks across a fork, so a child never inherits one
+/// that another thread held mid-update (the pthread_atfork discipline).
+pub(crate) fn hold_for_fork() -> impl Sized {
+    let me = ME.lock().unwrap_or_else(|e| e.into_inner());
+    let daemons = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
+    (me, daemons)
+}
+
 /// Becomes a child: the identity the parent gave it.
 pub(crate) fn become_child(name: String, ident: Vec<u32>, daemon: bool, parent: Parent) {
     let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());

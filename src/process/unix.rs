@@ -163,16 +163,36 @@ pub(crate) fn fork(
     }
     let parent = parent_info();
     flush_std();
+    let held = state::hold_for_fork();
     // SAFETY: single-threaded, or the caller opted in (see the file's doc);
     // the child ends with `_exit` below.
-    match unsafe { child::fork() }.map_err(|e| Error::io("fork", e))? {
+    let forked = unsafe { child::fork() };
+    drop(held);
+    match forked.map_err(|e| Error::io("fork", e))? {
         Forked::Parent(child) => Ok(child),
         Forked::Child => {
             state::become_child(who.name, who.ident, who.daemon, parent);
+            report_panics_on_stderr();
             let code = catch_unwind(AssertUnwindSafe(run)).unwrap_or(1);
             finish(code)
         }
     }
+}
+
+/// A child reports a panic on its own stderr, as Python prints a child's
+/// traceback: "Process NAME: panicked at FILE:LINE: MESSAGE". Written to the
+/// stderr handle, not through `eprintln!`, so a forked child does not send
+/// it into an output capture (libtest's) inherited from the parent thread.
+fn report_panics_on_stderr() {
+    std::panic::set_hook(Box::new(|info| {
+        let name = state::with_me(|me| me.name.clone());
+        let backtrace = std::backtrace::Backtrace::capture();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "Process {name}: {info}");
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            let _ = writeln!(err, "{backtrace}");
+        }
+    }));
 }
 
 /// How every child ends: its daemons terminated, streams flushed, `_exit`.
@@ -249,6 +269,7 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
         fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     state::become_child(message.name, message.ident, message.daemon, message.parent);
+    report_panics_on_stderr();
     let offset = message.entry;
     let address = anchor_address().wrapping_add(offset) as usize;
     // SAFETY: same executable file (checked above), so `anchor + offset` is

@@ -1,0 +1,38 @@
+//! Helpers for tests with real processes: every wait is bounded, and a
+//! child that outlives its bound is killed and fails the test.
+#![allow(dead_code)]
+
+use multiproc::{Process, StartMethod};
+use std::time::Duration;
+
+/// Long enough for a loaded 2-core CI machine, short enough to fail fast.
+pub const BOUND: Duration = Duration::from_secs(60);
+
+/// Both start methods. Fork is opted into threads: the test harness runs
+/// tests on threads, and these children touch nothing another thread holds.
+pub const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
+
+/// Applies `method` (and the fork opt-in) to a process.
+pub fn with(method: StartMethod, p: Process) -> Process {
+    p.start_method(method).allow_threads(true)
+}
+
+/// Joins within [`BOUND`]; kills the child and panics if it hangs.
+pub fn finish(p: &mut Process) -> i32 {
+    match p.join_timeout(BOUND).expect("join") {
+        Some(code) => code,
+        None => {
+            let _ = p.kill();
+            let _ = p.join_timeout(Duration::from_secs(5));
+            panic!("{} did not finish within {BOUND:?}", p.get_name());
+        }
+    }
+}
+
+/// Starts every process, then joins them all; their exit codes.
+pub fn run_all(ps: &mut [Process]) -> Vec<i32> {
+    for p in ps.iter_mut() {
+        p.start().expect("start");
+    }
+    ps.iter_mut().map(finish).collect()
+}

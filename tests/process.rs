@@ -1,0 +1,186 @@
+//! Process semantics as Python reports them: exit codes, join with a
+//! timeout, signals, panics, names, parents, daemons, start-method rules.
+
+mod common;
+use common::*;
+use multiproc::{parent_process, ErrorKind, Event, Process, StartMethod, Value};
+use std::time::{Duration, Instant};
+
+fn busy(stop: Event) {
+    stop.wait_timeout(BOUND);
+}
+
+#[test]
+fn join_timeout_on_a_busy_child_then_exit_code_zero() {
+    for method in METHODS {
+        let stop = Event::new().unwrap();
+        let mut p = with(method, Process::new(busy, (stop.clone(),)));
+        assert_eq!(p.exitcode(), None, "not started");
+        p.start().unwrap();
+        let t = Instant::now();
+        assert_eq!(p.join_timeout(Duration::from_millis(100)).unwrap(), None);
+        assert!(t.elapsed() >= Duration::from_millis(90));
+        assert_eq!(p.exitcode(), None);
+        assert!(p.is_alive());
+        stop.set();
+        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(!p.is_alive());
+    }
+}
+
+#[test]
+fn sigkill_reports_minus_nine_and_sigterm_minus_fifteen() {
+    for method in METHODS {
+        let stop = Event::new().unwrap();
+        let mut p = with(method, Process::new(busy, (stop.clone(),)));
+        p.start().unwrap();
+        p.kill().unwrap();
+        assert_eq!(finish(&mut p), -9, "{method:?}");
+        p.kill().unwrap(); // a no-op once it ended
+
+        let mut p = with(method, Process::new(busy, (stop.clone(),)));
+        p.start().unwrap();
+        p.terminate().unwrap();
+        assert_eq!(finish(&mut p), -15, "{method:?}");
+    }
+}
+
+fn panics(message: String) {
+    panic!("{message}");
+}
+
+fn exits_with(code: i32) -> i32 {
+    code
+}
+
+fn fails() -> Result<(), String> {
+    Err("a failure".into())
+}
+
+#[test]
+fn panic_reports_one_and_return_values_are_exit_codes() {
+    for method in METHODS {
+        let mut p = with(method, Process::new(panics, ("boom".to_string(),)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 1, "{method:?}");
+
+        let mut p = with(method, Process::new(exits_with, (7,)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 7);
+
+        let mut p = with(method, Process::new(fails, ()));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 1);
+    }
+}
+
+/// The panic message reaches the child's stderr: run a child whose stderr
+/// is a file and read it back.
+fn panic_to_file(path: String) {
+    let file = std::fs::File::create(&path).unwrap();
+    use std::os::fd::AsRawFd;
+    // Safe wrapper-free dup2 via the standard library is not available;
+    // libc is a dev-dependency for this one call.
+    // SAFETY: dup2 onto stderr with a valid open fd.
+    unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    panic!("the message {}", 42);
+}
+
+#[test]
+fn a_panicking_child_prints_its_message_on_stderr() {
+    let dir = std::env::temp_dir();
+    for method in METHODS {
+        let path = dir.join(format!("multiproc-panic-{}-{method:?}", std::process::id()));
+        let path = path.to_string_lossy().into_owned();
+        let mut p = with(method, Process::new(panic_to_file, (path.clone(),)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 1);
+        let stderr = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(stderr.contains("the message 42"), "{method:?}: {stderr:?}");
+    }
+}
+
+fn report_parent(pid: Value<u32>) {
+    let parent = parent_process().expect("a child has a parent");
+    assert!(parent.is_alive());
+    assert_eq!(parent.name(), "MainProcess");
+    pid.set(parent.pid()).unwrap();
+}
+
+#[test]
+fn a_child_knows_its_parent() {
+    assert!(parent_process().is_none());
+    for method in METHODS {
+        let pid = Value::new(0u32).unwrap();
+        let mut p = with(method, Process::new(report_parent, (pid.clone(),)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(pid.get().unwrap(), std::process::id());
+        assert!(p.pid().is_some());
+    }
+}
+
+#[test]
+fn fork_is_refused_with_threads_unless_allowed() {
+    // The test harness runs this on a thread of its own: more than one.
+    let mut p = Process::new(exits_with, (0,)).start_method(StartMethod::Fork);
+    let err = p.start().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("threads"), "{err}");
+
+    // Closures need fork; with it they capture anything.
+    let captured = vec![1u8, 2, 3];
+    let mut p = Process::with_closure(move || captured.len() as i32).allow_threads(true);
+    p.start().unwrap();
+    assert_eq!(finish(&mut p), 3);
+    let mut p = Process::with_closure(|| 0).start_method(StartMethod::Spawn);
+    assert_eq!(p.start().unwrap_err().kind(), ErrorKind::Unsupported);
+}
+
+#[test]
+fn misuse_is_an_error() {
+    let mut p = Process::new(exits_with, (0,));
+    assert_eq!(p.join().unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        p.terminate().unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    p.start().unwrap();
+    assert_eq!(p.start().unwrap_err().kind(), ErrorKind::InvalidArgument);
+    assert_eq!(finish(&mut p), 0);
+    assert!(multiproc::cpu_count() >= 1);
+}
+
+/// A parent that starts a daemon child and exits normally: the daemon must
+/// be terminated (its pid reported through `pid`).
+fn parent_of_a_daemon(pid: Value<u32>, stop: Event) {
+    let mut d = Process::new(busy, (stop,)).daemon(true);
+    d.start().unwrap();
+    pid.set(d.pid().unwrap()).unwrap();
+    // Returning exits this process; the daemon must not outlive it.
+}
+
+#[test]
+fn daemon_children_are_terminated_when_their_parent_exits() {
+    let pid = Value::new(0u32).unwrap();
+    let stop = Event::new().unwrap();
+    let mut p = Process::new(parent_of_a_daemon, (pid.clone(), stop.clone()));
+    p.start().unwrap();
+    assert_eq!(finish(&mut p), 0);
+    let daemon = pid.get().unwrap();
+    assert_ne!(daemon, 0);
+    // The daemon was reaped by its parent at exit: no such process now.
+    let deadline = Instant::now() + BOUND;
+    while std::path::Path::new(&format!("/proc/{daemon}/stat")).exists() {
+        let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+        // It may linger as a zombie of init for a moment, never running.
+        if stat.contains(") Z") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "daemon {daemon} still running");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.set();
+}
