@@ -71,6 +71,24 @@ pub(crate) fn import(index: u32) -> Result<OwnedFd, &'static str> {
     })
 }
 
+thread_local! {
+    /// Why the last shared object failed to deserialize on this thread:
+    /// serde's error (postcard's) keeps no message, this keeps the cause.
+    static FAILURE: RefCell<Option<crate::Error>> = const { RefCell::new(None) };
+}
+
+/// Records why a shared object was refused; returns serde's error for it.
+pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
+    let e = E::custom(&error);
+    FAILURE.with(|f| *f.borrow_mut() = Some(error));
+    e
+}
+
+/// The cause recorded by the last [`refuse`] on this thread, if any.
+pub(crate) fn take_failure() -> Option<crate::Error> {
+    FAILURE.with(|f| f.borrow_mut().take())
+}
+
 const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass them to a \
      process (as Process arguments) or through a Connection";
 

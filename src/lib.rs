@@ -11,6 +11,9 @@ mod value;
 
 pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
+#[doc(hidden)]
+pub use process::bootstrap_for_tests as __bootstrap_for_tests;
+#[cfg(unix)]
 pub use process::BOOTSTRAP_FAILED;
 pub use process::{
     cpu_count, current_process, get_start_method, init, parent_process, set_start_method,

@@ -130,11 +130,22 @@ impl<L: Shared> Object<L> {
         kinds: &[Kind],
         check: impl FnOnce(&Header, &L) -> Result<(), Corrupt>,
     ) -> Result<Object<L>, D::Error> {
-        use serde::de::Error as _;
+        use crate::handles::refuse;
+        use crate::ErrorKind;
+        use multiproc_posix::shm::OpenError;
         let index = <u32 as serde::Deserialize>::deserialize(d)?;
-        let fd = crate::handles::import(index).map_err(D::Error::custom)?;
-        let segment = Segment::open(fd).map_err(|e| D::Error::custom(format!("{e:?}")))?;
-        Object::open(segment, kinds, check).map_err(D::Error::custom)
+        let fd =
+            crate::handles::import(index).map_err(|e| refuse(Error::new(ErrorKind::Corrupt, e)))?;
+        let segment = Segment::open(fd).map_err(|e| {
+            refuse(match e {
+                OpenError::Foreign(why) => Error::new(
+                    ErrorKind::Corrupt,
+                    format!("not a multiproc segment: {why}"),
+                ),
+                OpenError::Io(e) => Error::io("mapping a received segment", e),
+            })
+        })?;
+        Object::open(segment, kinds, check).map_err(refuse)
     }
 
     #[cfg(not(unix))]
@@ -168,3 +179,116 @@ macro_rules! shared_object {
     };
 }
 pub(crate) use shared_object;
+
+#[cfg(test)]
+mod tests {
+    //! Segments that are not what they claim: each is refused with `Corrupt`.
+    use crate::handles::{collect, provide, take_failure};
+    use crate::{Array, Barrier, BoundedSemaphore, ErrorKind, Lock, Value};
+    use serde::{de::DeserializeOwned, Serialize};
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    /// Sends `value` through a transfer table, as to a child, and receives
+    /// it as a `U`; the refusal's kind if it fails.
+    fn transfer<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, ErrorKind> {
+        let (bytes, fds) = collect(|| postcard::to_allocvec(value));
+        let bytes = bytes.unwrap();
+        let fds: Vec<OwnedFd> = fds
+            .iter()
+            // SAFETY: the fds belong to `value`, alive for this call.
+            .map(|&fd| {
+                unsafe { BorrowedFd::borrow_raw(fd) }
+                    .try_clone_to_owned()
+                    .unwrap()
+            })
+            .collect();
+        provide(fds, || postcard::from_bytes::<U>(&bytes))
+            .map_err(|_| take_failure().expect("a recorded cause").kind())
+    }
+
+    /// Writes `bytes` at `offset` of an object's segment, as a hostile peer could.
+    fn tamper(lock: &Lock, offset: usize, bytes: &[u8]) {
+        // SAFETY: offset + len is within the 64-byte header of a live segment.
+        unsafe {
+            let p = lock.raw() as *const _ as *mut u8;
+            let base = p.sub(multiproc_core::header::HEADER_SIZE);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), bytes.len());
+        }
+    }
+
+    #[test]
+    fn a_good_object_round_trips() {
+        let lock = Lock::new().unwrap();
+        let back: Lock = transfer(&lock).unwrap();
+        back.acquire().unwrap();
+        assert!(lock.is_locked());
+        back.release().unwrap();
+    }
+
+    #[test]
+    fn wrong_kind_magic_version_and_size_are_corrupt() {
+        let barrier = Barrier::new(2).unwrap();
+        assert_eq!(
+            transfer::<_, Lock>(&barrier).err(),
+            Some(ErrorKind::Corrupt)
+        );
+
+        let lock = Lock::new().unwrap();
+        tamper(&lock, 0, b"NOTMAGIC");
+        assert_eq!(transfer::<_, Lock>(&lock).err(), Some(ErrorKind::Corrupt));
+
+        let lock = Lock::new().unwrap();
+        tamper(&lock, 8, &99u32.to_le_bytes()); // version
+        assert_eq!(transfer::<_, Lock>(&lock).err(), Some(ErrorKind::Corrupt));
+
+        let lock = Lock::new().unwrap();
+        tamper(&lock, 16, &1u64.to_le_bytes()); // size
+        assert_eq!(transfer::<_, Lock>(&lock).err(), Some(ErrorKind::Corrupt));
+    }
+
+    #[test]
+    fn wrong_element_type_or_parameters_are_corrupt() {
+        let v = Value::new(1u64).unwrap();
+        assert_eq!(
+            transfer::<_, Value<f64>>(&v).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        assert_eq!(
+            transfer::<_, Value<u32>>(&v).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        assert_eq!(
+            transfer::<_, Array<u64>>(&v).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        let back: Value<u64> = transfer(&v).unwrap();
+        assert_eq!(back.get().unwrap(), 1);
+
+        let sem = BoundedSemaphore::new(1).unwrap();
+        let back: BoundedSemaphore = transfer(&sem).unwrap();
+        assert!(
+            back.release().is_err(),
+            "a received semaphore keeps its bound"
+        );
+    }
+
+    #[test]
+    fn a_foreign_descriptor_is_corrupt() {
+        // A memfd the peer did not seal could shrink under our mapping.
+        let seg = multiproc_posix::shm::Segment::create(4096).unwrap();
+        let plain: OwnedFd = std::fs::File::open("/proc/self/stat").unwrap().into();
+        let (bytes, _) = collect(|| postcard::to_allocvec(&Lock::new().unwrap()));
+        let r = provide(vec![plain], || {
+            postcard::from_bytes::<Lock>(&bytes.unwrap())
+        });
+        assert!(r.is_err());
+        assert_eq!(take_failure().unwrap().kind(), ErrorKind::Corrupt);
+        drop(seg);
+    }
+
+    #[test]
+    fn serializing_outside_a_transfer_is_an_error() {
+        let lock = Lock::new().unwrap();
+        assert!(postcard::to_allocvec(&lock).is_err());
+    }
+}

@@ -8,6 +8,9 @@ mod unix;
 
 pub use target::{Exit, Target};
 #[cfg(unix)]
+#[doc(hidden)]
+pub use unix::bootstrap_for_tests;
+#[cfg(unix)]
 pub use unix::BOOTSTRAP_FAILED;
 
 use crate::{Error, ErrorKind, Result};

@@ -71,8 +71,10 @@ fn anchor_address() -> u64 {
 fn entry<F: Target<A>, A: DeserializeOwned + 'static>(
     args: &[u8],
 ) -> Result<Box<dyn FnOnce() -> i32>, String> {
-    let args: A = postcard::from_bytes(args)
-        .map_err(|e| format!("could not deserialize the target's arguments: {e}"))?;
+    let args: A = postcard::from_bytes(args).map_err(|e| {
+        let cause = handles::take_failure().map_or_else(|| e.to_string(), |c| c.to_string());
+        format!("could not deserialize the target's arguments: {cause}")
+    })?;
     // SAFETY: F is zero-sized (`encode` asserts it at compile time) and is
     // a fn item or a capture-free closure, which hold no data.
     let f: F = unsafe { std::mem::zeroed() };
@@ -138,6 +140,24 @@ pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
     std::hint::black_box(&CHILD_CONSTRUCTOR);
     child::spawn_self(&[(BOOTSTRAP_ENV, &fd)], &inherit)
         .map_err(|e| Error::io("starting a child process", e))
+}
+
+/// A well-formed bootstrap naming this executable and no target: for tests
+/// that hand it to a *different* executable, which must refuse it.
+#[doc(hidden)]
+pub fn bootstrap_for_tests() -> Vec<u8> {
+    let message = Bootstrap {
+        magic: MAGIC,
+        exe: child::exe_identity().expect("this executable"),
+        entry: 0,
+        args: Vec::new(),
+        fds: Vec::new(),
+        name: "test".into(),
+        ident: vec![1],
+        daemon: false,
+        parent: parent_info(),
+    };
+    postcard::to_allocvec(&message).expect("bootstrap")
 }
 
 /// Flushes std's buffered streams, so neither a fork nor an `_exit`
