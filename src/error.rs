@@ -99,6 +99,7 @@ impl Error {
         Error::new(ErrorKind::Io, context).with_source(err)
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn codec(
         context: &'static str,
         err: impl std::error::Error + Send + Sync + 'static,

@@ -77,6 +77,7 @@ thread_local! {
     static FAILURE: RefCell<Option<crate::Error>> = const { RefCell::new(None) };
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 /// Records why a shared object was refused; returns serde's error for it.
 pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
     let e = E::custom(&error);
@@ -84,11 +85,13 @@ pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
     e
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 /// The cause recorded by the last [`refuse`] on this thread, if any.
 pub(crate) fn take_failure() -> Option<crate::Error> {
     FAILURE.with(|f| f.borrow_mut().take())
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass them to a \
      process (as Process arguments) or through a Connection";
 

@@ -58,6 +58,7 @@ impl<L: Shared> Object<L> {
         Ok(object)
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     /// Validates a segment received from elsewhere: its header for `kind`
     /// (one of `kinds`) and size, then `check` for the kind's parameters.
     pub(crate) fn open(
@@ -193,17 +194,15 @@ mod tests {
     fn transfer<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, ErrorKind> {
         let (bytes, fds) = collect(|| postcard::to_allocvec(value));
         let bytes = bytes.unwrap();
-        let fds: Vec<OwnedFd> = fds
-            .iter()
-            // SAFETY: the fds belong to `value`, alive for this call.
-            .map(|&fd| {
-                unsafe { BorrowedFd::borrow_raw(fd) }
-                    .try_clone_to_owned()
-                    .unwrap()
-            })
-            .collect();
+        let fds: Vec<OwnedFd> = fds.iter().map(|&fd| duplicate(fd)).collect();
         provide(fds, || postcard::from_bytes::<U>(&bytes))
             .map_err(|_| take_failure().expect("a recorded cause").kind())
+    }
+
+    fn duplicate(fd: std::os::fd::RawFd) -> OwnedFd {
+        // SAFETY: the fd belongs to an object alive for the caller's call.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        fd.try_clone_to_owned().unwrap()
     }
 
     /// Writes `bytes` at `offset` of an object's segment, as a hostile peer could.

@@ -131,7 +131,7 @@ fn fork_is_refused_with_threads_unless_allowed() {
     assert!(err.to_string().contains("threads"), "{err}");
 
     // Closures need fork; with it they capture anything.
-    let captured = vec![1u8, 2, 3];
+    let captured = String::from("abc");
     let mut p = Process::with_closure(move || captured.len() as i32).allow_threads(true);
     p.start().unwrap();
     assert_eq!(finish(&mut p), 3);

@@ -269,37 +269,6 @@ pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> 
     Ok(Child::adopt(child.id()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_like_python() {
-        // exit(3) → 3; killed by SIGKILL → -9.
-        assert_eq!(decode_status(3 << 8), 3);
-        assert_eq!(decode_status(9), -9);
-    }
-
-    #[test]
-    fn waits_with_timeout_and_signals() {
-        let c = Command::new("sleep").arg("5").spawn().unwrap();
-        let mut child = Child::adopt(c.id());
-        assert_eq!(
-            child.wait_timeout(Some(Duration::from_millis(30))).unwrap(),
-            None
-        );
-        child.signal(libc::SIGKILL).unwrap();
-        assert_eq!(
-            child.wait_timeout(Some(Duration::from_secs(10))).unwrap(),
-            Some(-9)
-        );
-        assert_eq!(child.exitcode(), Some(-9));
-        child.signal(libc::SIGTERM).unwrap(); // no-op once reaped
-        assert!(exe_identity().is_ok());
-        assert!(thread_count() >= 1);
-    }
-}
-
 /// A sealed memfd holding `bytes`, positioned at 0: how a bootstrap message
 /// reaches a spawned child (no pipe to fill, no deadlock if it dies early).
 pub fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
@@ -320,4 +289,37 @@ pub fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
             | rustix::fs::SealFlags::SEAL,
     )?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_like_python() {
+        // exit(3) → 3; killed by SIGKILL → -9.
+        assert_eq!(decode_status(3 << 8), 3);
+        assert_eq!(decode_status(9), -9);
+    }
+
+    #[test]
+    fn waits_with_timeout_and_signals() {
+        // Reaped through `Child`, not std's handle.
+        #[allow(clippy::zombie_processes)]
+        let c = Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = Child::adopt(c.id());
+        assert_eq!(
+            child.wait_timeout(Some(Duration::from_millis(30))).unwrap(),
+            None
+        );
+        child.signal(libc::SIGKILL).unwrap();
+        assert_eq!(
+            child.wait_timeout(Some(Duration::from_secs(10))).unwrap(),
+            Some(-9)
+        );
+        assert_eq!(child.exitcode(), Some(-9));
+        child.signal(libc::SIGTERM).unwrap(); // no-op once reaped
+        assert!(exe_identity().is_ok());
+        assert!(thread_count() >= 1);
+    }
 }

@@ -1,6 +1,9 @@
 //! [`Process`]: Python's `multiprocessing.Process`, and the functions about
 //! processes (`current_process`, `parent_process`, `cpu_count`, start methods).
 
+// On Windows the start methods are not written yet, so much of this is unused there.
+#![cfg_attr(windows, allow(dead_code))]
+
 mod state;
 mod target;
 #[cfg(unix)]
@@ -289,9 +292,7 @@ impl Process {
     /// Python's `exitcode`: `None` while running (or not started), the exit
     /// code, or minus the signal that killed it.
     pub fn exitcode(&mut self) -> Option<i32> {
-        if self.child.is_none() {
-            return None;
-        }
+        self.child.as_ref()?;
         self.poll(Some(Duration::ZERO)).ok().flatten()
     }
 

@@ -5,6 +5,7 @@
 //!
 //! One unsafe call: registering the exit handler with `atexit`.
 #![cfg_attr(unix, allow(unsafe_code))]
+#![cfg_attr(windows, allow(dead_code))]
 
 use std::sync::Mutex;
 #[cfg(unix)]
