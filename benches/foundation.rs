@@ -1,1 +1,231 @@
-fn main() {}
+//! The foundation's benchmarks, side by side with Python's multiprocessing
+//! and the machine's floor in one run:
+//!
+//! | workload                                   | multiproc            | floor                    |
+//! |--------------------------------------------|----------------------|--------------------------|
+//! | Lock acquire+release, uncontended          | `Lock::lock`         | one CAS + one store      |
+//! | Value += 1 under its lock, 2 processes     | `*value.lock()? += 1`| –                        |
+//! | Event ping-pong between 2 processes        | `Event` set/wait     | –                        |
+//! | Process start+join, fork / spawn           | `Process`            | fork+waitpid, exec+wait  |
+//!
+//! Run: `cargo bench --bench foundation` (add `-- --quick` for a smoke run).
+//! Each figure is the median of several runs, with min–max.
+
+use multiproc::{Barrier, Event, Process, StartMethod, Value};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+struct Config {
+    runs: usize,
+    lock_ops: u64,
+    value_ops: u64,
+    pings: u64,
+    forks: u32,
+    spawns: u32,
+}
+
+fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+/// Runs `f` (which returns its own figure) `runs` times after one warm-up.
+fn measure(runs: usize, mut f: impl FnMut() -> f64) -> (f64, f64, f64) {
+    f();
+    median((0..runs).map(|_| f()).collect())
+}
+
+fn lock_uncontended(ops: u64) -> f64 {
+    let lock = multiproc::Lock::new().unwrap();
+    let t = Instant::now();
+    for _ in 0..ops {
+        drop(black_box(lock.lock().unwrap()));
+    }
+    t.elapsed().as_nanos() as f64 / ops as f64
+}
+
+fn cas_floor(ops: u64) -> f64 {
+    let word = AtomicU32::new(0);
+    let t = Instant::now();
+    for _ in 0..ops {
+        let w = black_box(&word);
+        while w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {}
+        w.store(0, Ordering::Release);
+    }
+    t.elapsed().as_nanos() as f64 / ops as f64
+}
+
+fn increment(value: Value<u64>, barrier: Barrier, ops: u64) {
+    barrier.wait().unwrap();
+    for _ in 0..ops {
+        *value.lock().unwrap() += 1;
+    }
+    barrier.wait().unwrap();
+}
+
+/// Millions of increments per second, both processes together.
+fn value_two_processes(ops: u64) -> f64 {
+    let value = Value::new(0u64).unwrap();
+    let barrier = Barrier::new(3).unwrap();
+    let mut ps: Vec<_> = (0..2)
+        .map(|_| Process::new(increment, (value.clone(), barrier.clone(), ops)))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    barrier.wait().unwrap();
+    let t = Instant::now();
+    barrier.wait().unwrap();
+    let elapsed = t.elapsed();
+    for p in &mut ps {
+        assert_eq!(p.join().unwrap(), 0);
+    }
+    assert_eq!(value.get().unwrap(), 2 * ops);
+    (2 * ops) as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+fn pong(ping: Event, pong: Event, rounds: u64) {
+    for _ in 0..rounds {
+        ping.wait();
+        ping.clear();
+        pong.set();
+    }
+}
+
+/// Microseconds per round trip.
+fn event_ping_pong(rounds: u64) -> f64 {
+    let (ping, pong_) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut p = Process::new(pong, (ping.clone(), pong_.clone(), rounds + 1));
+    p.start().unwrap();
+    // One round to be sure the child is up.
+    ping.set();
+    pong_.wait();
+    pong_.clear();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        ping.set();
+        pong_.wait();
+        pong_.clear();
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(p.join().unwrap(), 0);
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+fn noop() {}
+
+/// Microseconds per start+join.
+fn start_join(method: StartMethod, n: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut p = Process::new(noop, ()).start_method(method);
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// fork + _exit + waitpid, straight to libc.
+fn fork_floor(n: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        // SAFETY: the bench is single-threaded here; the child only _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child with a valid out-pointer.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+fn exec_floor(n: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        std::process::Command::new("/bin/true").status().unwrap();
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// Python's figures from `benches/python_foundation.py`, by name.
+fn python(quick: bool) -> Vec<(String, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_foundation.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script);
+    if quick {
+        cmd.arg("--quick");
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect(),
+        Ok(out) => {
+            eprintln!("python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("python3 not run: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn main() {
+    multiproc::init();
+    let quick = std::env::args().any(|a| a == "--quick");
+    let c = if quick {
+        Config { runs: 3, lock_ops: 1_000_000, value_ops: 200_000, pings: 2_000, forks: 20, spawns: 5 }
+    } else {
+        Config { runs: 7, lock_ops: 20_000_000, value_ops: 2_000_000, pings: 20_000, forks: 200, spawns: 30 }
+    };
+    let py = python(quick);
+    let py = |k: &str| py.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+
+    println!("machine: {} CPUs; {} runs each; median [min–max]", multiproc::cpu_count(), c.runs);
+    println!("{:<38} {:>24} {:>12} {:>12} {:>10} {:>10}", "workload", "multiproc", "python", "floor", "vs python", "vs floor");
+    let row = |name: &str, unit: &str, m: (f64, f64, f64), py: Option<f64>, floor: Option<f64>, higher_is_better: bool| {
+        let ratio = |other: Option<f64>| {
+            other.map_or("-".to_string(), |o| {
+                let r = if higher_is_better { m.0 / o } else { o / m.0 };
+                format!("{r:.2}x")
+            })
+        };
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "{:<38} {:>24} {:>12} {:>12} {:>10} {:>10}",
+            format!("{name} ({unit})"),
+            format!("{:.3} [{:.3}–{:.3}]", m.0, m.1, m.2),
+            fmt(py),
+            fmt(floor),
+            ratio(py),
+            ratio(floor),
+        );
+    };
+
+    let lock = measure(c.runs, || lock_uncontended(c.lock_ops));
+    let cas = measure(c.runs, || cas_floor(c.lock_ops));
+    row("Lock acquire+release", "ns", lock, py("lock_ns"), Some(cas.0), false);
+
+    let value = measure(c.runs, || value_two_processes(c.value_ops));
+    row("Value += 1 locked, 2 processes", "M/s", value, py("value_mops"), None, true);
+
+    let event = measure(c.runs, || event_ping_pong(c.pings));
+    row("Event ping-pong round trip", "us", event, py("event_us"), None, false);
+
+    let fork = measure(c.runs, || start_join(StartMethod::Fork, c.forks));
+    let fork0 = measure(c.runs, || fork_floor(c.forks));
+    row("Process start+join, fork", "us", fork, py("fork_us"), Some(fork0.0), false);
+
+    let spawn = measure(c.runs, || start_join(StartMethod::Spawn, c.spawns));
+    let exec0 = measure(c.runs, || exec_floor(c.spawns));
+    row("Process start+join, spawn", "us", spawn, py("spawn_us"), Some(exec0.0), false);
+    let _ = Duration::ZERO;
+}

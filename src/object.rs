@@ -11,7 +11,6 @@ use crate::os::Segment;
 use crate::{Error, Result};
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::shared::{view, Shared};
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// A shared object: a segment whose header is valid, holding an `L` at
@@ -20,16 +19,19 @@ pub(crate) struct Object<L> {
     segment: Arc<Segment>,
     /// The header as validated when the object was made; never re-read.
     header: Header,
-    _layout: PhantomData<fn() -> L>,
+    /// The layout at HEADER_SIZE, viewed once (bounds and alignment checked).
+    raw: std::ptr::NonNull<L>,
 }
+
+// SAFETY: the segment (memory shared by design) is Send + Sync, and `raw`
+// points into it at a `Shared` layout, which is atomics only.
+unsafe impl<L: Shared + Sync> Send for Object<L> {}
+// SAFETY: as above; shared access goes through the layout's atomics.
+unsafe impl<L: Shared + Sync> Sync for Object<L> {}
 
 impl<L> Clone for Object<L> {
     fn clone(&self) -> Self {
-        Object {
-            segment: self.segment.clone(),
-            header: self.header,
-            _layout: PhantomData,
-        }
+        Object { segment: self.segment.clone(), header: self.header, raw: self.raw }
     }
 }
 
@@ -49,11 +51,7 @@ impl<L: Shared> Object<L> {
         // SAFETY: the segment is at least HEADER_SIZE bytes, page-aligned and
         // not yet shared; Header is plain data.
         unsafe { segment.as_ptr().cast::<Header>().write(header) };
-        let object = Object {
-            segment: Arc::new(segment),
-            header,
-            _layout: PhantomData,
-        };
+        let object = Object::new(segment, header)?;
         init(object.raw(), object.base());
         Ok(object)
     }
@@ -83,21 +81,26 @@ impl<L: Shared> Object<L> {
             .find(|&k| k as u32 == header.kind)
             .unwrap_or(kinds[0]);
         header.validate(kind, mapped as u64)?;
-        let object = Object {
-            segment: Arc::new(segment),
-            header,
-            _layout: PhantomData,
-        };
+        let object = Object::new(segment, header)?;
         check(&header, object.raw())?;
         Ok(object)
     }
 
+    fn new(segment: Segment, header: Header) -> Result<Object<L>> {
+        // SAFETY: the segment stays mapped while the returned object (which
+        // owns it through the Arc) lives, and only Shared views are made.
+        let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }
+            .ok_or(Corrupt::WrongSize { header: header.size, mapped: segment.len() as u64 })?;
+        let raw = std::ptr::NonNull::from(raw);
+        Ok(Object { segment: Arc::new(segment), header, raw })
+    }
+
     /// The layout. Lives as long as `self`.
+    #[inline]
     pub(crate) fn raw(&self) -> &L {
-        // SAFETY: the mapping lives as long as `self` (its Arc); size was
-        // checked at creation or open; L is Shared.
-        unsafe { view(self.segment.as_ptr(), self.segment.len(), HEADER_SIZE) }
-            .expect("segment size checked when the object was made")
+        // SAFETY: `raw` was checked in bounds and aligned in `new`, and the
+        // mapping lives as long as `self` (its Arc); L is Shared.
+        unsafe { self.raw.as_ref() }
     }
 
     /// The validated header.

@@ -45,10 +45,12 @@ impl Lock {
         Lock { obj }
     }
 
+    #[inline]
     pub(crate) fn raw(&self) -> &RawLock {
         self.obj.raw()
     }
 
+    #[inline]
     fn take(&self, deadline: Deadline) -> Result<Acquired, multiproc_core::Error> {
         self.raw().lock(&Os, ident::process(), deadline)
     }
@@ -80,6 +82,7 @@ impl Lock {
     }
 
     /// Acquires and returns a guard that releases on drop.
+    #[inline]
     pub fn lock(&self) -> Result<LockGuard<'_>> {
         self.guard(Deadline::NEVER)
     }
@@ -98,6 +101,7 @@ impl Lock {
         })
     }
 
+    #[inline]
     fn guard(&self, deadline: Deadline) -> Result<LockGuard<'_>> {
         let how = self.take(deadline)?;
         Ok(LockGuard {
@@ -141,6 +145,7 @@ impl LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.lock.release();
     }

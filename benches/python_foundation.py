@@ -1,0 +1,92 @@
+"""Python multiprocessing's side of benches/foundation.rs: the same
+workloads, printed as `name value` lines (medians of several runs)."""
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+QUICK = "--quick" in sys.argv
+RUNS = 3 if QUICK else 5
+
+
+def med(f):
+    f()
+    return statistics.median(f() for _ in range(RUNS))
+
+
+def lock_ns(n=200_000 if QUICK else 2_000_000):
+    lock = mp.Lock()
+    t = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - t) * 1e9 / n
+
+
+def _inc(value, barrier, n):
+    barrier.wait()
+    for _ in range(n):
+        with value.get_lock():
+            value.value += 1
+    barrier.wait()
+
+
+def value_mops(n=20_000 if QUICK else 200_000):
+    value = mp.Value("q", 0)
+    barrier = mp.Barrier(3)
+    ps = [mp.Process(target=_inc, args=(value, barrier, n)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    barrier.wait()
+    t = time.perf_counter()
+    barrier.wait()
+    dt = time.perf_counter() - t
+    for p in ps:
+        p.join()
+    assert value.value == 2 * n
+    return 2 * n / dt / 1e6
+
+
+def _pong(ping, pong, n):
+    for _ in range(n):
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def event_us(n=2_000 if QUICK else 10_000):
+    ping, pong = mp.Event(), mp.Event()
+    p = mp.Process(target=_pong, args=(ping, pong, n + 1))
+    p.start()
+    ping.set(); pong.wait(); pong.clear()
+    t = time.perf_counter()
+    for _ in range(n):
+        ping.set()
+        pong.wait()
+        pong.clear()
+    dt = time.perf_counter() - t
+    p.join()
+    return dt * 1e6 / n
+
+
+def _noop():
+    pass
+
+
+def start_join_us(method, n):
+    ctx = mp.get_context(method)
+    t = time.perf_counter()
+    for _ in range(n):
+        p = ctx.Process(target=_noop)
+        p.start()
+        p.join()
+    return (time.perf_counter() - t) * 1e6 / n
+
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    print("lock_ns", med(lock_ns))
+    print("value_mops", med(value_mops))
+    print("event_us", med(event_us))
+    print("fork_us", med(lambda: start_join_us("fork", 20 if QUICK else 100)))
+    print("spawn_us", med(lambda: start_join_us("spawn", 3 if QUICK else 10)))
