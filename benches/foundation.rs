@@ -50,7 +50,10 @@ fn cas_floor(ops: u64) -> f64 {
     let t = Instant::now();
     for _ in 0..ops {
         let w = black_box(&word);
-        while w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {}
+        while w
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {}
         w.store(0, Ordering::Release);
     }
     t.elapsed().as_nanos() as f64 / ops as f64
@@ -182,16 +185,42 @@ fn main() {
     multiproc::init();
     let quick = std::env::args().any(|a| a == "--quick");
     let c = if quick {
-        Config { runs: 3, lock_ops: 1_000_000, value_ops: 200_000, pings: 2_000, forks: 20, spawns: 5 }
+        Config {
+            runs: 3,
+            lock_ops: 1_000_000,
+            value_ops: 200_000,
+            pings: 2_000,
+            forks: 20,
+            spawns: 5,
+        }
     } else {
-        Config { runs: 7, lock_ops: 20_000_000, value_ops: 2_000_000, pings: 20_000, forks: 200, spawns: 30 }
+        Config {
+            runs: 7,
+            lock_ops: 20_000_000,
+            value_ops: 2_000_000,
+            pings: 20_000,
+            forks: 200,
+            spawns: 30,
+        }
     };
     let py = python(quick);
     let py = |k: &str| py.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
 
-    println!("machine: {} CPUs; {} runs each; median [min–max]", multiproc::cpu_count(), c.runs);
-    println!("{:<38} {:>24} {:>12} {:>12} {:>10} {:>10}", "workload", "multiproc", "python", "floor", "vs python", "vs floor");
-    let row = |name: &str, unit: &str, m: (f64, f64, f64), py: Option<f64>, floor: Option<f64>, higher_is_better: bool| {
+    println!(
+        "machine: {} CPUs; {} runs each; median [min–max]",
+        multiproc::cpu_count(),
+        c.runs
+    );
+    println!(
+        "{:<38} {:>24} {:>12} {:>12} {:>10} {:>10}",
+        "workload", "multiproc", "python", "floor", "vs python", "vs floor"
+    );
+    let row = |name: &str,
+               unit: &str,
+               m: (f64, f64, f64),
+               py: Option<f64>,
+               floor: Option<f64>,
+               higher_is_better: bool| {
         let ratio = |other: Option<f64>| {
             other.map_or("-".to_string(), |o| {
                 let r = if higher_is_better { m.0 / o } else { o / m.0 };
@@ -212,20 +241,55 @@ fn main() {
 
     let lock = measure(c.runs, || lock_uncontended(c.lock_ops));
     let cas = measure(c.runs, || cas_floor(c.lock_ops));
-    row("Lock acquire+release", "ns", lock, py("lock_ns"), Some(cas.0), false);
+    row(
+        "Lock acquire+release",
+        "ns",
+        lock,
+        py("lock_ns"),
+        Some(cas.0),
+        false,
+    );
 
     let value = measure(c.runs, || value_two_processes(c.value_ops));
-    row("Value += 1 locked, 2 processes", "M/s", value, py("value_mops"), None, true);
+    row(
+        "Value += 1 locked, 2 processes",
+        "M/s",
+        value,
+        py("value_mops"),
+        None,
+        true,
+    );
 
     let event = measure(c.runs, || event_ping_pong(c.pings));
-    row("Event ping-pong round trip", "us", event, py("event_us"), None, false);
+    row(
+        "Event ping-pong round trip",
+        "us",
+        event,
+        py("event_us"),
+        None,
+        false,
+    );
 
     let fork = measure(c.runs, || start_join(StartMethod::Fork, c.forks));
     let fork0 = measure(c.runs, || fork_floor(c.forks));
-    row("Process start+join, fork", "us", fork, py("fork_us"), Some(fork0.0), false);
+    row(
+        "Process start+join, fork",
+        "us",
+        fork,
+        py("fork_us"),
+        Some(fork0.0),
+        false,
+    );
 
     let spawn = measure(c.runs, || start_join(StartMethod::Spawn, c.spawns));
     let exec0 = measure(c.runs, || exec_floor(c.spawns));
-    row("Process start+join, spawn", "us", spawn, py("spawn_us"), Some(exec0.0), false);
+    row(
+        "Process start+join, spawn",
+        "us",
+        spawn,
+        py("spawn_us"),
+        Some(exec0.0),
+        false,
+    );
     let _ = Duration::ZERO;
 }

@@ -31,7 +31,11 @@ unsafe impl<L: Shared + Sync> Sync for Object<L> {}
 
 impl<L> Clone for Object<L> {
     fn clone(&self) -> Self {
-        Object { segment: self.segment.clone(), header: self.header, raw: self.raw }
+        Object {
+            segment: self.segment.clone(),
+            header: self.header,
+            raw: self.raw,
+        }
     }
 }
 
@@ -89,10 +93,18 @@ impl<L: Shared> Object<L> {
     fn new(segment: Segment, header: Header) -> Result<Object<L>> {
         // SAFETY: the segment stays mapped while the returned object (which
         // owns it through the Arc) lives, and only Shared views are made.
-        let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }
-            .ok_or(Corrupt::WrongSize { header: header.size, mapped: segment.len() as u64 })?;
+        let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }.ok_or(
+            Corrupt::WrongSize {
+                header: header.size,
+                mapped: segment.len() as u64,
+            },
+        )?;
         let raw = std::ptr::NonNull::from(raw);
-        Ok(Object { segment: Arc::new(segment), header, raw })
+        Ok(Object {
+            segment: Arc::new(segment),
+            header,
+            raw,
+        })
     }
 
     /// The layout. Lives as long as `self`.

@@ -240,6 +240,10 @@ locked_guard!(
 ///
 /// `T` is plain data (`bytemuck::Pod`): a `Value<String>` does not compile.
 ///
+/// ```compile_fail
+/// let v = multiproc::Value::new(String::from("not plain data"));
+/// ```
+///
 /// ```
 /// let v = multiproc::Value::new(0i64)?;
 /// v.set(41)?;

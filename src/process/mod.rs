@@ -126,6 +126,15 @@ where
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 ///
+/// A closure that captures is refused at compile time (a spawned child could
+/// not rebuild it); use [`with_closure`](Self::with_closure) with fork:
+///
+/// ```compile_fail
+/// let n = 5u32;
+/// let mut p = multiproc::Process::new(move || n as i32, ());
+/// p.start().unwrap();
+/// ```
+///
 /// Dropping a `Process` leaves the child running (as `std::process::Child`);
 /// a daemon child is terminated when this process exits normally.
 pub struct Process {

@@ -1,0 +1,239 @@
+//! A tour of multiproc: every primitive, used across real processes.
+//!
+//! `cargo run --release --example tour`
+
+use multiproc::{
+    current_process, parent_process, Array, Barrier, BoundedSemaphore, Condition, Event, Lock,
+    Process, RLock, RawArray, Semaphore, StartMethod, Value,
+};
+use std::time::{Duration, Instant};
+
+type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn greet(tag: String) {
+    let parent = parent_process().map(|p| p.pid()).unwrap_or(0);
+    println!(
+        "  [{}] pid {} ({tag}), child of {parent}",
+        current_process().name(),
+        current_process().pid()
+    );
+}
+
+fn add_under_lock(lock: Lock, total: Value<u64>, n: u64) {
+    for _ in 0..n {
+        let _guard = lock.lock().unwrap();
+        total.set(total.get().unwrap() + 1).unwrap();
+    }
+}
+
+fn recurse(rlock: RLock, depth: u32) {
+    for _ in 0..depth {
+        rlock.acquire().unwrap();
+    }
+    println!(
+        "  [{}] holds the RLock {} deep",
+        current_process().name(),
+        rlock.depth()
+    );
+    for _ in 0..depth {
+        rlock.release().unwrap();
+    }
+}
+
+fn square_all(array: Array<f64>) {
+    for x in array.lock().unwrap().iter_mut() {
+        *x *= *x;
+    }
+}
+
+fn limited(sem: Semaphore, inside: Value<u32>, most: Value<u32>) {
+    let _permit = sem.guard().unwrap();
+    let now = {
+        let mut i = inside.lock().unwrap();
+        *i += 1;
+        *i
+    };
+    {
+        let mut m = most.lock().unwrap();
+        *m = (*m).max(now);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    *inside.lock().unwrap() -= 1;
+}
+
+fn wait_for_go(go: Event, ready: Barrier) {
+    ready.wait().unwrap();
+    go.wait();
+    println!("  [{}] saw the event", current_process().name());
+}
+
+fn consume(cond: Condition, queue: Array<u32>, count: Value<u32>, items: u32) {
+    for _ in 0..items {
+        let guard = cond.lock().unwrap();
+        guard.wait_for(|| count.get().unwrap() > 0).unwrap();
+        let n = count.get().unwrap();
+        let item = queue.get((n - 1) as usize).unwrap();
+        count.set(n - 1).unwrap();
+        guard.notify_all().unwrap();
+        drop(guard);
+        println!("  [{}] consumed {item}", current_process().name());
+    }
+}
+
+fn meet(barrier: Barrier) {
+    let index = barrier.wait().unwrap();
+    println!(
+        "  [{}] passed the barrier as arrival {index}",
+        current_process().name()
+    );
+}
+
+fn hold_and_die(lock: Lock, holding: Event) {
+    lock.acquire().unwrap();
+    holding.set();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn panics() {
+    panic!("this child panics on purpose");
+}
+
+fn run(p: &mut Process) -> Result<i32> {
+    p.start()?;
+    match p.join_timeout(Duration::from_secs(30))? {
+        Some(code) => Ok(code),
+        None => {
+            p.kill()?;
+            Err("child did not finish".into())
+        }
+    }
+}
+
+fn main() -> Result {
+    multiproc::init();
+    println!(
+        "multiproc tour: {} CPUs, main process pid {}",
+        multiproc::cpu_count(),
+        std::process::id()
+    );
+
+    println!("\nProcess: start methods, names, exit codes");
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let t = Instant::now();
+        let mut p = Process::new(greet, (format!("{method:?}"),))
+            .start_method(method)
+            .name(format!("greeter-{method:?}"));
+        let code = run(&mut p)?;
+        println!(
+            "  {method:?}: exit code {code}, start+join {:?}",
+            t.elapsed()
+        );
+    }
+    let mut p = Process::new(panics, ());
+    println!("  a panicking child exits with {}", run(&mut p)?);
+    let mut p = Process::new(hold_and_die, (Lock::new()?, Event::new()?));
+    p.start()?;
+    p.kill()?;
+    println!("  a SIGKILLed child reports {}", p.join()?);
+
+    println!("\nLock: 4 processes x 10000 increments of a Value");
+    let (lock, total) = (Lock::new()?, Value::new(0u64)?);
+    let mut ps: Vec<_> = (0..4)
+        .map(|_| Process::new(add_under_lock, (lock.clone(), total.clone(), 10_000)))
+        .collect();
+    for p in &mut ps {
+        run(p)?;
+    }
+    println!("  total = {}", total.get()?);
+
+    println!("\nRLock: a child takes it 3 deep");
+    run(&mut Process::new(recurse, (RLock::new()?, 3)))?;
+
+    println!("\nArray: a child squares [1.5, 2, 3] in place");
+    let array = Array::new(&[1.5f64, 2.0, 3.0])?;
+    run(&mut Process::new(square_all, (array.clone(),)))?;
+    println!("  array = {:?}", array.to_vec()?);
+    let raw = RawArray::new(&[0u8; 4])?;
+    raw.set(2, 7)?;
+    println!("  a RawArray (no lock): {:?}", raw.to_vec());
+
+    println!("\nSemaphore(2): 5 processes, at most 2 inside at once");
+    let (sem, inside, most) = (Semaphore::new(2)?, Value::new(0u32)?, Value::new(0u32)?);
+    let mut ps: Vec<_> = (0..5)
+        .map(|_| Process::new(limited, (sem.clone(), inside.clone(), most.clone())))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    for p in &mut ps {
+        p.join()?;
+    }
+    println!("  most inside at once: {}", most.get()?);
+    let bounded = BoundedSemaphore::new(1)?;
+    println!(
+        "  BoundedSemaphore(1) released above its bound: {}",
+        bounded.release().unwrap_err()
+    );
+
+    println!("\nEvent: 3 processes wait until the parent sets it");
+    let (go, ready) = (Event::new()?, Barrier::new(4)?);
+    let mut ps: Vec<_> = (0..3)
+        .map(|_| Process::new(wait_for_go, (go.clone(), ready.clone())))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    ready.wait()?;
+    println!("  parent sets the event");
+    go.set();
+    for p in &mut ps {
+        p.join()?;
+    }
+
+    println!("\nCondition: the parent produces 3 items, a child consumes them");
+    let (cond, queue, count) = (
+        Condition::new()?,
+        Array::<u32>::zeroed(8)?,
+        Value::new(0u32)?,
+    );
+    let mut consumer = Process::new(consume, (cond.clone(), queue.clone(), count.clone(), 3));
+    consumer.start()?;
+    for item in [10, 20, 30] {
+        let guard = cond.lock()?;
+        let n = count.get()?;
+        queue.set(n as usize, item)?;
+        count.set(n + 1)?;
+        println!("  produced {item}");
+        guard.notify(1)?;
+    }
+    consumer.join()?;
+
+    println!("\nBarrier(3): two children and the parent meet");
+    let barrier = Barrier::new(3)?;
+    let mut ps: Vec<_> = (0..2)
+        .map(|_| Process::new(meet, (barrier.clone(),)))
+        .collect();
+    for p in &mut ps {
+        p.start()?;
+    }
+    println!("  parent arrives as {}", barrier.wait()?);
+    for p in &mut ps {
+        p.join()?;
+    }
+
+    println!("\nOwner death: a child holding a Lock is SIGKILLed");
+    let (lock, holding) = (Lock::new()?, Event::new()?);
+    let mut holder = Process::new(hold_and_die, (lock.clone(), holding.clone()));
+    holder.start()?;
+    holding.wait();
+    holder.kill()?;
+    holder.join()?;
+    let t = Instant::now();
+    match lock.acquire_timeout(Duration::from_secs(10)) {
+        Err(e) if e.is_owner_died() => println!("  taken over after {:?}: {e}", t.elapsed()),
+        other => println!("  unexpected: {other:?}"),
+    }
+    lock.release()?;
+    println!("\ndone");
+    Ok(())
+}
