@@ -14,7 +14,7 @@
 use multiproc::{Barrier, Event, Process, StartMethod, Value};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 struct Config {
     runs: usize,
@@ -50,11 +50,21 @@ fn cas_floor(ops: u64) -> f64 {
     let t = Instant::now();
     for _ in 0..ops {
         let w = black_box(&word);
-        while w
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {}
+        while w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {}
         w.store(0, Ordering::Release);
+    }
+    t.elapsed().as_nanos() as f64 / ops as f64
+}
+
+/// A futex lock's floor: releasing must learn atomically whether anyone
+/// parked, so it is a CAS to take and a swap (an RMW) to release.
+fn cas_swap_floor(ops: u64) -> f64 {
+    let word = AtomicU32::new(0);
+    let t = Instant::now();
+    for _ in 0..ops {
+        let w = black_box(&word);
+        while w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {}
+        black_box(w.swap(0, Ordering::Release));
     }
     t.elapsed().as_nanos() as f64 / ops as f64
 }
@@ -71,9 +81,8 @@ fn increment(value: Value<u64>, barrier: Barrier, ops: u64) {
 fn value_two_processes(ops: u64) -> f64 {
     let value = Value::new(0u64).unwrap();
     let barrier = Barrier::new(3).unwrap();
-    let mut ps: Vec<_> = (0..2)
-        .map(|_| Process::new(increment, (value.clone(), barrier.clone(), ops)))
-        .collect();
+    let mut ps: Vec<_> =
+        (0..2).map(|_| Process::new(increment, (value.clone(), barrier.clone(), ops))).collect();
     for p in &mut ps {
         p.start().unwrap();
     }
@@ -206,11 +215,7 @@ fn main() {
     let py = python(quick);
     let py = |k: &str| py.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
 
-    println!(
-        "machine: {} CPUs; {} runs each; median [min–max]",
-        multiproc::cpu_count(),
-        c.runs
-    );
+    println!("machine: {} CPUs; {} runs each; median [min–max]", multiproc::cpu_count(), c.runs);
     println!(
         "{:<38} {:>24} {:>12} {:>12} {:>10} {:>10}",
         "workload", "multiproc", "python", "floor", "vs python", "vs floor"
@@ -241,55 +246,21 @@ fn main() {
 
     let lock = measure(c.runs, || lock_uncontended(c.lock_ops));
     let cas = measure(c.runs, || cas_floor(c.lock_ops));
-    row(
-        "Lock acquire+release",
-        "ns",
-        lock,
-        py("lock_ns"),
-        Some(cas.0),
-        false,
-    );
+    let cas_swap = measure(c.runs, || cas_swap_floor(c.lock_ops));
+    row("Lock acquire+release", "ns", lock, py("lock_ns"), Some(cas.0), false);
+    row("  floor: CAS+swap (any futex lock)", "ns", cas_swap, None, Some(cas.0), false);
 
     let value = measure(c.runs, || value_two_processes(c.value_ops));
-    row(
-        "Value += 1 locked, 2 processes",
-        "M/s",
-        value,
-        py("value_mops"),
-        None,
-        true,
-    );
+    row("Value += 1 locked, 2 processes", "M/s", value, py("value_mops"), None, true);
 
     let event = measure(c.runs, || event_ping_pong(c.pings));
-    row(
-        "Event ping-pong round trip",
-        "us",
-        event,
-        py("event_us"),
-        None,
-        false,
-    );
+    row("Event ping-pong round trip", "us", event, py("event_us"), None, false);
 
     let fork = measure(c.runs, || start_join(StartMethod::Fork, c.forks));
     let fork0 = measure(c.runs, || fork_floor(c.forks));
-    row(
-        "Process start+join, fork",
-        "us",
-        fork,
-        py("fork_us"),
-        Some(fork0.0),
-        false,
-    );
+    row("Process start+join, fork", "us", fork, py("fork_us"), Some(fork0.0), false);
 
     let spawn = measure(c.runs, || start_join(StartMethod::Spawn, c.spawns));
     let exec0 = measure(c.runs, || exec_floor(c.spawns));
-    row(
-        "Process start+join, spawn",
-        "us",
-        spawn,
-        py("spawn_us"),
-        Some(exec0.0),
-        false,
-    );
-    let _ = Duration::ZERO;
+    row("Process start+join, spawn", "us", spawn, py("spawn_us"), Some(exec0.0), false);
 }

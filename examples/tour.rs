@@ -30,11 +30,7 @@ fn recurse(rlock: RLock, depth: u32) {
     for _ in 0..depth {
         rlock.acquire().unwrap();
     }
-    println!(
-        "  [{}] holds the RLock {} deep",
-        current_process().name(),
-        rlock.depth()
-    );
+    println!("  [{}] holds the RLock {} deep", current_process().name(), rlock.depth());
     for _ in 0..depth {
         rlock.release().unwrap();
     }
@@ -82,10 +78,7 @@ fn consume(cond: Condition, queue: Array<u32>, count: Value<u32>, items: u32) {
 
 fn meet(barrier: Barrier) {
     let index = barrier.wait().unwrap();
-    println!(
-        "  [{}] passed the barrier as arrival {index}",
-        current_process().name()
-    );
+    println!("  [{}] passed the barrier as arrival {index}", current_process().name());
 }
 
 fn hold_and_die(lock: Lock, holding: Event) {
@@ -124,10 +117,7 @@ fn main() -> Result {
             .start_method(method)
             .name(format!("greeter-{method:?}"));
         let code = run(&mut p)?;
-        println!(
-            "  {method:?}: exit code {code}, start+join {:?}",
-            t.elapsed()
-        );
+        println!("  {method:?}: exit code {code}, start+join {:?}", t.elapsed());
     }
     let mut p = Process::new(panics, ());
     println!("  a panicking child exits with {}", run(&mut p)?);
@@ -170,16 +160,12 @@ fn main() -> Result {
     }
     println!("  most inside at once: {}", most.get()?);
     let bounded = BoundedSemaphore::new(1)?;
-    println!(
-        "  BoundedSemaphore(1) released above its bound: {}",
-        bounded.release().unwrap_err()
-    );
+    println!("  BoundedSemaphore(1) released above its bound: {}", bounded.release().unwrap_err());
 
     println!("\nEvent: 3 processes wait until the parent sets it");
     let (go, ready) = (Event::new()?, Barrier::new(4)?);
-    let mut ps: Vec<_> = (0..3)
-        .map(|_| Process::new(wait_for_go, (go.clone(), ready.clone())))
-        .collect();
+    let mut ps: Vec<_> =
+        (0..3).map(|_| Process::new(wait_for_go, (go.clone(), ready.clone()))).collect();
     for p in &mut ps {
         p.start()?;
     }
@@ -191,11 +177,7 @@ fn main() -> Result {
     }
 
     println!("\nCondition: the parent produces 3 items, a child consumes them");
-    let (cond, queue, count) = (
-        Condition::new()?,
-        Array::<u32>::zeroed(8)?,
-        Value::new(0u32)?,
-    );
+    let (cond, queue, count) = (Condition::new()?, Array::<u32>::zeroed(8)?, Value::new(0u32)?);
     let mut consumer = Process::new(consume, (cond.clone(), queue.clone(), count.clone(), 3));
     consumer.start()?;
     for item in [10, 20, 30] {
@@ -210,9 +192,7 @@ fn main() -> Result {
 
     println!("\nBarrier(3): two children and the parent meet");
     let barrier = Barrier::new(3)?;
-    let mut ps: Vec<_> = (0..2)
-        .map(|_| Process::new(meet, (barrier.clone(),)))
-        .collect();
+    let mut ps: Vec<_> = (0..2).map(|_| Process::new(meet, (barrier.clone(),))).collect();
     for p in &mut ps {
         p.start()?;
     }

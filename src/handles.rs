@@ -63,11 +63,8 @@ pub(crate) fn import(index: u32) -> Result<OwnedFd, &'static str> {
     INCOMING.with(|t| {
         let table = t.borrow();
         let table = table.as_ref().ok_or(NOT_IN_TRANSFER)?;
-        let fd = table
-            .get(index as usize)
-            .ok_or("handle index out of range")?;
-        fd.try_clone()
-            .map_err(|_| "could not duplicate a received handle")
+        let fd = table.get(index as usize).ok_or("handle index out of range")?;
+        fd.try_clone().map_err(|_| "could not duplicate a received handle")
     })
 }
 

@@ -31,11 +31,7 @@ unsafe impl<L: Shared + Sync> Sync for Object<L> {}
 
 impl<L> Clone for Object<L> {
     fn clone(&self) -> Self {
-        Object {
-            segment: self.segment.clone(),
-            header: self.header,
-            raw: self.raw,
-        }
+        Object { segment: self.segment.clone(), header: self.header, raw: self.raw }
     }
 }
 
@@ -70,20 +66,12 @@ impl<L: Shared> Object<L> {
     ) -> Result<Object<L>> {
         let mapped = segment.len();
         if mapped < HEADER_SIZE + std::mem::size_of::<L>() {
-            return Err(Corrupt::WrongSize {
-                header: 0,
-                mapped: mapped as u64,
-            }
-            .into());
+            return Err(Corrupt::WrongSize { header: 0, mapped: mapped as u64 }.into());
         }
         // SAFETY: in bounds (checked above) and page-aligned; a copy is
         // taken, so a peer changing the header later changes nothing here.
         let header = unsafe { segment.as_ptr().cast::<Header>().read_volatile() };
-        let kind = kinds
-            .iter()
-            .copied()
-            .find(|&k| k as u32 == header.kind)
-            .unwrap_or(kinds[0]);
+        let kind = kinds.iter().copied().find(|&k| k as u32 == header.kind).unwrap_or(kinds[0]);
         header.validate(kind, mapped as u64)?;
         let object = Object::new(segment, header)?;
         check(&header, object.raw())?;
@@ -93,18 +81,10 @@ impl<L: Shared> Object<L> {
     fn new(segment: Segment, header: Header) -> Result<Object<L>> {
         // SAFETY: the segment stays mapped while the returned object (which
         // owns it through the Arc) lives, and only Shared views are made.
-        let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }.ok_or(
-            Corrupt::WrongSize {
-                header: header.size,
-                mapped: segment.len() as u64,
-            },
-        )?;
+        let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }
+            .ok_or(Corrupt::WrongSize { header: header.size, mapped: segment.len() as u64 })?;
         let raw = std::ptr::NonNull::from(raw);
-        Ok(Object {
-            segment: Arc::new(segment),
-            header,
-            raw,
-        })
+        Ok(Object { segment: Arc::new(segment), header, raw })
     }
 
     /// The layout. Lives as long as `self`.
@@ -135,9 +115,7 @@ impl<L: Shared> Object<L> {
 
     #[cfg(not(unix))]
     pub(crate) fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom(
-            crate::handles::export(()).unwrap_err(),
-        ))
+        Err(serde::ser::Error::custom(crate::handles::export(()).unwrap_err()))
     }
 
     #[cfg(unix)]
@@ -154,10 +132,9 @@ impl<L: Shared> Object<L> {
             crate::handles::import(index).map_err(|e| refuse(Error::new(ErrorKind::Corrupt, e)))?;
         let segment = Segment::open(fd).map_err(|e| {
             refuse(match e {
-                OpenError::Foreign(why) => Error::new(
-                    ErrorKind::Corrupt,
-                    format!("not a multiproc segment: {why}"),
-                ),
+                OpenError::Foreign(why) => {
+                    Error::new(ErrorKind::Corrupt, format!("not a multiproc segment: {why}"))
+                }
                 OpenError::Io(e) => Error::io("mapping a received segment", e),
             })
         })?;
@@ -170,9 +147,7 @@ impl<L: Shared> Object<L> {
         _kinds: &[Kind],
         _check: impl FnOnce(&Header, &L) -> Result<(), Corrupt>,
     ) -> Result<Object<L>, D::Error> {
-        Err(serde::de::Error::custom(
-            crate::handles::export(()).unwrap_err(),
-        ))
+        Err(serde::de::Error::custom(crate::handles::export(()).unwrap_err()))
     }
 }
 
@@ -242,10 +217,7 @@ mod tests {
     #[test]
     fn wrong_kind_magic_version_and_size_are_corrupt() {
         let barrier = Barrier::new(2).unwrap();
-        assert_eq!(
-            transfer::<_, Lock>(&barrier).err(),
-            Some(ErrorKind::Corrupt)
-        );
+        assert_eq!(transfer::<_, Lock>(&barrier).err(), Some(ErrorKind::Corrupt));
 
         let lock = Lock::new().unwrap();
         tamper(&lock, 0, b"NOTMAGIC");
@@ -263,27 +235,15 @@ mod tests {
     #[test]
     fn wrong_element_type_or_parameters_are_corrupt() {
         let v = Value::new(1u64).unwrap();
-        assert_eq!(
-            transfer::<_, Value<f64>>(&v).err(),
-            Some(ErrorKind::Corrupt)
-        );
-        assert_eq!(
-            transfer::<_, Value<u32>>(&v).err(),
-            Some(ErrorKind::Corrupt)
-        );
-        assert_eq!(
-            transfer::<_, Array<u64>>(&v).err(),
-            Some(ErrorKind::Corrupt)
-        );
+        assert_eq!(transfer::<_, Value<f64>>(&v).err(), Some(ErrorKind::Corrupt));
+        assert_eq!(transfer::<_, Value<u32>>(&v).err(), Some(ErrorKind::Corrupt));
+        assert_eq!(transfer::<_, Array<u64>>(&v).err(), Some(ErrorKind::Corrupt));
         let back: Value<u64> = transfer(&v).unwrap();
         assert_eq!(back.get().unwrap(), 1);
 
         let sem = BoundedSemaphore::new(1).unwrap();
         let back: BoundedSemaphore = transfer(&sem).unwrap();
-        assert!(
-            back.release().is_err(),
-            "a received semaphore keeps its bound"
-        );
+        assert!(back.release().is_err(), "a received semaphore keeps its bound");
     }
 
     #[test]
@@ -292,9 +252,7 @@ mod tests {
         let seg = multiproc_posix::shm::Segment::create(4096).unwrap();
         let plain: OwnedFd = std::fs::File::open("/proc/self/stat").unwrap().into();
         let (bytes, _) = collect(|| postcard::to_allocvec(&Lock::new().unwrap()));
-        let r = provide(vec![plain], || {
-            postcard::from_bytes::<Lock>(&bytes.unwrap())
-        });
+        let r = provide(vec![plain], || postcard::from_bytes::<Lock>(&bytes.unwrap()));
         assert!(r.is_err());
         assert_eq!(take_failure().unwrap().kind(), ErrorKind::Corrupt);
         drop(seg);

@@ -24,9 +24,7 @@ use std::ops::{Deref, DerefMut};
 fn type_tag<T>() -> u64 {
     std::any::type_name::<T>()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 fn check<T: Pod>(header: &Header, kind: Kind) -> Result<(), Corrupt> {
@@ -49,11 +47,7 @@ struct Cells<T> {
 
 impl<T> Clone for Cells<T> {
     fn clone(&self) -> Self {
-        Cells {
-            lock: self.lock.clone(),
-            layout: self.layout,
-            _t: PhantomData,
-        }
+        Cells { lock: self.lock.clone(), layout: self.layout, _t: PhantomData }
     }
 }
 
@@ -72,11 +66,7 @@ impl<T: Pod> Cells<T> {
                 std::ptr::copy_nonoverlapping(init.as_ptr(), data, init.len());
             }
         })?;
-        Ok(Cells {
-            lock: RLock::from_object(obj),
-            layout,
-            _t: PhantomData,
-        })
+        Ok(Cells { lock: RLock::from_object(obj), layout, _t: PhantomData })
     }
 
     fn from_object(obj: Object<RawRLock>) -> Cells<T> {
@@ -87,11 +77,7 @@ impl<T: Pod> Cells<T> {
             header.params[2] as usize,
         )
         .expect("checked when the segment was opened");
-        Cells {
-            lock: RLock::from_object(obj),
-            layout,
-            _t: PhantomData,
-        }
+        Cells { lock: RLock::from_object(obj), layout, _t: PhantomData }
     }
 
     fn object(&self) -> &Object<RawRLock> {
@@ -103,10 +89,7 @@ impl<T: Pod> Cells<T> {
     }
 
     fn data(&self) -> *mut T {
-        self.object()
-            .base()
-            .wrapping_add(self.layout.data_offset)
-            .cast()
+        self.object().base().wrapping_add(self.layout.data_offset).cast()
     }
 
     fn len(&self) -> usize {
@@ -257,23 +240,17 @@ pub struct Value<T: Pod> {
 
 impl<T: Pod> Clone for Value<T> {
     fn clone(&self) -> Self {
-        Value {
-            obj: self.obj.clone(),
-        }
+        Value { obj: self.obj.clone() }
     }
 }
 
 impl<T: Pod> Value<T> {
     pub fn new(value: T) -> Result<Value<T>> {
-        Ok(Value {
-            obj: Cells::create(Kind::Value, &[value])?,
-        })
+        Ok(Value { obj: Cells::create(Kind::Value, &[value])? })
     }
 
     fn from_object(obj: Object<RawRLock>) -> Value<T> {
-        Value {
-            obj: Cells::from_object(obj),
-        }
+        Value { obj: Cells::from_object(obj) }
     }
 
     /// Reads it under the lock (reentrant: fine while holding `get_lock()`).
@@ -303,9 +280,7 @@ shared_object!(Value<T: Pod>, &[Kind::Value], |h: &Header, _: &RawRLock| check::
 
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Value")
-            .field("value", &self.get().ok())
-            .finish()
+        f.debug_struct("Value").field("value", &self.get().ok()).finish()
     }
 }
 
@@ -327,18 +302,14 @@ pub struct Array<T: Pod> {
 
 impl<T: Pod> Clone for Array<T> {
     fn clone(&self) -> Self {
-        Array {
-            obj: self.obj.clone(),
-        }
+        Array { obj: self.obj.clone() }
     }
 }
 
 impl<T: Pod> Array<T> {
     /// An array holding a copy of `init`.
     pub fn new(init: &[T]) -> Result<Array<T>> {
-        Ok(Array {
-            obj: Cells::create(Kind::Array, init)?,
-        })
+        Ok(Array { obj: Cells::create(Kind::Array, init)? })
     }
 
     /// An array of `len` zeroed elements.
@@ -347,9 +318,7 @@ impl<T: Pod> Array<T> {
     }
 
     fn from_object(obj: Object<RawRLock>) -> Array<T> {
-        Array {
-            obj: Cells::from_object(obj),
-        }
+        Array { obj: Cells::from_object(obj) }
     }
 
     pub fn len(&self) -> usize {
@@ -410,23 +379,17 @@ pub struct RawValue<T: Pod> {
 
 impl<T: Pod> Clone for RawValue<T> {
     fn clone(&self) -> Self {
-        RawValue {
-            obj: self.obj.clone(),
-        }
+        RawValue { obj: self.obj.clone() }
     }
 }
 
 impl<T: Pod> RawValue<T> {
     pub fn new(value: T) -> Result<RawValue<T>> {
-        Ok(RawValue {
-            obj: Cells::create(Kind::Value, &[value])?,
-        })
+        Ok(RawValue { obj: Cells::create(Kind::Value, &[value])? })
     }
 
     fn from_object(obj: Object<RawRLock>) -> RawValue<T> {
-        RawValue {
-            obj: Cells::from_object(obj),
-        }
+        RawValue { obj: Cells::from_object(obj) }
     }
 
     pub fn get(&self) -> T {
@@ -448,17 +411,13 @@ pub struct RawArray<T: Pod> {
 
 impl<T: Pod> Clone for RawArray<T> {
     fn clone(&self) -> Self {
-        RawArray {
-            obj: self.obj.clone(),
-        }
+        RawArray { obj: self.obj.clone() }
     }
 }
 
 impl<T: Pod> RawArray<T> {
     pub fn new(init: &[T]) -> Result<RawArray<T>> {
-        Ok(RawArray {
-            obj: Cells::create(Kind::Array, init)?,
-        })
+        Ok(RawArray { obj: Cells::create(Kind::Array, init)? })
     }
 
     pub fn zeroed(len: usize) -> Result<RawArray<T>> {
@@ -466,9 +425,7 @@ impl<T: Pod> RawArray<T> {
     }
 
     fn from_object(obj: Object<RawRLock>) -> RawArray<T> {
-        RawArray {
-            obj: Cells::from_object(obj),
-        }
+        RawArray { obj: Cells::from_object(obj) }
     }
 
     pub fn len(&self) -> usize {

@@ -9,11 +9,7 @@ use std::process::{Command, Output};
 /// Runs `exe` with fd 7 reading `bootstrap` and MULTIPROC_BOOTSTRAP=`env`.
 fn run_with(exe: &std::path::Path, env: &str, bootstrap: &[u8]) -> Output {
     let dir = std::env::temp_dir();
-    let file = dir.join(format!(
-        "multiproc-boot-{}-{}",
-        std::process::id(),
-        env.len()
-    ));
+    let file = dir.join(format!("multiproc-boot-{}-{}", std::process::id(), env.len()));
     std::fs::write(&file, bootstrap).unwrap();
     let out = Command::new("sh")
         .arg("-c")
@@ -30,21 +26,11 @@ fn run_with(exe: &std::path::Path, env: &str, bootstrap: &[u8]) -> Output {
 
 fn assert_refused(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(BOOTSTRAP_FAILED),
-        "stderr: {stderr}"
-    );
-    assert!(
-        stderr.contains("multiproc: cannot start this child"),
-        "{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(BOOTSTRAP_FAILED), "stderr: {stderr}");
+    assert!(stderr.contains("multiproc: cannot start this child"), "{stderr}");
     assert!(stderr.contains(needle), "{stderr}");
     // It never reached the test harness.
-    assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("running"),
-        "{out:?}"
-    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("running"), "{out:?}");
 }
 
 #[test]
@@ -58,10 +44,7 @@ fn a_bootstrap_that_is_not_an_fd_is_refused() {
 #[test]
 fn a_malformed_bootstrap_is_refused() {
     let exe = std::env::current_exe().unwrap();
-    assert_refused(
-        &run_with(&exe, "7", b"\xff\xff\xff garbage"),
-        "malformed bootstrap",
-    );
+    assert_refused(&run_with(&exe, "7", b"\xff\xff\xff garbage"), "malformed bootstrap");
     assert_refused(&run_with(&exe, "7", b""), "malformed bootstrap");
 }
 

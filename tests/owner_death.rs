@@ -52,23 +52,15 @@ fn kill_holder(holder: &mut Process, holding: &Event) {
 #[test]
 fn a_killed_lock_holder_is_replaced_by_the_next_acquirer() {
     for method in METHODS {
-        let (lock, holding, stop) = (
-            Lock::new().unwrap(),
-            Event::new().unwrap(),
-            Event::new().unwrap(),
-        );
-        let mut holder = with(
-            method,
-            Process::new(hold_lock, (lock.clone(), holding.clone(), stop.clone())),
-        );
+        let (lock, holding, stop) =
+            (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
+        let mut holder =
+            with(method, Process::new(hold_lock, (lock.clone(), holding.clone(), stop.clone())));
         kill_holder(&mut holder, &holding);
         let t = Instant::now();
         let err = lock.acquire_timeout(BOUND).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::OwnerDied, "{method:?}: {err}");
-        eprintln!(
-            "{method:?}: Lock taken over {:?} after its holder died",
-            t.elapsed()
-        );
+        eprintln!("{method:?}: Lock taken over {:?} after its holder died", t.elapsed());
         assert!(t.elapsed() < Duration::from_secs(5));
         // The lock is held by us now, and works as before.
         assert!(lock.try_acquire().is_err());
@@ -81,25 +73,17 @@ fn a_killed_lock_holder_is_replaced_by_the_next_acquirer() {
 #[test]
 fn waiters_parked_behind_a_killed_holder_all_proceed() {
     for method in METHODS {
-        let (lock, holding, stop) = (
-            Lock::new().unwrap(),
-            Event::new().unwrap(),
-            Event::new().unwrap(),
-        );
+        let (lock, holding, stop) =
+            (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
         let rounds = RawValue::new(0u32).unwrap();
         let died = RawValue::new(0u32).unwrap();
-        let mut holder = with(
-            method,
-            Process::new(hold_lock, (lock.clone(), holding.clone(), stop.clone())),
-        );
+        let mut holder =
+            with(method, Process::new(hold_lock, (lock.clone(), holding.clone(), stop.clone())));
         holder.start().unwrap();
         assert!(holding.wait_timeout(BOUND));
         let mut waiters: Vec<_> = (0..3)
             .map(|_| {
-                with(
-                    method,
-                    Process::new(take_lock, (lock.clone(), rounds.clone(), died.clone())),
-                )
+                with(method, Process::new(take_lock, (lock.clone(), rounds.clone(), died.clone())))
             })
             .collect();
         for w in &mut waiters {
@@ -112,11 +96,7 @@ fn waiters_parked_behind_a_killed_holder_all_proceed() {
             assert_eq!(finish(w), 0, "{method:?}");
         }
         assert_eq!(rounds.get(), 3);
-        assert_eq!(
-            died.get(),
-            1,
-            "exactly one waiter takes over from the dead holder"
-        );
+        assert_eq!(died.get(), 1, "exactly one waiter takes over from the dead holder");
         assert!(!lock.is_locked());
     }
 }
@@ -124,24 +104,16 @@ fn waiters_parked_behind_a_killed_holder_all_proceed() {
 #[test]
 fn a_killed_rlock_holder_is_replaced() {
     for method in METHODS {
-        let (lock, holding, stop) = (
-            RLock::new().unwrap(),
-            Event::new().unwrap(),
-            Event::new().unwrap(),
-        );
+        let (lock, holding, stop) =
+            (RLock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
         let rounds = RawValue::new(0u32).unwrap();
         let died = RawValue::new(0u32).unwrap();
-        let mut holder = with(
-            method,
-            Process::new(hold_rlock, (lock.clone(), holding.clone(), stop.clone())),
-        );
+        let mut holder =
+            with(method, Process::new(hold_rlock, (lock.clone(), holding.clone(), stop.clone())));
         kill_holder(&mut holder, &holding);
         let mut waiters: Vec<_> = (0..2)
             .map(|_| {
-                with(
-                    method,
-                    Process::new(take_rlock, (lock.clone(), rounds.clone(), died.clone())),
-                )
+                with(method, Process::new(take_rlock, (lock.clone(), rounds.clone(), died.clone())))
             })
             .collect();
         assert_eq!(run_all(&mut waiters), [0, 0], "{method:?}");

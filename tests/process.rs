@@ -143,10 +143,7 @@ fn fork_is_refused_with_threads_unless_allowed() {
 fn misuse_is_an_error() {
     let mut p = Process::new(exits_with, (0,));
     assert_eq!(p.join().unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(
-        p.terminate().unwrap_err().kind(),
-        ErrorKind::InvalidArgument
-    );
+    assert_eq!(p.terminate().unwrap_err().kind(), ErrorKind::InvalidArgument);
     p.start().unwrap();
     assert_eq!(p.start().unwrap_err().kind(), ErrorKind::InvalidArgument);
     assert_eq!(finish(&mut p), 0);

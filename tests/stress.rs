@@ -28,10 +28,7 @@ fn processes_times_100k_increments_under_a_lock_lose_none() {
             .map(|_| {
                 with(
                     method,
-                    Process::new(
-                        increment_under_lock,
-                        (lock.clone(), counter.clone(), ROUNDS),
-                    ),
+                    Process::new(increment_under_lock, (lock.clone(), counter.clone(), ROUNDS)),
                 )
             })
             .collect();
@@ -45,12 +42,7 @@ fn value_guards_from_three_processes_lose_none() {
     for method in METHODS {
         let counter = Value::new(0u64).unwrap();
         let mut ps: Vec<_> = (0..3)
-            .map(|_| {
-                with(
-                    method,
-                    Process::new(increment_value, (counter.clone(), ROUNDS)),
-                )
-            })
+            .map(|_| with(method, Process::new(increment_value, (counter.clone(), ROUNDS))))
             .collect();
         assert_eq!(run_all(&mut ps), [0, 0, 0]);
         assert_eq!(counter.get().unwrap(), 3 * ROUNDS, "{method:?}");

@@ -27,9 +27,8 @@ fn meet(barrier: Barrier, rounds: u32) -> i32 {
 fn a_barrier_of_three_processes_passes_several_generations() {
     for method in METHODS {
         let barrier = Barrier::new(3).unwrap();
-        let mut ps: Vec<_> = (0..2)
-            .map(|_| with(method, Process::new(meet, (barrier.clone(), 5))))
-            .collect();
+        let mut ps: Vec<_> =
+            (0..2).map(|_| with(method, Process::new(meet, (barrier.clone(), 5)))).collect();
         for p in &mut ps {
             p.start().unwrap();
         }
@@ -103,11 +102,7 @@ fn a_semaphore_admits_at_most_its_value() {
             })
             .collect();
         assert_eq!(run_all(&mut ps), [0; 4]);
-        assert!(
-            most.get() <= 2 && most.get() >= 1,
-            "{method:?}: {}",
-            most.get()
-        );
+        assert!(most.get() <= 2 && most.get() >= 1, "{method:?}: {}", most.get());
         assert_eq!(sem.get_value(), 2);
     }
 }
@@ -138,12 +133,7 @@ const ITEMS: u32 = 200;
 fn consume(cond: Condition, items: Value<u32>, taken: Value<u32>) {
     for _ in 0..ITEMS {
         let guard = cond.lock().unwrap();
-        assert!(
-            guard
-                .wait_for_timeout(|| items.get().unwrap() > 0, BOUND)
-                .unwrap(),
-            "starved"
-        );
+        assert!(guard.wait_for_timeout(|| items.get().unwrap() > 0, BOUND).unwrap(), "starved");
         items.set(items.get().unwrap() - 1).unwrap();
         taken.set(taken.get().unwrap() + 1).unwrap();
         guard.notify_all().unwrap();
@@ -153,23 +143,17 @@ fn consume(cond: Condition, items: Value<u32>, taken: Value<u32>) {
 #[test]
 fn a_condition_hands_items_between_processes() {
     for method in METHODS {
-        for cond in [
-            Condition::new().unwrap(),
-            Condition::with_lock(Lock::new().unwrap()).unwrap(),
-        ] {
+        for cond in [Condition::new().unwrap(), Condition::with_lock(Lock::new().unwrap()).unwrap()]
+        {
             let items = Value::new(0u32).unwrap();
             let taken = Value::new(0u32).unwrap();
-            let mut p = with(
-                method,
-                Process::new(consume, (cond.clone(), items.clone(), taken.clone())),
-            );
+            let mut p =
+                with(method, Process::new(consume, (cond.clone(), items.clone(), taken.clone())));
             p.start().unwrap();
             for _ in 0..ITEMS {
                 let guard = cond.lock().unwrap();
                 // At most 3 in flight, so both sides wait on the condition.
-                assert!(guard
-                    .wait_for_timeout(|| items.get().unwrap() < 3, BOUND)
-                    .unwrap());
+                assert!(guard.wait_for_timeout(|| items.get().unwrap() < 3, BOUND).unwrap());
                 items.set(items.get().unwrap() + 1).unwrap();
                 guard.notify(1).unwrap();
             }
@@ -189,10 +173,7 @@ fn set_after_wait(go: Event, done: Event) {
 fn events_ping_pong_between_processes() {
     for method in METHODS {
         let (go, done) = (Event::new().unwrap(), Event::new().unwrap());
-        let mut p = with(
-            method,
-            Process::new(set_after_wait, (go.clone(), done.clone())),
-        );
+        let mut p = with(method, Process::new(set_after_wait, (go.clone(), done.clone())));
         p.start().unwrap();
         go.set();
         assert!(done.wait_timeout(BOUND));

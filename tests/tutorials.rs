@@ -16,12 +16,7 @@ fn five_processes_add_to_a_value_under_a_lock() {
         let lock = Lock::new().unwrap();
         let counter = Value::new(0i32).unwrap();
         let mut ps: Vec<_> = (0..5)
-            .map(|_| {
-                with(
-                    method,
-                    Process::new(add_one, (lock.clone(), counter.clone())),
-                )
-            })
+            .map(|_| with(method, Process::new(add_one, (lock.clone(), counter.clone()))))
             .collect();
         assert_eq!(run_all(&mut ps), [0; 5], "{method:?}");
         assert_eq!(counter.get().unwrap(), 5, "{method:?}");
@@ -38,9 +33,8 @@ fn add_one_to_each(array: Array<i32>) {
 fn five_processes_add_to_every_element_of_an_array() {
     for method in METHODS {
         let array = Array::new(&[0, 1, 2, 3, 4]).unwrap();
-        let mut ps: Vec<_> = (0..5)
-            .map(|_| with(method, Process::new(add_one_to_each, (array.clone(),))))
-            .collect();
+        let mut ps: Vec<_> =
+            (0..5).map(|_| with(method, Process::new(add_one_to_each, (array.clone(),)))).collect();
         assert_eq!(run_all(&mut ps), [0; 5]);
         assert_eq!(array.to_vec().unwrap(), [5, 6, 7, 8, 9], "{method:?}");
     }
@@ -55,9 +49,8 @@ fn square_one(array: Array<u64>, i: usize) {
 fn ten_processes_square_one_element_each() {
     for method in METHODS {
         let array = Array::new(&(0..10u64).collect::<Vec<_>>()).unwrap();
-        let mut ps: Vec<_> = (0..10)
-            .map(|i| with(method, Process::new(square_one, (array.clone(), i))))
-            .collect();
+        let mut ps: Vec<_> =
+            (0..10).map(|i| with(method, Process::new(square_one, (array.clone(), i)))).collect();
         assert_eq!(run_all(&mut ps), [0; 10]);
         let squares: Vec<u64> = (0..10).map(|i| i * i).collect();
         assert_eq!(array.to_vec().unwrap(), squares, "{method:?}");
@@ -77,10 +70,7 @@ fn a_worker_waits_on_an_event_the_parent_sets() {
     for method in METHODS {
         let event = Event::new().unwrap();
         let done = Value::new(0u32).unwrap();
-        let mut p = with(
-            method,
-            Process::new(wait_then_report, (event.clone(), done.clone())),
-        );
+        let mut p = with(method, Process::new(wait_then_report, (event.clone(), done.clone())));
         p.start().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(done.get().unwrap(), 0, "the worker must still be waiting");
@@ -94,10 +84,7 @@ fn check_name(expected: String) -> i32 {
     if current_process().name() == expected {
         0
     } else {
-        eprintln!(
-            "name is {:?}, expected {expected:?}",
-            current_process().name()
-        );
+        eprintln!("name is {:?}, expected {expected:?}", current_process().name());
         3
     }
 }

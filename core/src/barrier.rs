@@ -133,10 +133,7 @@ impl RawBarrier {
                 self.record_previous(word);
                 let next = next_generation(word, false);
                 // SYNC POINT: every arrival's writes visible to every leaver.
-                match self
-                    .word
-                    .compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire)
-                {
+                match self.word.compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
                         park.wake_all(&self.word);
                         return Ok(index);
@@ -159,11 +156,7 @@ impl RawBarrier {
             let word = self.word.load(Ordering::Acquire);
             let ahead = generation(word).wrapping_sub(gen) & GEN_MASK;
             if ahead == 1 {
-                return if word & LAST_BROKEN != 0 {
-                    Err(Error::Broken)
-                } else {
-                    Ok(index)
-                };
+                return if word & LAST_BROKEN != 0 { Err(Error::Broken) } else { Ok(index) };
             }
             if ahead > 1 {
                 // Slept through later generations: ours is in the history
@@ -210,10 +203,7 @@ impl RawBarrier {
             }
             self.record_previous(word);
             let next = next_generation(word, true);
-            match self
-                .word
-                .compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.word.compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     park.wake_all(&self.word);
                     return;

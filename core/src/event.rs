@@ -47,15 +47,12 @@ impl RawEvent {
         let mut word = self.word.load(Ordering::Relaxed);
         loop {
             if is_set(word) {
-                // Still need the SeqCst read pairing with a waiter's check.
+                // Already set: whoever set it woke the waiters then.
                 break;
             }
             let next = word.wrapping_add(GENERATION_ONE) | SET;
             // SYNC POINT: setter's writes visible to whoever sees the flag.
-            match self
-                .word
-                .compare_exchange_weak(word, next, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.word.compare_exchange_weak(word, next, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => {
                     if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
                         park.wake_all(&self.word);

@@ -76,13 +76,7 @@ static_assertions::const_assert_eq!(core::mem::size_of::<Header>(), HEADER_SIZE)
 
 impl Header {
     pub fn new(kind: Kind, size: u64, params: [u64; 5]) -> Header {
-        Header {
-            magic: MAGIC,
-            version: VERSION,
-            kind: kind as u32,
-            size,
-            params,
-        }
+        Header { magic: MAGIC, version: VERSION, kind: kind as u32, size, params }
     }
 
     /// Checks everything but the parameters, which the opener checks.
@@ -91,18 +85,13 @@ impl Header {
             return Err(Corrupt::BadMagic);
         }
         if self.version != VERSION {
-            return Err(Corrupt::BadVersion {
-                found: self.version,
-            });
+            return Err(Corrupt::BadVersion { found: self.version });
         }
         if self.kind != kind as u32 {
             return Err(Corrupt::WrongKind { found: self.kind });
         }
         if self.size != mapped || self.size < HEADER_SIZE as u64 {
-            return Err(Corrupt::WrongSize {
-                header: self.size,
-                mapped,
-            });
+            return Err(Corrupt::WrongSize { header: self.size, mapped });
         }
         Ok(())
     }
@@ -116,24 +105,15 @@ mod tests {
     fn rejects_each_field() {
         let good = Header::new(Kind::Lock, 4096, [0; 5]);
         assert_eq!(good.validate(Kind::Lock, 4096), Ok(()));
-        assert_eq!(
-            Header { magic: 1, ..good }.validate(Kind::Lock, 4096),
-            Err(Corrupt::BadMagic)
-        );
+        assert_eq!(Header { magic: 1, ..good }.validate(Kind::Lock, 4096), Err(Corrupt::BadMagic));
         assert_eq!(
             Header { version: 9, ..good }.validate(Kind::Lock, 4096),
             Err(Corrupt::BadVersion { found: 9 })
         );
-        assert_eq!(
-            good.validate(Kind::Barrier, 4096),
-            Err(Corrupt::WrongKind { found: 1 })
-        );
+        assert_eq!(good.validate(Kind::Barrier, 4096), Err(Corrupt::WrongKind { found: 1 }));
         assert_eq!(
             good.validate(Kind::Lock, 8192),
-            Err(Corrupt::WrongSize {
-                header: 4096,
-                mapped: 8192
-            })
+            Err(Corrupt::WrongSize { header: 4096, mapped: 8192 })
         );
         let zero = Header::zeroed();
         assert_eq!(zero.validate(Kind::Lock, 0), Err(Corrupt::BadMagic));

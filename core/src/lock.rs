@@ -87,20 +87,14 @@ impl RawLock {
     /// An unlocked lock (for in-process use and tests; shared ones start as
     /// zeroed memory).
     pub fn new() -> RawLock {
-        RawLock {
-            state: AtomicU32::new(0),
-            _reserved: AtomicU32::new(0),
-            owner: AtomicU64::new(0),
-        }
+        RawLock { state: AtomicU32::new(0), _reserved: AtomicU32::new(0), owner: AtomicU64::new(0) }
     }
 
     /// Takes the lock if it is free. Never parks, never checks the owner.
     #[inline]
     pub fn try_lock(&self, me: Owner) -> bool {
-        let ok = self
-            .state
-            .compare_exchange(0, me.id, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok();
+        let ok =
+            self.state.compare_exchange(0, me.id, Ordering::Acquire, Ordering::Relaxed).is_ok();
         if ok {
             self.set_owner(me);
         }
@@ -211,11 +205,8 @@ impl RawLock {
             let Some(remaining) = deadline.remaining(os) else {
                 return Err(Error::Timeout);
             };
-            let slice = if O::CHECKS {
-                min_timeout(remaining, Some(O::CHECK_INTERVAL))
-            } else {
-                remaining
-            };
+            let slice =
+                if O::CHECKS { min_timeout(remaining, Some(O::CHECK_INTERVAL)) } else { remaining };
             os.wait(&self.state, state, slice);
             let now = self.state.load(Ordering::Acquire);
             if O::CHECKS && now == state && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL

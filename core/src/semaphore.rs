@@ -51,8 +51,7 @@ impl RawSemaphore {
     /// Sets the initial value (and bound) of a fresh, unshared semaphore.
     pub fn init(&self, value: u32, bounded: bool) {
         self.value.store(value, Ordering::Relaxed);
-        self.bound
-            .store(if bounded { value } else { 0 }, Ordering::Relaxed);
+        self.bound.store(if bounded { value } else { 0 }, Ordering::Relaxed);
     }
 
     /// The bound of a BoundedSemaphore, `None` if unbounded.

@@ -1,10 +1,10 @@
 //! The only place atomics come from: std's (`core`'s) normally, loom's under
-//! `--cfg loom`. Clippy's `disallowed-types` keeps other modules honest.
+//! `--cfg loom`. A step of `.ci/run` fails if another file of `core/src`
+//! names `core::sync::atomic` (clippy's `disallowed-types` cannot tell a
+//! re-export from its original, so it cannot enforce this).
 //!
 //! Loom gaps that bite here: its atomics are not `#[repr(C)]` plain words
 //! (so layout assertions are `cfg(not(loom))`) and their `new` is not `const`.
-#![allow(clippy::disallowed_types)]
-
 #[cfg(not(loom))]
 pub use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

@@ -77,11 +77,7 @@ impl<const CHECKS: bool> TestPark<CHECKS> {
     fn wake(&self, word: &AtomicU32, mut n: usize) {
         let addr = word as *const AtomicU32 as usize;
         let mut table = self.table.lock().unwrap();
-        for w in table
-            .waiters
-            .iter_mut()
-            .filter(|w| w.addr == addr && !w.woken)
-        {
+        for w in table.waiters.iter_mut().filter(|w| w.addr == addr && !w.woken) {
             if n == 0 {
                 break;
             }
@@ -104,8 +100,7 @@ impl<const CHECKS: bool> Park for TestPark<CHECKS> {
             if cfg!(loom) {
                 // A timed wait times out at once: loom has no time.
                 drop(table);
-                self.clock
-                    .fetch_add(timeout.as_nanos() as u64, Ordering::Relaxed);
+                self.clock.fetch_add(timeout.as_nanos() as u64, Ordering::Relaxed);
                 #[cfg(loom)]
                 loom::thread::yield_now();
                 return;
@@ -113,19 +108,11 @@ impl<const CHECKS: bool> Park for TestPark<CHECKS> {
         }
         let ticket = table.next_ticket;
         table.next_ticket += 1;
-        table.waiters.push(Waiter {
-            addr,
-            ticket,
-            woken: false,
-        });
+        table.waiters.push(Waiter { addr, ticket, woken: false });
         #[cfg(not(loom))]
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         loop {
-            let pos = table
-                .waiters
-                .iter()
-                .position(|w| w.ticket == ticket)
-                .unwrap();
+            let pos = table.waiters.iter().position(|w| w.ticket == ticket).unwrap();
             if table.waiters[pos].woken {
                 table.waiters.remove(pos);
                 return;

@@ -41,12 +41,7 @@ impl ArrayLayout {
         if size > i64::MAX as usize {
             return None;
         }
-        Some(ArrayLayout {
-            lock_offset,
-            data_offset,
-            len,
-            size,
-        })
+        Some(ArrayLayout { lock_offset, data_offset, len, size })
     }
 
     /// The header parameters that record this layout's element type.
@@ -74,10 +69,7 @@ impl ArrayLayout {
         }
         let layout = ArrayLayout::new(elem_size, elem_align, count).ok_or(Corrupt::BadParams)?;
         if layout.size as u64 != header.size {
-            return Err(Corrupt::WrongSize {
-                header: header.size,
-                mapped: layout.size as u64,
-            });
+            return Err(Corrupt::WrongSize { header: header.size, mapped: layout.size as u64 });
         }
         Ok(layout)
     }
@@ -101,17 +93,8 @@ mod tests {
         let l = ArrayLayout::new(4, 4, 3).unwrap();
         let h = Header::new(Kind::Array, l.size as u64, ArrayLayout::params(4, 4, 3));
         assert_eq!(ArrayLayout::check(&h, Kind::Array, 4, 4, None), Ok(l));
-        assert_eq!(
-            ArrayLayout::check(&h, Kind::Array, 8, 8, None),
-            Err(Corrupt::BadParams)
-        );
-        assert_eq!(
-            ArrayLayout::check(&h, Kind::Array, 4, 4, Some(2)),
-            Err(Corrupt::BadParams)
-        );
-        assert_eq!(
-            ArrayLayout::check(&h, Kind::Value, 4, 4, None),
-            Err(Corrupt::BadParams)
-        );
+        assert_eq!(ArrayLayout::check(&h, Kind::Array, 8, 8, None), Err(Corrupt::BadParams));
+        assert_eq!(ArrayLayout::check(&h, Kind::Array, 4, 4, Some(2)), Err(Corrupt::BadParams));
+        assert_eq!(ArrayLayout::check(&h, Kind::Value, 4, 4, None), Err(Corrupt::BadParams));
     }
 }

@@ -23,10 +23,7 @@ type Quiet = TestPark<false>;
 type Dying = TestPark<true>;
 
 fn owner(i: u32) -> Owner {
-    Owner {
-        id: i + 1,
-        stamp: 7,
-    }
+    Owner { id: i + 1, stamp: 7 }
 }
 
 #[cfg(loom)]
@@ -269,10 +266,7 @@ fn condition_no_lost_wakeup() {
             }
         });
         for _ in 0..ROUNDS {
-            assert_eq!(
-                lock.lock(&*park, owner(0), Deadline::NEVER),
-                Ok(Acquired::Clean)
-            );
+            assert_eq!(lock.lock(&*park, owner(0), Deadline::NEVER), Ok(Acquired::Clean));
             bump(&items);
             cond.notify(&*park, 1);
             lock.unlock(&*park).unwrap();
@@ -355,10 +349,7 @@ fn barrier_abort_reset_and_timeout() {
         }
         barrier.reset(&*park);
         assert_eq!(t.join().unwrap(), Err(Error::Broken));
-        assert_eq!(
-            RawBarrier::new(0).wait(&*park, Deadline::NEVER),
-            Err(Error::Broken)
-        );
+        assert_eq!(RawBarrier::new(0).wait(&*park, Deadline::NEVER), Err(Error::Broken));
     });
 }
 

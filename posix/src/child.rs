@@ -35,11 +35,7 @@ impl Child {
     /// Takes charge of child `pid` (ours and not yet reaped).
     pub fn adopt(pid: u32) -> Child {
         let pidfd = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
-        Child {
-            pid: pid as i32,
-            pidfd,
-            exit: None,
-        }
+        Child { pid: pid as i32, pidfd, exit: None }
     }
 
     pub fn pid(&self) -> u32 {
@@ -203,9 +199,7 @@ pub unsafe fn fork() -> io::Result<Forked> {
 
 /// Threads in this process now (from `/proc/self/task`).
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1)
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
 }
 
 /// An fd of the executable this process runs, opened once. Exec'ing it runs
@@ -227,13 +221,7 @@ fn own_exe() -> io::Result<&'static OwnedFd> {
 /// time. A bootstrap carries the parent's; the child compares its own.
 pub fn exe_identity() -> io::Result<[u64; 5]> {
     let st = rustix::fs::fstat(own_exe()?)?;
-    Ok([
-        st.st_dev,
-        st.st_ino,
-        st.st_size as u64,
-        st.st_mtime as u64,
-        st.st_mtime_nsec as u64,
-    ])
+    Ok([st.st_dev, st.st_ino, st.st_size as u64, st.st_mtime as u64, st.st_mtime_nsec as u64])
 }
 
 /// Starts this same executable again (through its fd, see [`exe_identity`])
@@ -242,11 +230,7 @@ pub fn exe_identity() -> io::Result<[u64; 5]> {
 pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> {
     let exe = own_exe()?;
     let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
-    cmd.arg0(
-        std::env::args_os()
-            .next()
-            .unwrap_or_else(|| OsString::from("multiproc-child")),
-    );
+    cmd.arg0(std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child")));
     cmd.stdin(Stdio::null());
     for (key, value) in env {
         cmd.env(key, value);
@@ -308,15 +292,9 @@ mod tests {
         #[allow(clippy::zombie_processes)]
         let c = Command::new("sleep").arg("5").spawn().unwrap();
         let mut child = Child::adopt(c.id());
-        assert_eq!(
-            child.wait_timeout(Some(Duration::from_millis(30))).unwrap(),
-            None
-        );
+        assert_eq!(child.wait_timeout(Some(Duration::from_millis(30))).unwrap(), None);
         child.signal(libc::SIGKILL).unwrap();
-        assert_eq!(
-            child.wait_timeout(Some(Duration::from_secs(10))).unwrap(),
-            Some(-9)
-        );
+        assert_eq!(child.wait_timeout(Some(Duration::from_secs(10))).unwrap(), Some(-9));
         assert_eq!(child.exitcode(), Some(-9));
         child.signal(libc::SIGTERM).unwrap(); // no-op once reaped
         assert!(exe_identity().is_ok());

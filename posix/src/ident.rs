@@ -42,10 +42,7 @@ fn register_atfork() {
 pub fn process() -> Owner {
     let id = PID.load(Ordering::Relaxed);
     if id != 0 {
-        return Owner {
-            id,
-            stamp: PID_STAMP.load(Ordering::Relaxed),
-        };
+        return Owner { id, stamp: PID_STAMP.load(Ordering::Relaxed) };
     }
     process_slow()
 }

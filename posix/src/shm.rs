@@ -13,9 +13,7 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self, MemfdFlags, SealFlags};
 use std::io;
 
-const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
-    .union(SealFlags::GROW)
-    .union(SealFlags::SEAL);
+const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::SEAL);
 
 /// Why an fd could not be opened as a segment.
 #[derive(Debug)]
@@ -57,10 +55,7 @@ impl Segment {
             .ok()
             .filter(|&len| len > 0)
             .ok_or(OpenError::Foreign("memfd is empty"))?;
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(fd.as_raw_fd())
-            .map_err(OpenError::Io)?;
+        let map = MmapOptions::new().len(len).map_raw(fd.as_raw_fd()).map_err(OpenError::Io)?;
         Ok(Segment { map, fd })
     }
 

@@ -218,10 +218,8 @@ impl Process {
 
     /// Starts the child. A process starts once.
     pub fn start(&mut self) -> Result<()> {
-        let job = self
-            .job
-            .take()
-            .ok_or_else(|| Error::invalid("a process can only be started once"))?;
+        let job =
+            self.job.take().ok_or_else(|| Error::invalid("a process can only be started once"))?;
         let method = self.method.unwrap_or_else(get_start_method);
         let child = self.launch(job, method)?;
         if self.daemon {
@@ -246,16 +244,11 @@ impl Process {
 
     #[cfg(windows)]
     fn launch(&self, _job: Box<dyn Job>, _method: StartMethod) -> Result<Child> {
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            "processes are not implemented on Windows yet",
-        ))
+        Err(Error::new(ErrorKind::Unsupported, "processes are not implemented on Windows yet"))
     }
 
     fn child(&mut self) -> Result<&mut Child> {
-        self.child
-            .as_mut()
-            .ok_or_else(|| Error::invalid("the process was not started"))
+        self.child.as_mut().ok_or_else(|| Error::invalid("the process was not started"))
     }
 
     /// Reaps the child if it ended, keeping the daemon registry in step.
@@ -264,9 +257,7 @@ impl Process {
         let child = self.child()?;
         if timeout != Some(Duration::ZERO) {
             // Wait outside the registry lock; reap inside it.
-            child
-                .wait_exit(timeout)
-                .map_err(|e| Error::io("waiting for a child", e))?;
+            child.wait_exit(timeout).map_err(|e| Error::io("waiting for a child", e))?;
         }
         let reaped = |child: &mut Child| child.try_wait().map_err(|e| Error::io("waitpid", e));
         if daemon {
@@ -331,9 +322,7 @@ impl Process {
     fn signal(&mut self, signal: i32) -> Result<()> {
         // Reap first if it ended, so a reaped pid is never signalled.
         self.exitcode();
-        self.child()?
-            .signal(signal)
-            .map_err(|e| Error::io("kill", e))
+        self.child()?.signal(signal).map_err(|e| Error::io("kill", e))
     }
 }
 
@@ -371,10 +360,7 @@ impl CurrentProcess {
 
 /// This process: its name and pid.
 pub fn current_process() -> CurrentProcess {
-    state::with_me(|me| CurrentProcess {
-        name: me.name.clone(),
-        daemon: me.daemon,
-    })
+    state::with_me(|me| CurrentProcess { name: me.name.clone(), daemon: me.daemon })
 }
 
 /// The process that started this one, if it was started by multiproc.

@@ -34,13 +34,7 @@ pub(crate) struct Parent {
 static ME: Mutex<Option<Me>> = Mutex::new(None);
 
 fn main_process() -> Me {
-    Me {
-        name: "MainProcess".into(),
-        ident: Vec::new(),
-        daemon: false,
-        parent: None,
-        children: 0,
-    }
+    Me { name: "MainProcess".into(), ident: Vec::new(), daemon: false, parent: None, children: 0 }
 }
 
 pub(crate) fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
@@ -59,13 +53,7 @@ pub(crate) fn hold_for_fork() -> impl Sized {
 /// Becomes a child: the identity the parent gave it.
 pub(crate) fn become_child(name: String, ident: Vec<u32>, daemon: bool, parent: Parent) {
     let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
-    *me = Some(Me {
-        name,
-        ident,
-        daemon,
-        parent: Some(parent),
-        children: 0,
-    });
+    *me = Some(Me { name, ident, daemon, parent: Some(parent), children: 0 });
     drop(me);
     forget_daemons();
 }
@@ -126,10 +114,7 @@ pub(crate) fn terminate_daemons() {
         let _ = child.signal(libc::SIGTERM);
     }
     for child in &mut children {
-        if !matches!(
-            child.wait_timeout(Some(Duration::from_millis(500))),
-            Ok(Some(_))
-        ) {
+        if !matches!(child.wait_timeout(Some(Duration::from_millis(500))), Ok(Some(_))) {
             let _ = child.signal(libc::SIGKILL);
             let _ = child.wait_timeout(Some(Duration::from_secs(5)));
         }

@@ -110,11 +110,7 @@ pub(crate) struct Identity {
 
 fn parent_info() -> Parent {
     let me = crate::os::ident::process();
-    Parent {
-        pid: me.id,
-        stamp: me.stamp,
-        name: state::with_me(|m| m.name.clone()),
-    }
+    Parent { pid: me.id, stamp: me.stamp, name: state::with_me(|m| m.name.clone()) }
 }
 
 /// Starts this executable again to run `job`.
@@ -253,9 +249,7 @@ pub(crate) fn run_if_child() {
 }
 
 fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
-    let fd: RawFd = fd
-        .parse()
-        .map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not an fd"))?;
+    let fd: RawFd = fd.parse().map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not an fd"))?;
     // Refuse the standard streams and anything that is not an open fd.
     // SAFETY: F_GETFD only queries the descriptor table.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -264,8 +258,7 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
     // SAFETY: the parent passed this fd for us to own; nothing else uses it.
     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| format!("reading the bootstrap: {e}"))?;
+    file.read_to_end(&mut bytes).map_err(|e| format!("reading the bootstrap: {e}"))?;
     let message: Bootstrap =
         postcard::from_bytes(&bytes).map_err(|e| format!("malformed bootstrap: {e}"))?;
     if message.magic != MAGIC {

@@ -40,14 +40,11 @@ impl Barrier {
     /// A barrier for `parties` waiters, in `1..=32767`.
     pub fn new(parties: u32) -> Result<Barrier> {
         if parties == 0 || parties > MAX_PARTIES {
-            return Err(Error::invalid(format!(
-                "a Barrier needs 1..={MAX_PARTIES} parties"
-            )));
+            return Err(Error::invalid(format!("a Barrier needs 1..={MAX_PARTIES} parties")));
         }
         let params = [u64::from(parties), 0, 0, 0, 0];
-        let obj = Object::create(Kind::Barrier, params, 0, |raw: &RawBarrier, _| {
-            raw.init(parties)
-        })?;
+        let obj =
+            Object::create(Kind::Barrier, params, 0, |raw: &RawBarrier, _| raw.init(parties))?;
         Ok(Barrier { obj })
     }
 
@@ -63,16 +60,12 @@ impl Barrier {
     /// Waits at most `timeout`; on timeout the barrier breaks and this
     /// waiter gets `Timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        self.obj
-            .raw()
-            .wait(&Os, after(timeout))
-            .map_err(|e| match e {
-                multiproc_core::Error::Timeout => Error::new(
-                    ErrorKind::Timeout,
-                    "barrier wait timed out; the barrier is now broken",
-                ),
-                e => e.into(),
-            })
+        self.obj.raw().wait(&Os, after(timeout)).map_err(|e| match e {
+            multiproc_core::Error::Timeout => {
+                Error::new(ErrorKind::Timeout, "barrier wait timed out; the barrier is now broken")
+            }
+            e => e.into(),
+        })
     }
 
     /// Breaks the barrier: waiters now and later get `BrokenBarrier`.

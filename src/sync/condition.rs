@@ -82,10 +82,7 @@ impl Condition {
 
     fn with(lock: CondLock) -> Result<Condition> {
         let obj = Object::create(Kind::Condition, [0; 5], 0, |_, _| {})?;
-        Ok(Condition {
-            cell: Cell { obj },
-            lock,
-        })
+        Ok(Condition { cell: Cell { obj }, lock })
     }
 
     fn raw(&self) -> &RawCondition {
@@ -125,10 +122,7 @@ impl Condition {
         if self.lock.is_owned() {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorKind::NotOwner,
-                "Condition used without holding its lock",
-            ))
+            Err(Error::new(ErrorKind::NotOwner, "Condition used without holding its lock"))
         }
     }
 
@@ -207,9 +201,7 @@ impl Condition {
 
 impl std::fmt::Debug for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Condition")
-            .field("waiters", &self.raw().waiters())
-            .finish()
+        f.debug_struct("Condition").field("waiters", &self.raw().waiters()).finish()
     }
 }
 

@@ -29,9 +29,7 @@ shared_object!(Event, &[Kind::Event], |_, _| Ok(()));
 
 impl Event {
     pub fn new() -> Result<Event> {
-        Ok(Event {
-            obj: Object::create(Kind::Event, [0; 5], 0, |_, _| {})?,
-        })
+        Ok(Event { obj: Object::create(Kind::Event, [0; 5], 0, |_, _| {})? })
     }
 
     fn from_object(obj: Object<RawEvent>) -> Event {
@@ -65,8 +63,6 @@ impl Event {
 
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Event")
-            .field("set", &self.is_set())
-            .finish()
+        f.debug_struct("Event").field("set", &self.is_set()).finish()
     }
 }

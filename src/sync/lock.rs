@@ -36,9 +36,7 @@ shared_object!(Lock, &[Kind::Lock], |_, _| Ok(()));
 
 impl Lock {
     pub fn new() -> Result<Lock> {
-        Ok(Lock {
-            obj: Object::create(Kind::Lock, [0; 5], 0, |_, _| {})?,
-        })
+        Ok(Lock { obj: Object::create(Kind::Lock, [0; 5], 0, |_, _| {})? })
     }
 
     fn from_object(obj: Object<RawLock>) -> Lock {
@@ -95,19 +93,13 @@ impl Lock {
     /// [`lock`](Self::lock) only if free now.
     pub fn try_lock(&self) -> Result<LockGuard<'_>> {
         self.try_acquire()?;
-        Ok(LockGuard {
-            lock: self,
-            owner_died: false,
-        })
+        Ok(LockGuard { lock: self, owner_died: false })
     }
 
     #[inline]
     fn guard(&self, deadline: Deadline) -> Result<LockGuard<'_>> {
         let how = self.take(deadline)?;
-        Ok(LockGuard {
-            lock: self,
-            owner_died: how == Acquired::OwnerDied,
-        })
+        Ok(LockGuard { lock: self, owner_died: how == Acquired::OwnerDied })
     }
 
     /// Whether someone holds it now.
@@ -123,9 +115,7 @@ impl Lock {
 
 impl std::fmt::Debug for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lock")
-            .field("locked", &self.is_locked())
-            .finish()
+        f.debug_struct("Lock").field("locked", &self.is_locked()).finish()
     }
 }
 

@@ -29,15 +29,11 @@ pub struct RLock {
 }
 
 // The RLock of a Value or Array is an RLock too (Python's `get_lock()`).
-shared_object!(RLock, &[Kind::RLock, Kind::Value, Kind::Array], |_, _| Ok(
-    ()
-));
+shared_object!(RLock, &[Kind::RLock, Kind::Value, Kind::Array], |_, _| Ok(()));
 
 impl RLock {
     pub fn new() -> Result<RLock> {
-        Ok(RLock {
-            obj: Object::create(Kind::RLock, [0; 5], 0, |_, _| {})?,
-        })
+        Ok(RLock { obj: Object::create(Kind::RLock, [0; 5], 0, |_, _| {})? })
     }
 
     pub(crate) fn from_object(obj: Object<RawRLock>) -> RLock {
@@ -87,10 +83,7 @@ impl RLock {
 
     fn guard(&self, deadline: Deadline) -> Result<RLockGuard<'_>> {
         let how = self.take(deadline)?;
-        Ok(RLockGuard {
-            lock: self,
-            owner_died: how == Acquired::OwnerDied,
-        })
+        Ok(RLockGuard { lock: self, owner_died: how == Acquired::OwnerDied })
     }
 
     /// Whether the calling thread holds it.
@@ -126,9 +119,7 @@ impl RLock {
 
 impl std::fmt::Debug for RLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RLock")
-            .field("owned", &self.is_owned())
-            .finish()
+        f.debug_struct("RLock").field("owned", &self.is_owned()).finish()
     }
 }
 

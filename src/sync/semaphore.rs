@@ -114,33 +114,24 @@ pub struct BoundedSemaphore {
     obj: Object<RawSemaphore>,
 }
 
-shared_object!(
-    BoundedSemaphore,
-    &[Kind::BoundedSemaphore],
-    |h, raw: &RawSemaphore| {
-        match raw.bound() {
-            Some(bound) if u64::from(bound) == h.params[0] && raw.value() <= bound => Ok(()),
-            _ => Err(Corrupt::BadParams),
-        }
+shared_object!(BoundedSemaphore, &[Kind::BoundedSemaphore], |h, raw: &RawSemaphore| {
+    match raw.bound() {
+        Some(bound) if u64::from(bound) == h.params[0] && raw.value() <= bound => Ok(()),
+        _ => Err(Corrupt::BadParams),
     }
-);
+});
 
 impl BoundedSemaphore {
     /// A semaphore with `value` permits, which is also its bound (1 or more).
     pub fn new(value: u32) -> Result<BoundedSemaphore> {
         check_value(value)?;
         if value == 0 {
-            return Err(Error::invalid(
-                "a BoundedSemaphore of 0 could never be acquired",
-            ));
+            return Err(Error::invalid("a BoundedSemaphore of 0 could never be acquired"));
         }
         let params = [u64::from(value), 0, 0, 0, 0];
-        let obj = Object::create(
-            Kind::BoundedSemaphore,
-            params,
-            0,
-            |raw: &RawSemaphore, _| raw.init(value, true),
-        )?;
+        let obj = Object::create(Kind::BoundedSemaphore, params, 0, |raw: &RawSemaphore, _| {
+            raw.init(value, true)
+        })?;
         Ok(BoundedSemaphore { obj })
     }
 

@@ -46,19 +46,13 @@ pub mod ident {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     pub fn process() -> Owner {
-        Owner {
-            id: std::process::id() & multiproc_core::lock::ID_MASK,
-            stamp: 1,
-        }
+        Owner { id: std::process::id() & multiproc_core::lock::ID_MASK, stamp: 1 }
     }
 
     pub fn thread() -> Owner {
         static NEXT: AtomicU32 = AtomicU32::new(1);
         thread_local!(static ID: u32 = NEXT.fetch_add(1, Ordering::Relaxed));
-        Owner {
-            id: ID.with(|id| *id),
-            stamp: 1,
-        }
+        Owner { id: ID.with(|id| *id), stamp: 1 }
     }
 
     pub fn is_alive(_id: u32, _stamp: u32) -> bool {
@@ -78,9 +72,7 @@ impl multiproc_core::Park for Os {
     fn wait(&self, _word: &AtomicU32, _expected: u32, timeout: Option<Duration>) {
         // A spurious return is within the contract; nap so loops do not spin.
         std::thread::sleep(
-            timeout
-                .unwrap_or(Duration::from_millis(1))
-                .min(Duration::from_millis(1)),
+            timeout.unwrap_or(Duration::from_millis(1)).min(Duration::from_millis(1)),
         );
     }
 
