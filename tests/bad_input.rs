@@ -5,11 +5,13 @@
 
 use multiproc::BOOTSTRAP_FAILED;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Runs `exe` with fd 7 reading `bootstrap` and MULTIPROC_BOOTSTRAP=`env`.
 fn run_with(exe: &std::path::Path, env: &str, bootstrap: &[u8]) -> Output {
-    let dir = std::env::temp_dir();
-    let file = dir.join(format!("multiproc-boot-{}-{}", std::process::id(), env.len()));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("multiproc-boot-{}-{n}", std::process::id()));
     std::fs::write(&file, bootstrap).unwrap();
     let out = Command::new("sh")
         .arg("-c")
