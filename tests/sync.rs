@@ -180,3 +180,32 @@ fn events_ping_pong_between_processes() {
         assert_eq!(finish(&mut p), 0);
     }
 }
+
+fn release_foreign(lock: multiproc::RLock) -> i32 {
+    match lock.release() {
+        Err(e) if e.kind() == ErrorKind::NotOwner => 0,
+        other => {
+            eprintln!("{other:?}");
+            3
+        }
+    }
+}
+
+#[test]
+fn an_rlock_is_released_only_by_its_owner() {
+    let lock = multiproc::RLock::new().unwrap();
+    lock.acquire().unwrap();
+    // Another thread of this process is not the owner...
+    let other = lock.clone();
+    let r = std::thread::spawn(move || other.release().unwrap_err().kind()).join().unwrap();
+    assert_eq!(r, ErrorKind::NotOwner);
+    // ...nor is another process.
+    for method in METHODS {
+        let mut p = with(method, Process::new(release_foreign, (lock.clone(),)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 0, "{method:?}");
+    }
+    assert_eq!(lock.depth(), 1);
+    lock.release().unwrap();
+    assert_eq!(lock.release().unwrap_err().kind(), ErrorKind::NotOwner);
+}
