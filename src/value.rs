@@ -166,6 +166,26 @@ impl<T: Pod> Cells<T> {
     }
 }
 
+/// `Clone`, `from_object` and serde for a handle type `$ty` over `Cells`,
+/// whose segments are of `$kind` with `T` elements.
+macro_rules! cells_handle {
+    ($ty:ident, $kind:expr) => {
+        impl<T: Pod> Clone for $ty<T> {
+            fn clone(&self) -> Self {
+                $ty { obj: self.obj.clone() }
+            }
+        }
+
+        impl<T: Pod> $ty<T> {
+            fn from_object(obj: Object<RawRLock>) -> $ty<T> {
+                $ty { obj: Cells::from_object(obj) }
+            }
+        }
+
+        shared_object!($ty<T: Pod>, &[$kind], |h: &Header, _: &RawRLock| check::<T>(h, $kind));
+    };
+}
+
 macro_rules! locked_guard {
     ($guard:ident, $target:ty, $deref:expr, $deref_mut:expr) => {
         /// Holds the lock; dereferences to the data; releases on drop.
@@ -238,19 +258,11 @@ pub struct Value<T: Pod> {
     obj: Cells<T>,
 }
 
-impl<T: Pod> Clone for Value<T> {
-    fn clone(&self) -> Self {
-        Value { obj: self.obj.clone() }
-    }
-}
+cells_handle!(Value, Kind::Value);
 
 impl<T: Pod> Value<T> {
     pub fn new(value: T) -> Result<Value<T>> {
         Ok(Value { obj: Cells::create(Kind::Value, &[value])? })
-    }
-
-    fn from_object(obj: Object<RawRLock>) -> Value<T> {
-        Value { obj: Cells::from_object(obj) }
     }
 
     /// Reads it under the lock (reentrant: fine while holding `get_lock()`).
@@ -276,8 +288,6 @@ impl<T: Pod> Value<T> {
     }
 }
 
-shared_object!(Value<T: Pod>, &[Kind::Value], |h: &Header, _: &RawRLock| check::<T>(h, Kind::Value));
-
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Value").field("value", &self.get().ok()).finish()
@@ -300,11 +310,7 @@ pub struct Array<T: Pod> {
     obj: Cells<T>,
 }
 
-impl<T: Pod> Clone for Array<T> {
-    fn clone(&self) -> Self {
-        Array { obj: self.obj.clone() }
-    }
-}
+cells_handle!(Array, Kind::Array);
 
 impl<T: Pod> Array<T> {
     /// An array holding a copy of `init`.
@@ -315,10 +321,6 @@ impl<T: Pod> Array<T> {
     /// An array of `len` zeroed elements.
     pub fn zeroed(len: usize) -> Result<Array<T>> {
         Array::new(&vec![T::zeroed(); len])
-    }
-
-    fn from_object(obj: Object<RawRLock>) -> Array<T> {
-        Array { obj: Cells::from_object(obj) }
     }
 
     pub fn len(&self) -> usize {
@@ -362,8 +364,6 @@ impl<T: Pod> Array<T> {
     }
 }
 
-shared_object!(Array<T: Pod>, &[Kind::Array], |h: &Header, _: &RawRLock| check::<T>(h, Kind::Array));
-
 impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Array").field("len", &self.len()).finish()
@@ -377,19 +377,11 @@ pub struct RawValue<T: Pod> {
     obj: Cells<T>,
 }
 
-impl<T: Pod> Clone for RawValue<T> {
-    fn clone(&self) -> Self {
-        RawValue { obj: self.obj.clone() }
-    }
-}
+cells_handle!(RawValue, Kind::Value);
 
 impl<T: Pod> RawValue<T> {
     pub fn new(value: T) -> Result<RawValue<T>> {
         Ok(RawValue { obj: Cells::create(Kind::Value, &[value])? })
-    }
-
-    fn from_object(obj: Object<RawRLock>) -> RawValue<T> {
-        RawValue { obj: Cells::from_object(obj) }
     }
 
     pub fn get(&self) -> T {
@@ -401,19 +393,13 @@ impl<T: Pod> RawValue<T> {
     }
 }
 
-shared_object!(RawValue<T: Pod>, &[Kind::Value], |h: &Header, _: &RawRLock| check::<T>(h, Kind::Value));
-
 /// `len` `T`s in shared memory with no lock: Python's `RawArray`. Accesses
 /// race with other processes, as for [`RawValue`].
 pub struct RawArray<T: Pod> {
     obj: Cells<T>,
 }
 
-impl<T: Pod> Clone for RawArray<T> {
-    fn clone(&self) -> Self {
-        RawArray { obj: self.obj.clone() }
-    }
-}
+cells_handle!(RawArray, Kind::Array);
 
 impl<T: Pod> RawArray<T> {
     pub fn new(init: &[T]) -> Result<RawArray<T>> {
@@ -422,10 +408,6 @@ impl<T: Pod> RawArray<T> {
 
     pub fn zeroed(len: usize) -> Result<RawArray<T>> {
         RawArray::new(&vec![T::zeroed(); len])
-    }
-
-    fn from_object(obj: Object<RawRLock>) -> RawArray<T> {
-        RawArray { obj: Cells::from_object(obj) }
     }
 
     pub fn len(&self) -> usize {
@@ -454,5 +436,3 @@ impl<T: Pod> RawArray<T> {
         self.obj.copy_in(src)
     }
 }
-
-shared_object!(RawArray<T: Pod>, &[Kind::Array], |h: &Header, _: &RawRLock| check::<T>(h, Kind::Array));

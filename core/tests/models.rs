@@ -37,10 +37,12 @@ fn bump(c: &Counter) {
     c.store(v + 1, SeqCst);
 }
 
-#[test]
-fn lock_mutual_exclusion_and_no_lost_wakeup() {
+/// `THREADS` threads take turns under one lock; none loses a count. With
+/// `CHECKS`, waiters also check the (live) owner periodically and must
+/// never take the lock from it.
+fn contend<const CHECKS: bool>() {
     model(|| {
-        let park = Arc::new(Quiet::default());
+        let park = Arc::new(TestPark::<CHECKS>::default());
         let lock = Arc::new(RawLock::new());
         let count = Arc::new(Counter::new(0));
         let handles: Vec<_> = (0..THREADS)
@@ -48,10 +50,8 @@ fn lock_mutual_exclusion_and_no_lost_wakeup() {
                 let (park, lock, count) = (park.clone(), lock.clone(), count.clone());
                 thread::spawn(move || {
                     for _ in 0..ROUNDS {
-                        assert_eq!(
-                            lock.lock(&*park, owner(i), Deadline::NEVER),
-                            Ok(Acquired::Clean)
-                        );
+                        let how = lock.lock(&*park, owner(i), Deadline::NEVER);
+                        assert_eq!(how, Ok(Acquired::Clean));
                         bump(&count);
                         lock.unlock(&*park).unwrap();
                     }
@@ -65,6 +65,11 @@ fn lock_mutual_exclusion_and_no_lost_wakeup() {
         assert!(!lock.is_locked());
         assert_eq!(lock.unlock(&*park), Err(Error::NotLocked));
     });
+}
+
+#[test]
+fn lock_mutual_exclusion_and_no_lost_wakeup() {
+    contend::<false>();
 }
 
 #[test]
@@ -101,30 +106,7 @@ fn lock_owner_died() {
 
 #[test]
 fn lock_live_owner_is_not_robbed() {
-    model(|| {
-        let park = Arc::new(Dying::default());
-        let lock = Arc::new(RawLock::new());
-        let count = Arc::new(Counter::new(0));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|i| {
-                let (park, lock, count) = (park.clone(), lock.clone(), count.clone());
-                thread::spawn(move || {
-                    for _ in 0..ROUNDS {
-                        assert_eq!(
-                            lock.lock(&*park, owner(i), Deadline::NEVER),
-                            Ok(Acquired::Clean)
-                        );
-                        bump(&count);
-                        lock.unlock(&*park).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(count.load(SeqCst), THREADS * ROUNDS);
-    });
+    contend::<true>();
 }
 
 #[test]
