@@ -24,6 +24,8 @@ pub mod event;
 pub mod header;
 pub mod lock;
 pub mod park;
+#[cfg(feature = "alloc")]
+pub mod ring;
 pub mod rlock;
 pub mod semaphore;
 pub mod shared;

@@ -5,7 +5,14 @@
 //! and the clock is virtual, so timeouts and owner checks are explored.
 //!
 //! Also `model` (exhaustive under loom, once natively) and the `thread` and
-//! `Arc` to write each test once for both runs.
+//! `Arc` to write each test once for both runs, and [`TestBytes`], a ring
+//! data area whose every byte access loom checks for races.
+//!
+//! # Safety
+//!
+//! `TestBytes` under loom dereferences loom's `UnsafeCell` pointers inside
+//! `with`/`with_mut`, which is loom's contract for checking them.
+#![cfg_attr(loom, allow(unsafe_code))]
 
 use crate::park::{Liveness, Park};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
@@ -159,5 +166,54 @@ impl<const CHECKS: bool> Liveness for TestPark<CHECKS> {
 
     fn is_alive(&self, id: u32, _stamp: u32) -> bool {
         !self.table.lock().unwrap().dead.contains(&id)
+    }
+}
+
+/// A ring data area for tests: relaxed atomic bytes natively, loom's
+/// `UnsafeCell`s under loom (so a missing happens-before between the
+/// producer's writes and the consumer's reads is reported as a race).
+pub struct TestBytes {
+    #[cfg(loom)]
+    cells: Vec<loom::cell::UnsafeCell<u8>>,
+    #[cfg(not(loom))]
+    cells: Vec<std::sync::atomic::AtomicU8>,
+}
+
+#[cfg(loom)]
+// SAFETY: every access goes through loom's UnsafeCell, which reports
+// unsynchronized ones; that is what the models are for.
+unsafe impl Sync for TestBytes {}
+
+impl TestBytes {
+    pub fn new(len: usize) -> TestBytes {
+        TestBytes { cells: (0..len).map(|_| Default::default()).collect() }
+    }
+}
+
+impl crate::ring::Bytes for TestBytes {
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) {
+        for (cell, &b) in self.cells[offset..offset + src.len()].iter().zip(src) {
+            #[cfg(loom)]
+            // SAFETY: loom checks this access against all others.
+            cell.with_mut(|p| unsafe { *p = b });
+            #[cfg(not(loom))]
+            cell.store(b, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        for (cell, b) in self.cells[offset..offset + dst.len()].iter().zip(dst) {
+            #[cfg(loom)]
+            // SAFETY: loom checks this access against all others.
+            cell.with(|p| *b = unsafe { *p });
+            #[cfg(not(loom))]
+            {
+                *b = cell.load(std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 }

@@ -1,0 +1,38 @@
+//! Rings in shared memory that carry variable-length messages.
+//!
+//! [`spsc`]: one producer, one consumer (each direction of a Pipe). The MPMC
+//! ring for Queue is still to come.
+//!
+//! The ring's bytes live outside its control block, behind [`Bytes`], so
+//! the algorithm stays safe code: the facade implements it over a mapped
+//! segment, and the models over loom-checked cells.
+
+pub mod spsc;
+
+/// The data area of a ring: `len()` bytes that the producer writes and the
+/// consumer reads. Offsets and lengths passed in are always in bounds; the
+/// ring's Release/Acquire on its indices orders each write before the reads
+/// of the same bytes.
+pub trait Bytes {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Copies `src` to `offset..offset + src.len()`.
+    fn write(&self, offset: usize, src: &[u8]);
+    /// Copies `offset..offset + dst.len()` into `dst`.
+    fn read(&self, offset: usize, dst: &mut [u8]);
+}
+
+/// Pads `T` to its own 64-byte cache line, so the producer's and the
+/// consumer's indices do not share one.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct CachePadded<T>(pub T);
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}

@@ -1,0 +1,500 @@
+//! SPSC byte ring: one producer, one consumer, variable-length messages
+//! (the index scheme of rtrb and io_uring's rings: monotonic byte counters,
+//! each side caching the other's).
+//!
+//! # Frames
+//! Every frame starts 8-byte aligned with an 8-byte header, `len: u32` (LE)
+//! then `flags: u32` (LE), and takes `8 + align8(len)` bytes. A frame never
+//! wraps: when it does not fit before the end of the buffer, the producer
+//! first writes a `PAD` frame covering the rest. A message larger than
+//! [`max_frame_payload`] is cut into fragments, `FIRST` … `LAST` (a small
+//! one is a single `FIRST | LAST` frame), so any size goes through any
+//! capacity, streamed. A producer whose send timed out mid-message writes an
+//! `ABORT` frame before anything else, and the consumer drops the fragments.
+//!
+//! # Trust
+//! The consumer validates every header against what was published (sizes,
+//! flags, fragment order, indices): a hostile or corrupted producer gets
+//! [`RecvError::Corrupt`], never an out-of-bounds access or a hang. Lengths
+//! are never used to allocate ahead: a message grows as its fragments arrive,
+//! up to the caller's limit ([`RecvError::TooLarge`]).
+//!
+//! # Waiting
+//! `data_seq`/`space_seq` are the futex words; `consumer_waiting` and
+//! `producer_waiting` let the other side skip the wake system call when
+//! nobody parks. The waker reads them with an RMW (see `semaphore.rs`).
+
+use super::{Bytes, CachePadded};
+use crate::park::{min_timeout, Deadline, Liveness, Park};
+use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
+
+const HEADER: usize = 8;
+/// First fragment of a message.
+const FIRST: u32 = 1;
+/// Last fragment of a message.
+const LAST: u32 = 2;
+/// Filler up to the end of the buffer: nothing to deliver.
+const PAD: u32 = 4;
+/// Drop the fragments of the message in progress.
+const ABORT: u32 = 8;
+const KNOWN: u32 = FIRST | LAST | PAD | ABORT;
+
+/// `closed` bit: the producer side closed.
+const PRODUCER_CLOSED: u32 = 1;
+/// `closed` bit: the consumer side closed.
+const CONSUMER_CLOSED: u32 = 2;
+
+/// Smallest capacity a ring may have.
+pub const MIN_CAPACITY: usize = 64;
+
+/// Largest payload of one frame for a data area of `capacity` bytes: a
+/// quarter, so a frame plus the padding before it always fits an empty ring.
+pub fn max_frame_payload(capacity: usize) -> usize {
+    capacity / 4 - HEADER
+}
+
+/// Whether `capacity` is usable: a power of two of at least [`MIN_CAPACITY`].
+pub fn valid_capacity(capacity: usize) -> bool {
+    capacity.is_power_of_two() && capacity >= MIN_CAPACITY && capacity <= u32::MAX as usize
+}
+
+fn align8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+fn encode(len: usize, flags: u32) -> [u8; HEADER] {
+    let mut h = [0; HEADER];
+    h[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    h[4..].copy_from_slice(&flags.to_le_bytes());
+    h
+}
+
+fn decode(h: [u8; HEADER]) -> (usize, u32) {
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    (len, u32::from_le_bytes([h[4], h[5], h[6], h[7]]))
+}
+
+/// Why a send failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The deadline passed (part of a long message may be in the ring; it
+    /// is withdrawn by the next send).
+    Timeout,
+    /// The consumer closed or is gone.
+    Disconnected,
+}
+
+/// Why a receive failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// The deadline passed; a message in progress stays for the next call.
+    Timeout,
+    /// The producer closed or is gone, and everything it sent was received.
+    Disconnected,
+    /// The message is over the caller's limit; its rest is skipped.
+    TooLarge,
+    /// The ring holds something no producer of ours writes.
+    Corrupt,
+}
+
+/// What one frame did to the message in progress.
+enum Frame {
+    /// Nothing to return yet.
+    More,
+    /// A message is complete in `out`.
+    Complete,
+    /// The message passed the limit; its rest will be skipped.
+    TooLarge,
+}
+
+/// The producer's private state.
+#[derive(Debug, Default)]
+pub struct Writer {
+    /// `head` as last read: the space up to it is known free.
+    cached_head: u64,
+    /// A message was cut short by a timeout: write `ABORT` first.
+    must_abort: bool,
+}
+
+/// The consumer's private state.
+#[derive(Debug, Default)]
+pub struct Reader {
+    /// `tail` as last read: the frames up to it are known published.
+    cached_tail: u64,
+    /// Inside a message (its `FIRST` was taken, not yet its `LAST`).
+    assembling: bool,
+    /// Skipping the rest of a message over the limit.
+    skipping: bool,
+}
+
+/// The control block of an SPSC ring. All zeros is an empty, open ring.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SpscRing {
+    /// Bytes published by the producer, ever (the write position is
+    /// `tail % capacity`). Written by the producer only.
+    tail: CachePadded<AtomicU64>,
+    /// Bytes consumed, ever. Written by the consumer only. `head <= tail <=
+    /// head + capacity` in a sane ring; anything else is corrupt.
+    head: CachePadded<AtomicU64>,
+    signals: CachePadded<Signals>,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Signals {
+    /// Bumped after a publish that may have a parked consumer.
+    data_seq: AtomicU32,
+    /// Bumped after a consume that may have a parked producer.
+    space_seq: AtomicU32,
+    consumer_waiting: AtomicU32,
+    producer_waiting: AtomicU32,
+    /// `PRODUCER_CLOSED | CONSUMER_CLOSED`.
+    closed: AtomicU32,
+}
+
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(SpscRing, [u8; 192]);
+
+impl SpscRing {
+    pub fn new() -> SpscRing {
+        SpscRing::default()
+    }
+
+    // ---- producer ----
+
+    /// Sends `msg` whole, fragmenting it if needed, waiting for space until
+    /// `deadline`. `connected` is asked, while waiting, whether the consumer
+    /// still exists (at [`Liveness::CHECK_INTERVAL`]).
+    pub fn send<O: Park + Liveness, B: Bytes>(
+        &self,
+        os: &O,
+        data: &B,
+        w: &mut Writer,
+        msg: &[u8],
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+    ) -> Result<(), SendError> {
+        let max = max_frame_payload(data.len());
+        if w.must_abort {
+            self.wait_write(os, data, w, &[], ABORT, deadline, &mut connected)?;
+            w.must_abort = false;
+        }
+        let mut chunks = msg.chunks(max).peekable();
+        let mut flags = FIRST;
+        if chunks.peek().is_none() {
+            return self.wait_write(os, data, w, &[], FIRST | LAST, deadline, &mut connected);
+        }
+        while let Some(chunk) = chunks.next() {
+            if chunks.peek().is_none() {
+                flags |= LAST;
+            }
+            if let Err(e) = self.wait_write(os, data, w, chunk, flags, deadline, &mut connected) {
+                w.must_abort = flags & FIRST == 0;
+                return Err(e);
+            }
+            flags = 0;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn wait_write<O: Park + Liveness, B: Bytes>(
+        &self,
+        os: &O,
+        data: &B,
+        w: &mut Writer,
+        chunk: &[u8],
+        flags: u32,
+        deadline: Deadline,
+        connected: &mut impl FnMut() -> bool,
+    ) -> Result<(), SendError> {
+        let mut spins = SPIN_LIMIT;
+        let mut last_check = os.now();
+        loop {
+            if self.closed() & CONSUMER_CLOSED != 0 {
+                return Err(SendError::Disconnected);
+            }
+            if self.try_write(os, data, w, chunk, flags) {
+                return Ok(());
+            }
+            if spins > 0 {
+                spins -= 1;
+                spin_loop();
+                continue;
+            }
+            let seq = self.signals.space_seq.load(Ordering::Acquire);
+            self.signals.producer_waiting.fetch_add(1, Ordering::SeqCst);
+            let wrote = self.try_write(os, data, w, chunk, flags);
+            let outcome = if wrote {
+                Some(Ok(()))
+            } else {
+                match deadline.remaining(os) {
+                    None => Some(Err(SendError::Timeout)),
+                    Some(remaining) => {
+                        let slice = if O::CHECKS {
+                            min_timeout(remaining, Some(O::CHECK_INTERVAL))
+                        } else {
+                            remaining
+                        };
+                        os.wait(&self.signals.space_seq, seq, slice);
+                        None
+                    }
+                }
+            };
+            self.signals.producer_waiting.fetch_sub(1, Ordering::SeqCst);
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            if O::CHECKS && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL {
+                last_check = os.now();
+                if !connected() {
+                    return Err(SendError::Disconnected);
+                }
+            }
+        }
+    }
+
+    /// Writes one frame if it fits now.
+    fn try_write<P: Park, B: Bytes>(
+        &self,
+        park: &P,
+        data: &B,
+        w: &mut Writer,
+        chunk: &[u8],
+        flags: u32,
+    ) -> bool {
+        let cap = data.len();
+        let tail = self.tail.load(Ordering::Relaxed);
+        let pos = (tail % cap as u64) as usize;
+        let size = HEADER + align8(chunk.len());
+        let to_end = cap - pos;
+        let need = if size <= to_end { size } else { to_end + size };
+        let free = |head: u64| (cap as u64).saturating_sub(tail.wrapping_sub(head));
+        if free(w.cached_head) < need as u64 {
+            // SYNC POINT: the consumer is done with the bytes before `head`.
+            w.cached_head = self.head.load(Ordering::Acquire);
+            if free(w.cached_head) < need as u64 {
+                return false;
+            }
+        }
+        let mut at = tail;
+        let mut pos = pos;
+        if size > to_end {
+            data.write(pos, &encode(to_end - HEADER, PAD));
+            at += to_end as u64;
+            pos = 0;
+        }
+        data.write(pos, &encode(chunk.len(), flags));
+        data.write(pos + HEADER, chunk);
+        // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
+        self.tail.store(at + size as u64, Ordering::Release);
+        if self.signals.consumer_waiting.fetch_add(0, Ordering::SeqCst) > 0 {
+            self.signals.data_seq.fetch_add(1, Ordering::Release);
+            park.wake_all(&self.signals.data_seq);
+        }
+        true
+    }
+
+    /// The producer closes: the consumer gets what was sent, then
+    /// `Disconnected`.
+    pub fn close_producer<P: Park>(&self, park: &P) {
+        self.signals.closed.fetch_or(PRODUCER_CLOSED, Ordering::SeqCst);
+        self.signals.data_seq.fetch_add(1, Ordering::Release);
+        park.wake_all(&self.signals.data_seq);
+    }
+
+    // ---- consumer ----
+
+    /// Receives one whole message into `out` (cleared first unless a
+    /// message was in progress), waiting until `deadline`. `limit` bounds
+    /// its size. `connected` is asked, while waiting, whether a producer
+    /// still exists.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recv<O: Park + Liveness, B: Bytes>(
+        &self,
+        os: &O,
+        data: &B,
+        r: &mut Reader,
+        out: &mut alloc::vec::Vec<u8>,
+        limit: usize,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+    ) -> Result<(), RecvError> {
+        if !r.assembling {
+            out.clear();
+        }
+        let mut spins = SPIN_LIMIT;
+        let mut last_check = os.now();
+        loop {
+            match self.take_frames(os, data, r, out, limit)? {
+                true => return Ok(()),
+                false if self.closed() & PRODUCER_CLOSED != 0 => {
+                    // Closed: whatever it published first was taken above;
+                    // check once more, then report.
+                    if self.take_frames(os, data, r, out, limit)? {
+                        return Ok(());
+                    }
+                    r.assembling = false;
+                    return Err(RecvError::Disconnected);
+                }
+                false => {}
+            }
+            if spins > 0 {
+                spins -= 1;
+                spin_loop();
+                continue;
+            }
+            let seq = self.signals.data_seq.load(Ordering::Acquire);
+            self.signals.consumer_waiting.fetch_add(1, Ordering::SeqCst);
+            let ready = self.tail.load(Ordering::SeqCst) != self.head.load(Ordering::Relaxed)
+                || self.closed() & PRODUCER_CLOSED != 0;
+            let timed_out = if ready {
+                false
+            } else {
+                match deadline.remaining(os) {
+                    None => true,
+                    Some(remaining) => {
+                        let slice = if O::CHECKS {
+                            min_timeout(remaining, Some(O::CHECK_INTERVAL))
+                        } else {
+                            remaining
+                        };
+                        os.wait(&self.signals.data_seq, seq, slice);
+                        false
+                    }
+                }
+            };
+            self.signals.consumer_waiting.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                return Err(RecvError::Timeout);
+            }
+            if O::CHECKS && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL {
+                last_check = os.now();
+                if !connected() && !self.has_data() {
+                    r.assembling = false;
+                    return Err(RecvError::Disconnected);
+                }
+            }
+        }
+    }
+
+    /// Whether a frame is published and not yet taken.
+    pub fn has_data(&self) -> bool {
+        self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed)
+    }
+
+    /// Takes published frames until a message is complete (`true`) or none
+    /// is left (`false`).
+    fn take_frames<P: Park, B: Bytes>(
+        &self,
+        park: &P,
+        data: &B,
+        r: &mut Reader,
+        out: &mut alloc::vec::Vec<u8>,
+        limit: usize,
+    ) -> Result<bool, RecvError> {
+        let cap = data.len();
+        let max = max_frame_payload(cap);
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            if r.cached_tail == head {
+                // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
+                r.cached_tail = self.tail.load(Ordering::Acquire);
+                if r.cached_tail == head {
+                    return Ok(false);
+                }
+            }
+            let available = r.cached_tail.wrapping_sub(head);
+            if available > cap as u64 || head % 8 != 0 {
+                return Err(RecvError::Corrupt);
+            }
+            let pos = (head % cap as u64) as usize;
+            let mut h = [0; HEADER];
+            if available < HEADER as u64 || pos + HEADER > cap {
+                return Err(RecvError::Corrupt);
+            }
+            data.read(pos, &mut h);
+            let (len, flags) = decode(h);
+            let size = HEADER + align8(len);
+            let outcome = if flags & PAD != 0 {
+                // Covers exactly the rest of the buffer.
+                if flags != PAD || size != cap - pos || size as u64 > available {
+                    return Err(RecvError::Corrupt);
+                }
+                Frame::More
+            } else {
+                if flags & !KNOWN != 0 || len > max || size as u64 > available || pos + size > cap {
+                    return Err(RecvError::Corrupt);
+                }
+                self.deliver(data, r, out, limit, pos, len, flags)?
+            };
+            head += size as u64;
+            // SYNC POINT: the consumer is done with the bytes before `head`.
+            self.head.store(head, Ordering::Release);
+            if self.signals.producer_waiting.fetch_add(0, Ordering::SeqCst) > 0 {
+                self.signals.space_seq.fetch_add(1, Ordering::Release);
+                park.wake_all(&self.signals.space_seq);
+            }
+            match outcome {
+                Frame::More => {}
+                Frame::Complete => return Ok(true),
+                Frame::TooLarge => return Err(RecvError::TooLarge),
+            }
+        }
+    }
+
+    /// Applies one data frame to the message in progress; whether the
+    /// message is now complete.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver<B: Bytes>(
+        &self,
+        data: &B,
+        r: &mut Reader,
+        out: &mut alloc::vec::Vec<u8>,
+        limit: usize,
+        pos: usize,
+        len: usize,
+        flags: u32,
+    ) -> Result<Frame, RecvError> {
+        if flags == ABORT {
+            if len != 0 {
+                return Err(RecvError::Corrupt);
+            }
+            r.assembling = false;
+            r.skipping = false;
+            out.clear();
+            return Ok(Frame::More);
+        }
+        if flags & ABORT != 0 || (flags & FIRST != 0) == (r.assembling || r.skipping) {
+            return Err(RecvError::Corrupt);
+        }
+        let last = flags & LAST != 0;
+        if r.skipping {
+            r.skipping = !last;
+            return Ok(Frame::More);
+        }
+        if out.len() + len > limit {
+            out.clear();
+            r.assembling = false;
+            r.skipping = !last;
+            return Ok(Frame::TooLarge);
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        data.read(pos + HEADER, &mut out[start..]);
+        r.assembling = !last;
+        Ok(if last { Frame::Complete } else { Frame::More })
+    }
+
+    /// The consumer closes: the producer's sends fail with `Disconnected`.
+    pub fn close_consumer<P: Park>(&self, park: &P) {
+        self.signals.closed.fetch_or(CONSUMER_CLOSED, Ordering::SeqCst);
+        self.signals.space_seq.fetch_add(1, Ordering::Release);
+        park.wake_all(&self.signals.space_seq);
+    }
+
+    fn closed(&self) -> u32 {
+        self.signals.closed.load(Ordering::SeqCst)
+    }
+}

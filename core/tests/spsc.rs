@@ -1,0 +1,160 @@
+//! Models of the SPSC byte ring, written once: exhaustive under loom, with
+//! threads otherwise. A 64-byte data area keeps frames at 8 payload bytes,
+//! so the messages here wrap, pad, fragment and fill the ring.
+
+use multiproc_core::ring::spsc::{Reader, RecvError, SendError, SpscRing, Writer};
+use multiproc_core::testing::{model, thread, Arc, TestBytes, TestPark};
+use multiproc_core::Deadline;
+use std::time::Duration;
+
+type Quiet = TestPark<false>;
+const CAP: usize = 64;
+
+fn messages() -> Vec<Vec<u8>> {
+    let rounds = if cfg!(loom) { 1 } else { 500 };
+    let mut all = Vec::new();
+    for r in 0..rounds {
+        let r = r as u8;
+        all.push(vec![r; 1]);
+        all.push((0..20).map(|i| i ^ r).collect()); // three fragments
+        all.push(Vec::new());
+        if !cfg!(loom) {
+            all.push((0..200u32).map(|i| i as u8 ^ r).collect()); // > capacity
+        }
+    }
+    all
+}
+
+struct Ring {
+    park: Quiet,
+    ring: SpscRing,
+    data: TestBytes,
+}
+
+fn ring() -> Arc<Ring> {
+    Arc::new(Ring { park: Quiet::default(), ring: SpscRing::new(), data: TestBytes::new(CAP) })
+}
+
+#[test]
+fn delivers_every_message_in_order_across_wraps_and_fragments() {
+    model(|| {
+        let r = ring();
+        let p = r.clone();
+        let producer = thread::spawn(move || {
+            let mut w = Writer::default();
+            for m in messages() {
+                p.ring.send(&p.park, &p.data, &mut w, &m, Deadline::NEVER, || true).unwrap();
+            }
+            p.ring.close_producer(&p.park);
+        });
+        let mut reader = Reader::default();
+        let mut out = Vec::new();
+        for m in messages() {
+            r.ring
+                .recv(&r.park, &r.data, &mut reader, &mut out, usize::MAX, Deadline::NEVER, || true)
+                .unwrap();
+            assert_eq!(out, m);
+        }
+        let end =
+            r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 1 << 20, Deadline::NEVER, || true);
+        assert_eq!(end, Err(RecvError::Disconnected));
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn timeouts_return_and_a_cut_message_is_withdrawn() {
+    model(|| {
+        let r = ring();
+        let mut w = Writer::default();
+        let mut reader = Reader::default();
+        let mut out = Vec::new();
+        let soon = |r: &Ring| Deadline::after(&r.park, Duration::from_millis(2));
+        // Empty: recv times out.
+        let got = r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 100, soon(&r), || true);
+        assert_eq!(got, Err(RecvError::Timeout));
+        // Larger than the ring with nobody reading: send times out midway.
+        let big = vec![7u8; 100];
+        let sent = r.ring.send(&r.park, &r.data, &mut w, &big, soon(&r), || true);
+        assert_eq!(sent, Err(SendError::Timeout));
+        // The consumer takes the fragments so far, then times out inside it.
+        let got = r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 1000, soon(&r), || true);
+        assert_eq!(got, Err(RecvError::Timeout));
+        // The next send withdraws the cut message; only the new one arrives.
+        r.ring.send(&r.park, &r.data, &mut w, b"next", soon(&r), || true).unwrap();
+        r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 1000, soon(&r), || true).unwrap();
+        assert_eq!(out, b"next");
+    });
+}
+
+#[test]
+fn too_large_is_skipped_and_the_next_message_arrives() {
+    model(|| {
+        let r = ring();
+        let p = r.clone();
+        let producer = thread::spawn(move || {
+            let mut w = Writer::default();
+            p.ring.send(&p.park, &p.data, &mut w, &[1; 20], Deadline::NEVER, || true).unwrap();
+            p.ring.send(&p.park, &p.data, &mut w, &[2; 5], Deadline::NEVER, || true).unwrap();
+        });
+        let mut reader = Reader::default();
+        let mut out = Vec::new();
+        let first =
+            r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 10, Deadline::NEVER, || true);
+        assert_eq!(first, Err(RecvError::TooLarge));
+        r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 10, Deadline::NEVER, || true).unwrap();
+        assert_eq!(out, [2; 5]);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_closed_consumer_fails_sends() {
+    model(|| {
+        let r = ring();
+        let p = r.clone();
+        let producer = thread::spawn(move || {
+            let mut w = Writer::default();
+            // Fill the ring, then block until the consumer closes.
+            let mut sent = 0;
+            loop {
+                match p.ring.send(&p.park, &p.data, &mut w, &[0; 8], Deadline::NEVER, || true) {
+                    Ok(()) => sent += 1,
+                    Err(e) => return (sent, e),
+                }
+            }
+        });
+        r.ring.close_consumer(&r.park);
+        let (_, e) = producer.join().unwrap();
+        assert_eq!(e, SendError::Disconnected);
+    });
+}
+
+#[cfg(not(loom))]
+#[test]
+fn a_dead_producer_is_disconnected_and_garbage_is_corrupt() {
+    use multiproc_core::ring::Bytes;
+    use multiproc_core::testing::TestPark;
+    // With liveness checks on, `connected` reporting false ends a wait.
+    let park = TestPark::<true>::default();
+    let (ring, data) = (SpscRing::new(), TestBytes::new(CAP));
+    let (mut reader, mut out) = (Reader::default(), Vec::new());
+    let got = ring.recv(&park, &data, &mut reader, &mut out, 100, Deadline::NEVER, || false);
+    assert_eq!(got, Err(RecvError::Disconnected));
+
+    // A header a producer of ours never writes: unknown flags.
+    let mut w = Writer::default();
+    ring.send(&park, &data, &mut w, b"abc", Deadline::NEVER, || true).unwrap();
+    data.write(4, &0x8000u32.to_le_bytes());
+    let got = ring.recv(&park, &data, &mut reader, &mut out, 100, Deadline::NEVER, || true);
+    assert_eq!(got, Err(RecvError::Corrupt));
+
+    // A length past the published bytes.
+    let (ring, data) = (SpscRing::new(), TestBytes::new(CAP));
+    let mut w = Writer::default();
+    ring.send(&park, &data, &mut w, b"abc", Deadline::NEVER, || true).unwrap();
+    data.write(0, &12u32.to_le_bytes());
+    let mut reader = Reader::default();
+    let got = ring.recv(&park, &data, &mut reader, &mut out, 100, Deadline::NEVER, || true);
+    assert_eq!(got, Err(RecvError::Corrupt));
+}
