@@ -5,11 +5,15 @@ mod error;
 mod handles;
 mod object;
 mod os;
+#[cfg(unix)]
+mod pipe;
 mod process;
 pub mod sync;
 mod value;
 
 pub use error::{Error, ErrorKind, Result};
+#[cfg(unix)]
+pub use pipe::{Connection, Pipe, DEFAULT_CAPACITY, MAX_MESSAGE};
 #[cfg(unix)]
 #[doc(hidden)]
 pub use process::bootstrap_for_tests as __bootstrap_for_tests;

@@ -95,6 +95,14 @@ impl<L: Shared> Object<L> {
         unsafe { self.raw.as_ref() }
     }
 
+    /// Another `Shared` layout at `offset` of the segment, if in bounds.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(crate) fn at<M: Shared>(&self, offset: usize) -> Option<&M> {
+        // SAFETY: the mapping lives as long as `self` (its Arc); `view`
+        // checks bounds and alignment; M is Shared.
+        unsafe { view::<M>(self.segment.as_ptr(), self.segment.len(), offset) }
+    }
+
     /// The validated header.
     pub(crate) fn header(&self) -> &Header {
         &self.header

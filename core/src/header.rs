@@ -24,6 +24,8 @@ pub enum Kind {
     Barrier = 7,
     Value = 8,
     Array = 9,
+    /// A Pipe: one or two SPSC channels and their data areas.
+    Pipe = 10,
 }
 
 /// Why a segment was rejected.

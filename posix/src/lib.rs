@@ -21,5 +21,6 @@ pub mod child;
 pub mod futex;
 pub mod ident;
 pub mod shm;
+pub mod sock;
 
 pub use futex::Os;

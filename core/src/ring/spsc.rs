@@ -107,6 +107,30 @@ enum Frame {
     TooLarge,
 }
 
+/// The progress of one blocking call: spins left, last liveness check.
+#[derive(Debug)]
+pub struct Waiting {
+    spins: u32,
+    last_check: Option<core::time::Duration>,
+}
+
+impl Waiting {
+    /// A new blocking call: it spins first, and checks the peer at its
+    /// first park, then every `interval`.
+    pub fn new<P: Park>(_park: &P) -> Waiting {
+        Waiting { spins: SPIN_LIMIT, last_check: None }
+    }
+
+    fn check_due<P: Park>(&mut self, park: &P, interval: core::time::Duration) -> bool {
+        let now = park.now();
+        let due = self.last_check.is_none_or(|last| now.saturating_sub(last) >= interval);
+        if due {
+            self.last_check = Some(now);
+        }
+        due
+    }
+}
+
 /// The producer's private state.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -125,6 +149,8 @@ pub struct Reader {
     assembling: bool,
     /// Skipping the rest of a message over the limit.
     skipping: bool,
+    /// Lost track (a holder died mid-message): skip to the next `FIRST`.
+    resync: bool,
 }
 
 /// The control block of an SPSC ring. All zeros is an empty, open ring.
@@ -209,8 +235,7 @@ impl SpscRing {
         deadline: Deadline,
         connected: &mut impl FnMut() -> bool,
     ) -> Result<(), SendError> {
-        let mut spins = SPIN_LIMIT;
-        let mut last_check = os.now();
+        let mut waiting = Waiting::new(os);
         loop {
             if self.closed() & CONSUMER_CLOSED != 0 {
                 return Err(SendError::Disconnected);
@@ -218,8 +243,8 @@ impl SpscRing {
             if self.try_write(os, data, w, chunk, flags) {
                 return Ok(());
             }
-            if spins > 0 {
-                spins -= 1;
+            if waiting.spins > 0 {
+                waiting.spins -= 1;
                 spin_loop();
                 continue;
             }
@@ -243,14 +268,13 @@ impl SpscRing {
                 }
             };
             self.signals.producer_waiting.fetch_sub(1, Ordering::SeqCst);
+            let timed_out = outcome == Some(Err(SendError::Timeout));
+            if O::CHECKS && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL)) && !connected()
+            {
+                return Err(SendError::Disconnected);
+            }
             if let Some(outcome) = outcome {
                 return outcome;
-            }
-            if O::CHECKS && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL {
-                last_check = os.now();
-                if !connected() {
-                    return Err(SendError::Disconnected);
-                }
             }
         }
     }
@@ -324,24 +348,40 @@ impl SpscRing {
         if !r.assembling {
             out.clear();
         }
-        let mut spins = SPIN_LIMIT;
-        let mut last_check = os.now();
+        let mut waiting = Waiting::new(os);
         loop {
-            match self.take_frames(os, data, r, out, limit)? {
-                true => return Ok(()),
-                false if self.closed() & PRODUCER_CLOSED != 0 => {
-                    // Closed: whatever it published first was taken above;
-                    // check once more, then report.
-                    if self.take_frames(os, data, r, out, limit)? {
-                        return Ok(());
-                    }
-                    r.assembling = false;
-                    return Err(RecvError::Disconnected);
-                }
-                false => {}
+            if self.take_frames(os, data, r, out, limit)? {
+                return Ok(());
             }
-            if spins > 0 {
-                spins -= 1;
+            if let Err(e) = self.wait_for_data(os, deadline, &mut connected, &mut waiting) {
+                if e == RecvError::Disconnected {
+                    // A message cut by the producer's end is never returned.
+                    r.assembling = false;
+                    out.clear();
+                }
+                return Err(e);
+            }
+        }
+    }
+
+    /// Waits until a frame is published (`Ok`), the producer is gone and
+    /// nothing is left (`Disconnected`), or `deadline` passes (`Timeout`).
+    pub fn wait_for_data<O: Park + Liveness>(
+        &self,
+        os: &O,
+        deadline: Deadline,
+        connected: &mut impl FnMut() -> bool,
+        waiting: &mut Waiting,
+    ) -> Result<(), RecvError> {
+        loop {
+            if self.has_data() {
+                return Ok(());
+            }
+            if self.closed() & PRODUCER_CLOSED != 0 {
+                return if self.has_data() { Ok(()) } else { Err(RecvError::Disconnected) };
+            }
+            if waiting.spins > 0 {
+                waiting.spins -= 1;
                 spin_loop();
                 continue;
             }
@@ -366,15 +406,15 @@ impl SpscRing {
                 }
             };
             self.signals.consumer_waiting.fetch_sub(1, Ordering::SeqCst);
+            if O::CHECKS
+                && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL))
+                && !connected()
+                && !self.has_data()
+            {
+                return Err(RecvError::Disconnected);
+            }
             if timed_out {
                 return Err(RecvError::Timeout);
-            }
-            if O::CHECKS && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL {
-                last_check = os.now();
-                if !connected() && !self.has_data() {
-                    r.assembling = false;
-                    return Err(RecvError::Disconnected);
-                }
             }
         }
     }
@@ -457,6 +497,13 @@ impl SpscRing {
         len: usize,
         flags: u32,
     ) -> Result<Frame, RecvError> {
+        if r.resync {
+            if flags & FIRST == 0 {
+                return Ok(Frame::More);
+            }
+            *r = Reader { cached_tail: r.cached_tail, ..Reader::default() };
+            out.clear();
+        }
         if flags == ABORT {
             if len != 0 {
                 return Err(RecvError::Corrupt);
@@ -498,3 +545,93 @@ impl SpscRing {
         self.signals.closed.load(Ordering::SeqCst)
     }
 }
+
+/// One side (sending or receiving) of a ring, shared by every handle to it:
+/// a lock so that two holders never interleave (threads or processes), and
+/// the side's [`Writer`]/[`Reader`] state, valid while the lock is held.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct Endpoint {
+    pub lock: crate::lock::RawLock,
+    /// `cached_head` (sender) or `cached_tail` (receiver).
+    cached: AtomicU64,
+    /// Sender: bit 0 `must_abort`. Receiver: bit 0 `assembling`, bit 1 `skipping`.
+    flags: AtomicU32,
+}
+
+impl Endpoint {
+    /// The sender's state (call holding `lock`).
+    pub fn writer(&self) -> Writer {
+        Writer {
+            cached_head: self.cached.load(Ordering::Relaxed),
+            must_abort: self.flags.load(Ordering::Relaxed) & 1 != 0,
+        }
+    }
+
+    pub fn store_writer(&self, w: &Writer) {
+        self.cached.store(w.cached_head, Ordering::Relaxed);
+        self.flags.store(u32::from(w.must_abort), Ordering::Relaxed);
+    }
+
+    /// The receiver's state (call holding `lock`).
+    pub fn reader(&self) -> Reader {
+        let flags = self.flags.load(Ordering::Relaxed);
+        Reader {
+            cached_tail: self.cached.load(Ordering::Relaxed),
+            assembling: flags & 1 != 0,
+            skipping: flags & 2 != 0,
+            resync: flags & 4 != 0,
+        }
+    }
+
+    pub fn store_reader(&self, r: &Reader) {
+        self.cached.store(r.cached_tail, Ordering::Relaxed);
+        let flags = u32::from(r.assembling) | u32::from(r.skipping) << 1 | u32::from(r.resync) << 2;
+        self.flags.store(flags, Ordering::Relaxed);
+    }
+}
+
+impl Writer {
+    /// The previous holder of this side died, perhaps inside a message:
+    /// withdraw whatever it left half sent before sending anything.
+    pub fn abort_pending(&mut self) {
+        self.must_abort = true;
+    }
+}
+
+impl Reader {
+    /// Whether a message is half received: its fragments so far are in the
+    /// `out` of the call that timed out.
+    pub fn in_message(&self) -> bool {
+        self.assembling
+    }
+
+    /// Drops the message in progress (its fragments are not at hand): the
+    /// rest of it is skipped.
+    pub fn skip_message(&mut self) {
+        if self.assembling {
+            self.assembling = false;
+            self.skipping = true;
+        }
+    }
+
+    /// Forgets where it was (the previous holder died mid-receive): frames
+    /// are skipped up to the next message's `FIRST`.
+    pub fn resync(&mut self) {
+        self.assembling = false;
+        self.skipping = false;
+        self.resync = true;
+    }
+}
+
+/// One direction of a Pipe: the ring and its two sides.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct Channel {
+    pub ring: SpscRing,
+    pub sender: Endpoint,
+    pub receiver: Endpoint,
+}
+
+#[cfg(not(loom))]
+static_assertions::assert_eq_size!(Channel, [u8; 320]);
