@@ -6,12 +6,14 @@
 //! | Lock acquire+release, uncontended          | `Lock::lock`         | one CAS + one store      |
 //! | Value += 1 under its lock, 2 processes     | `*value.lock()? += 1`| –                        |
 //! | Event ping-pong between 2 processes        | `Event` set/wait     | –                        |
+//! | Pipe round trip, 8 B                       | `Connection`         | socketpair ping-pong     |
+//! | Pipe stream, 64 KiB messages               | `recv_bytes_into`    | memcpy of 64 MiB         |
 //! | Process start+join, fork / spawn           | `Process`            | fork+waitpid, exec+wait  |
 //!
 //! Run: `cargo bench --bench foundation` (add `-- --quick` for a smoke run).
 //! Each figure is the median of several runs, with min–max.
 
-use multiproc::{Barrier, Event, Process, StartMethod, Value};
+use multiproc::{Barrier, Connection, Event, Pipe, Process, StartMethod, Value};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -23,6 +25,7 @@ struct Config {
     pings: u64,
     forks: u32,
     spawns: u32,
+    blocks: u64,
 }
 
 fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
@@ -125,6 +128,87 @@ fn event_ping_pong(rounds: u64) -> f64 {
     elapsed.as_secs_f64() * 1e6 / rounds as f64
 }
 
+fn echo(conn: Connection, rounds: u64) {
+    for _ in 0..rounds {
+        let m = conn.recv_bytes().unwrap();
+        conn.send_bytes(&m).unwrap();
+    }
+}
+
+/// Microseconds per 8-byte round trip over a Pipe.
+fn pipe_round_trip(rounds: u64) -> f64 {
+    let (a, b) = Pipe::new().unwrap();
+    let mut p = Process::new(echo, (b, rounds + 1));
+    p.start().unwrap();
+    a.send_bytes(&[0; 8]).unwrap();
+    a.recv_bytes().unwrap();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        a.send_bytes(&[1; 8]).unwrap();
+        black_box(a.recv_bytes().unwrap());
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(p.join().unwrap(), 0);
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+/// The floor for a round trip through the kernel: a socketpair ping-pong.
+fn socketpair_round_trip(rounds: u64) -> f64 {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let child = std::thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        for _ in 0..rounds {
+            b.read_exact(&mut buf).unwrap();
+            b.write_all(&buf).unwrap();
+        }
+    });
+    let mut buf = [0u8; 8];
+    let t = Instant::now();
+    for _ in 0..rounds {
+        a.write_all(&[1; 8]).unwrap();
+        a.read_exact(&mut buf).unwrap();
+    }
+    let elapsed = t.elapsed();
+    child.join().unwrap();
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+fn stream(conn: Connection, size: usize, count: u64) {
+    let block = vec![7u8; size];
+    for _ in 0..count {
+        conn.send_bytes(&block).unwrap();
+    }
+}
+
+/// GB/s of `size`-byte messages from a child to the parent.
+fn pipe_stream(size: usize, count: u64) -> f64 {
+    let (rx, tx) = Pipe::simplex().unwrap();
+    let mut p = Process::new(stream, (tx, size, count));
+    p.start().unwrap();
+    let mut buf = vec![0u8; size];
+    rx.recv_bytes_into(&mut buf).unwrap();
+    let t = Instant::now();
+    for _ in 1..count {
+        black_box(rx.recv_bytes_into(&mut buf).unwrap());
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(p.join().unwrap(), 0);
+    (size as f64 * (count - 1) as f64) / elapsed.as_secs_f64() / 1e9
+}
+
+/// GB/s of one thread copying 64 MiB.
+fn memcpy_floor() -> f64 {
+    let src = vec![1u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let t = Instant::now();
+    for _ in 0..4 {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+    }
+    (4.0 * (64 << 20) as f64) / t.elapsed().as_secs_f64() / 1e9
+}
+
 fn noop() {}
 
 /// Microseconds per start+join.
@@ -201,6 +285,7 @@ fn main() {
             pings: 2_000,
             forks: 20,
             spawns: 5,
+            blocks: 2_000,
         }
     } else {
         Config {
@@ -210,6 +295,7 @@ fn main() {
             pings: 20_000,
             forks: 200,
             spawns: 30,
+            blocks: 20_000,
         }
     };
     let py = python(quick);
@@ -252,6 +338,14 @@ fn main() {
 
     let value = measure(c.runs, || value_two_processes(c.value_ops));
     row("Value += 1 locked, 2 processes", "M/s", value, py("value_mops"), None, true);
+
+    let pipe = measure(c.runs, || pipe_round_trip(c.pings));
+    let sock = measure(c.runs, || socketpair_round_trip(c.pings));
+    row("Pipe round trip, 8 B", "us", pipe, py("pipe_us"), Some(sock.0), false);
+
+    let stream64 = measure(c.runs, || pipe_stream(64 << 10, c.blocks));
+    let memcpy = measure(c.runs, memcpy_floor);
+    row("Pipe stream, 64 KiB messages", "GB/s", stream64, py("stream_gbs"), Some(memcpy.0), true);
 
     let event = measure(c.runs, || event_ping_pong(c.pings));
     row("Event ping-pong round trip", "us", event, py("event_us"), None, false);

@@ -69,6 +69,45 @@ def event_us(n=2_000 if QUICK else 10_000):
     return dt * 1e6 / n
 
 
+def _echo(conn, n):
+    for _ in range(n):
+        conn.send_bytes(conn.recv_bytes())
+
+
+def pipe_us(n=2_000 if QUICK else 10_000):
+    a, b = mp.Pipe()
+    p = mp.Process(target=_echo, args=(b, n + 1))
+    p.start()
+    a.send_bytes(b"x" * 8); a.recv_bytes()
+    t = time.perf_counter()
+    for _ in range(n):
+        a.send_bytes(b"y" * 8)
+        a.recv_bytes()
+    dt = time.perf_counter() - t
+    p.join()
+    return dt * 1e6 / n
+
+
+def _stream(conn, size, n):
+    block = b"z" * size
+    for _ in range(n):
+        conn.send_bytes(block)
+
+
+def stream_gbs(size=64 << 10, n=2_000 if QUICK else 20_000):
+    rx, tx = mp.Pipe(duplex=False)
+    p = mp.Process(target=_stream, args=(tx, size, n))
+    p.start()
+    buf = bytearray(size)
+    rx.recv_bytes_into(buf)
+    t = time.perf_counter()
+    for _ in range(n - 1):
+        rx.recv_bytes_into(buf)
+    dt = time.perf_counter() - t
+    p.join()
+    return size * (n - 1) / dt / 1e9
+
+
 def _noop():
     pass
 
@@ -87,6 +126,8 @@ if __name__ == "__main__":
     mp.set_start_method("fork")
     print("lock_ns", med(lock_ns))
     print("value_mops", med(value_mops))
+    print("pipe_us", med(pipe_us))
+    print("stream_gbs", med(stream_gbs))
     print("event_us", med(event_us))
     print("fork_us", med(lambda: start_join_us("fork", 20 if QUICK else 100)))
     print("spawn_us", med(lambda: start_join_us("spawn", 3 if QUICK else 10)))

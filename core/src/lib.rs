@@ -35,6 +35,9 @@ pub mod value;
 #[cfg(any(feature = "std", loom))]
 pub mod testing;
 
+#[cfg(all(feature = "std", not(loom), any(fuzzing, test)))]
+pub mod fuzz;
+
 pub use park::{Deadline, Liveness, Park};
 
 /// How a blocking acquire ended, when it did not fail outright.

@@ -20,9 +20,10 @@
 //! up to the caller's limit ([`RecvError::TooLarge`]).
 //!
 //! # Waiting
-//! `data_seq`/`space_seq` are the futex words; `consumer_waiting` and
-//! `producer_waiting` let the other side skip the wake system call when
-//! nobody parks. The waker reads them with an RMW (see `semaphore.rs`).
+//! Each direction of waking is a [`Signal`] on its own cache line: a futex
+//! word and a count of waiters, which lets the other side skip the wake
+//! system call when nobody parks. The waker reads the count with an RMW
+//! (see `semaphore.rs`).
 
 use super::{Bytes, CachePadded};
 use crate::park::{min_timeout, Deadline, Liveness, Park};
@@ -163,28 +164,41 @@ pub struct SpscRing {
     /// Bytes consumed, ever. Written by the consumer only. `head <= tail <=
     /// head + capacity` in a sane ring; anything else is corrupt.
     head: CachePadded<AtomicU64>,
-    signals: CachePadded<Signals>,
+    /// What the consumer parks on. The producer reads `consumer_waiting`
+    /// with an RMW after every publish, so this line lives in the
+    /// producer's cache until the consumer parks.
+    to_consumer: CachePadded<Signal>,
+    /// What the producer parks on; the mirror image of `to_consumer`.
+    to_producer: CachePadded<Signal>,
+    /// `PRODUCER_CLOSED | CONSUMER_CLOSED`: read often, written once.
+    closed: CachePadded<AtomicU32>,
 }
 
+/// One direction of waking: a futex word and how many may park on it.
 #[repr(C)]
 #[derive(Debug, Default)]
-struct Signals {
-    /// Bumped after a publish that may have a parked consumer.
-    data_seq: AtomicU32,
-    /// Bumped after a consume that may have a parked producer.
-    space_seq: AtomicU32,
-    consumer_waiting: AtomicU32,
-    producer_waiting: AtomicU32,
-    /// `PRODUCER_CLOSED | CONSUMER_CLOSED`.
-    closed: AtomicU32,
+struct Signal {
+    /// Bumped by the other side after progress that may have a waiter.
+    seq: AtomicU32,
+    /// Waiters registered to park on `seq`.
+    waiting: AtomicU32,
 }
 
 #[cfg(not(loom))]
-static_assertions::assert_eq_size!(SpscRing, [u8; 192]);
+static_assertions::assert_eq_size!(SpscRing, [u8; 320]);
 
 impl SpscRing {
     pub fn new() -> SpscRing {
         SpscRing::default()
+    }
+
+    /// A ring whose indices are whatever a fuzzer says.
+    #[cfg(any(fuzzing, test))]
+    pub fn from_indices(head: u64, tail: u64) -> SpscRing {
+        let ring = SpscRing::default();
+        ring.head.store(head, Ordering::Relaxed);
+        ring.tail.store(tail, Ordering::Relaxed);
+        ring
     }
 
     // ---- producer ----
@@ -248,8 +262,8 @@ impl SpscRing {
                 spin_loop();
                 continue;
             }
-            let seq = self.signals.space_seq.load(Ordering::Acquire);
-            self.signals.producer_waiting.fetch_add(1, Ordering::SeqCst);
+            let seq = self.to_producer.seq.load(Ordering::Acquire);
+            self.to_producer.waiting.fetch_add(1, Ordering::SeqCst);
             let wrote = self.try_write(os, data, w, chunk, flags);
             let outcome = if wrote {
                 Some(Ok(()))
@@ -262,12 +276,12 @@ impl SpscRing {
                         } else {
                             remaining
                         };
-                        os.wait(&self.signals.space_seq, seq, slice);
+                        os.wait(&self.to_producer.seq, seq, slice);
                         None
                     }
                 }
             };
-            self.signals.producer_waiting.fetch_sub(1, Ordering::SeqCst);
+            self.to_producer.waiting.fetch_sub(1, Ordering::SeqCst);
             let timed_out = outcome == Some(Err(SendError::Timeout));
             if O::CHECKS && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL)) && !connected()
             {
@@ -313,9 +327,9 @@ impl SpscRing {
         data.write(pos + HEADER, chunk);
         // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
         self.tail.store(at + size as u64, Ordering::Release);
-        if self.signals.consumer_waiting.fetch_add(0, Ordering::SeqCst) > 0 {
-            self.signals.data_seq.fetch_add(1, Ordering::Release);
-            park.wake_all(&self.signals.data_seq);
+        if self.to_consumer.waiting.fetch_add(0, Ordering::SeqCst) > 0 {
+            self.to_consumer.seq.fetch_add(1, Ordering::Release);
+            park.wake_all(&self.to_consumer.seq);
         }
         true
     }
@@ -323,9 +337,9 @@ impl SpscRing {
     /// The producer closes: the consumer gets what was sent, then
     /// `Disconnected`.
     pub fn close_producer<P: Park>(&self, park: &P) {
-        self.signals.closed.fetch_or(PRODUCER_CLOSED, Ordering::SeqCst);
-        self.signals.data_seq.fetch_add(1, Ordering::Release);
-        park.wake_all(&self.signals.data_seq);
+        self.closed.fetch_or(PRODUCER_CLOSED, Ordering::SeqCst);
+        self.to_consumer.seq.fetch_add(1, Ordering::Release);
+        park.wake_all(&self.to_consumer.seq);
     }
 
     // ---- consumer ----
@@ -385,8 +399,8 @@ impl SpscRing {
                 spin_loop();
                 continue;
             }
-            let seq = self.signals.data_seq.load(Ordering::Acquire);
-            self.signals.consumer_waiting.fetch_add(1, Ordering::SeqCst);
+            let seq = self.to_consumer.seq.load(Ordering::Acquire);
+            self.to_consumer.waiting.fetch_add(1, Ordering::SeqCst);
             let ready = self.tail.load(Ordering::SeqCst) != self.head.load(Ordering::Relaxed)
                 || self.closed() & PRODUCER_CLOSED != 0;
             let timed_out = if ready {
@@ -400,12 +414,12 @@ impl SpscRing {
                         } else {
                             remaining
                         };
-                        os.wait(&self.signals.data_seq, seq, slice);
+                        os.wait(&self.to_consumer.seq, seq, slice);
                         false
                     }
                 }
             };
-            self.signals.consumer_waiting.fetch_sub(1, Ordering::SeqCst);
+            self.to_consumer.waiting.fetch_sub(1, Ordering::SeqCst);
             if O::CHECKS
                 && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL))
                 && !connected()
@@ -472,9 +486,9 @@ impl SpscRing {
             head += size as u64;
             // SYNC POINT: the consumer is done with the bytes before `head`.
             self.head.store(head, Ordering::Release);
-            if self.signals.producer_waiting.fetch_add(0, Ordering::SeqCst) > 0 {
-                self.signals.space_seq.fetch_add(1, Ordering::Release);
-                park.wake_all(&self.signals.space_seq);
+            if self.to_producer.waiting.fetch_add(0, Ordering::SeqCst) > 0 {
+                self.to_producer.seq.fetch_add(1, Ordering::Release);
+                park.wake_all(&self.to_producer.seq);
             }
             match outcome {
                 Frame::More => {}
@@ -536,13 +550,13 @@ impl SpscRing {
 
     /// The consumer closes: the producer's sends fail with `Disconnected`.
     pub fn close_consumer<P: Park>(&self, park: &P) {
-        self.signals.closed.fetch_or(CONSUMER_CLOSED, Ordering::SeqCst);
-        self.signals.space_seq.fetch_add(1, Ordering::Release);
-        park.wake_all(&self.signals.space_seq);
+        self.closed.fetch_or(CONSUMER_CLOSED, Ordering::SeqCst);
+        self.to_producer.seq.fetch_add(1, Ordering::Release);
+        park.wake_all(&self.to_producer.seq);
     }
 
     fn closed(&self) -> u32 {
-        self.signals.closed.load(Ordering::SeqCst)
+        self.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -634,4 +648,4 @@ pub struct Channel {
 }
 
 #[cfg(not(loom))]
-static_assertions::assert_eq_size!(Channel, [u8; 320]);
+static_assertions::assert_eq_size!(Channel, [u8; 448]);
