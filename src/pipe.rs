@@ -497,7 +497,7 @@ impl Connection {
         if timeout.is_zero() {
             return ring.has_data() || !self.peer_here();
         }
-        let mut waiting = Waiting::new(&Os);
+        let mut waiting = Waiting::new(&Os, deadline);
         match ring.wait_for_data(&Os, deadline, &mut || self.peer_here(), &mut waiting) {
             Ok(()) | Err(RecvError::Disconnected) => true,
             Err(_) => false,

@@ -104,4 +104,22 @@ mod tests {
         super::spsc_model(&[2, 10, 1, 0, 14, 200, 14, 200, 1, 0, 1, 0, 1, 0]);
         super::spsc_model(&[0, 0, 1, 0, 1, 0]);
     }
+
+    /// Inputs the fuzzer found: indices near `u64::MAX` overflowed `head`.
+    #[test]
+    fn regressions() {
+        let cases: [&[u8]; 2] = [
+            &[
+                0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255,
+                255, 4, 0, 0, 0, 1,
+            ],
+            &[
+                0, 255, 255, 255, 255, 255, 255, 255, 255, 142, 255, 1, 1, 0, 0, 0, 0, 0, 9, 0, 0,
+                0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 93, 0, 0, 4, 0, 0, 4, 0, 0, 0,
+            ],
+        ];
+        for case in cases {
+            super::spsc_consumer(case);
+        }
+    }
 }

@@ -116,10 +116,12 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// A new blocking call: it spins first, and checks the peer at its
+    /// A new blocking call: it spins first (unless its deadline has passed
+    /// already: a `try_` form does not spin), and checks the peer at its
     /// first park, then every `interval`.
-    pub fn new<P: Park>(_park: &P) -> Waiting {
-        Waiting { spins: SPIN_LIMIT, last_check: None }
+    pub fn new<P: Park>(park: &P, deadline: Deadline) -> Waiting {
+        let spins = if deadline.passed(park) { 0 } else { SPIN_LIMIT };
+        Waiting { spins, last_check: None }
     }
 
     fn check_due<P: Park>(&mut self, park: &P, interval: core::time::Duration) -> bool {
@@ -155,6 +157,7 @@ pub struct Reader {
 }
 
 /// The control block of an SPSC ring. All zeros is an empty, open ring.
+/// Index arithmetic wraps: a hostile peer may set any index.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct SpscRing {
@@ -249,7 +252,7 @@ impl SpscRing {
         deadline: Deadline,
         connected: &mut impl FnMut() -> bool,
     ) -> Result<(), SendError> {
-        let mut waiting = Waiting::new(os);
+        let mut waiting = Waiting::new(os, deadline);
         loop {
             if self.closed() & CONSUMER_CLOSED != 0 {
                 return Err(SendError::Disconnected);
@@ -320,13 +323,13 @@ impl SpscRing {
         let mut pos = pos;
         if size > to_end {
             data.write(pos, &encode(to_end - HEADER, PAD));
-            at += to_end as u64;
+            at = at.wrapping_add(to_end as u64);
             pos = 0;
         }
         data.write(pos, &encode(chunk.len(), flags));
         data.write(pos + HEADER, chunk);
         // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
-        self.tail.store(at + size as u64, Ordering::Release);
+        self.tail.store(at.wrapping_add(size as u64), Ordering::Release);
         if self.to_consumer.waiting.fetch_add(0, Ordering::SeqCst) > 0 {
             self.to_consumer.seq.fetch_add(1, Ordering::Release);
             park.wake_all(&self.to_consumer.seq);
@@ -362,7 +365,7 @@ impl SpscRing {
         if !r.assembling {
             out.clear();
         }
-        let mut waiting = Waiting::new(os);
+        let mut waiting = Waiting::new(os, deadline);
         loop {
             if self.take_frames(os, data, r, out, limit)? {
                 return Ok(());
@@ -483,7 +486,7 @@ impl SpscRing {
                 }
                 self.deliver(data, r, out, limit, pos, len, flags)?
             };
-            head += size as u64;
+            head = head.wrapping_add(size as u64);
             // SYNC POINT: the consumer is done with the bytes before `head`.
             self.head.store(head, Ordering::Release);
             if self.to_producer.waiting.fetch_add(0, Ordering::SeqCst) > 0 {
@@ -535,7 +538,7 @@ impl SpscRing {
             r.skipping = !last;
             return Ok(Frame::More);
         }
-        if out.len() + len > limit {
+        if out.len().saturating_add(len) > limit {
             out.clear();
             r.assembling = false;
             r.skipping = !last;
