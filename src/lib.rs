@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
+#[cfg(unix)]
+mod channel;
 mod error;
 mod handles;
 mod object;
@@ -8,12 +10,16 @@ mod os;
 #[cfg(unix)]
 mod pipe;
 mod process;
+#[cfg(unix)]
+mod queue;
 pub mod sync;
 mod value;
 
+#[cfg(unix)]
+pub use channel::MAX_MESSAGE;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
-pub use pipe::{Connection, Pipe, DEFAULT_CAPACITY, MAX_MESSAGE};
+pub use pipe::{Connection, Pipe, DEFAULT_CAPACITY};
 #[cfg(unix)]
 #[doc(hidden)]
 pub use process::bootstrap_for_tests as __bootstrap_for_tests;
@@ -23,5 +29,7 @@ pub use process::{
     cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     CurrentProcess, Exit, ParentProcess, Process, StartMethod, Target,
 };
+#[cfg(unix)]
+pub use queue::{JoinableQueue, Queue, SimpleQueue, DEFAULT_QUEUE_CAPACITY};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};

@@ -8,24 +8,15 @@
 //! carries the file descriptors of shared objects sent inside messages
 //! (SCM_RIGHTS), so a Lock or a Connection can go to a running process.
 //!
-//! # Safety
-//!
-//! [`ShmBytes`] copies bytes into and out of the segment's data areas with
-//! raw pointers. Its obligations: every copy is in bounds (checked here,
-//! whatever the ring asks), the mapping lives as long as the Connection
-//! (its Object's Arc), and no reference to shared bytes is ever formed, so
-//! a peer writing them at the same time cannot invalidate one.
-#![allow(unsafe_code)]
 
-use crate::handles::{self, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use crate::channel::{self, Link, ShmBytes, Stash};
+use crate::handles::{self, AsRawFd, BorrowedFd, OwnedFd};
 use crate::object::{shared_object, Object};
-use crate::os::{ident, Os};
 use crate::sync::after;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
-use multiproc_core::ring::spsc::{self, Channel, RecvError, SendError, Waiting};
-use multiproc_core::ring::Bytes;
-use multiproc_core::{Acquired, Deadline};
+use multiproc_core::ring::spsc::{self, Channel};
+use multiproc_core::Deadline;
 use multiproc_posix::sock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -35,51 +26,11 @@ use std::time::Duration;
 
 /// Bytes of ring per direction unless [`Pipe::with_capacity`] says otherwise.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
-/// The largest message a Connection receives (a larger one is skipped and
-/// reported as `TooLarge`); sends above it are refused before anything is sent.
-pub const MAX_MESSAGE: usize = 1 << 30;
 /// Where the data areas start in a Pipe segment (after the two channels).
 const DATA_OFFSET: usize = 4096;
 const CHANNEL_SIZE: usize = std::mem::size_of::<Channel>();
 
 static_assertions::const_assert!(HEADER_SIZE + 2 * CHANNEL_SIZE <= DATA_OFFSET);
-
-/// One data area of a mapped Pipe segment.
-struct ShmBytes {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl ShmBytes {
-    fn fits(&self, offset: usize, n: usize) -> bool {
-        offset.checked_add(n).is_some_and(|end| end <= self.len)
-    }
-}
-
-impl Bytes for ShmBytes {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn write(&self, offset: usize, src: &[u8]) {
-        if self.fits(offset, src.len()) {
-            // SAFETY: in bounds (checked), mapped while the Connection lives,
-            // `src` is our own memory; a copy, never a reference.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(offset), src.len()) }
-        }
-    }
-
-    fn read(&self, offset: usize, dst: &mut [u8]) {
-        if self.fits(offset, dst.len()) {
-            // SAFETY: as for `write`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.ptr.add(offset), dst.as_mut_ptr(), dst.len())
-            }
-        } else {
-            dst.fill(0);
-        }
-    }
-}
 
 /// The segment, checked: capacity and direction count from its header.
 #[derive(Clone)]
@@ -166,7 +117,7 @@ impl Pipe {
     }
 
     /// A pipe whose rings hold `capacity` bytes each (a power of two, at
-    /// least 4096). Messages of any size up to [`MAX_MESSAGE`] go through
+    /// least 4096). Messages of any size up to [`MAX_MESSAGE`](crate::MAX_MESSAGE) go through
     /// any capacity, in pieces.
     pub fn with_capacity(capacity: usize, duplex: bool) -> Result<(Connection, Connection)> {
         if !spsc::valid_capacity(capacity) || capacity < 4096 {
@@ -199,12 +150,6 @@ pub struct Connection {
     /// A message this handle was in the middle of receiving when a timeout
     /// hit, or a whole one too long for `recv_bytes_into`'s buffer.
     stash: Mutex<Stash>,
-}
-
-#[derive(Default)]
-struct Stash {
-    partial: Vec<u8>,
-    complete: Option<Vec<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -287,108 +232,27 @@ impl Connection {
     fn peer_here(&self) -> bool {
         !sock::peer_gone(self.socket.as_fd())
     }
-
-    fn disconnected() -> Error {
-        Error::new(ErrorKind::Disconnected, "the other end of the pipe is closed")
-    }
-
-    /// Sends `msg` and, before it, `fds` over the socket, holding the send
-    /// side's lock so that nothing interleaves.
-    fn send_message(&self, msg: &[u8], fds: &[RawFd], deadline: Deadline) -> Result<()> {
-        let Some(i) = directions(self.segment.duplex(), self.end).0 else {
-            return Err(Error::invalid("this end of a one-way pipe only receives"));
-        };
-        if msg.len() > MAX_MESSAGE {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("message over {MAX_MESSAGE} bytes"),
-            ));
-        }
-        let channel = self.segment.channel(i);
-        let side = &channel.sender;
-        let how = side.lock.lock(&Os, ident::thread(), deadline)?;
-        let mut w = side.writer();
-        if how == Acquired::OwnerDied {
-            w.abort_pending();
-        }
-        let result = (|| {
-            if !fds.is_empty() {
-                // SAFETY: the fds belong to objects alive for this call.
-                let borrowed: Vec<BorrowedFd<'_>> =
-                    fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
-                sock::send_fds(self.socket.as_fd(), &borrowed).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe => Self::disconnected(),
-                    _ => Error::io("sending handles", e),
-                })?;
-            }
-            let data = self.segment.data(i);
-            channel.ring.send(&Os, &data, &mut w, msg, deadline, || self.peer_here()).map_err(|e| {
-                match e {
-                    SendError::Timeout => Error::timeout(),
-                    SendError::Disconnected => Self::disconnected(),
-                }
+    /// The direction this end sends on (`sending`) or receives from.
+    fn link(&self, sending: bool) -> Result<Link<'_>> {
+        let (send, recv) = directions(self.segment.duplex(), self.end);
+        let i = if sending { send } else { recv }.ok_or_else(|| {
+            Error::invalid(if sending {
+                "this end of a one-way pipe only receives"
+            } else {
+                "this end of a one-way pipe only sends"
             })
-        })();
-        side.store_writer(&w);
-        let _ = side.lock.unlock(&Os);
-        result
+        })?;
+        let socket = self.socket.as_fd();
+        Ok(Link {
+            channel: self.segment.channel(i),
+            data: self.segment.data(i),
+            fds_out: socket,
+            fds_in: socket,
+        })
     }
 
-    /// Receives one message and hands it to `then`, holding the receive
-    /// side's lock (so that the fds that came with it are taken in order).
-    fn recv_message<R>(
-        &self,
-        deadline: Deadline,
-        then: impl FnOnce(&Self, Vec<u8>) -> Result<R>,
-    ) -> Result<R> {
-        let Some(i) = directions(self.segment.duplex(), self.end).1 else {
-            return Err(Error::invalid("this end of a one-way pipe only sends"));
-        };
-        let channel = self.segment.channel(i);
-        let side = &channel.receiver;
-        let how = side.lock.lock(&Os, ident::thread(), deadline)?;
-        let mut stash = self.stash.lock().unwrap_or_else(|e| e.into_inner());
-        let result = if let Some(message) = stash.complete.take() {
-            Ok(message)
-        } else {
-            let mut r = side.reader();
-            if how == Acquired::OwnerDied {
-                r.resync();
-            }
-            let mut out = std::mem::take(&mut stash.partial);
-            if r.in_message() && out.is_empty() {
-                // Another holder timed out inside this message: its start is
-                // not here, so the rest is skipped.
-                r.skip_message();
-            }
-            let data = self.segment.data(i);
-            let got =
-                channel
-                    .ring
-                    .recv(&Os, &data, &mut r, &mut out, MAX_MESSAGE, deadline, || self.peer_here());
-            side.store_reader(&r);
-            match got {
-                Ok(()) => Ok(out),
-                Err(RecvError::Timeout) => {
-                    if r.in_message() {
-                        stash.partial = out;
-                    }
-                    Err(Error::timeout())
-                }
-                Err(RecvError::Disconnected) => Err(Self::disconnected()),
-                Err(RecvError::TooLarge) => Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!("a message over {MAX_MESSAGE} bytes was skipped"),
-                )),
-                Err(RecvError::Corrupt) => {
-                    Err(Error::new(ErrorKind::Corrupt, "the pipe holds a malformed frame"))
-                }
-            }
-        };
-        drop(stash);
-        let result = result.and_then(|message| then(self, message));
-        let _ = side.lock.unlock(&Os);
-        result
+    fn send_message(&self, msg: &[u8], fds: &[handles::RawFd], deadline: Deadline) -> Result<()> {
+        self.link(true)?.send(msg, fds, deadline, || self.peer_here())
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
@@ -403,29 +267,38 @@ impl Connection {
 
     /// Receives one message's bytes (Python's `recv_bytes`).
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_message(Deadline::NEVER, |_, m| Ok(m))
+        self.recv_bytes_until(Deadline::NEVER)
     }
 
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_message(after(timeout), |_, m| Ok(m))
+        self.recv_bytes_until(after(timeout))
+    }
+
+    fn recv_bytes_until(&self, deadline: Deadline) -> Result<Vec<u8>> {
+        self.link(false)?.recv(&self.stash, deadline, || self.peer_here(), Ok)
     }
 
     /// Receives one message into `buf`; its length. A message longer than
     /// `buf` is kept for the next receive and `TooLarge` is returned (Python
     /// raises `BufferTooShort` with the message).
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.recv_message(Deadline::NEVER, |this, m| {
-            if m.len() > buf.len() {
-                let len = m.len();
-                this.stash.lock().unwrap_or_else(|e| e.into_inner()).complete = Some(m);
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!("buffer of {} bytes too short for a message of {len}", buf.len()),
-                ));
-            }
-            buf[..m.len()].copy_from_slice(&m);
-            Ok(m.len())
-        })
+        self.link(false)?.recv(
+            &self.stash,
+            Deadline::NEVER,
+            || self.peer_here(),
+            |m| {
+                if m.len() > buf.len() {
+                    let len = m.len();
+                    channel::keep(&self.stash, m);
+                    return Err(Error::new(
+                        ErrorKind::TooLarge,
+                        format!("buffer of {} bytes too short for a message of {len}", buf.len()),
+                    ));
+                }
+                buf[..m.len()].copy_from_slice(&m);
+                Ok(m.len())
+            },
+        )
     }
 
     /// Sends a value (serde, postcard). Shared objects inside it (a Lock,
@@ -441,12 +314,7 @@ impl Connection {
     }
 
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
-        let (bytes, fds) = handles::collect(|| {
-            let mut out = vec![0u8; 4];
-            postcard::to_io(value, &mut out).map(drop).map(|()| out)
-        });
-        let mut message = bytes.map_err(|e| Error::codec("serializing a message", e))?;
-        message[..4].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+        let (message, fds) = channel::encode(value)?;
         self.send_message(&message, &fds, deadline)
     }
 
@@ -460,22 +328,8 @@ impl Connection {
     }
 
     fn recv_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
-        self.recv_message(deadline, |this, message| {
-            let Some((count, payload)) = message.split_first_chunk::<4>() else {
-                return Err(Error::new(ErrorKind::Corrupt, "message shorter than its header"));
-            };
-            let count = u32::from_le_bytes(*count) as usize;
-            let fds = if count == 0 {
-                Vec::new()
-            } else {
-                sock::recv_fds(this.socket.as_fd(), count)
-                    .map_err(|e| Error::new(ErrorKind::Corrupt, "handles missing").with_source(e))?
-            };
-            handles::provide(fds, || postcard::from_bytes(payload)).map_err(|e| {
-                handles::take_failure()
-                    .unwrap_or_else(|| Error::codec("deserializing a message", e))
-            })
-        })
+        let link = self.link(false)?;
+        link.recv(&self.stash, deadline, || self.peer_here(), |m| link.decode(m))
     }
 
     /// Whether a message can be received now without waiting.
@@ -486,22 +340,16 @@ impl Connection {
     /// Waits at most `timeout` for a message; `true` if one is there, or if
     /// the other end is gone (so that `recv` returns at once), as Python's.
     pub fn poll_timeout(&self, timeout: Duration) -> bool {
-        let Some(i) = directions(self.segment.duplex(), self.end).1 else {
+        let Ok(link) = self.link(false) else {
             return false;
         };
-        if self.stash.lock().map(|s| s.complete.is_some()).unwrap_or(false) {
+        if channel::has_kept(&self.stash) {
             return true;
         }
-        let ring = &self.segment.channel(i).ring;
-        let deadline = if timeout.is_zero() { Deadline::now(&Os) } else { after(timeout) };
         if timeout.is_zero() {
-            return ring.has_data() || !self.peer_here();
+            return link.channel.ring.has_data() || !self.peer_here();
         }
-        let mut waiting = Waiting::new(&Os, deadline);
-        match ring.wait_for_data(&Os, deadline, &mut || self.peer_here(), &mut waiting) {
-            Ok(()) | Err(RecvError::Disconnected) => true,
-            Err(_) => false,
-        }
+        link.wait_readable(after(timeout), || self.peer_here())
     }
 }
 

@@ -26,6 +26,8 @@ pub enum Kind {
     Array = 9,
     /// A Pipe: one or two SPSC channels and their data areas.
     Pipe = 10,
+    /// A Queue: one channel, a countdown of unfinished tasks, a data area.
+    Queue = 11,
 }
 
 /// Why a segment was rejected.

@@ -20,6 +20,7 @@ extern crate alloc;
 
 pub mod barrier;
 pub mod condition;
+pub mod countdown;
 pub mod event;
 pub mod header;
 pub mod lock;

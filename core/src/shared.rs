@@ -57,6 +57,8 @@ mod impls {
     // SAFETY: repr(C), atomics only; every word decodes to a state, and
     // parties out of range make `wait` fail with Broken.
     unsafe impl Shared for barrier::RawBarrier {}
+    // SAFETY: repr(C), atomics only; every value is a count and a count.
+    unsafe impl Shared for crate::countdown::RawCountdown {}
     // SAFETY: repr(C) of a Shared RawLock and atomics; the ring validates
     // every index and frame against the caller's data area (spsc.rs).
     #[cfg(feature = "alloc")]

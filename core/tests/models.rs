@@ -346,3 +346,29 @@ fn park_contract_spurious_return_is_allowed() {
         park.wake_all(&word);
     });
 }
+
+#[test]
+fn countdown_wakes_join_at_zero() {
+    use multiproc_core::countdown::RawCountdown;
+    model(|| {
+        let park = Arc::new(Quiet::default());
+        let tasks = Arc::new(RawCountdown::new());
+        for _ in 0..THREADS {
+            tasks.increment().unwrap();
+        }
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (park, tasks) = (park.clone(), tasks.clone());
+                thread::spawn(move || tasks.decrement(&*park).unwrap())
+            })
+            .collect();
+        assert!(tasks.wait_zero(&*park, Deadline::NEVER));
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(tasks.decrement(&*park), Err(Error::NotLocked));
+        tasks.increment().unwrap();
+        let deadline = Deadline::after(&*park, Duration::from_millis(2));
+        assert!(!tasks.wait_zero(&*park, deadline));
+    });
+}

@@ -436,6 +436,14 @@ impl SpscRing {
         }
     }
 
+    /// Bytes published and not yet consumed (at most `capacity` in a sane
+    /// ring; clamped so a corrupted one reads as full, not as more).
+    pub fn used(&self, capacity: usize) -> usize {
+        let used =
+            self.tail.load(Ordering::Acquire).wrapping_sub(self.head.load(Ordering::Acquire));
+        used.min(capacity as u64) as usize
+    }
+
     /// Whether a frame is published and not yet taken.
     pub fn has_data(&self) -> bool {
         self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed)
@@ -572,11 +580,26 @@ pub struct Endpoint {
     pub lock: crate::lock::RawLock,
     /// `cached_head` (sender) or `cached_tail` (receiver).
     cached: AtomicU64,
-    /// Sender: bit 0 `must_abort`. Receiver: bit 0 `assembling`, bit 1 `skipping`.
+    /// Sender: bit 0 `must_abort`. Receiver: bit 0 `assembling`, bit 1
+    /// `skipping`, bit 2 `resync`.
     flags: AtomicU32,
+    /// Whole messages this side sent or received, ever (wrapping): a
+    /// queue's size is the sender's count minus the receiver's.
+    messages: AtomicU64,
 }
 
 impl Endpoint {
+    /// Counts one whole message (call holding `lock`).
+    pub fn count_message(&self) {
+        let n = self.messages.load(Ordering::Relaxed);
+        self.messages.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Whole messages counted so far (a snapshot).
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
     /// The sender's state (call holding `lock`).
     pub fn writer(&self) -> Writer {
         Writer {

@@ -1,0 +1,260 @@
+//! What Pipe and Queue share: one direction of messages over an SPSC ring
+//! in shared memory, its two sides locked so that any number of holders
+//! may send and receive, and the file descriptors of shared objects inside
+//! messages carried beside it over a Unix socket (SCM_RIGHTS).
+//!
+//! A typed message is `fd count: u32 LE` then the postcard bytes; the fds
+//! are sent over the socket before the message is published, under the
+//! same lock, so a receiver finds them in order.
+//!
+//! # Safety
+//!
+//! [`ShmBytes`] copies bytes into and out of a segment's data areas with
+//! raw pointers, and [`Link::send`] borrows raw fds for the duration of a
+//! send. Obligations: every copy is in bounds (checked here, whatever the
+//! ring asks), the mapping outlives every `ShmBytes` (the segment's Arc is
+//! held by the caller), no reference to shared bytes is ever formed (a peer
+//! writing them at the same time cannot invalidate one), and the fds come
+//! from objects alive for the call.
+#![allow(unsafe_code)]
+
+use crate::handles::{self, BorrowedFd, RawFd};
+use crate::os::{ident, Os};
+use crate::{Error, ErrorKind, Result};
+use multiproc_core::ring::spsc::{Channel, RecvError, SendError, Waiting};
+use multiproc_core::ring::Bytes;
+use multiproc_core::{Acquired, Deadline};
+use multiproc_posix::sock;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Mutex;
+
+/// The largest message a channel carries. A larger send is refused before
+/// anything is sent; a larger message found by a receiver is skipped and
+/// reported as `TooLarge`.
+pub const MAX_MESSAGE: usize = 1 << 30;
+
+/// One data area of a mapped segment.
+pub(crate) struct ShmBytes {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+impl ShmBytes {
+    fn fits(&self, offset: usize, n: usize) -> bool {
+        offset.checked_add(n).is_some_and(|end| end <= self.len)
+    }
+}
+
+impl Bytes for ShmBytes {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) {
+        if self.fits(offset, src.len()) {
+            // SAFETY: in bounds (checked), mapped while the caller's segment
+            // lives, `src` is our own memory; a copy, never a reference.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(offset), src.len()) }
+        }
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        if self.fits(offset, dst.len()) {
+            // SAFETY: as for `write`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.ptr.add(offset), dst.as_mut_ptr(), dst.len())
+            }
+        } else {
+            dst.fill(0);
+        }
+    }
+}
+
+/// What one handle keeps between receives: a message it was in the middle
+/// of when a timeout hit, or a whole one too long for a caller's buffer.
+#[derive(Default)]
+pub(crate) struct Stash {
+    partial: Vec<u8>,
+    complete: Option<Vec<u8>>,
+}
+
+/// One direction of messages, as one handle sees it.
+pub(crate) struct Link<'a> {
+    pub(crate) channel: &'a Channel,
+    pub(crate) data: ShmBytes,
+    /// Where fds go out, and where they come in.
+    pub(crate) fds_out: BorrowedFd<'a>,
+    pub(crate) fds_in: BorrowedFd<'a>,
+}
+
+fn disconnected(what: &str) -> Error {
+    Error::new(ErrorKind::Disconnected, format!("every other end of the {what} is gone"))
+}
+
+impl Link<'_> {
+    /// Sends `msg`, and before it `fds`, holding the send side's lock.
+    pub(crate) fn send(
+        &self,
+        msg: &[u8],
+        fds: &[RawFd],
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+    ) -> Result<()> {
+        if msg.len() > MAX_MESSAGE {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("message over {MAX_MESSAGE} bytes"),
+            ));
+        }
+        let side = &self.channel.sender;
+        let how = side.lock.lock(&Os, ident::thread(), deadline)?;
+        let mut w = side.writer();
+        if how == Acquired::OwnerDied {
+            // The previous holder may have died inside a message.
+            w.abort_pending();
+        }
+        let result = (|| {
+            if !fds.is_empty() {
+                let borrowed: Vec<BorrowedFd<'_>> = fds
+                    .iter()
+                    // SAFETY: the fds belong to objects alive for this call.
+                    .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+                    .collect();
+                sock::send_fds(self.fds_out, &borrowed).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::BrokenPipe => disconnected("channel"),
+                    _ => Error::io("sending handles", e),
+                })?;
+            }
+            self.channel.ring.send(&Os, &self.data, &mut w, msg, deadline, connected).map_err(|e| {
+                match e {
+                    SendError::Timeout => Error::timeout(),
+                    SendError::Disconnected => disconnected("channel"),
+                }
+            })
+        })();
+        if result.is_ok() {
+            side.count_message();
+        }
+        side.store_writer(&w);
+        let _ = side.lock.unlock(&Os);
+        result
+    }
+
+    /// Receives one message and hands it to `then`, holding the receive
+    /// side's lock (so that the fds that came with it are taken in order).
+    pub(crate) fn recv<R>(
+        &self,
+        stash: &Mutex<Stash>,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+        then: impl FnOnce(Vec<u8>) -> Result<R>,
+    ) -> Result<R> {
+        let side = &self.channel.receiver;
+        let how = side.lock.lock(&Os, ident::thread(), deadline)?;
+        let mut stash = stash.lock().unwrap_or_else(|e| e.into_inner());
+        let result = if let Some(message) = stash.complete.take() {
+            Ok(message)
+        } else {
+            let mut r = side.reader();
+            if how == Acquired::OwnerDied {
+                // The previous holder may have died inside a message.
+                r.resync();
+            }
+            let mut out = std::mem::take(&mut stash.partial);
+            if r.in_message() && out.is_empty() {
+                // Another holder timed out inside this message: its start
+                // is not here, so the rest is skipped.
+                r.skip_message();
+            }
+            let got = self.channel.ring.recv(
+                &Os,
+                &self.data,
+                &mut r,
+                &mut out,
+                MAX_MESSAGE,
+                deadline,
+                connected,
+            );
+            if got.is_ok() {
+                side.count_message();
+            }
+            side.store_reader(&r);
+            match got {
+                Ok(()) => Ok(out),
+                Err(RecvError::Timeout) => {
+                    if r.in_message() {
+                        stash.partial = out;
+                    }
+                    Err(Error::timeout())
+                }
+                Err(RecvError::Disconnected) => Err(disconnected("channel")),
+                Err(RecvError::TooLarge) => Err(Error::new(
+                    ErrorKind::TooLarge,
+                    format!("a message over {MAX_MESSAGE} bytes was skipped"),
+                )),
+                Err(RecvError::Corrupt) => {
+                    Err(Error::new(ErrorKind::Corrupt, "the ring holds a malformed frame"))
+                }
+            }
+        };
+        drop(stash);
+        let result = result.and_then(then);
+        let _ = side.lock.unlock(&Os);
+        result
+    }
+
+    /// Waits at most until `deadline` for a message; `true` if one is
+    /// there or the other side is gone.
+    pub(crate) fn wait_readable(
+        &self,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+    ) -> bool {
+        let ring = &self.channel.ring;
+        let mut waiting = Waiting::new(&Os, deadline);
+        match ring.wait_for_data(&Os, deadline, &mut connected, &mut waiting) {
+            Ok(()) | Err(RecvError::Disconnected) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Receives the fds a typed message announces, and decodes it.
+    pub(crate) fn decode<T: DeserializeOwned>(&self, message: Vec<u8>) -> Result<T> {
+        let Some((count, payload)) = message.split_first_chunk::<4>() else {
+            return Err(Error::new(ErrorKind::Corrupt, "message shorter than its header"));
+        };
+        let count = u32::from_le_bytes(*count) as usize;
+        let fds = if count == 0 {
+            Vec::new()
+        } else {
+            sock::recv_fds(self.fds_in, count)
+                .map_err(|e| Error::new(ErrorKind::Corrupt, "handles missing").with_source(e))?
+        };
+        handles::provide(fds, || postcard::from_bytes(payload)).map_err(|e| {
+            handles::take_failure().unwrap_or_else(|| Error::codec("deserializing a message", e))
+        })
+    }
+}
+
+/// A typed message: the fd count, the postcard bytes, and the fds to send.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<RawFd>)> {
+    let (bytes, fds) = handles::collect(|| {
+        let out = vec![0u8; 4];
+        postcard::to_extend(value, out)
+    });
+    let mut message = bytes.map_err(|e| Error::codec("serializing a message", e))?;
+    message[..4].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+    Ok((message, fds))
+}
+
+/// Keeps a whole message that did not fit a caller's buffer for the next
+/// receive.
+pub(crate) fn keep(stash: &Mutex<Stash>, message: Vec<u8>) {
+    stash.lock().unwrap_or_else(|e| e.into_inner()).complete = Some(message);
+}
+
+/// Whether a kept whole message waits.
+pub(crate) fn has_kept(stash: &Mutex<Stash>) -> bool {
+    stash.lock().map(|s| s.complete.is_some()).unwrap_or(false)
+}

@@ -1,0 +1,511 @@
+//! [`Queue`], [`SimpleQueue`] and [`JoinableQueue`]: Python's
+//! `multiprocessing` queues, over one SPSC frame ring in shared memory whose
+//! two sides are locked, so any number of producer and consumer processes
+//! share it.
+//!
+//! No feeder thread: a `put` that returns `Ok` has its message in shared
+//! memory, and every error (full, too large, not serializable) comes back
+//! from that `put`. A producer killed in the middle of a `put` holds the put
+//! lock; the next producer takes it over (`OwnerDied`, within about 10 ms)
+//! and first withdraws whatever half-written message it left, so consumers
+//! never see torn data, and every message whose `put` returned is delivered
+//! once, in the order of the puts. A consumer killed in the middle of a
+//! `get` is taken over the same way.
+
+use crate::channel::{self, Link, ShmBytes, Stash};
+use crate::handles::{self, OwnedFd};
+use crate::object::{shared_object, Object};
+use crate::os::Os;
+use crate::sync::after;
+use crate::{Error, ErrorKind, Result};
+use multiproc_core::countdown::RawCountdown;
+use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
+use multiproc_core::ring::spsc::{self, Channel};
+use multiproc_core::Deadline;
+use multiproc_posix::sock;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bytes of ring unless [`Queue::with_capacity`] says otherwise.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 20;
+const COUNTDOWN_OFFSET: usize = HEADER_SIZE + std::mem::size_of::<Channel>();
+const DATA_OFFSET: usize = 4096;
+
+static_assertions::const_assert!(COUNTDOWN_OFFSET + 8 <= DATA_OFFSET);
+
+#[derive(Clone)]
+struct Segment {
+    obj: Object<Channel>,
+}
+
+fn check(h: &Header, _: &Channel) -> Result<(), Corrupt> {
+    let capacity = usize::try_from(h.params[0]).map_err(|_| Corrupt::BadParams)?;
+    if !spsc::valid_capacity(capacity) || capacity.checked_add(DATA_OFFSET) != Some(h.size as usize)
+    {
+        return Err(Corrupt::BadParams);
+    }
+    Ok(())
+}
+
+shared_object!(Segment, &[Kind::Queue], check);
+
+impl Segment {
+    fn from_object(obj: Object<Channel>) -> Segment {
+        Segment { obj }
+    }
+
+    fn capacity(&self) -> usize {
+        self.obj.header().params[0] as usize
+    }
+
+    fn channel(&self) -> &Channel {
+        self.obj.raw()
+    }
+
+    fn countdown(&self) -> &RawCountdown {
+        self.obj.at(COUNTDOWN_OFFSET).expect("checked: the countdown fits the segment")
+    }
+}
+
+/// What every handle of one queue in this process shares.
+struct Shared {
+    segment: Segment,
+    /// Producers send handles on `fds_out`, consumers take them from
+    /// `fds_in`: every holder keeps both ends of this socketpair.
+    fds_out: OwnedFd,
+    fds_in: OwnedFd,
+}
+
+struct Fd(OwnedFd);
+
+impl Serialize for Fd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let index = handles::export(self.0.as_fd()).map_err(serde::ser::Error::custom)?;
+        s.serialize_u32(index)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        handles::import(index)
+            .map(Fd)
+            .map_err(|e| handles::refuse(Error::new(ErrorKind::Corrupt, e)))
+    }
+}
+
+/// The raw queue: bytes in, bytes out. Every typed queue wraps one.
+struct Raw {
+    shared: Arc<Shared>,
+    stash: Mutex<Stash>,
+    closed: AtomicBool,
+}
+
+impl Clone for Raw {
+    fn clone(&self) -> Raw {
+        Raw { shared: self.shared.clone(), stash: Mutex::default(), closed: AtomicBool::new(false) }
+    }
+}
+
+impl Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The fds are borrowed from `shared`, which outlives the transfer.
+        let shared = &self.shared;
+        let fd = |f: &OwnedFd| handles::export(f.as_fd()).map_err(serde::ser::Error::custom);
+        (&shared.segment, fd(&shared.fds_out)?, fd(&shared.fds_in)?).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (segment, Fd(fds_out), Fd(fds_in)) = <(Segment, Fd, Fd)>::deserialize(d)?;
+        Ok(Raw::from_parts(segment, fds_out, fds_in))
+    }
+}
+
+fn full() -> Error {
+    Error::new(ErrorKind::Full, "the queue is full")
+}
+
+fn empty() -> Error {
+    Error::new(ErrorKind::Empty, "the queue is empty")
+}
+
+impl Raw {
+    fn new(capacity: usize) -> Result<Raw> {
+        if !spsc::valid_capacity(capacity) || capacity < 4096 {
+            return Err(Error::invalid("a queue's capacity is a power of two of at least 4096"));
+        }
+        let params = [capacity as u64, 0, 0, 0, 0];
+        let obj = Object::create(Kind::Queue, params, DATA_OFFSET + capacity, |_: &Channel, _| {})?;
+        let (fds_out, fds_in) = sock::pair().map_err(|e| Error::io("socketpair", e))?;
+        Ok(Raw::from_parts(Segment { obj }, fds_out, fds_in))
+    }
+
+    fn from_parts(segment: Segment, fds_out: OwnedFd, fds_in: OwnedFd) -> Raw {
+        Raw {
+            shared: Arc::new(Shared { segment, fds_out, fds_in }),
+            stash: Mutex::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn link(&self) -> Link<'_> {
+        let shared = &*self.shared;
+        let cap = shared.segment.capacity();
+        Link {
+            channel: shared.segment.channel(),
+            data: ShmBytes { ptr: shared.segment.obj.base().wrapping_add(DATA_OFFSET), len: cap },
+            fds_out: shared.fds_out.as_fd(),
+            fds_in: shared.fds_in.as_fd(),
+        }
+    }
+
+    /// Puts `message` (with `fds`); a timeout reads as `Full`, as Python's.
+    fn put(&self, message: &[u8], fds: &[handles::RawFd], deadline: Deadline) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::invalid("this queue handle was closed"));
+        }
+        self.link().send(message, fds, deadline, || true).map_err(|e| match e.kind() {
+            ErrorKind::Timeout => full(),
+            _ => e,
+        })
+    }
+
+    /// Gets one message for `then`; a timeout reads as `Empty`.
+    fn get<R>(
+        &self,
+        deadline: Deadline,
+        then: impl FnOnce(&Link<'_>, Vec<u8>) -> Result<R>,
+    ) -> Result<R> {
+        let link = self.link();
+        link.recv(&self.stash, deadline, || true, |m| then(&link, m)).map_err(|e| match e.kind() {
+            ErrorKind::Timeout => empty(),
+            _ => e,
+        })
+    }
+
+    fn put_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
+        let (message, fds) = channel::encode(value)?;
+        self.put(&message, &fds, deadline)
+    }
+
+    fn get_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
+        self.get(deadline, |link, m| link.decode(m))
+    }
+
+    fn qsize(&self) -> usize {
+        let channel = self.shared.segment.channel();
+        let put = channel.sender.messages();
+        let got = channel.receiver.messages();
+        usize::try_from(put.wrapping_sub(got)).unwrap_or(0).min(self.shared.segment.capacity() / 8)
+    }
+
+    fn empty(&self) -> bool {
+        !self.shared.segment.channel().ring.has_data() && !channel::has_kept(&self.stash)
+    }
+
+    fn full(&self) -> bool {
+        let cap = self.shared.segment.capacity();
+        cap - self.shared.segment.channel().ring.used(cap) < 64
+    }
+}
+
+/// A queue of `T` shared by any number of processes: Python's
+/// `multiprocessing.Queue`.
+///
+/// Bounded by bytes (its ring's capacity, 1 MiB by default), not by items;
+/// a message larger than the ring still goes through, in pieces, while a
+/// consumer takes them. `put` blocks while the ring is full, `get` while it
+/// is empty; each has `_timeout` and `_nowait` forms that report
+/// [`ErrorKind::Full`] and [`ErrorKind::Empty`] as Python does.
+///
+/// ```
+/// let q = multiproc::Queue::<(u32, String)>::new()?;
+/// q.put(&(1, "one".to_string()))?;
+/// assert_eq!(q.qsize(), 1);
+/// assert_eq!(q.get()?, (1, "one".to_string()));
+/// assert!(q.empty());
+/// assert_eq!(q.get_nowait().unwrap_err().kind(), multiproc::ErrorKind::Empty);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// Postcard is not self-describing: a receiver must ask for the type sent.
+pub struct Queue<T> {
+    raw: Raw,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { raw: self.raw.clone(), _t: PhantomData }
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Queue { raw: Raw::deserialize(d)?, _t: PhantomData })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    pub fn new() -> Result<Queue<T>> {
+        Queue::with_capacity(DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// A queue whose ring holds `capacity` bytes (a power of two, at least 4096).
+    pub fn with_capacity(capacity: usize) -> Result<Queue<T>> {
+        Ok(Queue { raw: Raw::new(capacity)?, _t: PhantomData })
+    }
+
+    /// Puts `item`, waiting while the queue is full.
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.raw.put_value(item, Deadline::NEVER)
+    }
+
+    /// Puts `item`, waiting at most `timeout`; `Full` if there was no room.
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.raw.put_value(item, after(timeout))
+    }
+
+    /// Puts `item` only if there is room now; `Full` otherwise.
+    pub fn put_nowait(&self, item: &T) -> Result<()> {
+        self.raw.put_value(item, Deadline::now(&Os))
+    }
+
+    /// Takes the oldest item, waiting while the queue is empty.
+    pub fn get(&self) -> Result<T> {
+        self.raw.get_value(Deadline::NEVER)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`; `Empty` if none came.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.raw.get_value(after(timeout))
+    }
+
+    /// Takes the oldest item only if there is one now; `Empty` otherwise.
+    pub fn get_nowait(&self) -> Result<T> {
+        self.raw.get_value(Deadline::now(&Os))
+    }
+
+    /// Puts raw bytes as one message (read them with a `get_bytes`).
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.raw.put(bytes, &[], Deadline::NEVER)
+    }
+
+    pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
+        self.raw.put(bytes, &[], after(timeout))
+    }
+
+    /// Takes one message's bytes.
+    pub fn get_bytes(&self) -> Result<Vec<u8>> {
+        self.raw.get(Deadline::NEVER, |_, m| Ok(m))
+    }
+
+    pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.raw.get(after(timeout), |_, m| Ok(m))
+    }
+
+    /// About how many items are in the queue (exact when nobody is
+    /// putting or getting).
+    pub fn qsize(&self) -> usize {
+        self.raw.qsize()
+    }
+
+    /// Whether no message is there to get now.
+    pub fn empty(&self) -> bool {
+        self.raw.empty()
+    }
+
+    /// Whether the ring is (nearly) full: a small put would wait.
+    pub fn full(&self) -> bool {
+        self.raw.full()
+    }
+
+    /// This handle puts no more (Python's `close`): later puts on it fail.
+    /// Gets still work, and other handles are not affected.
+    pub fn close(&self) {
+        self.raw.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("qsize", &self.raw.qsize()).finish()
+    }
+}
+
+/// Python's `SimpleQueue`: a [`Queue`] reduced to `put`, `get`, `empty`
+/// and `close`.
+pub struct SimpleQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue { queue: self.queue.clone() }
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.queue.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SimpleQueue { queue: Queue::deserialize(d)? })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    pub fn new() -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue { queue: Queue::new()? })
+    }
+
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.queue.put(item)
+    }
+
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    pub fn close(&self) {
+        self.queue.close()
+    }
+}
+
+/// Python's `JoinableQueue`: a [`Queue`] that counts unfinished items. Each
+/// `put` adds one; each `task_done` (called by a consumer when it has
+/// finished with an item it got) removes one; `join` waits until none are
+/// left.
+///
+/// ```
+/// let q = multiproc::JoinableQueue::<u8>::new()?;
+/// q.put(&7)?;
+/// assert!(!q.join_timeout(std::time::Duration::from_millis(1))?);
+/// assert_eq!(q.get()?, 7);
+/// q.task_done()?;
+/// q.join()?;
+/// assert!(q.task_done().is_err()); // more task_done than puts
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue { queue: self.queue.clone() }
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.queue.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(JoinableQueue { queue: Queue::deserialize(d)? })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    pub fn new() -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { queue: Queue::new()? })
+    }
+
+    pub fn with_capacity(capacity: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { queue: Queue::with_capacity(capacity)? })
+    }
+
+    fn tasks(&self) -> &RawCountdown {
+        self.queue.raw.shared.segment.countdown()
+    }
+
+    fn counted(&self, put: impl FnOnce() -> Result<()>) -> Result<()> {
+        // Count first: a consumer may finish the item before put returns.
+        self.tasks().increment()?;
+        put().inspect_err(|_| {
+            let _ = self.tasks().decrement(&Os);
+        })
+    }
+
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.counted(|| self.queue.put(item))
+    }
+
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.counted(|| self.queue.put_timeout(item, timeout))
+    }
+
+    pub fn put_nowait(&self, item: &T) -> Result<()> {
+        self.counted(|| self.queue.put_nowait(item))
+    }
+
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    pub fn get_nowait(&self) -> Result<T> {
+        self.queue.get_nowait()
+    }
+
+    /// One item got earlier is finished. `InvalidArgument` if called more
+    /// times than items were put.
+    pub fn task_done(&self) -> Result<()> {
+        self.tasks()
+            .decrement(&Os)
+            .map_err(|_| Error::invalid("task_done() called more times than there were items"))
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        self.tasks().wait_zero(&Os, Deadline::NEVER);
+        Ok(())
+    }
+
+    /// [`join`](Self::join) waiting at most `timeout`; whether all were done.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        Ok(self.tasks().wait_zero(&Os, after(timeout)))
+    }
+
+    pub fn qsize(&self) -> usize {
+        self.queue.qsize()
+    }
+
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    pub fn close(&self) {
+        self.queue.close()
+    }
+}
