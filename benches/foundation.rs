@@ -8,12 +8,13 @@
 //! | Event ping-pong between 2 processes        | `Event` set/wait     | –                        |
 //! | Pipe round trip, 8 B                       | `Connection`         | socketpair ping-pong     |
 //! | Pipe stream, 64 KiB messages               | `recv_bytes_into`    | memcpy of 64 MiB         |
+//! | Queue 1→1 and 2→2, 8-byte messages         | `put_bytes`/`get_bytes` (time to the last get) | – |
 //! | Process start+join, fork / spawn           | `Process`            | fork+waitpid, exec+wait  |
 //!
 //! Run: `cargo bench --bench foundation` (add `-- --quick` for a smoke run).
 //! Each figure is the median of several runs, with min–max.
 
-use multiproc::{Barrier, Connection, Event, Pipe, Process, StartMethod, Value};
+use multiproc::{Barrier, Connection, Event, Pipe, Process, Queue, StartMethod, Value};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -26,6 +27,7 @@ struct Config {
     forks: u32,
     spawns: u32,
     blocks: u64,
+    messages: u64,
 }
 
 fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
@@ -209,6 +211,45 @@ fn memcpy_floor() -> f64 {
     (4.0 * (64 << 20) as f64) / t.elapsed().as_secs_f64() / 1e9
 }
 
+fn queue_put(q: Queue<()>, start: Barrier, count: u64) {
+    start.wait().unwrap();
+    for i in 0..count {
+        q.put_bytes(&i.to_le_bytes()).unwrap();
+    }
+}
+
+fn queue_get(q: Queue<()>, start: Barrier, count: u64) {
+    start.wait().unwrap();
+    for _ in 0..count {
+        black_box(q.get_bytes().unwrap());
+    }
+}
+
+/// Millions of 8-byte messages per second through one Queue, `producers`
+/// processes putting and as many getting, all started together.
+fn queue_throughput(producers: u64, count: u64) -> f64 {
+    let q = Queue::<()>::new().unwrap();
+    let start = Barrier::new(2 * producers as u32 + 1).unwrap();
+    let per = count / producers;
+    let mut ps: Vec<_> = (0..producers)
+        .flat_map(|_| {
+            [
+                Process::new(queue_put, (q.clone(), start.clone(), per)),
+                Process::new(queue_get, (q.clone(), start.clone(), per)),
+            ]
+        })
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    start.wait().unwrap();
+    let t = Instant::now();
+    for p in &mut ps {
+        assert_eq!(p.join().unwrap(), 0);
+    }
+    (per * producers) as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
 fn noop() {}
 
 /// Microseconds per start+join.
@@ -286,6 +327,7 @@ fn main() {
             forks: 20,
             spawns: 5,
             blocks: 2_000,
+            messages: 1_000_000,
         }
     } else {
         Config {
@@ -296,6 +338,7 @@ fn main() {
             forks: 200,
             spawns: 30,
             blocks: 20_000,
+            messages: 10_000_000,
         }
     };
     let py = python(quick);
@@ -346,6 +389,11 @@ fn main() {
     let stream64 = measure(c.runs, || pipe_stream(64 << 10, c.blocks));
     let memcpy = measure(c.runs, memcpy_floor);
     row("Pipe stream, 64 KiB messages", "GB/s", stream64, py("stream_gbs"), Some(memcpy.0), true);
+
+    let q11 = measure(c.runs, || queue_throughput(1, c.messages));
+    row("Queue 1->1, 8 B", "M msg/s", q11, py("queue11_mps"), None, true);
+    let q22 = measure(c.runs, || queue_throughput(2, c.messages));
+    row("Queue 2->2, 8 B", "M msg/s", q22, py("queue22_mps"), None, true);
 
     let event = measure(c.runs, || event_ping_pong(c.pings));
     row("Event ping-pong round trip", "us", event, py("event_us"), None, false);

@@ -108,6 +108,35 @@ def stream_gbs(size=64 << 10, n=2_000 if QUICK else 20_000):
     return size * (n - 1) / dt / 1e9
 
 
+def _qput(q, start, n):
+    start.wait()
+    for i in range(n):
+        q.put(i.to_bytes(8, "little"))
+
+
+def _qget(q, start, n):
+    start.wait()
+    for _ in range(n):
+        q.get()
+
+
+def queue_mps(producers, n=100_000 if QUICK else 400_000):
+    q = mp.Queue()
+    start = mp.Barrier(2 * producers + 1)
+    per = n // producers
+    ps = []
+    for _ in range(producers):
+        ps.append(mp.Process(target=_qput, args=(q, start, per)))
+        ps.append(mp.Process(target=_qget, args=(q, start, per)))
+    for p in ps:
+        p.start()
+    start.wait()
+    t = time.perf_counter()
+    for p in ps:
+        p.join()
+    return per * producers / (time.perf_counter() - t) / 1e6
+
+
 def _noop():
     pass
 
@@ -128,6 +157,8 @@ if __name__ == "__main__":
     print("value_mops", med(value_mops))
     print("pipe_us", med(pipe_us))
     print("stream_gbs", med(stream_gbs))
+    print("queue11_mps", med(lambda: queue_mps(1)))
+    print("queue22_mps", med(lambda: queue_mps(2)))
     print("event_us", med(event_us))
     print("fork_us", med(lambda: start_join_us("fork", 20 if QUICK else 100)))
     print("spawn_us", med(lambda: start_join_us("spawn", 3 if QUICK else 10)))

@@ -16,6 +16,9 @@ pub mod sync;
 mod value;
 
 #[cfg(unix)]
+#[doc(hidden)]
+pub use channel::decode_untrusted as __decode_untrusted;
+#[cfg(unix)]
 pub use channel::MAX_MESSAGE;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
