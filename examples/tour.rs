@@ -3,8 +3,8 @@
 //! `cargo run --release --example tour`
 
 use multiproc::{
-    current_process, parent_process, Array, Barrier, BoundedSemaphore, Condition, Event, Lock,
-    Process, RLock, RawArray, Semaphore, StartMethod, Value,
+    current_process, parent_process, Array, Barrier, BoundedSemaphore, Condition, Connection,
+    Event, Lock, Pipe, Process, Queue, RLock, RawArray, Semaphore, StartMethod, Value,
 };
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,26 @@ fn hold_and_die(lock: Lock, holding: Event) {
     lock.acquire().unwrap();
     holding.set();
     std::thread::sleep(Duration::from_secs(60));
+}
+
+fn pipe_child(conn: Connection) {
+    let question: String = conn.recv().unwrap();
+    conn.send(&(question.len(), vec!["hello", "world"])).unwrap();
+    let big = conn.recv_bytes().unwrap();
+    conn.send_bytes(&(big.len() as u64).to_le_bytes()).unwrap();
+}
+
+fn hold_end(conn: Connection, ready: Event) {
+    conn.send_bytes(b"").unwrap();
+    ready.set();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn producer(queue: Queue<Option<(u32, String)>>, id: u32) {
+    for i in 0..3 {
+        queue.put(&Some((id, format!("item {i}")))).unwrap();
+    }
+    queue.put(&None).unwrap();
 }
 
 fn panics() {
@@ -200,6 +220,51 @@ fn main() -> Result {
     for p in &mut ps {
         p.join()?;
     }
+
+    println!("\nPipe: a child answers over a duplex pipe");
+    let (mine, theirs) = Pipe::new()?;
+    let mut child = Process::new(pipe_child, (theirs,));
+    child.start()?;
+    mine.send("how long is this question?")?;
+    let (len, words): (usize, Vec<String>) = mine.recv()?;
+    println!("  child says the question has {len} bytes, and {words:?}");
+    let big = vec![7u8; 16 << 20];
+    let t = Instant::now();
+    mine.send_bytes(&big)?;
+    let echoed = u64::from_le_bytes(mine.recv_bytes()?.try_into().unwrap());
+    println!("  16 MiB through a 1 MiB ring: the child got {echoed} bytes in {:?}", t.elapsed());
+    child.join()?;
+    let (mine, theirs) = Pipe::new()?;
+    let ready = Event::new()?;
+    let mut child = Process::new(hold_end, (theirs, ready.clone()));
+    child.start()?;
+    ready.wait();
+    mine.recv_bytes()?; // what it sent before it died is still delivered
+    child.kill()?;
+    child.join()?;
+    println!(
+        "  the child holding the other end was killed; recv says: {}",
+        mine.recv_bytes().unwrap_err()
+    );
+
+    println!("\nQueue: two producers, one consumer, no feeder thread");
+    let queue = Queue::new()?;
+    let mut producers: Vec<_> =
+        (0..2).map(|id| Process::new(producer, (queue.clone(), id))).collect();
+    for p in &mut producers {
+        p.start()?;
+    }
+    let mut done = 0;
+    while done < 2 {
+        match queue.get_timeout(Duration::from_secs(30))? {
+            Some((id, item)) => println!("  got {item:?} from producer {id}"),
+            None => done += 1,
+        }
+    }
+    for p in &mut producers {
+        p.join()?;
+    }
+    println!("  queue empty: {}", queue.empty());
 
     println!("\nOwner death: a child holding a Lock is SIGKILLed");
     let (lock, holding) = (Lock::new()?, Event::new()?);

@@ -88,8 +88,8 @@ pub(crate) struct Link<'a> {
     pub(crate) fds_in: BorrowedFd<'a>,
 }
 
-fn disconnected(what: &str) -> Error {
-    Error::new(ErrorKind::Disconnected, format!("every other end of the {what} is gone"))
+fn disconnected() -> Error {
+    Error::new(ErrorKind::Disconnected, "the other end is gone (closed, or its process died)")
 }
 
 impl Link<'_> {
@@ -122,14 +122,14 @@ impl Link<'_> {
                     .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
                     .collect();
                 sock::send_fds(self.fds_out, &borrowed).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe => disconnected("channel"),
+                    std::io::ErrorKind::BrokenPipe => disconnected(),
                     _ => Error::io("sending handles", e),
                 })?;
             }
             self.channel.ring.send(&Os, &self.data, &mut w, msg, deadline, connected).map_err(|e| {
                 match e {
                     SendError::Timeout => Error::timeout(),
-                    SendError::Disconnected => disconnected("channel"),
+                    SendError::Disconnected => disconnected(),
                 }
             })
         })();
@@ -188,7 +188,7 @@ impl Link<'_> {
                     }
                     Err(Error::timeout())
                 }
-                Err(RecvError::Disconnected) => Err(disconnected("channel")),
+                Err(RecvError::Disconnected) => Err(disconnected()),
                 Err(RecvError::TooLarge) => Err(Error::new(
                     ErrorKind::TooLarge,
                     format!("a message over {MAX_MESSAGE} bytes was skipped"),
