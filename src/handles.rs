@@ -88,6 +88,31 @@ pub(crate) fn take_failure() -> Option<crate::Error> {
     FAILURE.with(|f| f.borrow_mut().take())
 }
 
+/// A file descriptor sent as a handle-table index, borrowed from an object
+/// that outlives the transfer (a temporary duplicate would be closed before
+/// the table is used).
+#[cfg(unix)]
+pub(crate) struct FdOut<'a>(pub(crate) BorrowedFd<'a>);
+
+#[cfg(unix)]
+impl serde::Serialize for FdOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(export(self.0).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+/// A file descriptor received as a handle-table index.
+#[cfg(unix)]
+pub(crate) struct FdIn(pub(crate) OwnedFd);
+
+#[cfg(unix)]
+impl<'de> serde::Deserialize<'de> for FdIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        import(index).map(FdIn).map_err(|e| refuse(crate::Error::new(crate::ErrorKind::Corrupt, e)))
+    }
+}
+
 #[cfg_attr(not(unix), allow(dead_code))]
 const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass them to a \
      process (as Process arguments) or through a Connection";

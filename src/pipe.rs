@@ -10,7 +10,7 @@
 //!
 
 use crate::channel::{self, Link, ShmBytes, Stash};
-use crate::handles::{self, AsRawFd, BorrowedFd, OwnedFd};
+use crate::handles::{self, AsRawFd, FdIn, FdOut, OwnedFd};
 use crate::object::{shared_object, Object};
 use crate::sync::after;
 use crate::{Error, ErrorKind, Result};
@@ -74,18 +74,6 @@ impl Segment {
     fn data(&self, i: usize) -> ShmBytes {
         let cap = self.capacity();
         ShmBytes { ptr: self.obj.base().wrapping_add(DATA_OFFSET + i * cap), len: cap }
-    }
-}
-
-/// A file descriptor received as a handle-table index.
-struct Fd(OwnedFd);
-
-impl<'de> Deserialize<'de> for Fd {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let index = u32::deserialize(d)?;
-        handles::import(index)
-            .map(Fd)
-            .map_err(|e| handles::refuse(Error::new(ErrorKind::Corrupt, e)))
     }
 }
 
@@ -155,33 +143,22 @@ pub struct Connection {
 #[derive(Deserialize)]
 struct Wire {
     segment: Segment,
-    socket: Fd,
+    socket: FdIn,
     end: u8,
 }
 
-/// [`Wire`] as sent: the socket is recorded borrowed from the Connection,
-/// which outlives the transfer (a temporary duplicate would be closed
-/// before the handle table is used).
+/// [`Wire`] as sent.
 #[derive(Serialize)]
 struct WireRef<'a> {
     segment: &'a Segment,
-    socket: FdRef<'a>,
+    socket: FdOut<'a>,
     end: u8,
-}
-
-struct FdRef<'a>(BorrowedFd<'a>);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let index = handles::export(self.0).map_err(serde::ser::Error::custom)?;
-        s.serialize_u32(index)
-    }
 }
 
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let wire =
-            WireRef { segment: &self.segment, socket: FdRef(self.socket.as_fd()), end: self.end };
+            WireRef { segment: &self.segment, socket: FdOut(self.socket.as_fd()), end: self.end };
         wire.serialize(s)
     }
 }

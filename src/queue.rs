@@ -13,7 +13,7 @@
 //! `get` is taken over the same way.
 
 use crate::channel::{self, Link, ShmBytes, Stash};
-use crate::handles::{self, OwnedFd};
+use crate::handles::{self, FdIn, FdOut, OwnedFd};
 use crate::object::{shared_object, Object};
 use crate::os::Os;
 use crate::sync::after;
@@ -81,24 +81,6 @@ struct Shared {
     fds_in: OwnedFd,
 }
 
-struct Fd(OwnedFd);
-
-impl Serialize for Fd {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let index = handles::export(self.0.as_fd()).map_err(serde::ser::Error::custom)?;
-        s.serialize_u32(index)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fd {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let index = u32::deserialize(d)?;
-        handles::import(index)
-            .map(Fd)
-            .map_err(|e| handles::refuse(Error::new(ErrorKind::Corrupt, e)))
-    }
-}
-
 /// The raw queue: bytes in, bytes out. Every typed queue wraps one.
 struct Raw {
     shared: Arc<Shared>,
@@ -114,16 +96,14 @@ impl Clone for Raw {
 
 impl Serialize for Raw {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // The fds are borrowed from `shared`, which outlives the transfer.
         let shared = &self.shared;
-        let fd = |f: &OwnedFd| handles::export(f.as_fd()).map_err(serde::ser::Error::custom);
-        (&shared.segment, fd(&shared.fds_out)?, fd(&shared.fds_in)?).serialize(s)
+        (&shared.segment, FdOut(shared.fds_out.as_fd()), FdOut(shared.fds_in.as_fd())).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (segment, Fd(fds_out), Fd(fds_in)) = <(Segment, Fd, Fd)>::deserialize(d)?;
+        let (segment, FdIn(fds_out), FdIn(fds_in)) = <(Segment, FdIn, FdIn)>::deserialize(d)?;
         Ok(Raw::from_parts(segment, fds_out, fds_in))
     }
 }

@@ -7,7 +7,7 @@
 //! the holder, cleared before release, and read after an `Acquire` load of
 //! `state`; its `id` half tells a reader whether it belongs to that holding.
 
-use crate::park::{min_timeout, Deadline, Liveness, Park};
+use crate::park::{park_slice, Deadline, Liveness, Park};
 use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
 use crate::{Acquired, Error};
 
@@ -202,12 +202,9 @@ impl RawLock {
                 }
                 state |= PARKED;
             }
-            let Some(remaining) = deadline.remaining(os) else {
+            if !park_slice(os, &self.state, state, deadline) {
                 return Err(Error::Timeout);
-            };
-            let slice =
-                if O::CHECKS { min_timeout(remaining, Some(O::CHECK_INTERVAL)) } else { remaining };
-            os.wait(&self.state, state, slice);
+            }
             let now = self.state.load(Ordering::Acquire);
             if O::CHECKS && now == state && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL
             {

@@ -77,6 +77,23 @@ impl Deadline {
     }
 }
 
+/// Parks on `word` (while it holds `expected`) for one slice: until
+/// `deadline`, and no longer than [`Liveness::CHECK_INTERVAL`] where owners
+/// or peers are checked. `false`, without parking, if the deadline passed.
+pub(crate) fn park_slice<O: Park + Liveness>(
+    os: &O,
+    word: &AtomicU32,
+    expected: u32,
+    deadline: Deadline,
+) -> bool {
+    let Some(remaining) = deadline.remaining(os) else {
+        return false;
+    };
+    let slice = if O::CHECKS { min_timeout(remaining, Some(O::CHECK_INTERVAL)) } else { remaining };
+    os.wait(word, expected, slice);
+    true
+}
+
 /// The shorter of two optional timeouts (`None` is infinite).
 #[inline]
 pub(crate) fn min_timeout(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {

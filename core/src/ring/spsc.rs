@@ -26,7 +26,7 @@
 //! (see `semaphore.rs`).
 
 use super::{Bytes, CachePadded};
-use crate::park::{min_timeout, Deadline, Liveness, Park};
+use crate::park::{park_slice, Deadline, Liveness, Park};
 use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
 
 const HEADER: usize = 8;
@@ -270,19 +270,10 @@ impl SpscRing {
             let wrote = self.try_write(os, data, w, chunk, flags);
             let outcome = if wrote {
                 Some(Ok(()))
+            } else if park_slice(os, &self.to_producer.seq, seq, deadline) {
+                None
             } else {
-                match deadline.remaining(os) {
-                    None => Some(Err(SendError::Timeout)),
-                    Some(remaining) => {
-                        let slice = if O::CHECKS {
-                            min_timeout(remaining, Some(O::CHECK_INTERVAL))
-                        } else {
-                            remaining
-                        };
-                        os.wait(&self.to_producer.seq, seq, slice);
-                        None
-                    }
-                }
+                Some(Err(SendError::Timeout))
             };
             self.to_producer.waiting.fetch_sub(1, Ordering::SeqCst);
             let timed_out = outcome == Some(Err(SendError::Timeout));
@@ -406,22 +397,7 @@ impl SpscRing {
             self.to_consumer.waiting.fetch_add(1, Ordering::SeqCst);
             let ready = self.tail.load(Ordering::SeqCst) != self.head.load(Ordering::Relaxed)
                 || self.closed() & PRODUCER_CLOSED != 0;
-            let timed_out = if ready {
-                false
-            } else {
-                match deadline.remaining(os) {
-                    None => true,
-                    Some(remaining) => {
-                        let slice = if O::CHECKS {
-                            min_timeout(remaining, Some(O::CHECK_INTERVAL))
-                        } else {
-                            remaining
-                        };
-                        os.wait(&self.to_consumer.seq, seq, slice);
-                        false
-                    }
-                }
-            };
+            let timed_out = !ready && !park_slice(os, &self.to_consumer.seq, seq, deadline);
             self.to_consumer.waiting.fetch_sub(1, Ordering::SeqCst);
             if O::CHECKS
                 && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL))
