@@ -163,7 +163,7 @@ fn parent_of_a_daemon(pid: Value<u32>, stop: Event) {
 fn daemon_children_are_terminated_when_their_parent_exits() {
     let pid = Value::new(0u32).unwrap();
     let stop = Event::new().unwrap();
-    let mut p = Process::new(parent_of_a_daemon, (pid.clone(), stop.clone()));
+    let mut p = child(Process::new(parent_of_a_daemon, (pid.clone(), stop.clone())));
     p.start().unwrap();
     assert_eq!(finish(&mut p), 0);
     let daemon = pid.get().unwrap();

@@ -109,9 +109,9 @@ fn four_producers_four_consumers_exactly_once_in_order() {
     let q = Queue::new().unwrap();
     let report = RawArray::<u64>::zeroed(12).unwrap();
     let mut consumers: Vec<_> =
-        (0..4).map(|slot| Process::new(drain, (q.clone(), report.clone(), slot))).collect();
+        (0..4).map(|slot| child(Process::new(drain, (q.clone(), report.clone(), slot)))).collect();
     let mut producers: Vec<_> =
-        (0..PRODUCERS).map(|p| Process::new(numbered, (q.clone(), p))).collect();
+        (0..PRODUCERS).map(|p| child(Process::new(numbered, (q.clone(), p)))).collect();
     for p in consumers.iter_mut().chain(producers.iter_mut()) {
         p.start().unwrap();
     }
@@ -147,7 +147,7 @@ fn put_big(q: Queue<()>) {
 #[test]
 fn a_64_mib_message_through_a_default_queue() {
     let q = Queue::<()>::new().unwrap();
-    let mut p = Process::new(put_big, (q.clone(),));
+    let mut p = child(Process::new(put_big, (q.clone(),)));
     p.start().unwrap();
     assert!(q.get_bytes_timeout(BOUND).unwrap() == pattern(64 << 20, 5));
     assert_eq!(q.get_bytes_timeout(BOUND).unwrap(), b"next");
@@ -186,7 +186,7 @@ fn producers_killed_mid_put_never_tear_or_block_consumers() {
         received += 1;
     };
     for round in 0..12u32 {
-        let mut p = Process::new(put_forever, (q.clone(), round));
+        let mut p = child(Process::new(put_forever, (q.clone(), round)));
         p.start().unwrap();
         // Drain for a moment, then kill it wherever it is.
         let until = std::time::Instant::now() + Duration::from_millis(20 + u64::from(round) * 3);
@@ -304,4 +304,44 @@ fn full_empty_and_closed() {
     assert_eq!(simple.get().unwrap(), 1);
     assert!(Queue::<u8>::with_capacity(1000).is_err());
     let _ = Event::new().unwrap();
+}
+
+fn put_big_forever(q: Queue<()>) {
+    for seq in 0.. {
+        // Seven frames each in a 64 KiB ring: a consumer is mostly inside one.
+        q.put_bytes(&checked(7, seq, 100_000)).unwrap();
+    }
+}
+
+fn get_forever(q: Queue<()>) {
+    loop {
+        let m = q.get_bytes().unwrap();
+        assert_eq!(m, checked(7, u32::from_le_bytes(m[4..8].try_into().unwrap()), m.len() - 8));
+    }
+}
+
+#[test]
+fn consumers_killed_mid_get_never_tear_the_stream() {
+    let q = Queue::<()>::with_capacity(1 << 16).unwrap();
+    let mut producer = child(Process::new(put_big_forever, (q.clone(),)));
+    producer.start().unwrap();
+    let mut last = None;
+    for _ in 0..8 {
+        let mut consumer = child(Process::new(get_forever, (q.clone(),)));
+        consumer.start().unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+        consumer.kill().unwrap();
+        assert_eq!(finish(&mut consumer), -9);
+        // We take over the get side (the dead consumer held it, likely in
+        // the middle of a message) and get only whole messages, in order.
+        for _ in 0..3 {
+            let m = q.get_bytes_timeout(BOUND).unwrap();
+            let seq = u32::from_le_bytes(m[4..8].try_into().unwrap());
+            assert_eq!(m, checked(7, seq, 100_000), "torn message");
+            assert!(last.is_none_or(|l| seq > l), "{seq} after {last:?}");
+            last = Some(seq);
+        }
+    }
+    producer.kill().unwrap();
+    assert_eq!(finish(&mut producer), -9);
 }

@@ -211,3 +211,25 @@ fn locked_producers_share_one_ring() {
         }
     });
 }
+
+/// A consumer that died mid-call advanced `head` without storing its
+/// reader state: the next one starts from a stale cache and must find its
+/// way (this read as `Corrupt` before the cache was checked against `head`).
+#[test]
+fn a_stale_reader_cache_after_a_dead_consumer_recovers() {
+    model(|| {
+        let r = ring();
+        let mut w = Writer::default();
+        for m in [b"one".as_slice(), b"two", b"three"] {
+            r.ring.send(&r.park, &r.data, &mut w, m, Deadline::NEVER, || true).unwrap();
+        }
+        let (mut first, mut out) = (Reader::default(), Vec::new());
+        r.ring.recv(&r.park, &r.data, &mut first, &mut out, 100, Deadline::NEVER, || true).unwrap();
+        r.ring.recv(&r.park, &r.data, &mut first, &mut out, 100, Deadline::NEVER, || true).unwrap();
+        // `first` dies here; its state was never stored.
+        let mut next = Reader::default();
+        next.resync();
+        r.ring.recv(&r.park, &r.data, &mut next, &mut out, 100, Deadline::NEVER, || true).unwrap();
+        assert_eq!(out, b"three");
+    });
+}

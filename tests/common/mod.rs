@@ -12,9 +12,17 @@ pub const BOUND: Duration = Duration::from_secs(60);
 /// tests on threads, and these children touch nothing another thread holds.
 pub const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
 
-/// Applies `method` (and the fork opt-in) to a process.
+/// Applies `method` (and the fork opt-in) to a process, and makes it a
+/// daemon: if a test fails before it reaps its children, they are
+/// terminated when the test binary exits instead of outliving it (holding
+/// its output pipes open, which would keep `cargo test` waiting).
 pub fn with(method: StartMethod, p: Process) -> Process {
-    p.start_method(method).allow_threads(true)
+    p.start_method(method).allow_threads(true).daemon(true)
+}
+
+/// A spawned daemon child, for tests that use the default start method.
+pub fn child(p: Process) -> Process {
+    p.daemon(true)
 }
 
 /// Joins within [`BOUND`]; kills the child and panics if it hangs.

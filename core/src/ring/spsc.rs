@@ -439,14 +439,18 @@ impl SpscRing {
         let max = max_frame_payload(cap);
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
-            if r.cached_tail == head {
+            let mut available = r.cached_tail.wrapping_sub(head);
+            // Nothing known to be there, or a cache that is behind `head` (a
+            // consumer that died mid-call advanced `head` without storing
+            // its state): look at `tail` itself.
+            if available == 0 || available > cap as u64 {
                 // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
                 r.cached_tail = self.tail.load(Ordering::Acquire);
-                if r.cached_tail == head {
+                available = r.cached_tail.wrapping_sub(head);
+                if available == 0 {
                     return Ok(false);
                 }
             }
-            let available = r.cached_tail.wrapping_sub(head);
             if available > cap as u64 || head % 8 != 0 {
                 return Err(RecvError::Corrupt);
             }
