@@ -326,29 +326,36 @@ impl<T> std::fmt::Debug for Queue<T> {
     }
 }
 
+/// `Clone` and serde for a type that is a [`Queue`] in a field `queue`.
+macro_rules! wraps_a_queue {
+    ($ty:ident) => {
+        impl<T> Clone for $ty<T> {
+            fn clone(&self) -> Self {
+                $ty { queue: self.queue.clone() }
+            }
+        }
+
+        impl<T> Serialize for $ty<T> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.queue.serialize(s)
+            }
+        }
+
+        impl<'de, T> Deserialize<'de> for $ty<T> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($ty { queue: Queue::deserialize(d)? })
+            }
+        }
+    };
+}
+
 /// Python's `SimpleQueue`: a [`Queue`] reduced to `put`, `get`, `empty`
 /// and `close`.
 pub struct SimpleQueue<T> {
     queue: Queue<T>,
 }
 
-impl<T> Clone for SimpleQueue<T> {
-    fn clone(&self) -> Self {
-        SimpleQueue { queue: self.queue.clone() }
-    }
-}
-
-impl<T> Serialize for SimpleQueue<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.queue.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(SimpleQueue { queue: Queue::deserialize(d)? })
-    }
-}
+wraps_a_queue!(SimpleQueue);
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     pub fn new() -> Result<SimpleQueue<T>> {
@@ -395,23 +402,7 @@ pub struct JoinableQueue<T> {
     queue: Queue<T>,
 }
 
-impl<T> Clone for JoinableQueue<T> {
-    fn clone(&self) -> Self {
-        JoinableQueue { queue: self.queue.clone() }
-    }
-}
-
-impl<T> Serialize for JoinableQueue<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.queue.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(JoinableQueue { queue: Queue::deserialize(d)? })
-    }
-}
+wraps_a_queue!(JoinableQueue);
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn new() -> Result<JoinableQueue<T>> {
