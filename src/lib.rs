@@ -22,7 +22,7 @@ pub use channel::decode_untrusted as __decode_untrusted;
 pub use channel::MAX_MESSAGE;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
-pub use pipe::{Connection, Pipe, DEFAULT_CAPACITY};
+pub use pipe::{Connection, Pipe, DEFAULT_PIPE_CAPACITY};
 #[cfg(unix)]
 #[doc(hidden)]
 pub use process::bootstrap_for_tests as __bootstrap_for_tests;

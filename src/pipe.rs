@@ -7,7 +7,6 @@
 //! (POLLHUP) and reported as `Disconnected` instead of a hang, and it
 //! carries the file descriptors of shared objects sent inside messages
 //! (SCM_RIGHTS), so a Lock or a Connection can go to a running process.
-//!
 
 use crate::channel::{self, Link, ShmBytes, Stash};
 use crate::handles::{self, AsRawFd, FdIn, FdOut, OwnedFd};
@@ -25,7 +24,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bytes of ring per direction unless [`Pipe::with_capacity`] says otherwise.
-pub const DEFAULT_CAPACITY: usize = 1 << 20;
+pub const DEFAULT_PIPE_CAPACITY: usize = 1 << 20;
 /// Where the data areas start in a Pipe segment (after the two channels).
 const DATA_OFFSET: usize = 4096;
 const CHANNEL_SIZE: usize = std::mem::size_of::<Channel>();
@@ -95,13 +94,13 @@ impl Pipe {
     /// A duplex pipe: both ends send and receive.
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Result<(Connection, Connection)> {
-        Pipe::with_capacity(DEFAULT_CAPACITY, true)
+        Pipe::with_capacity(DEFAULT_PIPE_CAPACITY, true)
     }
 
     /// A one-way pipe, as Python's `Pipe(duplex=False)`: the first end
     /// only receives, the second only sends.
     pub fn simplex() -> Result<(Connection, Connection)> {
-        Pipe::with_capacity(DEFAULT_CAPACITY, false)
+        Pipe::with_capacity(DEFAULT_PIPE_CAPACITY, false)
     }
 
     /// A pipe whose rings hold `capacity` bytes each (a power of two, at
