@@ -34,6 +34,20 @@ use std::sync::Mutex;
 /// reported as `TooLarge`.
 pub const MAX_MESSAGE: usize = 1 << 30;
 
+/// The smallest ring a Pipe or Queue is made with: one page.
+pub const MIN_RING_CAPACITY: usize = 4096;
+
+/// Checks a capacity asked of a Pipe or Queue (`what`): a power of two of
+/// at least [`MIN_RING_CAPACITY`] that the ring can index.
+pub(crate) fn check_capacity(capacity: usize, what: &str) -> Result<()> {
+    if !multiproc_core::ring::spsc::valid_capacity(capacity) || capacity < MIN_RING_CAPACITY {
+        return Err(Error::invalid(format!(
+            "a {what}'s capacity is a power of two of at least {MIN_RING_CAPACITY}"
+        )));
+    }
+    Ok(())
+}
+
 /// One data area of a mapped segment.
 pub(crate) struct ShmBytes {
     pub(crate) ptr: *mut u8,

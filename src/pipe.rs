@@ -107,9 +107,7 @@ impl Pipe {
     /// least 4096). Messages of any size up to [`MAX_MESSAGE`](crate::MAX_MESSAGE) go through
     /// any capacity, in pieces.
     pub fn with_capacity(capacity: usize, duplex: bool) -> Result<(Connection, Connection)> {
-        if !spsc::valid_capacity(capacity) || capacity < 4096 {
-            return Err(Error::invalid("a pipe's capacity is a power of two of at least 4096"));
-        }
+        channel::check_capacity(capacity, "pipe")?;
         let directions = 1 + usize::from(duplex);
         let size = DATA_OFFSET + directions * capacity;
         let params = [capacity as u64, u64::from(duplex), 0, 0, 0];

@@ -118,9 +118,7 @@ fn empty() -> Error {
 
 impl Raw {
     fn new(capacity: usize) -> Result<Raw> {
-        if !spsc::valid_capacity(capacity) || capacity < 4096 {
-            return Err(Error::invalid("a queue's capacity is a power of two of at least 4096"));
-        }
+        channel::check_capacity(capacity, "queue")?;
         let params = [capacity as u64, 0, 0, 0, 0];
         let obj = Object::create(Kind::Queue, params, DATA_OFFSET + capacity, |_: &Channel, _| {})?;
         let (fds_out, fds_in) = sock::pair().map_err(|e| Error::io("socketpair", e))?;
