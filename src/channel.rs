@@ -27,6 +27,8 @@ use multiproc_core::{Acquired, Deadline};
 use multiproc_posix::sock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The largest message a channel carries. A larger send is refused before
@@ -87,10 +89,45 @@ impl Bytes for ShmBytes {
 
 /// What one handle keeps between receives: a message it was in the middle
 /// of when a timeout hit, or a whole one too long for a caller's buffer.
+/// Written and taken only under the receive side's lock; `used` lets the
+/// common receive, with nothing kept, skip the mutex.
 #[derive(Default)]
 pub(crate) struct Stash {
+    used: AtomicBool,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
     partial: Vec<u8>,
     complete: Option<Vec<u8>>,
+}
+
+impl Stash {
+    fn take(&self) -> Kept {
+        if !self.used.load(Ordering::Relaxed) {
+            return Kept::default();
+        }
+        self.used.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Kept)) {
+        f(&mut self.kept.lock().unwrap_or_else(|e| e.into_inner()));
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Keeps a whole message that did not fit a caller's buffer for the
+    /// next receive (call from a receive's `then`, under the side's lock).
+    pub(crate) fn keep(&self, message: Vec<u8>) {
+        self.update(|k| k.complete = Some(message));
+    }
+
+    /// Whether a kept whole message waits.
+    pub(crate) fn has_kept(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+            && self.kept.lock().map(|k| k.complete.is_some()).unwrap_or(false)
+    }
 }
 
 /// One direction of messages, as one handle sees it.
@@ -122,7 +159,8 @@ impl Link<'_> {
             ));
         }
         let side = &self.channel.sender;
-        let how = side.lock.lock(&Os, ident::thread(), deadline)?;
+        let me = ident::thread();
+        let how = side.lock.lock(&Os, me, deadline)?;
         let mut w = side.writer();
         if how == Acquired::OwnerDied {
             // The previous holder may have died inside a message.
@@ -151,7 +189,7 @@ impl Link<'_> {
             side.count_message();
         }
         side.store_writer(&w);
-        let _ = side.lock.unlock(&Os);
+        let _ = side.lock.unlock(&Os, me);
         result
     }
 
@@ -159,15 +197,44 @@ impl Link<'_> {
     /// side's lock (so that the fds that came with it are taken in order).
     pub(crate) fn recv<R>(
         &self,
-        stash: &Mutex<Stash>,
+        stash: &Stash,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+        then: impl FnOnce(Vec<u8>) -> Result<R>,
+    ) -> Result<R> {
+        self.recv_in(Vec::new(), stash, deadline, connected, then)
+    }
+
+    /// Receives one typed message and decodes it, in this thread's reused
+    /// receive buffer.
+    pub(crate) fn recv_value<T: DeserializeOwned>(
+        &self,
+        stash: &Stash,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+    ) -> Result<T> {
+        let buf = RECV_BUF.with(Cell::take);
+        self.recv_in(buf, stash, deadline, connected, |m| {
+            let value = self.decode(&m);
+            recycle(&RECV_BUF, m);
+            value
+        })
+    }
+
+    /// [`recv`](Self::recv), the message assembled in `buf`.
+    fn recv_in<R>(
+        &self,
+        buf: Vec<u8>,
+        stash: &Stash,
         deadline: Deadline,
         connected: impl FnMut() -> bool,
         then: impl FnOnce(Vec<u8>) -> Result<R>,
     ) -> Result<R> {
         let side = &self.channel.receiver;
-        let how = side.lock.lock(&Os, ident::thread(), deadline)?;
-        let mut stash = stash.lock().unwrap_or_else(|e| e.into_inner());
-        let result = if let Some(message) = stash.complete.take() {
+        let me = ident::thread();
+        let how = side.lock.lock(&Os, me, deadline)?;
+        let kept = stash.take();
+        let result = if let Some(message) = kept.complete {
             Ok(message)
         } else {
             let mut r = side.reader();
@@ -175,7 +242,7 @@ impl Link<'_> {
                 // The previous holder may have died inside a message.
                 r.resync();
             }
-            let mut out = std::mem::take(&mut stash.partial);
+            let mut out = if kept.partial.is_empty() { buf } else { kept.partial };
             if r.in_message() && out.is_empty() {
                 // Another holder timed out inside this message: its start
                 // is not here, so the rest is skipped.
@@ -198,7 +265,7 @@ impl Link<'_> {
                 Ok(()) => Ok(out),
                 Err(RecvError::Timeout) => {
                     if r.in_message() {
-                        stash.partial = out;
+                        stash.update(|k| k.partial = out);
                     }
                     Err(Error::timeout())
                 }
@@ -212,9 +279,8 @@ impl Link<'_> {
                 }
             }
         };
-        drop(stash);
         let result = result.and_then(then);
-        let _ = side.lock.unlock(&Os);
+        let _ = side.lock.unlock(&Os, me);
         result
     }
 
@@ -234,7 +300,7 @@ impl Link<'_> {
     }
 
     /// Receives the fds a typed message announces, and decodes it.
-    pub(crate) fn decode<T: DeserializeOwned>(&self, message: Vec<u8>) -> Result<T> {
+    pub(crate) fn decode<T: DeserializeOwned>(&self, message: &[u8]) -> Result<T> {
         let Some((count, payload)) = message.split_first_chunk::<4>() else {
             return Err(Error::new(ErrorKind::Corrupt, "message shorter than its header"));
         };
@@ -251,26 +317,39 @@ impl Link<'_> {
     }
 }
 
-/// A typed message: the fd count, the postcard bytes, and the fds to send.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<(Vec<u8>, Vec<RawFd>)> {
-    let (bytes, fds) = handles::collect(|| {
-        let out = vec![0u8; 4];
-        postcard::to_extend(value, out)
-    });
+thread_local! {
+    /// Where this thread encodes typed messages, and where it receives the
+    /// ones it decodes: kept between calls, so a small message costs no
+    /// allocation.
+    static SEND_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static RECV_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Buffers above this are freed rather than kept for the next message.
+const KEEP_BUFFER: usize = 64 << 10;
+
+fn recycle(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, mut buf: Vec<u8>) {
+    if buf.capacity() <= KEEP_BUFFER {
+        buf.clear();
+        slot.with(|s| s.set(buf));
+    }
+}
+
+/// Encodes `value` as a typed message (the fd count, then the postcard
+/// bytes) in this thread's reused buffer, and hands it with the fds to
+/// send to `send`.
+pub(crate) fn encoded<T: Serialize + ?Sized, R>(
+    value: &T,
+    send: impl FnOnce(&[u8], &[RawFd]) -> Result<R>,
+) -> Result<R> {
+    let mut buf = SEND_BUF.with(Cell::take);
+    buf.extend_from_slice(&[0; 4]);
+    let (bytes, fds) = handles::collect(|| postcard::to_extend(value, buf));
     let mut message = bytes.map_err(|e| Error::codec("serializing a message", e))?;
     message[..4].copy_from_slice(&(fds.len() as u32).to_le_bytes());
-    Ok((message, fds))
-}
-
-/// Keeps a whole message that did not fit a caller's buffer for the next
-/// receive.
-pub(crate) fn keep(stash: &Mutex<Stash>, message: Vec<u8>) {
-    stash.lock().unwrap_or_else(|e| e.into_inner()).complete = Some(message);
-}
-
-/// Whether a kept whole message waits.
-pub(crate) fn has_kept(stash: &Mutex<Stash>) -> bool {
-    stash.lock().map(|s| s.complete.is_some()).unwrap_or(false)
+    let sent = send(&message, &fds);
+    recycle(&SEND_BUF, message);
+    sent
 }
 
 /// Decodes an untrusted typed message as a receiver would, with no handles

@@ -20,7 +20,6 @@ use multiproc_posix::sock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Bytes of ring per direction unless [`Pipe::with_capacity`] says otherwise.
@@ -134,7 +133,7 @@ pub struct Connection {
     end: u8,
     /// A message this handle was in the middle of receiving when a timeout
     /// hit, or a whole one too long for `recv_bytes_into`'s buffer.
-    stash: Mutex<Stash>,
+    stash: Stash,
 }
 
 #[derive(Deserialize)]
@@ -185,7 +184,7 @@ fn directions(duplex: bool, end: u8) -> (Option<usize>, Option<usize>) {
 
 impl Connection {
     fn new(segment: Segment, socket: OwnedFd, end: u8) -> Connection {
-        Connection { segment, socket, end, stash: Mutex::new(Stash::default()) }
+        Connection { segment, socket, end, stash: Stash::default() }
     }
 
     /// Another handle to the same end.
@@ -263,7 +262,7 @@ impl Connection {
             |m| {
                 if m.len() > buf.len() {
                     let len = m.len();
-                    channel::keep(&self.stash, m);
+                    self.stash.keep(m);
                     return Err(Error::new(
                         ErrorKind::TooLarge,
                         format!("buffer of {} bytes too short for a message of {len}", buf.len()),
@@ -288,8 +287,7 @@ impl Connection {
     }
 
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
-        let (message, fds) = channel::encode(value)?;
-        self.send_message(&message, &fds, deadline)
+        channel::encoded(value, |message, fds| self.send_message(message, fds, deadline))
     }
 
     /// Receives a value sent by [`send`](Self::send).
@@ -303,7 +301,7 @@ impl Connection {
 
     fn recv_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
         let link = self.link(false)?;
-        link.recv(&self.stash, deadline, || self.peer_here(), |m| link.decode(m))
+        link.recv_value(&self.stash, deadline, || self.peer_here())
     }
 
     /// Whether a message can be received now without waiting.
@@ -317,7 +315,7 @@ impl Connection {
         let Ok(link) = self.link(false) else {
             return false;
         };
-        if channel::has_kept(&self.stash) {
+        if self.stash.has_kept() {
             return true;
         }
         if timeout.is_zero() {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes of ring unless [`Queue::with_capacity`] says otherwise.
@@ -84,13 +84,13 @@ struct Shared {
 /// The raw queue: bytes in, bytes out. Every typed queue wraps one.
 struct Raw {
     shared: Arc<Shared>,
-    stash: Mutex<Stash>,
+    stash: Stash,
     closed: AtomicBool,
 }
 
 impl Clone for Raw {
     fn clone(&self) -> Raw {
-        Raw { shared: self.shared.clone(), stash: Mutex::default(), closed: AtomicBool::new(false) }
+        Raw { shared: self.shared.clone(), stash: Stash::default(), closed: AtomicBool::new(false) }
     }
 }
 
@@ -116,6 +116,13 @@ fn empty() -> Error {
     Error::new(ErrorKind::Empty, "the queue is empty")
 }
 
+fn timeout_is_empty(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::Timeout => empty(),
+        _ => e,
+    }
+}
+
 impl Raw {
     fn new(capacity: usize) -> Result<Raw> {
         channel::check_capacity(capacity, "queue")?;
@@ -128,7 +135,7 @@ impl Raw {
     fn from_parts(segment: Segment, fds_out: OwnedFd, fds_in: OwnedFd) -> Raw {
         Raw {
             shared: Arc::new(Shared { segment, fds_out, fds_in }),
-            stash: Mutex::default(),
+            stash: Stash::default(),
             closed: AtomicBool::new(false),
         }
     }
@@ -155,26 +162,17 @@ impl Raw {
         })
     }
 
-    /// Gets one message for `then`; a timeout reads as `Empty`.
-    fn get<R>(
-        &self,
-        deadline: Deadline,
-        then: impl FnOnce(&Link<'_>, Vec<u8>) -> Result<R>,
-    ) -> Result<R> {
-        let link = self.link();
-        link.recv(&self.stash, deadline, || true, |m| then(&link, m)).map_err(|e| match e.kind() {
-            ErrorKind::Timeout => empty(),
-            _ => e,
-        })
+    /// Gets one message; a timeout reads as `Empty`.
+    fn get_bytes(&self, deadline: Deadline) -> Result<Vec<u8>> {
+        self.link().recv(&self.stash, deadline, || true, Ok).map_err(timeout_is_empty)
     }
 
     fn put_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
-        let (message, fds) = channel::encode(value)?;
-        self.put(&message, &fds, deadline)
+        channel::encoded(value, |message, fds| self.put(message, fds, deadline))
     }
 
     fn get_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
-        self.get(deadline, |link, m| link.decode(m))
+        self.link().recv_value(&self.stash, deadline, || true).map_err(timeout_is_empty)
     }
 
     fn qsize(&self) -> usize {
@@ -185,7 +183,7 @@ impl Raw {
     }
 
     fn empty(&self) -> bool {
-        !self.shared.segment.channel().ring.has_data() && !channel::has_kept(&self.stash)
+        !self.shared.segment.channel().ring.has_data() && !self.stash.has_kept()
     }
 
     fn full(&self) -> bool {
@@ -288,11 +286,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes one message's bytes.
     pub fn get_bytes(&self) -> Result<Vec<u8>> {
-        self.raw.get(Deadline::NEVER, |_, m| Ok(m))
+        self.raw.get_bytes(Deadline::NEVER)
     }
 
     pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.raw.get(after(timeout), |_, m| Ok(m))
+        self.raw.get_bytes(after(timeout))
     }
 
     /// About how many items are in the queue (exact when nobody is

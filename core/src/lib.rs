@@ -19,6 +19,7 @@
 extern crate alloc;
 
 pub mod barrier;
+pub mod bias;
 pub mod condition;
 pub mod countdown;
 pub mod event;

@@ -131,6 +131,11 @@ impl RawLock {
         Ok(())
     }
 
+    /// Whether some waiter may be parked on it.
+    pub fn has_waiters(&self) -> bool {
+        has_parked(self.state.load(Ordering::Relaxed))
+    }
+
     /// Whether some task holds it.
     pub fn is_locked(&self) -> bool {
         !is_unlocked(self.state.load(Ordering::Relaxed))

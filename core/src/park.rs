@@ -2,7 +2,7 @@
 //! 32-bit word ([`Park`]) and telling whether a lock's owner still runs
 //! ([`Liveness`]). Backends implement them; `core` stays platform-free.
 
-use crate::sync::AtomicU32;
+use crate::sync::{fence, AtomicU32, Ordering};
 use core::time::Duration;
 
 /// Wait on and wake a 32-bit word that may be shared between processes.
@@ -21,6 +21,26 @@ pub trait Park {
     fn wake_all(&self, word: &AtomicU32);
     /// A monotonic clock, for deadlines. Only differences are meaningful.
     fn now(&self) -> Duration;
+
+    /// The waker's half of a store-load barrier: called between publishing
+    /// progress and reading whether anyone parked, so that either the waker
+    /// sees the waiter's registration or the waiter, after its
+    /// [`heavy_barrier`](Park::heavy_barrier), sees the progress (Dekker).
+    /// It runs on every fast path, so a backend may make it cheap and put
+    /// the cost on `heavy_barrier` (Linux: a compiler fence here, and
+    /// `membarrier` there). The default is a full fence.
+    #[inline]
+    fn light_barrier(&self) {
+        fence(Ordering::SeqCst);
+    }
+
+    /// The waiter's half: called after registering as a waiter and before
+    /// re-checking the condition it is about to park on. Only slow paths
+    /// (about to sleep) call it. The default is a full fence.
+    #[inline]
+    fn heavy_barrier(&self) {
+        fence(Ordering::SeqCst);
+    }
 }
 
 /// Tells whether the task that owns a lock is still running.

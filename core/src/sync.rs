@@ -6,10 +6,10 @@
 //! Loom gaps that bite here: its atomics are not `#[repr(C)]` plain words
 //! (so layout assertions are `cfg(not(loom))`) and their `new` is not `const`.
 #[cfg(not(loom))]
-pub use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// One step of a spin-wait. Under loom it yields, so that a spinning thread
 /// lets the others make progress instead of being explored forever.

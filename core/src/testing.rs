@@ -59,6 +59,11 @@ pub struct TestPark<const CHECKS: bool> {
     cv: Condvar,
     /// Nanoseconds of the virtual clock (loom only).
     clock: AtomicU64,
+    /// Both halves of the store-load barrier are an RMW of this word: the
+    /// RMWs are totally ordered, so of a waker and a waiter the later one
+    /// synchronizes with the earlier (loom checks RMWs exactly, fences less
+    /// so).
+    barrier: AtomicU32,
     #[cfg(not(loom))]
     epoch: std::time::Instant,
 }
@@ -69,6 +74,7 @@ impl<const CHECKS: bool> Default for TestPark<CHECKS> {
             table: Mutex::new(Table::default()),
             cv: Condvar::new(),
             clock: AtomicU64::new(0),
+            barrier: AtomicU32::new(0),
             #[cfg(not(loom))]
             epoch: std::time::Instant::now(),
         }
@@ -154,6 +160,14 @@ impl<const CHECKS: bool> Park for TestPark<CHECKS> {
         // Every look at the virtual clock moves it on a little, so loops
         // that wait for a deadline end.
         Duration::from_nanos(self.clock.fetch_add(1_000_000, Ordering::Relaxed))
+    }
+
+    fn light_barrier(&self) {
+        self.barrier.fetch_add(0, Ordering::AcqRel);
+    }
+
+    fn heavy_barrier(&self) {
+        self.barrier.fetch_add(0, Ordering::AcqRel);
     }
 }
 

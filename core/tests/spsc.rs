@@ -190,7 +190,7 @@ fn locked_producers_share_one_ring() {
                             .send(&*park, &*data, &mut w, &msg, Deadline::NEVER, || true)
                             .unwrap();
                         side.store_writer(&w);
-                        side.lock.unlock(&*park).unwrap();
+                        side.lock.unlock(&*park, me).unwrap();
                     }
                 })
             })
