@@ -8,7 +8,7 @@
 //! | Event ping-pong between 2 processes        | `Event` set/wait     | –                        |
 //! | Pipe round trip, 8 B                       | `Connection`         | socketpair ping-pong     |
 //! | Pipe stream, 64 KiB messages               | `recv_bytes_into`    | memcpy of 64 MiB         |
-//! | Queue 1→1 and 2→2, 8-byte messages         | `put_bytes`/`get_bytes` (time to the last get) | – |
+//! | Queue 1→1 and 2→2, 8-byte messages         | `put_bytes`/`get_bytes`, and `put`/`get` of `u64` (time to the last get) | – |
 //! | Process start+join, fork / spawn           | `Process`            | fork+waitpid, exec+wait  |
 //!
 //! Run: `cargo bench --bench foundation` (add `-- --quick` for a smoke run).
@@ -225,18 +225,40 @@ fn queue_get(q: Queue<()>, start: Barrier, count: u64) {
     }
 }
 
+fn queue_put_typed(q: Queue<u64>, start: Barrier, count: u64) {
+    start.wait().unwrap();
+    for i in 0..count {
+        q.put(&i).unwrap();
+    }
+}
+
+fn queue_get_typed(q: Queue<u64>, start: Barrier, count: u64) {
+    start.wait().unwrap();
+    for _ in 0..count {
+        black_box(q.get().unwrap());
+    }
+}
+
 /// Millions of 8-byte messages per second through one Queue, `producers`
-/// processes putting and as many getting, all started together.
-fn queue_throughput(producers: u64, count: u64) -> f64 {
-    let q = Queue::<()>::new().unwrap();
+/// processes putting and as many getting, all started together: bytes
+/// (`put_bytes`/`get_bytes`), or `u64`s (`put`/`get`, as Python's figure).
+fn queue_throughput(producers: u64, count: u64, typed: bool) -> f64 {
     let start = Barrier::new(2 * producers as u32 + 1).unwrap();
     let per = count / producers;
+    let (q, qt) = (Queue::<()>::new().unwrap(), Queue::<u64>::new().unwrap());
     let mut ps: Vec<_> = (0..producers)
         .flat_map(|_| {
-            [
-                Process::new(queue_put, (q.clone(), start.clone(), per)),
-                Process::new(queue_get, (q.clone(), start.clone(), per)),
-            ]
+            if typed {
+                [
+                    Process::new(queue_put_typed, (qt.clone(), start.clone(), per)),
+                    Process::new(queue_get_typed, (qt.clone(), start.clone(), per)),
+                ]
+            } else {
+                [
+                    Process::new(queue_put, (q.clone(), start.clone(), per)),
+                    Process::new(queue_get, (q.clone(), start.clone(), per)),
+                ]
+            }
         })
         .collect();
     for p in &mut ps {
@@ -390,9 +412,11 @@ fn main() {
     let memcpy = measure(c.runs, memcpy_floor);
     row("Pipe stream, 64 KiB messages", "GB/s", stream64, py("stream_gbs"), Some(memcpy.0), true);
 
-    let q11 = measure(c.runs, || queue_throughput(1, c.messages));
+    let q11 = measure(c.runs, || queue_throughput(1, c.messages, false));
     row("Queue 1->1, 8 B", "M msg/s", q11, py("queue11_mps"), None, true);
-    let q22 = measure(c.runs, || queue_throughput(2, c.messages));
+    let q11t = measure(c.runs, || queue_throughput(1, c.messages, true));
+    row("Queue<u64> 1->1, put/get", "M msg/s", q11t, py("queue11_mps"), None, true);
+    let q22 = measure(c.runs, || queue_throughput(2, c.messages, false));
     row("Queue 2->2, 8 B", "M msg/s", q22, py("queue22_mps"), None, true);
 
     let event = measure(c.runs, || event_ping_pong(c.pings));

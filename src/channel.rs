@@ -137,6 +137,8 @@ pub(crate) struct Link<'a> {
     /// Where fds go out, and where they come in.
     pub(crate) fds_out: BorrowedFd<'a>,
     pub(crate) fds_in: BorrowedFd<'a>,
+    /// Receivers wait for throughput rather than latency (a Queue's).
+    pub(crate) batched: bool,
 }
 
 fn disconnected() -> Error {
@@ -238,6 +240,9 @@ impl Link<'_> {
             Ok(message)
         } else {
             let mut r = side.reader();
+            if self.batched {
+                r.batch_polls();
+            }
             if how == Acquired::OwnerDied {
                 // The previous holder may have died inside a message.
                 r.resync();

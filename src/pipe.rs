@@ -221,6 +221,7 @@ impl Connection {
             data: self.segment.data(i),
             fds_out: socket,
             fds_in: socket,
+            batched: false,
         })
     }
 

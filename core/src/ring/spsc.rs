@@ -123,7 +123,12 @@ pub struct Waiting {
 /// How often a spinning side looks at the other's index.
 #[derive(Clone, Copy)]
 enum SpinPace {
-    /// At every pause: a consumer waiting for data, where latency counts.
+    /// Every `pace` pauses: a consumer waiting for data. 1 where latency
+    /// counts (a Pipe); [`BATCH_PACE`] for a reader that asked to batch (a
+    /// Queue), which lets a producer fill some lines before the consumer
+    /// pulls them: a consumer that looked at every pause pulled each
+    /// message's lines alone, and a typed 1-to-1 Queue ran at 4 M msg/s
+    /// instead of 9.
     Steady,
     /// Ever less often ([`FIRST_PACE`], twice that … [`MAX_PACE`] pauses):
     /// a producer waiting for space. Each look pulls `head`'s line from the
@@ -138,6 +143,11 @@ enum SpinPace {
 const FIRST_PACE: u32 = 64;
 /// The most pauses between two looks at `head`.
 const MAX_PACE: u32 = 256;
+
+/// Pauses between a batching consumer's looks at `tail` (0.75 µs on a CPU
+/// whose pause is 12 ns; ~3 µs where it is 140 cycles): the most a get
+/// that finds a Queue empty waits beyond the put it waits for.
+const BATCH_PACE: u32 = 64;
 
 /// A producer waiting for space spins this many times longer than a
 /// consumer waiting for data.
@@ -162,7 +172,7 @@ impl Waiting {
             return false;
         }
         let n = match pace {
-            SpinPace::Steady => 1,
+            SpinPace::Steady => self.pace.min(self.spins),
             SpinPace::Backoff => {
                 let n = self.pace.min(self.spins);
                 self.pace = (self.pace * 2).min(MAX_PACE);
@@ -206,6 +216,9 @@ pub struct Reader {
     skipping: bool,
     /// Lost track (a holder died mid-message): skip to the next `FIRST`.
     resync: bool,
+    /// Look for data every [`BATCH_PACE`] pauses, not at every pause
+    /// (this call's choice; not stored in the [`Endpoint`]).
+    batched: bool,
 }
 
 /// The control block of an SPSC ring. All zeros is an empty, open ring.
@@ -444,6 +457,9 @@ impl SpscRing {
             out.clear();
         }
         let mut waiting = Waiting::new(os, deadline);
+        if r.batched {
+            waiting.pace = BATCH_PACE;
+        }
         loop {
             if self.take_frames(os, data, r, out, limit)? {
                 return Ok(());
@@ -587,7 +603,7 @@ impl SpscRing {
             if flags & FIRST == 0 {
                 return Ok(Frame::More);
             }
-            *r = Reader { cached_tail: r.cached_tail, ..Reader::default() };
+            *r = Reader { cached_tail: r.cached_tail, batched: r.batched, ..Reader::default() };
             out.clear();
         }
         if flags == ABORT {
@@ -682,6 +698,7 @@ impl Endpoint {
             assembling: flags & 1 != 0,
             skipping: flags & 2 != 0,
             resync: flags & 4 != 0,
+            batched: false,
         }
     }
 
@@ -705,6 +722,12 @@ impl Reader {
     /// `out` of the call that timed out.
     pub fn in_message(&self) -> bool {
         self.assembling
+    }
+
+    /// Looks for data less often while waiting, so that a fast producer
+    /// writes several messages per look (throughput over latency).
+    pub fn batch_polls(&mut self) {
+        self.batched = true;
     }
 
     /// Drops the message in progress (its fragments are not at hand): the
