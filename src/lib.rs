@@ -9,6 +9,8 @@ mod object;
 mod os;
 #[cfg(unix)]
 mod pipe;
+#[cfg(unix)]
+mod pool;
 mod process;
 #[cfg(unix)]
 mod queue;
@@ -23,6 +25,8 @@ pub use channel::MAX_MESSAGE;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
 pub use pipe::{Connection, Pipe, DEFAULT_PIPE_CAPACITY};
+#[cfg(unix)]
+pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Task};
 #[cfg(unix)]
 #[doc(hidden)]
 pub use process::bootstrap_for_tests as __bootstrap_for_tests;

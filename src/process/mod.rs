@@ -15,6 +15,8 @@ pub use target::{Exit, Target};
 pub use unix::bootstrap_for_tests;
 #[cfg(unix)]
 pub use unix::BOOTSTRAP_FAILED;
+#[cfg(unix)]
+pub(crate) use unix::{code_at, code_offset};
 
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;

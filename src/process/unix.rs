@@ -66,6 +66,18 @@ fn anchor_address() -> u64 {
     anchor as *const () as usize as u64
 }
 
+/// Where code of this binary is, as an offset from the anchor: how a pool
+/// names a task's entry to its workers (same executable, checked at spawn;
+/// the same image under fork).
+pub(crate) fn code_offset(f: *const ()) -> u64 {
+    (f as usize as u64).wrapping_sub(anchor_address())
+}
+
+/// The address `code_offset` named, in this process's image.
+pub(crate) fn code_at(offset: u64) -> *const () {
+    anchor_address().wrapping_add(offset) as usize as *const ()
+}
+
 /// A spawned child's first step: deserialize the arguments (while the handle
 /// table is in place) into the call to make.
 fn entry<F: Target<A>, A: DeserializeOwned + 'static>(
