@@ -140,6 +140,33 @@ fn fork_is_refused_with_threads_unless_allowed() {
 }
 
 #[test]
+fn forkserver_starts_children_from_a_threaded_parent() {
+    // No opt-in needed: the fork happens in the single-threaded server.
+    let stop = Event::new().unwrap();
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || stop.wait_timeout(BOUND))
+    };
+    for code in [0, 7] {
+        let mut p = child(Process::new(exits_with, (code,)).start_method(StartMethod::ForkServer));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), code);
+    }
+    // Its children are signalled through a pidfd, and report as Python's.
+    let mut p = child(Process::new(busy, (stop.clone(),)).start_method(StartMethod::ForkServer));
+    p.start().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
+    assert!(p.is_alive());
+    p.kill().unwrap();
+    assert_eq!(finish(&mut p), -9);
+    // Closures cannot travel to the server.
+    let mut p = Process::with_closure(|| 0).start_method(StartMethod::ForkServer);
+    assert_eq!(p.start().unwrap_err().kind(), ErrorKind::Unsupported);
+    stop.set();
+    spinner.join().unwrap();
+}
+
+#[test]
 fn misuse_is_an_error() {
     let mut p = Process::new(exits_with, (0,));
     assert_eq!(p.join().unwrap_err().kind(), ErrorKind::InvalidArgument);

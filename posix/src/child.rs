@@ -22,20 +22,60 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// A child process of ours.
+/// A child process of ours, or one a forkserver started for us.
 #[derive(Debug)]
 pub struct Child {
     pid: i32,
     pidfd: Option<OwnedFd>,
     /// Python's `exitcode`, once reaped: the exit code, or minus the signal.
     exit: Option<i32>,
+    /// A forkserver's child: not ours to wait for. Its server writes the
+    /// exit code here (`i32` LE) when it reaps it, then closes it.
+    status: Option<OwnedFd>,
 }
+
+/// The exit code reported for a forkserver child whose server vanished
+/// before reporting it.
+pub const LOST: i32 = 255;
 
 impl Child {
     /// Takes charge of child `pid` (ours and not yet reaped).
     pub fn adopt(pid: u32) -> Child {
         let pidfd = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
-        Child { pid: pid as i32, pidfd, exit: None }
+        Child { pid: pid as i32, pidfd, exit: None, status: None }
+    }
+
+    /// A forkserver's child `pid`, whose exit code arrives on `status`.
+    /// It is signalled through a pidfd only (never by pid: it is not ours,
+    /// so its pid could be reused once its server reaped it).
+    pub fn remote(pid: u32, status: OwnedFd) -> Child {
+        let pidfd = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+        Child { pid: pid as i32, pidfd, exit: None, status: Some(status) }
+    }
+
+    /// A remote child's status, if its server wrote it (or vanished).
+    fn read_status(&mut self) -> io::Result<Option<i32>> {
+        let Some(status) = &self.status else { return Ok(None) };
+        let mut fds = [PollFd::new(status, PollFlags::IN)];
+        match poll(&mut fds, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut code = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match rustix::io::read(status, &mut code[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.exit = Some(if got == 4 { i32::from_le_bytes(code) } else { LOST });
+        self.status = None;
+        Ok(self.exit)
     }
 
     pub fn pid(&self) -> u32 {
@@ -51,6 +91,9 @@ impl Child {
     pub fn try_wait(&mut self) -> io::Result<Option<i32>> {
         if self.exit.is_some() {
             return Ok(self.exit);
+        }
+        if self.status.is_some() {
+            return self.read_status();
         }
         let mut status = 0;
         loop {
@@ -96,9 +139,9 @@ impl Child {
                 },
                 None => None,
             };
-            match &self.pidfd {
-                Some(pidfd) => {
-                    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+            match self.status.as_ref().or(self.pidfd.as_ref()) {
+                Some(fd) => {
+                    let mut fds = [PollFd::new(fd, PollFlags::IN)];
                     let ts = left.map(|l| rustix::time::Timespec {
                         tv_sec: l.as_secs() as i64,
                         tv_nsec: l.subsec_nanos().into(),
@@ -116,8 +159,18 @@ impl Child {
         }
     }
 
-    /// Whether the child has ended, leaving it unreaped (`WNOWAIT`).
+    /// Whether the child has ended, leaving it unreaped (`WNOWAIT`); for a
+    /// remote child, whether its status can be read.
     fn has_exited(&self) -> io::Result<bool> {
+        if let Some(status) = &self.status {
+            let mut fds = [PollFd::new(status, PollFlags::IN)];
+            let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+            return match poll(&mut fds, Some(&zero)) {
+                Ok(n) => Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        }
         loop {
             // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -146,6 +199,17 @@ impl Child {
     pub fn signal(&mut self, signal: i32) -> io::Result<()> {
         if self.try_wait()?.is_some() {
             return Ok(());
+        }
+        if self.status.is_some() {
+            let Some(pidfd) = &self.pidfd else {
+                return Err(io::Error::other("no pidfd for a forkserver child"));
+            };
+            let signal = rustix::process::Signal::from_named_raw(signal)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            return match rustix::process::pidfd_send_signal(pidfd, signal) {
+                Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
         }
         // SAFETY: kill has no memory-safety preconditions; the pid is our
         // unreaped child (see the file's doc).

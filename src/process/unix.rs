@@ -32,15 +32,16 @@ const MAGIC: u64 = u64::from_le_bytes(*b"MPBOOT01");
 
 /// What a spawned child needs to become the process its parent meant.
 #[derive(Serialize, Deserialize)]
-struct Bootstrap {
+pub(crate) struct Bootstrap {
     magic: u64,
     /// The parent's executable file ([`child::exe_identity`]).
     exe: [u64; 5],
     /// `entry::<F, A>` minus `anchor`, in the parent's image.
     entry: u64,
     args: Vec<u8>,
-    /// The handle table: fd numbers, inherited at the same numbers.
-    fds: Vec<RawFd>,
+    /// The handle table: fd numbers, inherited at the same numbers (a
+    /// forkserver child receives them over a socket, in this order).
+    pub(crate) fds: Vec<RawFd>,
     name: String,
     ident: Vec<u32>,
     daemon: bool,
@@ -125,10 +126,10 @@ fn parent_info() -> Parent {
     Parent { pid: me.id, stamp: me.stamp, name: state::with_me(|m| m.name.clone()) }
 }
 
-/// Starts this executable again to run `job`.
-pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
+/// The bootstrap of a child that will run `job` as `who`.
+pub(crate) fn bootstrap_message(job: Encoded, who: Identity) -> Result<Bootstrap> {
     let exe = child::exe_identity().map_err(|e| Error::io("reading this executable", e))?;
-    let message = Bootstrap {
+    Ok(Bootstrap {
         magic: MAGIC,
         exe,
         entry: job.entry,
@@ -138,7 +139,12 @@ pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
         ident: who.ident,
         daemon: who.daemon,
         parent: parent_info(),
-    };
+    })
+}
+
+/// Starts this executable again to run `job`.
+pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
+    let message = bootstrap_message(job, who)?;
     let bytes = postcard::to_allocvec(&message).map_err(|e| Error::codec("bootstrap", e))?;
     let boot = child::memfd_with(&bytes).map_err(|e| Error::io("writing the bootstrap", e))?;
     let mut inherit = message.fds;
@@ -170,7 +176,7 @@ pub fn bootstrap_for_tests() -> Vec<u8> {
 
 /// Flushes std's buffered streams, so neither a fork nor an `_exit`
 /// duplicates or drops output.
-fn flush_std() {
+pub(crate) fn flush_std() {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
 }
@@ -224,7 +230,7 @@ fn report_panics_on_stderr() {
 }
 
 /// How every child ends: its daemons terminated, streams flushed, `_exit`.
-fn finish(code: i32) -> ! {
+pub(crate) fn finish(code: i32) -> ! {
     state::terminate_daemons();
     flush_std();
     // SAFETY: `_exit` ends the process without running the parent's atexit
@@ -273,13 +279,6 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
     file.read_to_end(&mut bytes).map_err(|e| format!("reading the bootstrap: {e}"))?;
     let message: Bootstrap =
         postcard::from_bytes(&bytes).map_err(|e| format!("malformed bootstrap: {e}"))?;
-    if message.magic != MAGIC {
-        return Err("malformed bootstrap: bad magic".into());
-    }
-    let exe = child::exe_identity().map_err(|e| format!("reading this executable: {e}"))?;
-    if exe != message.exe {
-        return Err("the bootstrap comes from a different executable".into());
-    }
     // Take ownership of the inherited table; reject duplicates and the
     // standard streams rather than double-close.
     let mut seen = std::collections::HashSet::new();
@@ -292,6 +291,23 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
         // SAFETY: inherited for us alone (the parent cleared CLOEXEC only on
         // the child's side), checked open and unique above.
         fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    prepare(message, fds)
+}
+
+/// Becomes the child `message` describes, with its handle table `fds`, and
+/// returns the call to make. The caller checked that `message` comes from
+/// this executable.
+pub(crate) fn prepare(
+    message: Bootstrap,
+    fds: Vec<OwnedFd>,
+) -> Result<Box<dyn FnOnce() -> i32>, String> {
+    if message.magic != MAGIC {
+        return Err("malformed bootstrap: bad magic".into());
+    }
+    let exe = child::exe_identity().map_err(|e| format!("reading this executable: {e}"))?;
+    if exe != message.exe {
+        return Err("the bootstrap comes from a different executable".into());
     }
     state::become_child(message.name, message.ident, message.daemon, message.parent);
     report_panics_on_stderr();

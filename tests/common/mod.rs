@@ -8,9 +8,10 @@ use std::time::Duration;
 /// Long enough for a loaded 2-core CI machine, short enough to fail fast.
 pub const BOUND: Duration = Duration::from_secs(60);
 
-/// Both start methods. Fork is opted into threads: the test harness runs
+/// Every start method. Fork is opted into threads: the test harness runs
 /// tests on threads, and these children touch nothing another thread holds.
-pub const METHODS: [StartMethod; 2] = [StartMethod::Spawn, StartMethod::Fork];
+pub const METHODS: [StartMethod; 3] =
+    [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer];
 
 /// Applies `method` (and the fork opt-in) to a process, and makes it a
 /// daemon: if a test fails before it reaps its children, they are
