@@ -9,12 +9,14 @@
 //! | Pipe round trip, 8 B                       | `Connection`         | socketpair ping-pong     |
 //! | Pipe stream, 64 KiB messages               | `recv_bytes_into`    | memcpy of 64 MiB         |
 //! | Queue 1→1 and 2→2, 8-byte messages         | `put_bytes`/`get_bytes`, and `put`/`get` of `u64` (time to the last get) | – |
-//! | Process start+join, fork / spawn           | `Process`            | fork+waitpid, exec+wait  |
+//! | Process start+join, fork / spawn / forkserver | `Process`         | fork+waitpid, exec+wait  |
+//! | Pool(2).map of tiny tasks, default chunks  | `Pool::map`          | –                        |
+//! | Pool(2).apply round trip                   | `Pool::apply`        | –                        |
 //!
 //! Run: `cargo bench --bench foundation` (add `-- --quick` for a smoke run).
 //! Each figure is the median of several runs, with min–max.
 
-use multiproc::{Barrier, Connection, Event, Pipe, Process, Queue, StartMethod, Value};
+use multiproc::{Barrier, Connection, Event, Pipe, Pool, Process, Queue, StartMethod, Value};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -28,6 +30,8 @@ struct Config {
     spawns: u32,
     blocks: u64,
     messages: u64,
+    tasks: u64,
+    applies: u32,
 }
 
 fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
@@ -274,6 +278,32 @@ fn queue_throughput(producers: u64, count: u64, typed: bool) -> f64 {
 
 fn noop() {}
 
+fn tiny(x: u64) -> u64 {
+    x
+}
+
+/// Millions of tiny tasks per second through `Pool(2).map`, default chunks.
+fn pool_map(n: u64) -> f64 {
+    let pool = Pool::new(2).unwrap();
+    pool.map(tiny, 0..1000).unwrap();
+    let t = Instant::now();
+    let out = pool.map(tiny, 0..n).unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(out.len() as u64, n);
+    n as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+/// Microseconds per `Pool(2).apply` round trip.
+fn pool_apply(n: u32) -> f64 {
+    let pool = Pool::new(2).unwrap();
+    pool.apply(tiny, (1,)).unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        black_box(pool.apply(tiny, (1,)).unwrap());
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
 /// Microseconds per start+join.
 fn start_join(method: StartMethod, n: u32) -> f64 {
     let t = Instant::now();
@@ -350,6 +380,8 @@ fn main() {
             spawns: 5,
             blocks: 2_000,
             messages: 1_000_000,
+            tasks: 200_000,
+            applies: 500,
         }
     } else {
         Config {
@@ -361,6 +393,8 @@ fn main() {
             spawns: 30,
             blocks: 20_000,
             messages: 10_000_000,
+            tasks: 1_000_000,
+            applies: 5_000,
         }
     };
     let py = python(quick);
@@ -429,4 +463,12 @@ fn main() {
     let spawn = measure(c.runs, || start_join(StartMethod::Spawn, c.spawns));
     let exec0 = measure(c.runs, || exec_floor(c.spawns));
     row("Process start+join, spawn", "us", spawn, py("spawn_us"), Some(exec0.0), false);
+
+    let server = measure(c.runs, || start_join(StartMethod::ForkServer, c.forks));
+    row("Process start+join, forkserver", "us", server, py("forkserver_us"), Some(fork0.0), false);
+
+    let map = measure(c.runs, || pool_map(c.tasks));
+    row("Pool(2).map, tiny tasks", "M tasks/s", map, py("pool_map_mtps"), None, true);
+    let apply = measure(c.runs, || pool_apply(c.applies));
+    row("Pool(2).apply round trip", "us", apply, py("pool_apply_us"), None, false);
 }

@@ -151,6 +151,27 @@ def start_join_us(method, n):
     return (time.perf_counter() - t) * 1e6 / n
 
 
+def _tiny(x):
+    return x
+
+
+def pool_map_mtps(n=200_000 if QUICK else 1_000_000):
+    with mp.Pool(2) as pool:
+        pool.map(_tiny, range(1000))
+        t = time.perf_counter()
+        pool.map(_tiny, range(n))
+        return n / (time.perf_counter() - t) / 1e6
+
+
+def pool_apply_us(n=500 if QUICK else 3000):
+    with mp.Pool(2) as pool:
+        pool.apply(_tiny, (1,))
+        t = time.perf_counter()
+        for _ in range(n):
+            pool.apply(_tiny, (1,))
+        return (time.perf_counter() - t) * 1e6 / n
+
+
 if __name__ == "__main__":
     mp.set_start_method("fork")
     print("lock_ns", med(lock_ns))
@@ -162,3 +183,6 @@ if __name__ == "__main__":
     print("event_us", med(event_us))
     print("fork_us", med(lambda: start_join_us("fork", 20 if QUICK else 100)))
     print("spawn_us", med(lambda: start_join_us("spawn", 3 if QUICK else 10)))
+    print("forkserver_us", med(lambda: start_join_us("forkserver", 10 if QUICK else 50)))
+    print("pool_map_mtps", med(pool_map_mtps))
+    print("pool_apply_us", med(pool_apply_us))

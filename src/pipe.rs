@@ -202,6 +202,17 @@ impl Connection {
         directions(self.segment.duplex(), self.end).1.is_some()
     }
 
+    /// A message of up to this many bytes goes into the ring this end sends
+    /// on without waiting, now (0 for a receive-only end): the free bytes,
+    /// less the most the frames' headers and a padding frame can take.
+    pub(crate) fn send_room(&self) -> usize {
+        self.link(true).map_or(0, |link| {
+            let cap = link.data.len;
+            let free = cap - link.channel.ring.used(cap);
+            free.saturating_sub(cap / 4 + 4 * 8)
+        })
+    }
+
     fn peer_here(&self) -> bool {
         !sock::peer_gone(self.socket.as_fd())
     }

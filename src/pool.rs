@@ -77,6 +77,8 @@ const WINDOW: usize = 2;
 /// the parent goes back to taking replies (a worker blocked putting a large
 /// reply waits for those).
 const SEND_SLICE: Duration = Duration::from_millis(20);
+/// Room a chunk needs in a pipe beyond its arguments: its other fields.
+const FRAMING: usize = 64;
 /// How long the parent waits for a reply before it looks for dead workers.
 const REPLY_SLICE: Duration = Duration::from_millis(10);
 
@@ -192,6 +194,7 @@ struct Chunk {
     seq: u32,
     first: u32,
     count: u32,
+    #[serde(with = "serde_bytes")]
     args: Vec<u8>,
 }
 
@@ -223,6 +226,7 @@ struct Reply {
     job: u64,
     first: u32,
     count: u32,
+    #[serde(with = "serde_bytes")]
     results: Vec<u8>,
 }
 
@@ -317,8 +321,10 @@ struct Job {
     items: Vec<Item>,
     bufs: Vec<Vec<u8>>,
     remaining: usize,
-    /// Indices whose outcome arrived and was not taken (for `imap_unordered`).
+    /// Indices whose outcome arrived and was not taken (kept only for
+    /// `imap_unordered`).
     arrived: VecDeque<u32>,
+    unordered: bool,
     /// Nobody will read it (its handle was dropped): drop outcomes.
     abandoned: bool,
 }
@@ -329,7 +335,9 @@ impl Job {
             if matches!(slot, Item::Pending) {
                 *slot = item;
                 self.remaining -= 1;
-                self.arrived.push_back(i as u32);
+                if self.unordered {
+                    self.arrived.push_back(i as u32);
+                }
             }
         }
     }
@@ -450,7 +458,14 @@ impl State {
         for slot in self.slots.iter_mut().flatten() {
             let Some(tasks) = &slot.tasks else { continue };
             while slot.inflight.len() < WINDOW && self.maxtasks.is_none_or(|m| slot.sent < m) {
-                let Some(mut chunk) = self.pending.pop_front() else { return };
+                let Some(next) = self.pending.front() else { return };
+                // A worker busy with a chunk reads no other: send a second
+                // only if it fits the pipe now, or the send would wait for
+                // that whole chunk to run.
+                if !slot.inflight.is_empty() && next.args.len() + FRAMING > tasks.send_room() {
+                    break;
+                }
+                let mut chunk = self.pending.pop_front().expect("looked at above");
                 chunk.seq = slot.sent as u32;
                 match tasks.send_timeout(&OrderRef::Run(&chunk), SEND_SLICE) {
                     Ok(()) => {
@@ -641,33 +656,29 @@ impl State {
         }
     }
 
-    fn submit(&mut self, entry: u64, args: Vec<(u32, Vec<u8>)>, len: usize) -> Result<u64> {
+    /// A new job of `len` items (their chunks follow with `add_chunk`).
+    fn open_job(&mut self, len: usize, unordered: bool) -> Result<u64> {
         if self.closed || self.terminated {
             return Err(Error::invalid("the pool is closed"));
         }
         let id = self.next_job;
         self.next_job += 1;
-        for (count, bytes) in args {
-            let first = self.pending_first(id);
-            self.pending.push_back(Chunk { job: id, entry, seq: 0, first, count, args: bytes });
-        }
-        self.jobs.insert(
-            id,
-            Job {
-                items: vec![Item::Pending; len],
-                bufs: Vec::new(),
-                remaining: len,
-                arrived: VecDeque::new(),
-                abandoned: false,
-            },
-        );
-        self.dispatch();
+        let job = Job {
+            items: vec![Item::Pending; len],
+            bufs: Vec::new(),
+            remaining: len,
+            arrived: VecDeque::new(),
+            unordered,
+            abandoned: false,
+        };
+        self.jobs.insert(id, job);
         Ok(id)
     }
 
-    /// Where the next chunk of job `id` starts: after the ones queued.
-    fn pending_first(&self, id: u64) -> u32 {
-        self.pending.iter().rev().find(|c| c.job == id).map_or(0, |c| c.first + c.count)
+    /// Queues a chunk of job `id` and hands out what workers can take.
+    fn add_chunk(&mut self, chunk: Chunk) {
+        self.pending.push_back(chunk);
+        self.dispatch();
     }
 
     fn busy(&self) -> bool {
@@ -916,14 +927,17 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let _ = f;
-        let job = self.submit::<F, A, R>(std::iter::once(args), Some(1))?;
+        let job = self.submit::<F, A, R>(std::iter::once(args), Some(1), false)?;
         Ok(AsyncResult::new(self.shared.clone(), job, |job| job.take(0)))
     }
 
+    /// Queues `items` as a job of task `F`, chunk by chunk (workers start
+    /// on the first chunk while the rest are encoded).
     fn submit<F, A, R>(
         &self,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
+        unordered: bool,
     ) -> Result<(u64, usize)>
     where
         F: Task<A, R>,
@@ -936,16 +950,20 @@ impl Pool {
             return Err(Error::new(ErrorKind::TooLarge, "over 2^32 items in one call"));
         }
         let size = chunksize.unwrap_or_else(|| default_chunksize(len, self.processes));
-        let mut chunks = Vec::with_capacity(len.div_ceil(size));
-        for run in items.chunks(size) {
-            let mut bytes = Vec::new();
-            for item in run {
-                push_item(&mut bytes, item)?;
-            }
-            chunks.push((run.len() as u32, bytes));
-        }
         let entry = entry_of::<F, A, R>();
-        let id = self.shared.lock().submit(entry, chunks, len)?;
+        let id = self.shared.lock().open_job(len, unordered)?;
+        for (n, run) in items.chunks(size).enumerate() {
+            let mut args = Vec::new();
+            for item in run {
+                if let Err(e) = push_item(&mut args, item) {
+                    abandon(&self.shared, id);
+                    return Err(e);
+                }
+            }
+            let (first, count) = ((n * size) as u32, run.len() as u32);
+            let chunk = Chunk { job: id, entry, seq: 0, first, count, args };
+            self.shared.lock().add_chunk(chunk);
+        }
         Ok((id, len))
     }
 
@@ -1061,7 +1079,7 @@ impl Chunked<'_> {
         R: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let (job, len) = self.pool.submit::<F, A, R>(items, self.chunksize)?;
+        let (job, len) = self.pool.submit::<F, A, R>(items, self.chunksize, false)?;
         let guard = Abandon { shared: &self.pool.shared, job };
         self.pool.shared.wait(None, |st| st.jobs.get(&job).is_none_or(|j| j.remaining == 0))?;
         let mut st = self.pool.shared.lock();
@@ -1091,8 +1109,11 @@ impl Chunked<'_> {
         R: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let (job, len) =
-            self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize)?;
+        let (job, len) = self.pool.submit::<F, (T,), R>(
+            items.into_iter().map(|t| (t,)),
+            self.chunksize,
+            false,
+        )?;
         Ok(Imap { shared: self.pool.shared.clone(), job, next: 0, len, _r: PhantomData })
     }
 
@@ -1107,8 +1128,11 @@ impl Chunked<'_> {
         R: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let (job, len) =
-            self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize)?;
+        let (job, len) = self.pool.submit::<F, (T,), R>(
+            items.into_iter().map(|t| (t,)),
+            self.chunksize,
+            true,
+        )?;
         Ok(ImapUnordered { shared: self.pool.shared.clone(), job, left: len, _r: PhantomData })
     }
 
@@ -1123,8 +1147,11 @@ impl Chunked<'_> {
         R: Serialize + DeserializeOwned + 'static,
     {
         let _ = f;
-        let (job, len) =
-            self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize)?;
+        let (job, len) = self.pool.submit::<F, (T,), R>(
+            items.into_iter().map(|t| (t,)),
+            self.chunksize,
+            false,
+        )?;
         Ok(AsyncResult::new(self.pool.shared.clone(), (job, len), move |job| {
             let mut out = Vec::with_capacity(len);
             let mut first_error = None;

@@ -367,6 +367,16 @@ impl SpscRing {
                 continue;
             }
             slack = 0;
+            if deadline.passed(os) {
+                // Nothing to park for: skip registering (and its barrier).
+                return if self.try_write(os, data, w, chunk, flags, 0) {
+                    Ok(())
+                } else if O::CHECKS && !connected() {
+                    Err(SendError::Disconnected)
+                } else {
+                    Err(SendError::Timeout)
+                };
+            }
             let seq = self.to_producer.register(os);
             let wrote = self.try_write(os, data, w, chunk, flags, 0);
             let outcome = if wrote {
@@ -493,6 +503,16 @@ impl SpscRing {
             }
             if waiting.spin(SpinPace::Steady) {
                 continue;
+            }
+            if deadline.passed(os) {
+                // Nothing to park for: skip registering (and its barrier).
+                return if self.has_data() {
+                    Ok(())
+                } else if O::CHECKS && !connected() {
+                    Err(RecvError::Disconnected)
+                } else {
+                    Err(RecvError::Timeout)
+                };
             }
             let seq = self.to_consumer.register(os);
             let ready = self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed)
