@@ -4,7 +4,8 @@
 
 use multiproc::{
     current_process, parent_process, Array, Barrier, BoundedSemaphore, Condition, Connection,
-    Event, Lock, Pipe, Process, Queue, RLock, RawArray, Semaphore, StartMethod, Value,
+    ErrorKind, Event, Lock, Pipe, Pool, Process, Queue, RLock, RawArray, Semaphore, StartMethod,
+    Value,
 };
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,22 @@ fn panics() {
     panic!("this child panics on purpose");
 }
 
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// A task with some work in it: the number of primes below `n`.
+fn primes_below(n: u32) -> u32 {
+    (2..n).filter(|&k| (2..).take_while(|d| d * d <= k).all(|d| k % d != 0)).count() as u32
+}
+
+fn dies_on_13(x: u32) -> u32 {
+    if x == 13 {
+        std::process::abort();
+    }
+    x
+}
+
 fn run(p: &mut Process) -> Result<i32> {
     p.start()?;
     match p.join_timeout(Duration::from_secs(30))? {
@@ -131,7 +148,7 @@ fn main() -> Result {
     );
 
     println!("\nProcess: start methods, names, exit codes");
-    for method in [StartMethod::Spawn, StartMethod::Fork] {
+    for method in [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer] {
         let t = Instant::now();
         let mut p = Process::new(greet, (format!("{method:?}"),))
             .start_method(method)
@@ -279,6 +296,45 @@ fn main() -> Result {
         other => println!("  unexpected: {other:?}"),
     }
     lock.release()?;
+    println!("\nPool: map, a long imap with a progress bar, and a worker that dies");
+    let pool = Pool::new(multiproc::cpu_count().max(2))?;
+    println!(
+        "  Pool({}).map(double, [5, 10, 20]) = {:?}",
+        pool.processes(),
+        pool.map(double, [5, 10, 20])?
+    );
+    let n = 20_000u32;
+    let bar = indicatif::ProgressBar::new(u64::from(n));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  {bar:40} {pos}/{len} primes_below, {per_sec}")
+            .expect("a valid template"),
+    );
+    let t = Instant::now();
+    let mut total = 0u64;
+    for count in pool.chunksize(200).imap(primes_below, (0..n).map(|i| 1000 + i % 1000))? {
+        total += u64::from(count?);
+        bar.inc(1);
+    }
+    bar.finish();
+    println!("  {n} tasks in {:?}, {total} primes counted", t.elapsed());
+    let outcomes: Vec<_> = pool.chunksize(4).imap(dies_on_13, 10..17)?.collect();
+    for (x, r) in (10..17).zip(outcomes) {
+        match r {
+            Ok(v) => print!("  {x}: ok {v};"),
+            Err(e) if e.kind() == ErrorKind::WorkerDied => print!("  {x}: WorkerDied;"),
+            Err(e) => print!("  {x}: {e};"),
+        }
+    }
+    println!("\n  the pool replaced that worker: map again = {:?}", pool.map(double, [1, 2])?);
+    let t = Instant::now();
+    let rounds = 2000;
+    for _ in 0..rounds {
+        pool.apply(double, (1,))?;
+    }
+    println!("  apply round trip: {:?}", t.elapsed() / rounds);
+    pool.close();
+    pool.join()?;
+
     println!("\ndone");
     Ok(())
 }
