@@ -1,0 +1,246 @@
+//! The machine's floor, written straight against the OS: what any IPC
+//! crate on this machine could at best do for each workload.
+//!
+//! # Safety
+//! Each floor forks a child that only touches a shared anonymous mapping,
+//! makes system calls, and ends with `_exit`; the parent waits for it. The
+//! bench runs these before it starts threads of its own, and never with a
+//! lock held.
+#![allow(unsafe_code)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+/// A page of memory shared with forked children.
+struct Shared {
+    ptr: *mut libc::c_void,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        // SAFETY: an anonymous shared mapping of one page; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Shared { ptr }
+    }
+
+    /// The `i`th 64-byte line's first word.
+    fn word(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: in the page (i < 64), aligned, zeroed, and shared only
+        // through atomics.
+        unsafe { &*(self.ptr.cast::<u8>().add(i * 64).cast::<AtomicU32>()) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no references outlive `self`.
+        unsafe { libc::munmap(self.ptr, 4096) };
+    }
+}
+
+/// Forks `child` (which must only use atomics, syscalls and `_exit`).
+fn fork(child: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: see the module's doc.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        child();
+        // SAFETY: ends the forked child without running the parent's exit.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: our own child, a valid out-pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// µs per round trip of two processes spinning on one cache line each way.
+pub fn spin_round_trip(rounds: u64) -> f64 {
+    let mem = Shared::new();
+    let (ping, pong) = (mem.word(0), mem.word(1));
+    let pid = fork(|| {
+        for i in 1..=rounds as u32 {
+            while ping.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            pong.store(i, Ordering::Release);
+        }
+    });
+    let t = Instant::now();
+    for i in 1..=rounds as u32 {
+        ping.store(i, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+    }
+    let elapsed = t.elapsed();
+    reap(pid);
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+fn futex_wait(word: &AtomicU32, value: u32) {
+    // SAFETY: a shared futex wait on a valid, aligned word.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, value, 0usize, 0usize, 0u32)
+    };
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: a shared futex wake on a valid, aligned word.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32)
+    };
+}
+
+/// µs per round trip of futex wait/wake between two processes (no spin).
+pub fn futex_round_trip(rounds: u64) -> f64 {
+    let mem = Shared::new();
+    let (ping, pong) = (mem.word(0), mem.word(1));
+    let pid = fork(|| {
+        for i in 1..=rounds as u32 {
+            while ping.load(Ordering::Acquire) != i {
+                futex_wait(ping, i - 1);
+            }
+            pong.store(i, Ordering::Release);
+            futex_wake(pong);
+        }
+    });
+    let t = Instant::now();
+    for i in 1..=rounds as u32 {
+        ping.store(i, Ordering::Release);
+        futex_wake(ping);
+        while pong.load(Ordering::Acquire) != i {
+            futex_wait(pong, i - 1);
+        }
+    }
+    let elapsed = t.elapsed();
+    reap(pid);
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+fn write_all(fd: i32, buf: &[u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writing from a valid buffer to our own fd.
+        let n = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        assert!(n > 0, "write");
+        done += n as usize;
+    }
+}
+
+fn read_exact(fd: i32, buf: &mut [u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reading into a valid buffer from our own fd.
+        let n = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        assert!(n > 0, "read");
+        done += n as usize;
+    }
+}
+
+/// Two fds to the child and two back: pipes, or a socketpair's two ends.
+fn channel_pair(socket: bool) -> ([i32; 2], [i32; 2]) {
+    let (mut a, mut b) = ([0; 2], [0; 2]);
+    if socket {
+        // SAFETY: valid out-arrays for socketpair.
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, a.as_mut_ptr()) };
+        (a, [a[1], a[0]])
+    } else {
+        // SAFETY: valid out-arrays for pipe.
+        unsafe {
+            libc::pipe(a.as_mut_ptr());
+            libc::pipe(b.as_mut_ptr());
+        }
+        (a, b)
+    }
+}
+
+/// µs per 8-byte round trip over pipes (`socket == false`) or a socketpair.
+pub fn kernel_round_trip(rounds: u64, socket: bool) -> f64 {
+    // to_child: [read end, write end]; back: [read end, write end]. For a
+    // socketpair, the parent uses a[0] both ways and the child a[1].
+    let (to_child, back) = channel_pair(socket);
+    let (child_in, child_out, parent_in, parent_out) = if socket {
+        (to_child[1], to_child[1], to_child[0], to_child[0])
+    } else {
+        (to_child[0], back[1], back[0], to_child[1])
+    };
+    let pid = fork(|| {
+        let mut buf = [0u8; 8];
+        for _ in 0..rounds {
+            read_exact(child_in, &mut buf);
+            write_all(child_out, &buf);
+        }
+    });
+    let mut buf = [0u8; 8];
+    let t = Instant::now();
+    for _ in 0..rounds {
+        write_all(parent_out, &[1; 8]);
+        read_exact(parent_in, &mut buf);
+    }
+    let elapsed = t.elapsed();
+    reap(pid);
+    for fd in to_child.iter().chain(if socket { &[][..] } else { &back[..] }) {
+        // SAFETY: closing our own fds once.
+        unsafe { libc::close(*fd) };
+    }
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+/// GB/s of one thread copying `size`-byte blocks, `count` times (a block
+/// that fits the cache copies faster than one that goes to DRAM).
+pub fn memcpy(size: usize, count: u64) -> f64 {
+    let src = vec![1u8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src);
+    let t = Instant::now();
+    for _ in 0..count {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&dst);
+    }
+    (size as f64 * count as f64) / t.elapsed().as_secs_f64() / 1e9
+}
+
+/// ns per uncontended CAS take + store release.
+pub fn cas(ops: u64) -> f64 {
+    let word = AtomicU32::new(0);
+    let t = Instant::now();
+    for _ in 0..ops {
+        let w = black_box(&word);
+        while w.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {}
+        w.store(0, Ordering::Release);
+    }
+    t.elapsed().as_nanos() as f64 / ops as f64
+}
+
+/// µs per fork + `_exit` + waitpid.
+pub fn fork_wait(n: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        reap(fork(|| {}));
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+/// µs per exec of `/bin/true` + wait.
+pub fn exec_wait(n: u32) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        std::process::Command::new("/bin/true").status().expect("/bin/true");
+    }
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}

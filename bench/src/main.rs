@@ -1,0 +1,361 @@
+//! `cargo run --release -p multiproc-bench -- --quick|--full`
+//!
+//! Each workload measured on three sides in one run: multiproc, Python 3's
+//! `multiprocessing` (`benches/python_suite.py`), and the machine's floor
+//! written straight against the OS; plus, where users would pick another
+//! crate, that crate. The sides take turns run by run, so the machine's
+//! drift hits all of them. Prints a table of medians with min–max and the
+//! ratios, and writes the same as CSV and an SVG chart of the ratios:
+//! `bench/results/` for `--full`, `target/bench-quick/` for `--quick`.
+//!
+//! `--quick` (under 2 minutes) is CI's smoke test: it fails if any side
+//! printed no figure, and asserts no timing.
+
+mod floor;
+mod ours;
+mod report;
+mod rivals;
+
+use multiproc::StartMethod;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// How big each workload is: quick for CI, full for the README.
+#[derive(Clone, Copy)]
+pub struct Scale {
+    quick: bool,
+}
+
+impl Scale {
+    /// `quick` in quick mode, `full` otherwise.
+    fn n<T>(self, quick: T, full: T) -> T {
+        if self.quick {
+            quick
+        } else {
+            full
+        }
+    }
+}
+
+type Measure = Box<dyn Fn(Scale) -> f64>;
+
+/// One side of a workload.
+pub struct Side {
+    pub kind: Kind,
+    pub name: &'static str,
+    run: Runner,
+}
+
+enum Runner {
+    Rust(Measure),
+    Python(&'static str),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Multiproc,
+    Python,
+    Floor,
+    Rival,
+}
+
+pub struct Workload {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+    pub sides: Vec<Side>,
+}
+
+fn side(kind: Kind, name: &'static str, f: impl Fn(Scale) -> f64 + 'static) -> Side {
+    Side { kind, name, run: Runner::Rust(Box::new(f)) }
+}
+
+fn ours(f: impl Fn(Scale) -> f64 + 'static) -> Side {
+    side(Kind::Multiproc, "multiproc", f)
+}
+
+fn python(key: &'static str) -> Side {
+    Side { kind: Kind::Python, name: "python", run: Runner::Python(key) }
+}
+
+fn floor(name: &'static str, f: impl Fn(Scale) -> f64 + 'static) -> Side {
+    side(Kind::Floor, name, f)
+}
+
+fn rival(name: &'static str, f: impl Fn(Scale) -> f64 + 'static) -> Side {
+    side(Kind::Rival, name, f)
+}
+
+fn workload(
+    name: &'static str,
+    unit: &'static str,
+    higher_is_better: bool,
+    sides: Vec<Side>,
+) -> Workload {
+    Workload { name, unit, higher_is_better, sides }
+}
+
+fn workloads() -> Vec<Workload> {
+    let rt = |s: Scale| s.n(2_000, 20_000);
+    vec![
+        workload(
+            "Lock acquire+release",
+            "ns",
+            false,
+            vec![
+                ours(|s| ours::lock_uncontended(s.n(1_000_000, 20_000_000))),
+                python("lock"),
+                floor("CAS+store", |s| floor::cas(s.n(1_000_000, 20_000_000))),
+            ],
+        ),
+        workload(
+            "Value += 1 under its lock, 2 processes",
+            "M/s",
+            true,
+            vec![ours(|s| ours::value_two_processes(s.n(200_000, 2_000_000))), python("value2")],
+        ),
+        workload(
+            "Event ping-pong round trip",
+            "us",
+            false,
+            vec![
+                ours(move |s| ours::event_ping_pong(rt(s))),
+                python("event_rt"),
+                floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
+                floor("futex", move |s| floor::futex_round_trip(rt(s))),
+            ],
+        ),
+        workload(
+            "Pipe round trip, 8 B",
+            "us",
+            false,
+            vec![
+                ours(move |s| ours::pipe_round_trip(rt(s))),
+                python("pipe_rt"),
+                floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
+                floor("socketpair", move |s| floor::kernel_round_trip(rt(s), true)),
+                floor("pipe(2)", move |s| floor::kernel_round_trip(rt(s), false)),
+                rival("ipc-channel", move |s| rivals::ipc_round_trip(rt(s))),
+            ],
+        ),
+        workload(
+            "Pipe stream, 8 B messages",
+            "M msg/s",
+            true,
+            vec![
+                ours(|s| ours::pipe_stream(8, s.n(200_000, 2_000_000)) * 1e9 / 8.0 / 1e6),
+                python("stream_8"),
+                rival("ipc-channel", |s| rivals::ipc_stream(8, s.n(200_000, 2_000_000))),
+            ],
+        ),
+        workload(
+            "Pipe stream, 64 KiB messages",
+            "GB/s",
+            true,
+            vec![
+                ours(|s| ours::pipe_stream(64 << 10, s.n(2_000, 20_000))),
+                python("stream_64k"),
+                floor("memcpy 64 KiB", |s| floor::memcpy(64 << 10, s.n(20_000, 200_000))),
+                rival("ipc-channel", |s| rivals::ipc_stream(64 << 10, s.n(2_000, 20_000))),
+            ],
+        ),
+        workload(
+            "Pipe stream, 16 MiB messages",
+            "GB/s",
+            true,
+            vec![
+                ours(|s| ours::pipe_stream(16 << 20, s.n(8, 40))),
+                python("stream_16m"),
+                floor("memcpy 16 MiB", |s| floor::memcpy(16 << 20, s.n(8, 40))),
+                rival("ipc-channel", |s| rivals::ipc_stream(16 << 20, s.n(8, 40))),
+            ],
+        ),
+        workload(
+            "Queue 1->1, 8 B",
+            "M msg/s",
+            true,
+            vec![
+                ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8)),
+                python("queue11_8"),
+                rival("crossbeam (threads)", |s| {
+                    rivals::crossbeam_queue(s.n(1_000_000, 10_000_000))
+                }),
+            ],
+        ),
+        workload(
+            "Queue<u64> 1->1, put/get",
+            "M msg/s",
+            true,
+            vec![ours(|s| ours::queue_typed(s.n(1_000_000, 10_000_000))), python("queue11_8")],
+        ),
+        workload(
+            "Queue 2->2, 8 B",
+            "M msg/s",
+            true,
+            vec![
+                ours(|s| ours::queue_throughput(2, s.n(1_000_000, 10_000_000), 8)),
+                python("queue22_8"),
+            ],
+        ),
+        workload(
+            "Queue 1->1, 4 KiB",
+            "M msg/s",
+            true,
+            vec![
+                ours(|s| ours::queue_throughput(1, s.n(100_000, 1_000_000), 4096)),
+                python("queue11_4k"),
+            ],
+        ),
+        workload(
+            "Queue 2->2, 4 KiB",
+            "M msg/s",
+            true,
+            vec![
+                ours(|s| ours::queue_throughput(2, s.n(100_000, 1_000_000), 4096)),
+                python("queue22_4k"),
+            ],
+        ),
+        workload(
+            "Process start+join, fork",
+            "us",
+            false,
+            vec![
+                ours(|s| ours::start_join(StartMethod::Fork, s.n(20, 200))),
+                python("start_fork"),
+                floor("fork+wait", |s| floor::fork_wait(s.n(20, 200))),
+            ],
+        ),
+        workload(
+            "Process start+join, spawn",
+            "us",
+            false,
+            vec![
+                ours(|s| ours::start_join(StartMethod::Spawn, s.n(5, 30))),
+                python("start_spawn"),
+                floor("exec+wait", |s| floor::exec_wait(s.n(5, 30))),
+                rival("procspawn", |s| rivals::procspawn_start_join(s.n(5, 30))),
+            ],
+        ),
+        workload(
+            "Process start+join, forkserver",
+            "us",
+            false,
+            vec![
+                ours(|s| ours::start_join(StartMethod::ForkServer, s.n(20, 200))),
+                python("start_forkserver"),
+                floor("fork+wait", |s| floor::fork_wait(s.n(20, 200))),
+            ],
+        ),
+        workload(
+            "Pool(2).map of tiny tasks",
+            "M tasks/s",
+            true,
+            vec![ours(|s| ours::pool_map(s.n(200_000, 1_000_000))), python("pool_map")],
+        ),
+        workload(
+            "Pool(2).apply round trip",
+            "us",
+            false,
+            vec![ours(|s| ours::pool_apply(s.n(500, 5_000))), python("pool_apply")],
+        ),
+        workload(
+            "Array<f64> bulk write+read, 1M",
+            "GB/s",
+            true,
+            vec![
+                ours(|s| ours::array_bulk(1 << 20, s.n(5, 50))),
+                python("array_bulk"),
+                floor("memcpy 8 MiB", |s| floor::memcpy(8 << 20, s.n(10, 100))),
+            ],
+        ),
+        workload(
+            "Barrier round, 2 processes",
+            "us",
+            false,
+            vec![
+                ours(move |s| ours::barrier_round(rt(s))),
+                python("barrier"),
+                floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
+            ],
+        ),
+    ]
+}
+
+/// One figure from the Python side, or why there is none.
+fn run_python(key: &str, scale: Scale) -> Result<f64, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/python_suite.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(key)
+        .arg(if scale.quick { "quick" } else { "full" })
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().map_err(|_| format!("python3 printed {text:?}"))
+}
+
+fn main() {
+    multiproc::init();
+    procspawn::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let scale = Scale { quick: !args.iter().any(|a| a == "--full") };
+    let runs = scale.n(3, 7);
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let out_dir = if scale.quick {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-quick"))
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))
+    };
+
+    let machine = report::machine();
+    println!("{machine}; {runs} counted runs after 1 warm-up, sides interleaved; median [min-max]");
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for w in workloads() {
+        if !only.is_empty()
+            && !only.iter().any(|o| w.name.to_lowercase().contains(&o.to_lowercase()))
+        {
+            continue;
+        }
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); w.sides.len()];
+        for round in 0..=runs {
+            for (i, side) in w.sides.iter().enumerate() {
+                let figure = match &side.run {
+                    Runner::Rust(f) => Ok(f(scale)),
+                    Runner::Python(key) => run_python(key, scale),
+                };
+                match figure {
+                    // Round 0 is the warm-up.
+                    Ok(v) if v.is_finite() && v > 0.0 => {
+                        if round > 0 {
+                            samples[i].push(v);
+                        }
+                    }
+                    Ok(v) => missing.push(format!("{} / {}: figure {v}", w.name, side.name)),
+                    Err(e) => missing.push(format!("{} / {}: {e}", w.name, side.name)),
+                }
+            }
+        }
+        let row = report::Row::new(&w, samples);
+        row.print();
+        results.push(row);
+    }
+    std::fs::create_dir_all(&out_dir).expect("results directory");
+    let csv = out_dir.join("latest.csv");
+    let svg = out_dir.join("ratios.svg");
+    std::fs::write(&csv, report::csv(&results)).expect("writing the CSV");
+    std::fs::write(&svg, report::svg(&results, &machine)).expect("writing the SVG");
+    println!("\nwrote {} and {}", csv.display(), svg.display());
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        eprintln!("\nsides that printed no figure:");
+        for m in &missing {
+            eprintln!("  {m}");
+        }
+        std::process::exit(1);
+    }
+}
