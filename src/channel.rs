@@ -223,6 +223,35 @@ impl Link<'_> {
         })
     }
 
+    /// Receives one message into the caller's `buf` (its length), through
+    /// this thread's reused receive buffer, which this path keeps up to
+    /// [`KEEP_INTO_BUFFER`]: a stream of large messages then costs no
+    /// allocation and no page faults per message. A message longer than
+    /// `buf` is kept for the next receive and `TooLarge` returned.
+    pub(crate) fn recv_into(
+        &self,
+        buf: &mut [u8],
+        stash: &Stash,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+    ) -> Result<usize> {
+        let scratch = RECV_BUF.with(Cell::take);
+        self.recv_in(scratch, stash, deadline, connected, |m| {
+            if m.len() > buf.len() {
+                let len = m.len();
+                stash.keep(m);
+                return Err(Error::new(
+                    ErrorKind::TooLarge,
+                    format!("buffer of {} bytes too short for a message of {len}", buf.len()),
+                ));
+            }
+            buf[..m.len()].copy_from_slice(&m);
+            let len = m.len();
+            recycle_up_to(&RECV_BUF, m, KEEP_INTO_BUFFER);
+            Ok(len)
+        })
+    }
+
     /// [`recv`](Self::recv), the message assembled in `buf`.
     fn recv_in<R>(
         &self,
@@ -333,8 +362,16 @@ thread_local! {
 /// Buffers above this are freed rather than kept for the next message.
 const KEEP_BUFFER: usize = 64 << 10;
 
-fn recycle(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, mut buf: Vec<u8>) {
-    if buf.capacity() <= KEEP_BUFFER {
+/// What `recv_into` keeps (its callers stream large messages into buffers
+/// of their own, as Python's `recv_bytes_into` is for).
+const KEEP_INTO_BUFFER: usize = 64 << 20;
+
+fn recycle(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, buf: Vec<u8>) {
+    recycle_up_to(slot, buf, KEEP_BUFFER);
+}
+
+fn recycle_up_to(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, mut buf: Vec<u8>, most: usize) {
+    if buf.capacity() <= most {
         buf.clear();
         slot.with(|s| s.set(buf));
     }

@@ -267,23 +267,7 @@ impl Connection {
     /// `buf` is kept for the next receive and `TooLarge` is returned (Python
     /// raises `BufferTooShort` with the message).
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.link(false)?.recv(
-            &self.stash,
-            Deadline::NEVER,
-            || self.peer_here(),
-            |m| {
-                if m.len() > buf.len() {
-                    let len = m.len();
-                    self.stash.keep(m);
-                    return Err(Error::new(
-                        ErrorKind::TooLarge,
-                        format!("buffer of {} bytes too short for a message of {len}", buf.len()),
-                    ));
-                }
-                buf[..m.len()].copy_from_slice(&m);
-                Ok(m.len())
-            },
-        )
+        self.link(false)?.recv_into(buf, &self.stash, Deadline::NEVER, || self.peer_here())
     }
 
     /// Sends a value (serde, postcard). Shared objects inside it (a Lock,

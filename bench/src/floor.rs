@@ -12,18 +12,25 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-/// A page of memory shared with forked children.
+/// Memory shared with forked children: a page of control lines, then
+/// `data` bytes.
 struct Shared {
     ptr: *mut libc::c_void,
+    len: usize,
 }
 
 impl Shared {
     fn new() -> Shared {
-        // SAFETY: an anonymous shared mapping of one page; checked below.
+        Shared::with_data(0)
+    }
+
+    fn with_data(data: usize) -> Shared {
+        let len = 4096 + data;
+        // SAFETY: an anonymous shared mapping; checked below.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                4096,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_ANONYMOUS,
                 -1,
@@ -31,7 +38,13 @@ impl Shared {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Shared { ptr }
+        Shared { ptr, len }
+    }
+
+    /// The data area after the control page.
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the mapping is `4096 + data` bytes long.
+        unsafe { self.ptr.cast::<u8>().add(4096) }
     }
 
     /// The `i`th 64-byte line's first word.
@@ -45,7 +58,7 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         // SAFETY: our own mapping, no references outlive `self`.
-        unsafe { libc::munmap(self.ptr, 4096) };
+        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -199,6 +212,50 @@ pub fn kernel_round_trip(rounds: u64, socket: bool) -> f64 {
         unsafe { libc::close(*fd) };
     }
     elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+/// GB/s of `size`-byte blocks from a child to its parent through shared
+/// memory, as directly as it goes: the child copies each block into one of
+/// two slots and publishes it, the parent copies it out and frees the slot.
+/// Every message crosses from one core's cache to the other's; this is the
+/// floor of a stream between processes (an in-cache `memcpy` is not).
+pub fn shm_stream(size: usize, count: u64) -> f64 {
+    let mem = Shared::with_data(2 * size);
+    let (full, data) = ([mem.word(0), mem.word(1)], mem.data() as usize);
+    let pid = fork(|| {
+        let block = vec![7u8; size];
+        for i in 0..count as usize {
+            let slot = i % 2;
+            while full[slot].load(Ordering::Acquire) != 0 {
+                std::hint::spin_loop();
+            }
+            // SAFETY: slot `slot` is ours until we publish it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(block.as_ptr(), (data + slot * size) as *mut u8, size)
+            };
+            full[slot].store(1, Ordering::Release);
+        }
+    });
+    let mut out = vec![0u8; size];
+    let mut t = Instant::now();
+    for i in 0..count as usize {
+        if i == 1 {
+            t = Instant::now();
+        }
+        let slot = i % 2;
+        while full[slot].load(Ordering::Acquire) != 1 {
+            std::hint::spin_loop();
+        }
+        // SAFETY: the child published slot `slot` and waits until we free it.
+        unsafe {
+            std::ptr::copy_nonoverlapping((data + slot * size) as *const u8, out.as_mut_ptr(), size)
+        };
+        black_box(&out);
+        full[slot].store(0, Ordering::Release);
+    }
+    let elapsed = t.elapsed();
+    reap(pid);
+    (size as f64 * (count - 1) as f64) / elapsed.as_secs_f64() / 1e9
 }
 
 /// GB/s of one thread copying `size`-byte blocks, `count` times (a block

@@ -155,7 +155,8 @@ fn workloads() -> Vec<Workload> {
             vec![
                 ours(|s| ours::pipe_stream(64 << 10, s.n(2_000, 20_000))),
                 python("stream_64k"),
-                floor("memcpy 64 KiB", |s| floor::memcpy(64 << 10, s.n(20_000, 200_000))),
+                floor("shm copy, 2 processes", |s| floor::shm_stream(64 << 10, s.n(2_000, 20_000))),
+            floor("memcpy 64 KiB, 1 thread", |s| floor::memcpy(64 << 10, s.n(20_000, 200_000))),
                 rival("ipc-channel", |s| rivals::ipc_stream(64 << 10, s.n(2_000, 20_000))),
             ],
         ),
@@ -166,7 +167,8 @@ fn workloads() -> Vec<Workload> {
             vec![
                 ours(|s| ours::pipe_stream(16 << 20, s.n(8, 40))),
                 python("stream_16m"),
-                floor("memcpy 16 MiB", |s| floor::memcpy(16 << 20, s.n(8, 40))),
+                floor("shm copy, 2 processes", |s| floor::shm_stream(16 << 20, s.n(8, 40))),
+            floor("memcpy 16 MiB, 1 thread", |s| floor::memcpy(16 << 20, s.n(8, 40))),
                 rival("ipc-channel", |s| rivals::ipc_stream(16 << 20, s.n(8, 40))),
             ],
         ),
