@@ -370,7 +370,11 @@ fn recycle(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, buf: Vec<u8>) {
     recycle_up_to(slot, buf, KEEP_BUFFER);
 }
 
-fn recycle_up_to(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, mut buf: Vec<u8>, most: usize) {
+fn recycle_up_to(
+    slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>,
+    mut buf: Vec<u8>,
+    most: usize,
+) {
     if buf.capacity() <= most {
         buf.clear();
         slot.with(|s| s.set(buf));

@@ -2,6 +2,13 @@
 //! when the owner died and take the lock over (after std's
 //! `sys/sync/mutex/futex.rs`, with the owner id in place of its `1`).
 //!
+//! Waiters count themselves in `waiters` rather than in a bit of `state`, so
+//! that a release is a plain store: the releaser stores 0, then (behind
+//! [`Park::light_barrier`]) reads `waiters` and wakes one if any; a waiter
+//! counts itself, runs [`Park::heavy_barrier`], and looks at `state` again
+//! before it parks (Dekker). An uncontended acquire and release is then one
+//! CAS and two stores, where a swap-released futex lock pays a second RMW.
+//!
 //! Memory orderings: acquiring is `Acquire` and releasing is `Release` on
 //! `state`, which orders the critical sections. `owner` is written only by
 //! the holder, cleared before release, and read after an `Acquire` load of
@@ -11,7 +18,8 @@ use crate::park::{park_slice, Deadline, Liveness, Park};
 use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
 use crate::{Acquired, Error};
 
-/// Bit 31 of `state`: some waiter may be parked; a release must wake one.
+/// Bit 31 of `state`: reserved (it once marked parked waiters, now counted
+/// in `waiters`); ignored when set.
 pub const PARKED: u32 = 1 << 31;
 /// Bits 0..30 of `state`: the holder's task id; 0 when unlocked.
 pub const ID_MASK: u32 = (1 << 30) - 1;
@@ -44,11 +52,6 @@ fn is_unlocked(state: u32) -> bool {
     holder(state) == 0
 }
 
-#[inline]
-fn has_parked(state: u32) -> bool {
-    state & PARKED != 0
-}
-
 /// A process-shared lock. All zeros is unlocked.
 ///
 /// Cross-process properties: any process mapping it may lock and unlock it
@@ -57,16 +60,16 @@ fn has_parked(state: u32) -> bool {
 #[repr(C)]
 #[derive(Debug)]
 pub struct RawLock {
-    /// | state              | meaning                                | parked waiters |
-    /// |--------------------|----------------------------------------|----------------|
-    /// | `0`                | unlocked                               | none           |
-    /// | `id`               | held by task `id`                      | none           |
-    /// | `id \| PARKED`     | held by task `id`                      | maybe          |
-    /// | `PARKED` (id 0)    | only in a corrupted segment: unlocked  | maybe          |
+    /// | state     | meaning                                     |
+    /// |-----------|---------------------------------------------|
+    /// | `0`       | unlocked                                    |
+    /// | `id`      | held by task `id`                           |
     ///
-    /// Bit 30 is reserved and ignored.
+    /// Bits 30 and 31 are reserved and ignored.
     state: AtomicU32,
-    _reserved: AtomicU32,
+    /// Waiters counted before they park (wrapping; a corrupted count only
+    /// costs a wake-up system call per release).
+    waiters: AtomicU32,
     /// `id << 32 | stamp` of the holder, or 0 while the lock changes hands
     /// (just taken, about to be released). Owner-written only.
     owner: AtomicU64,
@@ -87,7 +90,7 @@ impl RawLock {
     /// An unlocked lock (for in-process use and tests; shared ones start as
     /// zeroed memory).
     pub fn new() -> RawLock {
-        RawLock { state: AtomicU32::new(0), _reserved: AtomicU32::new(0), owner: AtomicU64::new(0) }
+        RawLock { state: AtomicU32::new(0), waiters: AtomicU32::new(0), owner: AtomicU64::new(0) }
     }
 
     /// Takes the lock if it is free. Never parks, never checks the owner.
@@ -124,8 +127,11 @@ impl RawLock {
         }
         self.owner.store(0, Ordering::Relaxed);
         // SYNC POINT: critical section visible to the next holder's Acquire.
-        let prev = self.state.swap(0, Ordering::Release);
-        if has_parked(prev) {
+        self.state.store(0, Ordering::Release);
+        // SYNC POINT: the releaser's half of the Dekker pair with a waiter's
+        // count and heavy barrier (module docs).
+        park.light_barrier();
+        if self.waiters.load(Ordering::Relaxed) != 0 {
             park.wake_one(&self.state);
         }
         Ok(())
@@ -133,7 +139,7 @@ impl RawLock {
 
     /// Whether some waiter may be parked on it.
     pub fn has_waiters(&self) -> bool {
-        has_parked(self.state.load(Ordering::Relaxed))
+        self.waiters.load(Ordering::Relaxed) != 0
     }
 
     /// Whether some task holds it.
@@ -152,12 +158,12 @@ impl RawLock {
         self.owner.store(me.packed(), Ordering::Relaxed);
     }
 
-    /// Spins while the lock is held and nobody is parked, without writing.
+    /// Spins while the lock is held, without writing.
     fn spin(&self) -> u32 {
         let mut left = SPIN_LIMIT;
         loop {
             let state = self.state.load(Ordering::Relaxed);
-            if is_unlocked(state) || has_parked(state) || left == 0 {
+            if is_unlocked(state) || left == 0 {
                 return state;
             }
             spin_loop();
@@ -172,16 +178,15 @@ impl RawLock {
         me: Owner,
         deadline: Deadline,
     ) -> Result<Acquired, Error> {
-        let mut state = self.spin();
+        let mut state = self.state.load(Ordering::Relaxed);
         let mut last_check = os.now();
         let mut in_transition = 0u32;
         loop {
             if is_unlocked(state) {
-                // Others may be parked: keep PARKED so our release wakes one.
                 // SYNC POINT: critical section visible to the next holder's Acquire.
                 match self.state.compare_exchange(
                     state,
-                    me.id | PARKED,
+                    me.id,
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
@@ -195,23 +200,30 @@ impl RawLock {
                     }
                 }
             }
-            if !has_parked(state) {
-                if let Err(now) = self.state.compare_exchange(
-                    state,
-                    state | PARKED,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    state = now;
-                    continue;
-                }
-                state |= PARKED;
+            // Spin again after every lost race: parking costs the waiter a
+            // heavy barrier (a system call), which a holder about to
+            // release is not worth.
+            state = self.spin();
+            if is_unlocked(state) {
+                continue;
             }
-            if !park_slice(os, &self.state, state, deadline) {
+            if deadline.passed(os) {
+                return Err(Error::Timeout);
+            }
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+            // SYNC POINT: the waiter's half of the Dekker pair with `unlock`.
+            os.heavy_barrier();
+            let now = self.state.load(Ordering::Relaxed);
+            let parked = now != state || park_slice(os, &self.state, state, deadline);
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            if !parked {
                 return Err(Error::Timeout);
             }
             let now = self.state.load(Ordering::Acquire);
-            if O::CHECKS && now == state && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL
+            if O::CHECKS
+                && !is_unlocked(now)
+                && now == state
+                && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL
             {
                 last_check = os.now();
                 if self.take_from_dead(os, me, now, &mut in_transition) {
@@ -248,10 +260,8 @@ impl RawLock {
         if os.is_alive(id, stamp) {
             return false;
         }
-        let taken = self
-            .state
-            .compare_exchange(state, me.id | PARKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok();
+        let taken =
+            self.state.compare_exchange(state, me.id, Ordering::Acquire, Ordering::Relaxed).is_ok();
         if taken {
             self.set_owner(me);
         }
