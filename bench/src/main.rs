@@ -4,7 +4,8 @@
 //! `multiprocessing` (`benches/python_suite.py`), and the machine's floor
 //! written straight against the OS; plus, where users would pick another
 //! crate, that crate. The sides take turns run by run, so the machine's
-//! drift hits all of them. Prints a table of medians with min–max and the
+//! drift hits all of them; each measurement runs in a fresh process, as
+//! the Python side's do. Prints a table of medians with min–max and the
 //! ratios, and writes the same as CSV and an SVG chart of the ratios:
 //! `bench/results/` for `--full`, `target/bench-quick/` for `--quick`.
 //!
@@ -299,10 +300,47 @@ fn run_python(key: &str, scale: Scale) -> Result<f64, String> {
     text.trim().parse().map_err(|_| format!("python3 printed {text:?}"))
 }
 
+/// One figure of a Rust side, measured in a fresh process (this binary
+/// with `--measure`), so that no workload inherits another's memory (a
+/// big process forks slower) or leftovers.
+fn run_rust(workload: &str, side: usize, scale: Scale) -> Result<f64, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = Command::new(exe)
+        .args([
+            "--measure",
+            workload,
+            &side.to_string(),
+            if scale.quick { "quick" } else { "full" },
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().parse().map_err(|_| format!("printed {text:?}"))
+}
+
+/// `--measure WORKLOAD SIDE quick|full`: one measurement, printed.
+fn measure(args: &[String]) -> ! {
+    let scale = Scale { quick: args.get(2).is_some_and(|s| s == "quick") };
+    let index: usize = args.get(1).and_then(|s| s.parse().ok()).expect("side index");
+    let w = workloads().into_iter().find(|w| Some(w.name) == args.first().map(String::as_str));
+    let side = w.as_ref().and_then(|w| w.sides.get(index)).expect("workload and side");
+    match &side.run {
+        Runner::Rust(f) => println!("{}", f(scale)),
+        Runner::Python(_) => panic!("a Python side is measured by python3"),
+    }
+    std::process::exit(0)
+}
+
 fn main() {
     multiproc::init();
     procspawn::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--measure") {
+        measure(&args[1..]);
+    }
     let scale = Scale { quick: !args.iter().any(|a| a == "--full") };
     let runs = scale.n(3, 7);
     let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
@@ -326,7 +364,7 @@ fn main() {
         for round in 0..=runs {
             for (i, side) in w.sides.iter().enumerate() {
                 let figure = match &side.run {
-                    Runner::Rust(f) => Ok(f(scale)),
+                    Runner::Rust(_) => run_rust(w.name, i, scale),
                     Runner::Python(key) => run_python(key, scale),
                 };
                 match figure {
@@ -350,7 +388,9 @@ fn main() {
     let svg = out_dir.join("ratios.svg");
     std::fs::write(&csv, report::csv(&results)).expect("writing the CSV");
     std::fs::write(&svg, report::svg(&results, &machine)).expect("writing the SVG");
-    println!("\nwrote {} and {}", csv.display(), svg.display());
+    let md = out_dir.join("latest.md");
+    std::fs::write(&md, report::markdown(&results, &machine)).expect("writing the table");
+    println!("\nwrote {}, {} and {}", csv.display(), svg.display(), md.display());
     if !missing.is_empty() {
         missing.sort();
         missing.dedup();

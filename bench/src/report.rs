@@ -104,6 +104,62 @@ fn python_version() -> String {
         .unwrap_or_else(|| "no python3".into())
 }
 
+/// The table for the README: medians, and multiproc's advantage over
+/// Python, the first floor and each rival (> 1x: ahead).
+pub fn markdown(rows: &[Row], machine: &str) -> String {
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut out = format!("Measured {date} on {machine}.\n\n");
+    out.push_str("| workload | unit | multiproc | Python | vs Python | floor | vs floor | others (multiproc vs them) |\n");
+    out.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let v = |x: f64| {
+        if x >= 100.0 {
+            format!("{x:.0}")
+        } else if x >= 10.0 {
+            format!("{x:.1}")
+        } else {
+            format!("{x:.2}")
+        }
+    };
+    for r in rows {
+        let get = |kind| r.figures.iter().find(|f| f.kind == kind);
+        let median = |f: Option<&Figure>| f.and_then(|f| f.stats).map(|s| s.0);
+        let adv = |m: Option<f64>| {
+            m.and_then(|m| r.advantage(m)).map_or("-".to_string(), |a| format!("{}x", v(a)))
+        };
+        let ours = median(get(Kind::Multiproc)).map_or("-".into(), v);
+        let py = median(get(Kind::Python));
+        let fl = get(Kind::Floor);
+        let others: Vec<String> = r
+            .figures
+            .iter()
+            .filter(|f| {
+                f.kind == Kind::Rival || (f.kind == Kind::Floor && !std::ptr::eq(*f, fl.unwrap()))
+            })
+            .filter_map(|f| {
+                let m = f.stats?.0;
+                Some(format!("{} {} ({}x)", f.name, v(m), v(r.advantage(m)?)))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {ours} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.unit,
+            py.map_or("-".into(), v),
+            adv(py),
+            fl.and_then(|f| f.stats.map(|s| format!("{} {}", f.name, v(s.0))))
+                .unwrap_or("-".into()),
+            adv(median(fl)),
+            if others.is_empty() { "-".into() } else { others.join("; ") }
+        );
+    }
+    out
+}
+
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from("workload,unit,side,kind,median,min,max,multiproc_advantage\n");
     for r in rows {

@@ -13,7 +13,7 @@
 //! `Acquire` load that saw it.
 
 use crate::park::{Deadline, Park};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
 use crate::Error;
 
 /// Bits 0..15: arrivals in the current generation.
@@ -152,6 +152,10 @@ impl RawBarrier {
                 }
             }
         };
+        // Spinning only re-reads the word, which the loop below does
+        // anyway: loom models the barrier without it (its extra yields
+        // multiplied the states explored past the CI's budget).
+        let mut spins = if cfg!(loom) || deadline.passed(park) { 0 } else { SPIN_LIMIT };
         loop {
             let word = self.word.load(Ordering::Acquire);
             let ahead = generation(word).wrapping_sub(gen) & GEN_MASK;
@@ -167,6 +171,13 @@ impl RawBarrier {
             }
             if is_broken(word) {
                 return Err(Error::Broken);
+            }
+            if spins > 0 {
+                // The others are usually a few microseconds away: spin
+                // before the futex (a sleep and a wake cost 2-60 us here).
+                spins -= 1;
+                spin_loop();
+                continue;
             }
             let Some(remaining) = deadline.remaining(park) else {
                 // Time is up: break the barrier for everyone of our generation.
