@@ -342,6 +342,22 @@ impl Job {
         }
     }
 
+    /// Takes the first `len` items' outcomes, decoded: all of them, or the
+    /// first failure in item order (every item is taken either way).
+    fn take_all<R: DeserializeOwned>(&mut self, len: usize) -> Result<Vec<R>> {
+        let mut out = Vec::with_capacity(len);
+        let mut first_error = None;
+        for i in 0..len {
+            match self.take::<R>(i) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(out), Err)
+    }
+
     /// Takes item `i`'s outcome, decoded.
     fn take<R: DeserializeOwned>(&mut self, i: usize) -> Result<R> {
         let item = std::mem::replace(&mut self.items[i], Item::Taken);
@@ -1086,20 +1102,7 @@ impl Chunked<'_> {
         let mut job_state = st.jobs.remove(&job).ok_or_else(|| Error::invalid("job vanished"))?;
         drop(st);
         std::mem::forget(guard);
-        let mut out = Vec::with_capacity(len);
-        let mut first_error = None;
-        for i in 0..len {
-            match job_state.take::<R>(i) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            None => Ok(out),
-            Some(e) => Err(e),
-        }
+        job_state.take_all(len)
     }
 
     pub fn imap<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Imap<R>>
@@ -1152,19 +1155,7 @@ impl Chunked<'_> {
             self.chunksize,
             false,
         )?;
-        Ok(AsyncResult::new(self.pool.shared.clone(), (job, len), move |job| {
-            let mut out = Vec::with_capacity(len);
-            let mut first_error = None;
-            for i in 0..len {
-                match job.take::<R>(i) {
-                    Ok(r) => out.push(r),
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            first_error.map_or(Ok(out), Err)
-        }))
+        Ok(AsyncResult::new(self.pool.shared.clone(), (job, len), move |job| job.take_all(len)))
     }
 }
 
