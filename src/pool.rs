@@ -382,8 +382,8 @@ impl Job {
 /// One worker as the parent sees it.
 struct Slot {
     process: Process,
-    /// `None` once it ran `maxtasksperchild` chunks: closing its pipe tells
-    /// it to exit, and the reaper replaces it.
+    /// `None` once it ran `maxtasksperchild` chunks: it was told to stop,
+    /// and the reaper replaces it when it has exited.
     tasks: Option<Connection>,
     inflight: VecDeque<Chunk>,
     /// Chunks sent to it, ever.
@@ -1245,9 +1245,15 @@ impl<R> AsyncResult<R> {
         self.shared.wait(Some(Instant::now() + timeout), |st| self.done(st))
     }
 
-    /// Whether the result is ready (takes any replies waiting, never blocks).
+    /// Whether the result is ready. Takes the replies already there (so a
+    /// loop on `ready` moves the pool along) and never blocks.
     pub fn ready(&self) -> bool {
-        self.shared.wait(Some(Instant::now()), |st| self.done(st)).unwrap_or(false)
+        let mut st = self.shared.lock();
+        if self.done(&mut st) {
+            return true;
+        }
+        let _ = st.step(Duration::ZERO);
+        self.done(&mut st)
     }
 
     /// Whether it is ready and every task succeeded; `None` while not ready

@@ -128,6 +128,14 @@ fn apply_async_get_timeout_on_a_slow_task() {
         assert!(r.wait_timeout(BOUND).unwrap());
         assert_eq!(r.successful(), Some(true));
         assert_eq!(r.get_timeout(BOUND).unwrap(), 300);
+        // Polling `ready` alone moves the pool along.
+        let r = p.apply_async(slow, (50,)).unwrap();
+        let t = Instant::now();
+        while !r.ready() {
+            assert!(t.elapsed() < BOUND, "ready() never became true");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(r.get().unwrap(), 50);
     });
 }
 
