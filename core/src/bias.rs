@@ -82,8 +82,10 @@ pub struct BiasedLock {
 #[cfg(not(loom))]
 static_assertions::assert_eq_size!(BiasedLock, [u8; 128]);
 
-fn packed(me: Owner) -> u64 {
-    (u64::from(me.id) << 32) | u64::from(me.stamp)
+/// Whether the thread an owner word names still runs.
+fn alive<L: Liveness>(os: &L, owner: u64) -> bool {
+    let owner = Owner::unpacked(owner);
+    os.is_alive(owner.id, owner.stamp)
 }
 
 impl BiasedLock {
@@ -118,7 +120,7 @@ impl BiasedLock {
     }
 
     fn slot_of(&self, me: Owner) -> Option<&Slot> {
-        let me = packed(me);
+        let me = me.packed();
         self.slots.iter().find(|s| s.owner.load(Ordering::Relaxed) == me)
     }
 
@@ -126,7 +128,7 @@ impl BiasedLock {
     fn biased_to(&self, me: Owner) -> Option<(u32, &Slot)> {
         let bias = self.bias.load(Ordering::Relaxed);
         let slot = self.slots.get((bias as usize).wrapping_sub(1))?;
-        (slot.owner.load(Ordering::Relaxed) == packed(me)).then_some((bias, slot))
+        (slot.owner.load(Ordering::Relaxed) == me.packed()).then_some((bias, slot))
     }
 
     #[inline]
@@ -218,9 +220,7 @@ impl BiasedLock {
             if O::CHECKS && os.now().saturating_sub(last_check) >= O::CHECK_INTERVAL {
                 last_check = os.now();
                 let owner = slot.owner.load(Ordering::Relaxed);
-                if slot.busy.load(Ordering::Acquire) != 0
-                    && !os.is_alive((owner >> 32) as u32, owner as u32)
-                {
+                if slot.busy.load(Ordering::Acquire) != 0 && !alive(os, owner) {
                     slot.busy.store(0, Ordering::Relaxed);
                     slot.owner.store(0, Ordering::Relaxed);
                     return Ok(true);
@@ -251,7 +251,7 @@ impl BiasedLock {
     /// died. Called holding `lock` with no bias set, so no slot is inside
     /// for good (a thread late on its fast path backs off by itself).
     fn claim_slot<L: Liveness>(&self, os: &L, me: Owner) -> Option<usize> {
-        let mine = packed(me);
+        let mine = me.packed();
         if let Some(i) = self.slots.iter().position(|s| s.owner.load(Ordering::Relaxed) == mine) {
             return Some(i);
         }
@@ -273,7 +273,7 @@ impl BiasedLock {
         }
         (0..SLOTS).find(|&i| {
             let owner = self.slots[i].owner.load(Ordering::Relaxed);
-            !os.is_alive((owner >> 32) as u32, owner as u32) && take(i, owner)
+            !alive(os, owner) && take(i, owner)
         })
     }
 }

@@ -36,9 +36,16 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// As an owner word stores it: `id << 32 | stamp`.
     #[inline]
-    fn packed(self) -> u64 {
+    pub(crate) fn packed(self) -> u64 {
         (u64::from(self.id) << 32) | u64::from(self.stamp)
+    }
+
+    /// The owner an owner word names (0: none, which no task is).
+    #[inline]
+    pub(crate) fn unpacked(word: u64) -> Owner {
+        Owner { id: (word >> 32) as u32, stamp: word as u32 }
     }
 }
 
@@ -247,9 +254,10 @@ impl RawLock {
     ) -> bool {
         let id = holder(state);
         let owner = self.owner.load(Ordering::Relaxed);
-        let stamp = if (owner >> 32) as u32 == id {
+        let recorded = Owner::unpacked(owner);
+        let stamp = if recorded.id == id {
             *in_transition = 0;
-            owner as u32
+            recorded.stamp
         } else {
             *in_transition += 1;
             if *in_transition < 3 {
