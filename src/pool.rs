@@ -1079,6 +1079,22 @@ pub struct Chunked<'a> {
 }
 
 impl Chunked<'_> {
+    /// Queues `f(item)` for each item (a one-argument task's items are
+    /// sent as 1-tuples, whose encoding is the item's own).
+    fn submit_each<F, T, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = T>,
+        unordered: bool,
+    ) -> Result<(u64, usize)>
+    where
+        F: Task<(T,), R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize, unordered)
+    }
+
     pub fn map<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
     where
         F: Task<(T,), R>,
@@ -1111,12 +1127,7 @@ impl Chunked<'_> {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        let (job, len) = self.pool.submit::<F, (T,), R>(
-            items.into_iter().map(|t| (t,)),
-            self.chunksize,
-            false,
-        )?;
+        let (job, len) = self.submit_each(f, items, false)?;
         Ok(Imap { shared: self.pool.shared.clone(), job, next: 0, len, _r: PhantomData })
     }
 
@@ -1130,12 +1141,7 @@ impl Chunked<'_> {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        let (job, len) = self.pool.submit::<F, (T,), R>(
-            items.into_iter().map(|t| (t,)),
-            self.chunksize,
-            true,
-        )?;
+        let (job, len) = self.submit_each(f, items, true)?;
         Ok(ImapUnordered { shared: self.pool.shared.clone(), job, left: len, _r: PhantomData })
     }
 
@@ -1149,12 +1155,7 @@ impl Chunked<'_> {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f;
-        let (job, len) = self.pool.submit::<F, (T,), R>(
-            items.into_iter().map(|t| (t,)),
-            self.chunksize,
-            false,
-        )?;
+        let (job, len) = self.submit_each(f, items, false)?;
         Ok(AsyncResult::new(self.pool.shared.clone(), (job, len), move |job| job.take_all(len)))
     }
 }
