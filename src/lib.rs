@@ -3,6 +3,8 @@
 
 #[cfg(unix)]
 mod channel;
+#[cfg(unix)]
+pub mod connection;
 mod error;
 mod handles;
 mod object;
@@ -24,7 +26,9 @@ pub use channel::decode_untrusted as __decode_untrusted;
 pub use channel::MAX_MESSAGE;
 pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
-pub use pipe::{Connection, Pipe, DEFAULT_PIPE_CAPACITY};
+pub use connection::Connection;
+#[cfg(unix)]
+pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
 #[cfg(unix)]
 pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Task};
 #[cfg(unix)]

@@ -9,6 +9,7 @@
 //! (SCM_RIGHTS), so a Lock or a Connection can go to a running process.
 
 use crate::channel::{self, Link, ShmBytes, Stash};
+use crate::connection::Connection;
 use crate::handles::{self, AsRawFd, FdIn, FdOut, OwnedFd};
 use crate::object::{shared_object, Object};
 use crate::sync::after;
@@ -113,20 +114,14 @@ impl Pipe {
         let obj = Object::create(Kind::Pipe, params, size, |_: &Channel, _| {})?;
         let segment = Segment { obj };
         let (a, b) = sock::pair().map_err(|e| Error::io("socketpair", e))?;
-        Ok((Connection::new(segment.clone(), a, 0), Connection::new(segment, b, 1)))
+        let ends = (RingEnd::new(segment.clone(), a, 0), RingEnd::new(segment, b, 1));
+        Ok((Connection::ring(ends.0), Connection::ring(ends.1)))
     }
 }
 
-/// One end of a [`Pipe`]: Python's `multiprocessing.connection.Connection`.
-///
-/// Any number of threads and processes may hold the same end (it is `Sync`,
-/// and passes to children as an argument or through another Connection);
-/// their sends never interleave and each message goes to exactly one
-/// receiver. When every handle of the other end is gone (closed, or its
-/// process died), `recv` returns what was already sent and then
-/// `Disconnected`, and `send` returns `Disconnected` (at the latest when the
-/// ring is full: a send does not look for the peer while there is room).
-pub struct Connection {
+/// The shared-memory end behind a Pipe's [`Connection`]: rings for the
+/// bytes, a socket to see the peer go and to carry handles.
+pub(crate) struct RingEnd {
     segment: Segment,
     socket: OwnedFd,
     /// 0 or 1: which end of the pipe.
@@ -151,7 +146,7 @@ struct WireRef<'a> {
     end: u8,
 }
 
-impl Serialize for Connection {
+impl Serialize for RingEnd {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let wire =
             WireRef { segment: &self.segment, socket: FdOut(self.socket.as_fd()), end: self.end };
@@ -159,7 +154,7 @@ impl Serialize for Connection {
     }
 }
 
-impl<'de> Deserialize<'de> for Connection {
+impl<'de> Deserialize<'de> for RingEnd {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire = Wire::deserialize(d)?;
         if wire.end > 1 {
@@ -168,7 +163,7 @@ impl<'de> Deserialize<'de> for Connection {
                 "connection end not 0 or 1",
             )));
         }
-        Ok(Connection::new(wire.segment, wire.socket.0, wire.end))
+        Ok(RingEnd::new(wire.segment, wire.socket.0, wire.end))
     }
 }
 
@@ -182,23 +177,22 @@ fn directions(duplex: bool, end: u8) -> (Option<usize>, Option<usize>) {
     }
 }
 
-impl Connection {
-    fn new(segment: Segment, socket: OwnedFd, end: u8) -> Connection {
-        Connection { segment, socket, end, stash: Stash::default() }
+impl RingEnd {
+    fn new(segment: Segment, socket: OwnedFd, end: u8) -> RingEnd {
+        RingEnd { segment, socket, end, stash: Stash::default() }
     }
 
     /// Another handle to the same end.
-    pub fn try_clone(&self) -> Result<Connection> {
+    pub(crate) fn try_clone(&self) -> Result<RingEnd> {
         let socket = self.socket.try_clone().map_err(|e| Error::io("dup", e))?;
-        Ok(Connection::new(self.segment.clone(), socket, self.end))
+        Ok(RingEnd::new(self.segment.clone(), socket, self.end))
     }
 
-    /// Whether this end can send / receive.
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         directions(self.segment.duplex(), self.end).0.is_some()
     }
 
-    pub fn readable(&self) -> bool {
+    pub(crate) fn readable(&self) -> bool {
         directions(self.segment.duplex(), self.end).1.is_some()
     }
 
@@ -216,6 +210,11 @@ impl Connection {
     fn peer_here(&self) -> bool {
         !sock::peer_gone(self.socket.as_fd())
     }
+
+    pub(crate) fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
     /// The direction this end sends on (`sending`) or receives from.
     fn link(&self, sending: bool) -> Result<Link<'_>> {
         let (send, recv) = directions(self.segment.duplex(), self.end);
@@ -236,78 +235,39 @@ impl Connection {
         })
     }
 
-    fn send_message(&self, msg: &[u8], fds: &[handles::RawFd], deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_message(
+        &self,
+        msg: &[u8],
+        fds: &[handles::RawFd],
+        deadline: Deadline,
+    ) -> Result<()> {
         self.link(true)?.send(msg, fds, deadline, || self.peer_here())
     }
 
-    /// Sends `bytes` as one message (Python's `send_bytes`).
-    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.send_message(bytes, &[], Deadline::NEVER)
-    }
-
-    /// [`send_bytes`](Self::send_bytes) waiting at most `timeout` for room.
-    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.send_message(bytes, &[], after(timeout))
-    }
-
-    /// Receives one message's bytes (Python's `recv_bytes`).
-    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_bytes_until(Deadline::NEVER)
-    }
-
-    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_bytes_until(after(timeout))
-    }
-
-    fn recv_bytes_until(&self, deadline: Deadline) -> Result<Vec<u8>> {
-        self.link(false)?.recv(&self.stash, deadline, || self.peer_here(), Ok)
-    }
-
-    /// Receives one message into `buf`; its length. A message longer than
-    /// `buf` is kept for the next receive and `TooLarge` is returned (Python
-    /// raises `BufferTooShort` with the message).
-    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.link(false)?.recv_into(buf, &self.stash, Deadline::NEVER, || self.peer_here())
-    }
-
-    /// Sends a value (serde, postcard). Shared objects inside it (a Lock,
-    /// a Value, another Connection) go along as handles. Postcard is not
-    /// self-describing: the receiver must ask for the same type (a `[T; 3]`
-    /// sent is a `[T; 3]` received, not a `Vec<T>`).
-    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.send_value(value, Deadline::NEVER)
-    }
-
-    pub fn send_timeout<T: Serialize + ?Sized>(&self, value: &T, timeout: Duration) -> Result<()> {
-        self.send_value(value, after(timeout))
-    }
-
-    fn send_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
+    pub(crate) fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+    ) -> Result<()> {
         channel::encoded(value, |message, fds| self.send_message(message, fds, deadline))
     }
 
-    /// Receives a value sent by [`send`](Self::send).
-    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.recv_value(Deadline::NEVER)
+    pub(crate) fn recv_bytes(&self, deadline: Deadline) -> Result<Vec<u8>> {
+        self.link(false)?.recv(&self.stash, deadline, || self.peer_here(), Ok)
     }
 
-    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_value(after(timeout))
+    pub(crate) fn recv_bytes_into(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
+        self.link(false)?.recv_into(buf, &self.stash, deadline, || self.peer_here())
     }
 
-    fn recv_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
+    pub(crate) fn recv_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
         let link = self.link(false)?;
         link.recv_value(&self.stash, deadline, || self.peer_here())
     }
 
-    /// Whether a message can be received now without waiting.
-    pub fn poll(&self) -> bool {
-        self.poll_timeout(Duration::ZERO)
-    }
-
-    /// Waits at most `timeout` for a message; `true` if one is there, or if
-    /// the other end is gone (so that `recv` returns at once), as Python's.
-    pub fn poll_timeout(&self, timeout: Duration) -> bool {
+    /// Whether a message is there now, or arrives within `timeout`, or the
+    /// peer is gone (so that a receive returns at once).
+    pub(crate) fn poll_timeout(&self, timeout: Duration) -> bool {
         let Ok(link) = self.link(false) else {
             return false;
         };
@@ -321,9 +281,9 @@ impl Connection {
     }
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for RingEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
+        f.debug_struct("Pipe")
             .field("end", &self.end)
             .field("readable", &self.readable())
             .field("writable", &self.writable())

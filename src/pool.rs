@@ -30,7 +30,8 @@
 //! copies the image); `F` is a `fn` item or a capture-free closure.
 #![allow(unsafe_code)]
 
-use crate::pipe::{Connection, Pipe};
+use crate::connection::Connection;
+use crate::pipe::Pipe;
 use crate::process::{code_at, code_offset, get_start_method, Process, StartMethod, Target};
 use crate::queue::Queue;
 use crate::value::RawArray;

@@ -72,11 +72,7 @@ struct Server {
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 fn random_key() -> Result<[u8; KEY_LEN]> {
-    let mut key = [0; KEY_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .map_err(|e| Error::io("reading /dev/urandom", e))?;
-    Ok(key)
+    crate::connection::random()
 }
 
 fn mac(key: &[u8; KEY_LEN], challenge: &[u8]) -> Hmac<Sha256> {

@@ -1,0 +1,396 @@
+//! A [`Connection`](super::Connection) over a stream socket (TCP or Unix),
+//! framed exactly as Python's `multiprocessing.connection`: a 4-byte
+//! big-endian signed length, then the bytes; above `0x7fffffff`, the length
+//! -1 and then an 8-byte big-endian length.
+//!
+//! Receiving reads greedily into a buffer, so a small message costs one
+//! `recv`; a message longer than the buffer is read straight into its own,
+//! allocated only after its length passed the connection's maximum. A
+//! receive or send that times out keeps what it had done (the bytes read so
+//! far, the bytes still to send) and the next call goes on from there, so a
+//! timeout never tears a frame.
+//!
+//! The socket is never switched to non-blocking mode (a Python peer or a
+//! child may share the open file): waits with a deadline use `MSG_DONTWAIT`
+//! and `poll`. Before blocking, a receive retries for a short while, since
+//! a reply to a request usually arrives within microseconds and a sleep
+//! and wake-up would cost more.
+
+use crate::{Error, ErrorKind, Result};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::net::{recv, sendmsg, shutdown, RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The longest message a socket connection accepts unless told otherwise
+/// ([`Connection::set_max_message`](super::Connection::set_max_message)).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
+/// The longest length that fits the short header.
+const SHORT_MAX: u64 = 0x7fff_ffff;
+/// Bytes read ahead per `recv`.
+const READ_AHEAD: usize = 64 << 10;
+/// Tries of a non-blocking receive before sleeping in the kernel.
+const SPIN_TRIES: u32 = 200;
+
+/// The header Python writes before a message of `len` bytes, and its length.
+pub(crate) fn header(len: usize) -> ([u8; 12], usize) {
+    let mut h = [0; 12];
+    if len as u64 > SHORT_MAX {
+        h[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        h[4..].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 12)
+    } else {
+        h[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        (h, 4)
+    }
+}
+
+/// A header at the start of `bytes`: its length and the message's, or
+/// `None` if more bytes are needed.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Option<(usize, u64)>> {
+    let Some(short) = bytes.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    match i32::from_be_bytes(*short) {
+        n if n >= 0 => Ok(Some((4, n as u64))),
+        -1 => Ok(bytes[4..].first_chunk::<8>().map(|long| (12, u64::from_be_bytes(*long)))),
+        n => Err(Error::new(ErrorKind::Corrupt, format!("message length {n} is negative"))),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a receive has read and not yet returned.
+#[derive(Default)]
+struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// A message longer than the read-ahead, being read into its own
+    /// buffer: the buffer and how much of it is filled.
+    body: Option<(Vec<u8>, usize)>,
+    /// A whole message too long for a `recv_bytes_into` buffer.
+    kept: Option<Vec<u8>>,
+}
+
+pub(crate) struct Stream {
+    socket: OwnedFd,
+    max: AtomicUsize,
+    input: Mutex<Input>,
+    /// The unsent tail of a message whose send timed out part-way.
+    output: Mutex<Vec<u8>>,
+    /// Set when bad input made this end drop the connection.
+    dropped: AtomicBool,
+}
+
+impl Stream {
+    pub(crate) fn new(socket: OwnedFd, max: usize) -> Stream {
+        Stream {
+            socket,
+            max: AtomicUsize::new(max),
+            input: Mutex::default(),
+            output: Mutex::default(),
+            dropped: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn socket(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_max_message(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    pub(crate) fn try_clone(&self) -> Result<Stream> {
+        let socket = self.socket.try_clone().map_err(|e| Error::io("dup", e))?;
+        Ok(Stream::new(socket, self.max_message()))
+    }
+
+    /// Ends the connection after bad input: both directions shut, so the
+    /// peer sees it closed, and every later call fails.
+    fn drop_connection(&self, error: Error) -> Error {
+        self.dropped.store(true, Ordering::Relaxed);
+        let _ = shutdown(&self.socket, Shutdown::Both);
+        error
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.dropped.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::Disconnected,
+                "the connection was dropped after bad input",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends one message: the header, then `payload`.
+    pub(crate) fn send(&self, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
+        self.check_open()?;
+        let mut pending = lock(&self.output);
+        while !pending.is_empty() {
+            let n = self.write_some(&[IoSlice::new(&pending)], deadline)?;
+            pending.drain(..n);
+        }
+        let (head, head_len) = header(payload.len());
+        let total = head_len + payload.len();
+        let mut done = 0;
+        while done < total {
+            let (h, p) = if done < head_len {
+                (&head[done..head_len], payload)
+            } else {
+                (&[][..], &payload[done - head_len..])
+            };
+            match self.write_some(&[IoSlice::new(h), IoSlice::new(p)], deadline) {
+                Ok(n) => done += n,
+                Err(e) if e.is_timeout() && done > 0 => {
+                    pending.extend_from_slice(h);
+                    pending.extend_from_slice(p);
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        "timed out part-way through a message; its rest is sent before the \
+                         next message",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives one whole message, refused (and the connection dropped)
+    /// if it is longer than `max`.
+    pub(crate) fn recv(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        self.check_open()?;
+        let mut input = lock(&self.input);
+        if let Some(kept) = input.kept.take() {
+            return Ok(kept);
+        }
+        self.recv_locked(&mut input, max, deadline)
+    }
+
+    /// Receives one message into `buf`; a longer one is kept for the next
+    /// receive and `TooLarge` returned, as Python's `BufferTooShort`.
+    pub(crate) fn recv_into(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
+        self.check_open()?;
+        let mut input = lock(&self.input);
+        let message = match input.kept.take() {
+            Some(kept) => kept,
+            None => self.recv_locked(&mut input, self.max_message(), deadline)?,
+        };
+        match buf.get_mut(..message.len()) {
+            Some(dest) => {
+                dest.copy_from_slice(&message);
+                Ok(message.len())
+            }
+            None => {
+                let len = message.len();
+                input.kept = Some(message);
+                Err(Error::new(
+                    ErrorKind::TooLarge,
+                    format!("a message of {len} bytes does not fit a buffer of {}", buf.len()),
+                ))
+            }
+        }
+    }
+
+    fn recv_locked(
+        &self,
+        input: &mut Input,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
+        if input.buf.len() < READ_AHEAD {
+            input.buf.resize(READ_AHEAD, 0);
+        }
+        loop {
+            if let Some((body, filled)) = &mut input.body {
+                // Bytes already read ahead first, then straight from the socket.
+                let ahead = (input.end - input.start).min(body.len() - *filled);
+                body[*filled..*filled + ahead]
+                    .copy_from_slice(&input.buf[input.start..input.start + ahead]);
+                input.start += ahead;
+                *filled += ahead;
+                while *filled < body.len() {
+                    *filled += self.read_some(&mut body[*filled..], deadline, true)?;
+                }
+                return Ok(input.body.take().map(|(body, _)| body).unwrap_or_default());
+            }
+            let available = &input.buf[input.start..input.end];
+            match parse_header(available).map_err(|e| self.drop_connection(e))? {
+                Some((head, len)) => {
+                    if len > max as u64 {
+                        return Err(self.drop_connection(Error::new(
+                            ErrorKind::TooLarge,
+                            format!("peer sent a message of {len} bytes; the most is {max}"),
+                        )));
+                    }
+                    let len = len as usize;
+                    input.start += head;
+                    if input.end - input.start >= len {
+                        let message = input.buf[input.start..input.start + len].to_vec();
+                        input.start += len;
+                        return Ok(message);
+                    }
+                    input.body = Some((vec![0; len], 0));
+                }
+                None => {
+                    // Need more: compact what is left to the front, read on.
+                    let left = input.end - input.start;
+                    input.buf.copy_within(input.start..input.end, 0);
+                    input.start = 0;
+                    input.end = left;
+                    let mid_frame = left > 0;
+                    let end = input.end;
+                    input.end += self.read_some(&mut input.buf[end..], deadline, mid_frame)?;
+                }
+            }
+        }
+    }
+
+    /// One `recv` of at least a byte. End of stream is `Disconnected`,
+    /// marked as a truncated frame if `mid_frame`.
+    fn read_some(&self, buf: &mut [u8], deadline: Option<Instant>, mid_frame: bool) -> Result<usize> {
+        let mut tries = 0;
+        loop {
+            let blocking = deadline.is_none() && tries >= SPIN_TRIES;
+            let flags = if blocking { RecvFlags::empty() } else { RecvFlags::DONTWAIT };
+            match recv(&self.socket, &mut *buf, flags) {
+                Ok((0, _)) => {
+                    return Err(Error::new(
+                        ErrorKind::Disconnected,
+                        if mid_frame {
+                            "the peer closed the connection in the middle of a message"
+                        } else {
+                            "the peer closed the connection"
+                        },
+                    ))
+                }
+                Ok((n, _)) => return Ok(n),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) if tries < SPIN_TRIES => {
+                    tries += 1;
+                    std::hint::spin_loop();
+                }
+                Err(Errno::AGAIN) => self.wait(PollFlags::IN, deadline)?,
+                Err(e) => return Err(socket_error("receiving", e)),
+            }
+        }
+    }
+
+    /// One `sendmsg` of at least a byte.
+    fn write_some(&self, parts: &[IoSlice<'_>], deadline: Option<Instant>) -> Result<usize> {
+        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+        loop {
+            match sendmsg(&self.socket, parts, &mut SendAncillaryBuffer::default(), flags) {
+                Ok(n) => return Ok(n),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => self.wait(PollFlags::OUT, deadline)?,
+                Err(e) => return Err(socket_error("sending", e)),
+            }
+        }
+    }
+
+    /// Sleeps until the socket is ready for `flags` (or hung up), or the
+    /// deadline passes.
+    fn wait(&self, flags: PollFlags, deadline: Option<Instant>) -> Result<()> {
+        if poll_fd(self.socket(), flags, deadline)? {
+            Ok(())
+        } else {
+            Err(Error::timeout())
+        }
+    }
+
+    /// Whether a receive would find data (or the end of the stream) within
+    /// `timeout`.
+    pub(crate) fn poll(&self, timeout: Duration) -> bool {
+        {
+            let input = lock(&self.input);
+            if input.kept.is_some() || input.start < input.end {
+                return true;
+            }
+        }
+        self.dropped.load(Ordering::Relaxed)
+            || poll_fd(self.socket(), PollFlags::IN, Instant::now().checked_add(timeout))
+                .unwrap_or(true)
+    }
+}
+
+/// Waits for `flags` on `fd` until `deadline`; whether it is ready (an
+/// error or hang-up counts as ready: the next call reports it).
+pub(crate) fn poll_fd(fd: BorrowedFd<'_>, flags: PollFlags, deadline: Option<Instant>) -> Result<bool> {
+    poll_many(&mut [PollFd::new(&fd, flags)], deadline).map(|n| n > 0)
+}
+
+/// `poll(2)` on `fds` until `deadline` (none: forever), retried on EINTR;
+/// how many are ready.
+pub(crate) fn poll_many(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<usize> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(rustix::time::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: left.subsec_nanos() as _,
+                })
+            }
+        };
+        match poll(fds, timeout.as_ref()) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(Error::io("poll", e.into())),
+        }
+    }
+}
+
+fn socket_error(what: &'static str, e: Errno) -> Error {
+    match e {
+        Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::SHUTDOWN => {
+            Error::new(ErrorKind::Disconnected, "the peer closed the connection")
+                .with_source(std::io::Error::from(e))
+        }
+        e => Error::io(what, e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_headers() {
+        assert_eq!(header(0), ([0; 12], 4));
+        let (h, n) = header(16385);
+        assert_eq!(&h[..n], &[0, 0, 0x40, 0x01]);
+        let (h, n) = header(0x7fff_ffff);
+        assert_eq!(&h[..n], &[0x7f, 0xff, 0xff, 0xff]);
+        let (h, n) = header(0x8000_0000);
+        assert_eq!(&h[..n], &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]);
+        let (h, n) = header(1 << 40);
+        assert_eq!(parse_header(&h[..n]).unwrap(), Some((12, 1 << 40)));
+    }
+
+    #[test]
+    fn partial_and_bad_headers() {
+        assert_eq!(parse_header(&[0, 0]).unwrap(), None);
+        assert_eq!(parse_header(&[0xff, 0xff, 0xff, 0xff, 0, 0]).unwrap(), None);
+        assert_eq!(parse_header(&[0, 0, 0, 5, 1]).unwrap(), Some((4, 5)));
+        let e = parse_header(&[0xff, 0xff, 0xff, 0xfe]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let e = parse_header(&[0x80, 0, 0, 0]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+}

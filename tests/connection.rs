@@ -1,0 +1,410 @@
+//! `multiproc::connection`: Listener and Client against Python's own
+//! `multiprocessing.connection` (both directions, TCP and Unix), against
+//! ourselves across processes, and against a hostile peer.
+
+mod common;
+
+use common::{child, finish, BOUND};
+use multiproc::connection::{self, Address, Client, Listener};
+use multiproc::{Connection, ErrorKind, Pipe, Process};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const SIZES: [usize; 5] = [0, 1, 16 * 1024, 16 * 1024 + 1, 1 << 20];
+const KEY: &[u8] = b"the right key";
+const SHORT: Duration = Duration::from_secs(20);
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| ((i * 7) % 251) as u8).collect()
+}
+
+fn unix_address(tag: &str) -> Address {
+    let path = std::env::temp_dir().join(format!("mp-conn-{tag}-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    Address::Unix(path)
+}
+
+fn tcp_address() -> Address {
+    "127.0.0.1:0".into()
+}
+
+/// python3 running tests/python/conn_peer.py, killed if it outlives BOUND.
+struct Python(Child);
+
+impl Python {
+    fn start(role: &str, address: &str, key: &[u8]) -> Python {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/conn_peer.py");
+        let child = Command::new("python3")
+            .args([script, role, address, std::str::from_utf8(key).unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is installed");
+        Python(child)
+    }
+
+    fn lines(&mut self) -> impl Iterator<Item = String> + '_ {
+        BufReader::new(self.0.stdout.as_mut().unwrap()).lines().map(|l| l.unwrap())
+    }
+
+    /// Its output's last line and exit code, within BOUND.
+    fn finish(mut self) -> (String, i32) {
+        let out: Vec<String> = self.lines().collect();
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return (out.last().cloned().unwrap_or_default(), status.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.0.kill();
+                panic!("python3 did not finish within {BOUND:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends each size and expects it echoed.
+fn exchange(conn: &Connection) {
+    for n in SIZES {
+        let message = pattern(n);
+        conn.send_bytes_timeout(&message, SHORT).unwrap();
+        let back = conn.recv_bytes_timeout(SHORT).unwrap();
+        assert!(back == message, "size {n}: {} bytes back", back.len());
+    }
+}
+
+fn rust_listener_python_client(address: Address) {
+    let listener = Listener::bind(address, KEY).unwrap();
+    let python = Python::start("client", &listener.address().to_string(), KEY);
+    let conn = listener.accept_timeout(BOUND).unwrap();
+    exchange(&conn);
+    assert_eq!(python.finish(), ("OK".to_string(), 0));
+}
+
+fn python_listener_rust_client(address: Address) {
+    let mut python = Python::start("listener", &address.to_string(), KEY);
+    let shown = python.lines().next().expect("the listener's address");
+    let conn = Client::connect_timeout(shown.as_str(), KEY, BOUND).unwrap();
+    exchange(&conn);
+    assert_eq!(python.finish(), ("OK".to_string(), 0));
+}
+
+#[test]
+fn rust_listener_python_client_unix() {
+    rust_listener_python_client(unix_address("rl-pc"));
+}
+
+#[test]
+fn rust_listener_python_client_tcp() {
+    rust_listener_python_client(tcp_address());
+}
+
+#[test]
+fn python_listener_rust_client_unix() {
+    python_listener_rust_client(unix_address("pl-rc"));
+}
+
+#[test]
+fn python_listener_rust_client_tcp() {
+    python_listener_rust_client("127.0.0.1:0".into());
+}
+
+#[test]
+fn wrong_key_is_refused_on_both_sides_with_python_connecting() {
+    for address in [unix_address("wk-1"), tcp_address()] {
+        let listener = Listener::bind(address, KEY).unwrap();
+        let python = Python::start("client", &listener.address().to_string(), b"another key");
+        let err = listener.accept_timeout(BOUND).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+        let (line, code) = python.finish();
+        assert!(line.starts_with("AUTH"), "{line}");
+        assert_eq!(code, 3);
+    }
+}
+
+#[test]
+fn wrong_key_is_refused_on_both_sides_with_python_listening() {
+    for address in [unix_address("wk-2"), "127.0.0.1:0".into()] {
+        let mut python = Python::start("listener", &address.to_string(), KEY);
+        let shown = python.lines().next().unwrap();
+        let err = Client::connect_timeout(shown.as_str(), b"another key", BOUND).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+        let (line, code) = python.finish();
+        assert!(line.starts_with("AUTH"), "{line}");
+        assert_eq!(code, 3);
+    }
+}
+
+#[test]
+fn wrong_key_between_rust_ends() {
+    let listener = Listener::bind(unix_address("wk-3"), KEY).unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || Client::connect_timeout(address, b"nope", SHORT));
+    assert_eq!(listener.accept_timeout(SHORT).unwrap_err().kind(), ErrorKind::Auth);
+    assert_eq!(client.join().unwrap().unwrap_err().kind(), ErrorKind::Auth);
+}
+
+fn echo_child(address: Address, key: Vec<u8>) -> multiproc::Result<()> {
+    let conn = Client::connect_timeout(address, &key, BOUND)?;
+    let (n, text): (u64, String) = conn.recv_timeout(BOUND)?;
+    conn.send(&(n + 1, text.to_uppercase()))?;
+    let bytes = conn.recv_bytes_timeout(BOUND)?;
+    conn.send_bytes(&bytes)
+}
+
+#[test]
+fn rust_ends_in_two_processes_over_tcp_and_unix() {
+    for address in [unix_address("procs"), tcp_address()] {
+        let listener = Listener::bind(address, KEY).unwrap();
+        let args = (listener.address().clone(), KEY.to_vec());
+        let mut p = child(Process::new(echo_child, args));
+        p.start().unwrap();
+        let conn = listener.accept_timeout(BOUND).unwrap();
+        conn.send(&(41u64, "hello".to_string())).unwrap();
+        assert_eq!(conn.recv_timeout::<(u64, String)>(BOUND).unwrap(), (42, "HELLO".into()));
+        let big = pattern(3 << 20);
+        conn.send_bytes(&big).unwrap();
+        assert!(conn.recv_bytes_timeout(BOUND).unwrap() == big);
+        assert_eq!(finish(&mut p), 0);
+        // The child is gone: its end closed.
+        assert!(conn.recv_bytes_timeout(BOUND).unwrap_err().is_disconnected());
+    }
+}
+
+fn reply_on(conn: Connection) -> multiproc::Result<()> {
+    let n: u32 = conn.recv_timeout(BOUND)?;
+    conn.send(&(n * 2))
+}
+
+#[test]
+fn a_socket_connection_passes_to_a_child() {
+    let listener = Listener::bind(unix_address("pass"), KEY).unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || Client::connect_timeout(address, KEY, SHORT));
+    let server = listener.accept_timeout(SHORT).unwrap();
+    let client = client.join().unwrap().unwrap();
+    let mut p = child(Process::new(reply_on, (server,)));
+    p.start().unwrap();
+    client.send(&21u32).unwrap();
+    assert_eq!(client.recv_timeout::<u32>(BOUND).unwrap(), 42);
+    assert_eq!(finish(&mut p), 0);
+}
+
+#[test]
+fn shared_objects_do_not_cross_a_socket() {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let conn = Connection::from_unix_stream(a);
+    let lock = multiproc::Lock::new().unwrap();
+    let err = conn.send(&lock).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
+#[test]
+fn tcp_without_authkey_needs_an_opt_out() {
+    let err = Listener::builder(tcp_address()).bind().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let open = Listener::builder(tcp_address()).allow_unauthenticated_tcp().bind().unwrap();
+    let address = open.address().clone();
+    let client = std::thread::spawn(move || {
+        let c = Client::builder(address).timeout(SHORT).connect().unwrap();
+        c.send_bytes(b"no key").unwrap();
+    });
+    let conn = open.accept_timeout(SHORT).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap(), b"no key");
+    client.join().unwrap();
+    // A Unix socket without a key is fine: the file's permissions guard it.
+    Listener::builder(unix_address("nokey")).bind().unwrap();
+}
+
+#[test]
+fn nothing_listening_is_disconnected() {
+    let err = Client::connect_timeout(unix_address("nobody"), KEY, SHORT).unwrap_err();
+    assert!(err.is_disconnected(), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let err = Client::connect_timeout(port, KEY, SHORT).unwrap_err();
+    assert!(err.is_disconnected(), "{err}");
+}
+
+#[test]
+fn accept_and_receive_time_out() {
+    let listener = Listener::bind(unix_address("to"), KEY).unwrap();
+    assert!(listener.accept_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
+    assert!(b.recv_bytes_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+    assert!(!b.poll());
+    a.send_bytes(b"x").unwrap();
+    assert!(b.poll_timeout(SHORT));
+    assert_eq!(b.recv_bytes().unwrap(), b"x");
+}
+
+/// A raw socket as the peer: writes whatever the test says.
+fn raw_peer() -> (UnixStream, Connection) {
+    let (raw, ours) = UnixStream::pair().unwrap();
+    (raw, Connection::from_unix_stream(ours))
+}
+
+#[test]
+fn a_timeout_mid_frame_keeps_the_bytes_read() {
+    let (mut raw, conn) = raw_peer();
+    raw.write_all(&[0, 0, 0, 10, b'h', b'e', b'l']).unwrap();
+    assert!(conn.recv_bytes_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+    raw.write_all(b"lo worl").unwrap();
+    assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap(), b"hello worl");
+    // A long body, in pieces around a timeout.
+    let body = pattern(200_000);
+    raw.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+    raw.write_all(&body[..100_000]).unwrap();
+    assert!(conn.recv_bytes_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
+    let writer = std::thread::spawn(move || raw.write_all(&body[100_000..]).map(|_| raw));
+    assert!(conn.recv_bytes_timeout(SHORT).unwrap() == pattern(200_000));
+    writer.join().unwrap().unwrap();
+}
+
+#[test]
+fn the_long_length_escape_is_read() {
+    let (mut raw, conn) = raw_peer();
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3]).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap(), [1, 2, 3]);
+}
+
+#[test]
+fn bad_frames_are_typed_errors_and_drop_the_connection() {
+    // A negative length other than -1.
+    let (mut raw, conn) = raw_peer();
+    raw.write_all(&(-2i32).to_be_bytes()).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert!(conn.recv_bytes_timeout(SHORT).unwrap_err().is_disconnected());
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut raw, &mut rest).unwrap();
+    assert!(rest.is_empty(), "the peer sees the connection closed");
+
+    // A length above the maximum: refused before any allocation.
+    let (mut raw, conn) = raw_peer();
+    conn.set_max_message(1000).unwrap();
+    raw.write_all(&1001i32.to_be_bytes()).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::TooLarge);
+    let (mut raw2, conn2) = raw_peer();
+    raw2.write_all(&[0xff, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .unwrap();
+    assert_eq!(conn2.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::TooLarge);
+    drop(raw);
+
+    // A truncated frame: the peer closes inside it.
+    let (mut raw, conn) = raw_peer();
+    raw.write_all(&[0, 0, 0, 9, 1, 2]).unwrap();
+    drop(raw);
+    let err = conn.recv_bytes_timeout(SHORT).unwrap_err();
+    assert!(err.is_disconnected(), "{err}");
+
+    // Garbage for a typed message is a codec error, and loses nothing else.
+    let (raw, conn) = raw_peer();
+    let peer = Connection::from_unix_stream(raw);
+    peer.send_bytes(&[0xff; 12]).unwrap();
+    peer.send(&7u8).unwrap();
+    assert_eq!(conn.recv_timeout::<String>(SHORT).unwrap_err().kind(), ErrorKind::Codec);
+    assert_eq!(conn.recv_timeout::<u8>(SHORT).unwrap(), 7);
+}
+
+#[test]
+fn a_message_too_long_for_the_buffer_is_kept() {
+    let (raw, conn) = raw_peer();
+    let peer = Connection::from_unix_stream(raw);
+    peer.send_bytes(b"0123456789").unwrap();
+    let mut small = [0; 4];
+    assert_eq!(conn.recv_bytes_into(&mut small).unwrap_err().kind(), ErrorKind::TooLarge);
+    let mut big = [0; 16];
+    assert_eq!(conn.recv_bytes_into_timeout(&mut big, SHORT).unwrap(), 10);
+    assert_eq!(&big[..10], b"0123456789");
+}
+
+/// A hostile listener: accepts one connection and runs `script` on it.
+fn hostile_listener(script: impl FnOnce(UnixStream) + Send + 'static) -> Address {
+    let address = unix_address(&format!("hostile-{:?}", std::thread::current().id()));
+    let Address::Unix(path) = &address else { unreachable!() };
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let path = path.clone();
+    std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let _ = std::fs::remove_file(path);
+        script(s);
+    });
+    address
+}
+
+#[test]
+fn a_bad_handshake_is_an_auth_error() {
+    // A challenge over 256 bytes.
+    let address = hostile_listener(|mut s| {
+        let mut m = b"#CHALLENGE#".to_vec();
+        m.resize(300, b'x');
+        s.write_all(&(m.len() as i32).to_be_bytes()).unwrap();
+        s.write_all(&m).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let err = Client::connect_timeout(address, KEY, SHORT).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+
+    // Not a challenge at all.
+    let address = hostile_listener(|mut s| {
+        s.write_all(&[0, 0, 0, 5]).unwrap();
+        s.write_all(b"hello").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let err = Client::connect_timeout(address, KEY, SHORT).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+
+    // A peer that says nothing: bounded by the timeout.
+    let address = hostile_listener(|s| {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(s)
+    });
+    let err = Client::connect_timeout(address, KEY, Duration::from_millis(100)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+}
+
+#[test]
+fn a_stalled_client_does_not_hold_the_listener() {
+    let listener = Listener::builder(unix_address("stall"))
+        .authkey(KEY)
+        .handshake_timeout(Duration::from_millis(100))
+        .bind()
+        .unwrap();
+    let Address::Unix(path) = listener.address().clone() else { unreachable!() };
+    let _silent = UnixStream::connect(&path).unwrap();
+    assert!(listener.accept().unwrap_err().is_timeout());
+    let address = listener.address().clone();
+    let good = std::thread::spawn(move || Client::connect_timeout(address, KEY, SHORT));
+    listener.accept_timeout(SHORT).unwrap();
+    good.join().unwrap().unwrap();
+}
+
+#[test]
+fn wait_on_sockets_and_pipes() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let (sa, sb) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
+    let (pa, pb) = Pipe::new().unwrap();
+    let all = [&sb, &pb];
+    assert!(connection::wait(&all, Some(Duration::from_millis(10))).unwrap().is_empty());
+    pa.send_bytes(b"pipe").unwrap();
+    assert_eq!(connection::wait(&all, Some(SHORT)).unwrap(), vec![1]);
+    pb.recv_bytes().unwrap();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        sa.send_bytes(b"socket").unwrap();
+        sa
+    });
+    assert_eq!(connection::wait(&all, Some(SHORT)).unwrap(), vec![0]);
+    let _sa = sender.join().unwrap();
+    // Only sockets: one poll(2), no limit.
+    assert_eq!(connection::wait(&[&sb], None).unwrap(), vec![0]);
+}
