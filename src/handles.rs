@@ -16,6 +16,27 @@ pub(crate) use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// Set while serializing for a socket: bytes that may leave the machine.
+    static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// As [`collect`], for bytes bound for a socket connection: objects that
+/// see [`is_remote`] leave out what must stay on this machine.
+#[cfg(unix)]
+pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+    collect(|| {
+        let saved = REMOTE.with(|r| r.replace(true));
+        let out = f();
+        REMOTE.with(|r| r.set(saved));
+        out
+    })
+}
+
+/// Whether the value being serialized goes to a socket connection (to
+/// another machine, maybe), rather than to a child or through a Pipe.
+#[cfg(unix)]
+pub(crate) fn is_remote() -> bool {
+    REMOTE.with(|r| r.get())
 }
 
 /// Runs `f` (which serializes) with an outgoing table; returns the fds that
@@ -24,7 +45,9 @@ thread_local! {
 #[cfg(unix)]
 pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
     let saved = OUTGOING.with(|t| t.replace(Some(Vec::new())));
+    let remote = REMOTE.with(|r| r.replace(false));
     let result = f();
+    REMOTE.with(|r| r.set(remote));
     let fds = OUTGOING.with(|t| t.replace(saved)).unwrap_or_default();
     (result, fds)
 }
@@ -120,4 +143,23 @@ const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass the
 #[cfg(not(unix))]
 pub(crate) fn export<T>(_: T) -> Result<u32, &'static str> {
     Err("handle transfer is not implemented on this platform yet")
+}
+
+/// An owned file descriptor that passes to another process as a handle.
+#[cfg(unix)]
+pub(crate) struct FdOwned(pub(crate) OwnedFd);
+
+#[cfg(unix)]
+impl serde::Serialize for FdOwned {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::fd::AsFd;
+        FdOut(self.0.as_fd()).serialize(s)
+    }
+}
+
+#[cfg(unix)]
+impl<'de> serde::Deserialize<'de> for FdOwned {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        FdIn::deserialize(d).map(|FdIn(fd)| FdOwned(fd))
+    }
 }

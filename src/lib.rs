@@ -7,6 +7,8 @@ mod channel;
 pub mod connection;
 mod error;
 mod handles;
+#[cfg(unix)]
+pub mod manager;
 mod object;
 mod os;
 #[cfg(unix)]
@@ -24,9 +26,11 @@ mod value;
 pub use channel::decode_untrusted as __decode_untrusted;
 #[cfg(unix)]
 pub use channel::MAX_MESSAGE;
-pub use error::{Error, ErrorKind, Result};
 #[cfg(unix)]
 pub use connection::Connection;
+pub use error::{Error, ErrorKind, Result};
+#[cfg(unix)]
+pub use manager::{Manager, ManagerServer};
 #[cfg(unix)]
 pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
 #[cfg(unix)]

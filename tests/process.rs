@@ -208,3 +208,22 @@ fn daemon_children_are_terminated_when_their_parent_exits() {
     }
     stop.set();
 }
+
+fn has_authkey(expected: Vec<u8>) -> i32 {
+    let key = multiproc::current_process().authkey().unwrap();
+    i32::from(key != expected)
+}
+
+#[test]
+fn children_inherit_the_authkey_or_get_the_one_given() {
+    let mine = multiproc::current_process().authkey().unwrap();
+    assert_eq!(mine.len(), 32);
+    for method in METHODS {
+        let mut p = with(method, Process::new(has_authkey, (mine.clone(),)));
+        assert_eq!(run_all(std::slice::from_mut(&mut p)), [0], "{method:?}");
+        let given = b"given to this one".to_vec();
+        let p = Process::new(has_authkey, (given.clone(),)).authkey(&given);
+        let mut p = with(method, p);
+        assert_eq!(run_all(std::slice::from_mut(&mut p)), [0], "{method:?}");
+    }
+}

@@ -295,7 +295,7 @@ impl Connection {
 
 /// A value as postcard bytes with no handle table: what a socket carries.
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    let (bytes, fds) = handles::collect(|| postcard::to_allocvec(value));
+    let (bytes, fds) = handles::collect_remote(|| postcard::to_allocvec(value));
     let bytes = bytes.map_err(|e| Error::codec("serializing a message", e))?;
     if !fds.is_empty() {
         return Err(Error::invalid(
@@ -516,6 +516,23 @@ impl Policy {
     }
 }
 
+/// An accepted socket whose handshake is still to be made.
+pub(crate) struct Pending {
+    socket: OwnedFd,
+    policy: Policy,
+}
+
+impl Pending {
+    /// Makes the handshake (bounded by the listener's handshake timeout).
+    pub(crate) fn handshake(self) -> Result<Connection> {
+        self.finish(Until::NEVER)
+    }
+
+    fn finish(self, until: Until) -> Result<Connection> {
+        self.policy.open(self.socket, true, until)
+    }
+}
+
 enum ListenSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -633,6 +650,16 @@ impl Listener {
     }
 
     fn accept_until(&self, until: Until) -> Result<Connection> {
+        self.accept_socket(until)?.finish(until)
+    }
+
+    /// The next connected socket, its handshake not yet made (for a server
+    /// that makes it on the connection's own thread).
+    pub(crate) fn accept_pending(&self, timeout: Duration) -> Result<Pending> {
+        self.accept_socket(Until::after(timeout))
+    }
+
+    fn accept_socket(&self, until: Until) -> Result<Pending> {
         if until.0.is_some() && !stream::poll_fd(self.fd(), PollFlags::IN, until.0)? {
             return Err(Error::timeout());
         }
@@ -644,7 +671,7 @@ impl Listener {
             }
             ListenSocket::Unix(l) => l.accept().map_err(|e| Error::io("accept", e))?.0.into(),
         };
-        self.policy.open(socket, true, until)
+        Ok(Pending { socket, policy: self.policy.clone() })
     }
 
     /// The listening socket and its address, for a process that will

@@ -262,7 +262,12 @@ impl Stream {
 
     /// One `recv` of at least a byte. End of stream is `Disconnected`,
     /// marked as a truncated frame if `mid_frame`.
-    fn read_some(&self, buf: &mut [u8], deadline: Option<Instant>, mid_frame: bool) -> Result<usize> {
+    fn read_some(
+        &self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        mid_frame: bool,
+    ) -> Result<usize> {
         let mut tries = 0;
         loop {
             let blocking = deadline.is_none() && tries >= SPIN_TRIES;
@@ -330,7 +335,11 @@ impl Stream {
 
 /// Waits for `flags` on `fd` until `deadline`; whether it is ready (an
 /// error or hang-up counts as ready: the next call reports it).
-pub(crate) fn poll_fd(fd: BorrowedFd<'_>, flags: PollFlags, deadline: Option<Instant>) -> Result<bool> {
+pub(crate) fn poll_fd(
+    fd: BorrowedFd<'_>,
+    flags: PollFlags,
+    deadline: Option<Instant>,
+) -> Result<bool> {
     poll_many(&mut [PollFd::new(&fd, flags)], deadline).map(|n| n > 0)
 }
 

@@ -27,16 +27,15 @@
 
 use super::unix::{self, Bootstrap, Encoded, Identity, BOOTSTRAP_FAILED};
 use super::{Process, StartMethod};
-use crate::handles::{FdIn, FdOut};
+use crate::handles::FdOwned;
 use crate::{Error, ErrorKind, Result};
 use hmac::{Hmac, Mac};
 use multiproc_posix::child::{self, Child, Forked};
 use multiproc_posix::sock;
 use rustix::event::{poll, PollFd, PollFlags};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -45,21 +44,6 @@ use std::time::Duration;
 const KEY_LEN: usize = 32;
 /// How long the parent waits for the server to answer anything.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
-
-/// A socket passed to the server as a process argument.
-struct Sock(OwnedFd);
-
-impl Serialize for Sock {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        FdOut(self.0.as_fd()).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Sock {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        FdIn::deserialize(d).map(|FdIn(fd)| Sock(fd))
-    }
-}
 
 /// This process's server, and the process it belongs to (a forked copy of
 /// the parent must start its own: the socket's stream is the parent's).
@@ -112,7 +96,7 @@ pub(crate) fn start(job: Encoded, who: Identity) -> Result<Child> {
 fn launch(owner: u32) -> Result<Server> {
     let (ours, theirs) = sock::pair().map_err(io("socketpair"))?;
     let key = random_key()?;
-    let mut process = Process::new(server_main, (Sock(theirs), key))
+    let mut process = Process::new(server_main, (FdOwned(theirs), key))
         .name("forkserver")
         .daemon(true)
         .start_method(StartMethod::Spawn);
@@ -157,7 +141,7 @@ fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawFd]) -> Result<Chil
 
 /// The server: authenticates its parent, then forks a child per request
 /// and reports each child's exit code, until its parent goes away.
-fn server_main(control: Sock, key: [u8; KEY_LEN]) -> i32 {
+fn server_main(control: FdOwned, key: [u8; KEY_LEN]) -> i32 {
     let mut control = UnixStream::from(control.0);
     if authenticate(&mut control, &key).is_err() {
         return 2;
@@ -288,7 +272,7 @@ mod tests {
     fn the_server_refuses_a_parent_without_the_key() {
         let (ours, theirs) = sock::pair().unwrap();
         let key = random_key().unwrap();
-        let mut process = Process::new(server_main, (Sock(theirs), key))
+        let mut process = Process::new(server_main, (FdOwned(theirs), key))
             .daemon(true)
             .start_method(StartMethod::Spawn);
         process.start().unwrap();

@@ -154,6 +154,7 @@ pub struct Process {
     allow_threads: bool,
     job: Option<Box<dyn Job>>,
     child: Option<Child>,
+    authkey: Option<Vec<u8>>,
 }
 
 impl Process {
@@ -187,6 +188,7 @@ impl Process {
             allow_threads: false,
             job: Some(job),
             child: None,
+            authkey: None,
         }
     }
 
@@ -225,6 +227,13 @@ impl Process {
         self.daemon
     }
 
+    /// The child's authkey (Python's `Process.authkey`); by default this
+    /// process's own ([`CurrentProcess::authkey`]).
+    pub fn authkey(mut self, key: &[u8]) -> Process {
+        self.authkey = Some(key.to_vec());
+        self
+    }
+
     /// Starts the child. A process starts once.
     pub fn start(&mut self) -> Result<()> {
         let job =
@@ -240,14 +249,26 @@ impl Process {
 
     #[cfg(unix)]
     fn launch(&self, job: Box<dyn Job>, method: StartMethod) -> Result<Child> {
+        let authkey = match &self.authkey {
+            Some(key) => key.clone(),
+            None => state::authkey()?,
+        };
         let who = unix::Identity {
             name: self.name.clone(),
             ident: self.ident.clone(),
             daemon: self.daemon,
+            authkey,
         };
         match method {
             StartMethod::Spawn => unix::spawn(job.encode()?, who),
-            StartMethod::Fork => unix::fork(Box::new(move || job.run()), who, self.allow_threads),
+            StartMethod::Fork => {
+                // A forked child gets the arguments by copy, not by
+                // serializing; serialize them anyway (and drop the bytes)
+                // so that objects which must know they went to another
+                // process (a manager's proxies) are told.
+                let _ = job.encode();
+                unix::fork(Box::new(move || job.run()), who, self.allow_threads)
+            }
             StartMethod::ForkServer => forkserver::start(job.encode()?, who),
         }
     }
@@ -365,6 +386,21 @@ impl CurrentProcess {
 
     pub fn daemon(&self) -> bool {
         self.daemon
+    }
+
+    /// Python's `current_process().authkey`: the key a [`Manager`] and
+    /// [`connection`](crate::connection) use unless given another. In the
+    /// main process, 32 random bytes made on first use; in a child, its
+    /// parent's (or the one [`Process::authkey`] gave it).
+    ///
+    /// [`Manager`]: crate::Manager
+    pub fn authkey(&self) -> Result<Vec<u8>> {
+        state::authkey()
+    }
+
+    /// Replaces this process's authkey (children started later inherit it).
+    pub fn set_authkey(&self, key: &[u8]) {
+        state::set_authkey(key.to_vec());
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) struct Me {
     pub parent: Option<Parent>,
     /// Children created so far, for their identities.
     pub children: u32,
+    /// Python's `current_process().authkey`: 32 random bytes made when
+    /// first asked for in the main process, inherited by children.
+    pub authkey: Option<Vec<u8>>,
 }
 
 /// The parent, as a child knows it.
@@ -34,7 +37,14 @@ pub(crate) struct Parent {
 static ME: Mutex<Option<Me>> = Mutex::new(None);
 
 fn main_process() -> Me {
-    Me { name: "MainProcess".into(), ident: Vec::new(), daemon: false, parent: None, children: 0 }
+    Me {
+        name: "MainProcess".into(),
+        ident: Vec::new(),
+        daemon: false,
+        parent: None,
+        children: 0,
+        authkey: None,
+    }
 }
 
 pub(crate) fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
@@ -51,11 +61,35 @@ pub(crate) fn hold_for_fork() -> impl Sized {
 }
 
 /// Becomes a child: the identity the parent gave it.
-pub(crate) fn become_child(name: String, ident: Vec<u32>, daemon: bool, parent: Parent) {
+pub(crate) fn become_child(
+    name: String,
+    ident: Vec<u32>,
+    daemon: bool,
+    parent: Parent,
+    authkey: Vec<u8>,
+) {
     let mut me = ME.lock().unwrap_or_else(|e| e.into_inner());
-    *me = Some(Me { name, ident, daemon, parent: Some(parent), children: 0 });
+    *me =
+        Some(Me { name, ident, daemon, parent: Some(parent), children: 0, authkey: Some(authkey) });
     drop(me);
     forget_daemons();
+}
+
+/// This process's authkey, made now if it has none yet.
+pub(crate) fn authkey() -> crate::Result<Vec<u8>> {
+    let existing = with_me(|me| me.authkey.clone());
+    if let Some(key) = existing {
+        return Ok(key);
+    }
+    #[cfg(unix)]
+    let fresh = crate::connection::random::<32>()?.to_vec();
+    #[cfg(not(unix))]
+    let fresh = std::process::id().to_le_bytes().repeat(8);
+    Ok(with_me(|me| me.authkey.get_or_insert(fresh).clone()))
+}
+
+pub(crate) fn set_authkey(key: Vec<u8>) {
+    with_me(|me| me.authkey = Some(key));
 }
 
 /// The next child's identity and default name.

@@ -46,6 +46,7 @@ pub(crate) struct Bootstrap {
     ident: Vec<u32>,
     daemon: bool,
     parent: Parent,
+    authkey: Vec<u8>,
 }
 
 /// What a job needs to be spawned: which entry and its serialized args.
@@ -119,6 +120,7 @@ pub(crate) struct Identity {
     pub name: String,
     pub ident: Vec<u32>,
     pub daemon: bool,
+    pub authkey: Vec<u8>,
 }
 
 fn parent_info() -> Parent {
@@ -139,6 +141,7 @@ pub(crate) fn bootstrap_message(job: Encoded, who: Identity) -> Result<Bootstrap
         ident: who.ident,
         daemon: who.daemon,
         parent: parent_info(),
+        authkey: who.authkey,
     })
 }
 
@@ -170,6 +173,7 @@ pub fn bootstrap_for_tests() -> Vec<u8> {
         ident: vec![1],
         daemon: false,
         parent: parent_info(),
+        authkey: Vec::new(),
     };
     postcard::to_allocvec(&message).expect("bootstrap")
 }
@@ -205,7 +209,7 @@ pub(crate) fn fork(
     match forked.map_err(|e| Error::io("fork", e))? {
         Forked::Parent(child) => Ok(child),
         Forked::Child => {
-            state::become_child(who.name, who.ident, who.daemon, parent);
+            state::become_child(who.name, who.ident, who.daemon, parent, who.authkey);
             report_panics_on_stderr();
             let code = catch_unwind(AssertUnwindSafe(run)).unwrap_or(1);
             finish(code)
@@ -309,7 +313,13 @@ pub(crate) fn prepare(
     if exe != message.exe {
         return Err("the bootstrap comes from a different executable".into());
     }
-    state::become_child(message.name, message.ident, message.daemon, message.parent);
+    state::become_child(
+        message.name,
+        message.ident,
+        message.daemon,
+        message.parent,
+        message.authkey,
+    );
     report_panics_on_stderr();
     let offset = message.entry;
     let address = anchor_address().wrapping_add(offset) as usize;

@@ -1,0 +1,1054 @@
+//! Python's `multiprocessing.Manager`: a server process that holds
+//! objects (a dict, a list, a namespace, a queue, a lock, an event, a
+//! semaphore, a condition, or a type you register), and *proxies* that call
+//! their methods over a [`Connection`](crate::Connection).
+//!
+//! Proxies are serde: they pass to children as arguments, and to
+//! processes started elsewhere, which connect with the manager's address
+//! and authkey. Every call returns `Disconnected` if the server is gone;
+//! [`with_timeout`](DictProxy::with_timeout) bounds every call of a proxy,
+//! and blocking methods have `_timeout` forms.
+//!
+//! ```
+//! let manager = multiproc::Manager::start()?;
+//! let d = manager.dict::<String, i32>()?;
+//! d.insert(&"one".into(), &1)?;
+//! assert_eq!(d.get(&"one".into())?, Some(1));
+//! let l = manager.list::<u8>()?;
+//! l.extend(&[3, 2, 1])?;
+//! l.reverse()?;
+//! assert_eq!(l.to_vec()?, [1, 2, 3]);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! **Values.** The server keeps each value as the bytes its proxy encoded
+//! (postcard), and a dict compares keys by those bytes: keys that are equal
+//! must encode equally (true of integers, strings, tuples and derived
+//! types; not of `-0.0` and `0.0`, or of maps with different orders).
+//!
+//! **Lifetime.** An object lives while proxies to it do, in the process
+//! that made it; once a proxy went to another process (or the object has a
+//! name), it lives until the server shuts down. A connection that ends —
+//! its thread or process ended — releases the locks it held.
+//!
+//! **Connections.** Each thread keeps one connection per server and reuses
+//! it, as Python does; a blocked call (a lock's acquire) holds only its own
+//! thread's.
+#![allow(unsafe_code)]
+
+mod proto;
+mod server;
+
+pub use server::{decode_args, encode_reply, Served};
+
+use crate::connection::{decode_plain, encode_plain, Address, Client, Connection, Listener};
+use crate::handles::{self, FdOwned};
+use crate::process::{code_at, code_offset, current_process, parent_process, Process};
+use crate::{Error, ErrorKind, Result, StartMethod};
+use proto::{Builtin, Kind, Op, Reply, Request};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use server::{Factory, Server};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long [`Manager::shutdown`] waits for the server to exit before it
+/// kills it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The bound on a proxy's drop (its release message to the server).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Where a server is and how to get in.
+#[derive(Clone, PartialEq, Eq)]
+struct Endpoint {
+    address: Address,
+    authkey: Arc<[u8]>,
+}
+
+thread_local! {
+    /// This thread's connections, by server and key, and the process they
+    /// belong to (a forked child must not use its parent's).
+    static CONNECTIONS: RefCell<Vec<(Endpoint, u32, Connection)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Endpoint {
+    /// This thread's connection to the server, made if needed.
+    fn connection(&self, timeout: Option<Duration>) -> Result<Connection> {
+        let pid = std::process::id();
+        let cached = CONNECTIONS.with(|c| {
+            let mut c = c.borrow_mut();
+            c.retain(|(_, owner, _)| *owner == pid);
+            c.iter().position(|(e, _, _)| e == self).map(|i| c.swap_remove(i).2)
+        });
+        if let Some(conn) = cached {
+            return Ok(conn);
+        }
+        let client = Client::builder(&self.address).authkey(&self.authkey);
+        match timeout {
+            Some(t) => client.timeout(t),
+            None => client,
+        }
+        .connect()
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let pid = std::process::id();
+        CONNECTIONS.with(|c| c.borrow_mut().push((self.clone(), pid, conn)));
+    }
+
+    /// One request and its reply. A connection that failed in between (a
+    /// timeout leaves the reply on its way) is dropped, not reused.
+    fn request(&self, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
+        let conn = self.connection(timeout)?;
+        let bytes = encode_plain(request)?;
+        let exchange = || -> Result<Reply> {
+            match timeout {
+                Some(t) => {
+                    conn.send_bytes_timeout(&bytes, t)?;
+                    decode_plain(&conn.recv_bytes_timeout(t)?)
+                }
+                None => {
+                    conn.send_bytes(&bytes)?;
+                    decode_plain(&conn.recv_bytes()?)
+                }
+            }
+        };
+        let reply = exchange()?;
+        self.give_back(conn);
+        match reply {
+            Reply::Fail(failure) => Err(failure.into()),
+            reply => Ok(reply),
+        }
+    }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("manager: unexpected reply {reply:?}"))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    decode_plain(bytes)
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<ByteBuf> {
+    encode_plain(value).map(ByteBuf::from)
+}
+
+/// A proxy's reference to one server-side object.
+struct Handle {
+    endpoint: Endpoint,
+    id: u64,
+    /// The bound on each call (plus, for a blocking method, its own wait).
+    timeout: Option<Duration>,
+    /// The process in which this handle holds a counted reference.
+    owner: Option<u32>,
+    /// The server was told this object went to another process.
+    pinned: AtomicBool,
+}
+
+impl Handle {
+    fn new(endpoint: Endpoint, id: u64, timeout: Option<Duration>) -> Handle {
+        let owner = Some(std::process::id());
+        Handle { endpoint, id, timeout, owner, pinned: AtomicBool::new(false) }
+    }
+
+    /// Calls `op`; `wait` is how long the server may block in it.
+    fn call(&self, op: Op, wait: Option<Duration>) -> Result<Reply> {
+        let timeout = match (self.timeout, wait) {
+            (Some(t), Some(w)) => Some(t.saturating_add(w)),
+            (Some(_), None) if blocks(&op) => None,
+            (t, _) => t,
+        };
+        self.endpoint.request(&Request::Call { id: self.id, op }, timeout)
+    }
+
+    fn unit(&self, op: Op) -> Result<()> {
+        match self.call(op, None)? {
+            Reply::Unit => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn boolean(&self, op: Op, wait: Option<Duration>) -> Result<bool> {
+        match self.call(op, wait)? {
+            Reply::Bool(b) => Ok(b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn count(&self, op: Op) -> Result<usize> {
+        match self.call(op, None)? {
+            Reply::Count(n) => Ok(n as usize),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn value<T: DeserializeOwned>(&self, op: Op, wait: Option<Duration>) -> Result<T> {
+        match self.call(op, wait)? {
+            Reply::Blob(b) => decode(&b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn maybe<T: DeserializeOwned>(&self, op: Op) -> Result<Option<T>> {
+        match self.call(op, None)? {
+            Reply::Maybe(b) => b.map(|b| decode(&b)).transpose(),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn values<T: DeserializeOwned>(&self, op: Op) -> Result<Vec<T>> {
+        match self.call(op, None)? {
+            Reply::Blobs(all) => all.iter().map(|b| decode(b)).collect(),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    fn try_clone(&self) -> Result<Handle> {
+        self.endpoint.request(&Request::Incref(self.id), self.timeout)?;
+        Ok(Handle::new(self.endpoint.clone(), self.id, self.timeout))
+    }
+}
+
+/// A blocking method with no wait of its own blocks as long as it must: a
+/// proxy's call bound does not cut it short.
+fn blocks(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Acquire(None) | Op::Wait(None) | Op::Take(None) | Op::Put(_, None) | Op::Join(None)
+    )
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.owner == Some(std::process::id()) && !self.pinned.load(Ordering::Relaxed) {
+            let _ = self.endpoint.request(&Request::Decref(self.id), Some(RELEASE_TIMEOUT));
+        }
+    }
+}
+
+/// A proxy as it crosses to another process. The authkey goes along only
+/// to a child or through a Pipe or Queue (this machine); through a socket,
+/// the receiver uses its own process's authkey, as Python's proxies do.
+#[derive(Serialize, Deserialize)]
+struct HandleWire {
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    id: u64,
+    timeout: Option<Duration>,
+}
+
+impl Serialize for Handle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if !self.pinned.load(Ordering::Relaxed) {
+            self.endpoint
+                .request(&Request::Pin(self.id), self.timeout)
+                .map_err(serde::ser::Error::custom)?;
+            self.pinned.store(true, Ordering::Relaxed);
+        }
+        let authkey = (!handles::is_remote()).then(|| self.endpoint.authkey.to_vec());
+        HandleWire {
+            address: self.endpoint.address.clone(),
+            authkey,
+            id: self.id,
+            timeout: self.timeout,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let wire = HandleWire::deserialize(d)?;
+        let authkey = match wire.authkey {
+            Some(key) => key,
+            None => current_process().authkey().map_err(handles::refuse)?,
+        };
+        let endpoint = Endpoint { address: wire.address, authkey: authkey.into() };
+        Ok(Handle {
+            endpoint,
+            id: wire.id,
+            timeout: wire.timeout,
+            owner: None,
+            pinned: AtomicBool::new(true),
+        })
+    }
+}
+
+/// What every proxy type shares: how it is made from a handle, and which
+/// server-side type it names.
+pub trait Proxy: Sized + sealed::Sealed {
+    #[doc(hidden)]
+    const KIND: &'static str;
+}
+
+mod sealed {
+    // Sealed: the trait is public, its methods name crate types.
+    #[allow(private_interfaces)]
+    pub trait Sealed {
+        fn kind() -> super::Kind;
+        fn from_handle(handle: super::Handle) -> Self;
+    }
+}
+
+macro_rules! proxy_type {
+    ($(#[$doc:meta])* $name:ident [$($param:ident),*] = $builtin:ident) => {
+        $(#[$doc])*
+        pub struct $name<$($param),*> {
+            handle: Handle,
+            _types: PhantomData<fn() -> ($($param,)*)>,
+        }
+
+        // The sealed trait names crate types; no one outside can call it.
+        #[allow(private_interfaces)]
+        impl<$($param),*> sealed::Sealed for $name<$($param),*> {
+            fn kind() -> Kind {
+                Kind::Builtin(Builtin::$builtin)
+            }
+            fn from_handle(handle: Handle) -> Self {
+                $name { handle, _types: PhantomData }
+            }
+        }
+
+        impl<$($param),*> Proxy for $name<$($param),*> {
+            const KIND: &'static str = stringify!($builtin);
+        }
+
+        impl<$($param),*> $name<$($param),*> {
+            /// Bounds each call of this proxy by `timeout` (a blocking
+            /// method's own wait comes on top); a call that runs out
+            /// returns `Timeout`.
+            pub fn with_timeout(mut self, timeout: Duration) -> Self {
+                self.handle.timeout = Some(timeout);
+                self
+            }
+
+            /// Another proxy to the same object.
+            pub fn try_clone(&self) -> Result<Self> {
+                Ok($name { handle: self.handle.try_clone()?, _types: PhantomData })
+            }
+        }
+
+        impl<$($param),*> Serialize for $name<$($param),*> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.handle.serialize(s)
+            }
+        }
+
+        impl<'de, $($param),*> Deserialize<'de> for $name<$($param),*> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Handle::deserialize(d).map(|handle| $name { handle, _types: PhantomData })
+            }
+        }
+
+        impl<$($param),*> std::fmt::Debug for $name<$($param),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("address", &self.handle.endpoint.address)
+                    .field("id", &self.handle.id)
+                    .finish()
+            }
+        }
+    };
+}
+
+proxy_type!(
+    /// A dict in the manager (Python's `Manager().dict()`), keys and values
+    /// of your serde types, in insertion order.
+    DictProxy[K, V] = Dict
+);
+proxy_type!(
+    /// A list in the manager (Python's `Manager().list()`).
+    ListProxy[T] = List
+);
+proxy_type!(
+    /// Named values of any serde types (Python's `Manager().Namespace()`).
+    NamespaceProxy[] = Namespace
+);
+proxy_type!(
+    /// A FIFO queue in the manager (Python's `Manager().Queue()`, with
+    /// `task_done` and `join`).
+    QueueProxy[T] = Queue
+);
+proxy_type!(
+    /// A lock in the manager (Python's `Manager().Lock()`): any holder of
+    /// a proxy may release it.
+    LockProxy[] = Lock
+);
+proxy_type!(
+    /// An event in the manager (Python's `Manager().Event()`).
+    EventProxy[] = Event
+);
+proxy_type!(
+    /// A semaphore in the manager (Python's `Manager().Semaphore()`).
+    SemaphoreProxy[] = Semaphore
+);
+proxy_type!(
+    /// A condition in the manager (Python's `Manager().Condition()`). Its
+    /// lock is held by the thread that acquired it (by its connection).
+    ConditionProxy[] = Condition
+);
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// `d[key]`, or `None`.
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        self.handle.maybe(Op::Get(encode(key)?))
+    }
+
+    /// `d[key] = value`.
+    pub fn insert(&self, key: &K, value: &V) -> Result<()> {
+        self.handle.unit(Op::Set(encode(key)?, encode(value)?))
+    }
+
+    /// `d.pop(key, None)`.
+    pub fn remove(&self, key: &K) -> Result<Option<V>> {
+        self.handle.maybe(Op::Remove(encode(key)?))
+    }
+
+    pub fn contains_key(&self, key: &K) -> Result<bool> {
+        self.handle.boolean(Op::Contains(encode(key)?), None)
+    }
+
+    /// `d.setdefault(key, value)`: the value there, after putting `value`
+    /// if there was none.
+    pub fn get_or_insert(&self, key: &K, value: &V) -> Result<V> {
+        self.handle.value(Op::SetDefault(encode(key)?, encode(value)?), None)
+    }
+
+    pub fn len(&self) -> Result<usize> {
+        self.handle.count(Op::Len)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A copy of the items, in insertion order.
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        match self.handle.call(Op::Items, None)? {
+            Reply::Pairs(pairs) => {
+                pairs.iter().map(|(k, v)| Ok((decode(k)?, decode(v)?))).collect()
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub fn keys(&self) -> Result<Vec<K>> {
+        Ok(self.items()?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    pub fn values(&self) -> Result<Vec<V>> {
+        Ok(self.items()?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        self.handle.unit(Op::Clear)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    /// `l[index]`; a negative index counts from the end.
+    pub fn get(&self, index: i64) -> Result<T> {
+        self.handle.value(Op::At(index), None)
+    }
+
+    /// `l[index] = value`.
+    pub fn set(&self, index: i64, value: &T) -> Result<()> {
+        self.handle.unit(Op::SetAt(index, encode(value)?))
+    }
+
+    pub fn append(&self, value: &T) -> Result<()> {
+        self.handle.unit(Op::Append(encode(value)?))
+    }
+
+    pub fn extend(&self, values: &[T]) -> Result<()> {
+        let values = values.iter().map(encode).collect::<Result<_>>()?;
+        self.handle.unit(Op::Extend(values))
+    }
+
+    /// `l.insert(index, value)` (an index out of range clamps, as Python's).
+    pub fn insert(&self, index: i64, value: &T) -> Result<()> {
+        self.handle.unit(Op::Insert(index, encode(value)?))
+    }
+
+    /// `l.pop()`: the last item.
+    pub fn pop(&self) -> Result<T> {
+        self.handle.value(Op::Pop(None), None)
+    }
+
+    /// `l.pop(index)`.
+    pub fn pop_at(&self, index: i64) -> Result<T> {
+        self.handle.value(Op::Pop(Some(index)), None)
+    }
+
+    pub fn reverse(&self) -> Result<()> {
+        self.handle.unit(Op::Reverse)
+    }
+
+    pub fn len(&self) -> Result<usize> {
+        self.handle.count(Op::Len)
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A copy of the list (Python's `l[:]`).
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.handle.values(Op::All)
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        self.handle.unit(Op::Clear)
+    }
+}
+
+impl NamespaceProxy {
+    /// `ns.name`, or `None` if it has no such attribute.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.handle.maybe(Op::Get(encode(name)?))
+    }
+
+    /// `ns.name = value`.
+    pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        self.handle.unit(Op::Set(encode(name)?, encode(value)?))
+    }
+
+    /// `del ns.name`; whether it was there.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        match self.handle.call(Op::Remove(encode(name)?), None)? {
+            Reply::Maybe(old) => Ok(old.is_some()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The attributes' names, in the order they were first set.
+    pub fn names(&self) -> Result<Vec<String>> {
+        match self.handle.call(Op::Items, None)? {
+            Reply::Pairs(pairs) => pairs.iter().map(|(k, _)| decode(k)).collect(),
+            r => Err(unexpected(r)),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.put_wait(item, None)
+    }
+
+    /// Waits at most `timeout` for room in a bounded queue; `Full` if none.
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.put_wait(item, Some(timeout))
+    }
+
+    pub fn put_nowait(&self, item: &T) -> Result<()> {
+        self.put_wait(item, Some(Duration::ZERO))
+    }
+
+    fn put_wait(&self, item: &T, wait: Option<Duration>) -> Result<()> {
+        match self.handle.call(Op::Put(encode(item)?, wait), wait)? {
+            Reply::Unit => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub fn get(&self) -> Result<T> {
+        self.handle.value(Op::Take(None), None)
+    }
+
+    /// Waits at most `timeout` for an item; `Empty` if none came.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.handle.value(Op::Take(Some(timeout)), Some(timeout))
+    }
+
+    pub fn get_nowait(&self) -> Result<T> {
+        self.get_timeout(Duration::ZERO)
+    }
+
+    pub fn qsize(&self) -> Result<usize> {
+        self.handle.count(Op::Len)
+    }
+
+    pub fn empty(&self) -> Result<bool> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// One item taken earlier is done with (for [`join`](Self::join)).
+    pub fn task_done(&self) -> Result<()> {
+        self.handle.unit(Op::TaskDone)
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        self.handle.boolean(Op::Join(None), None).map(drop)
+    }
+
+    /// [`join`](Self::join) waiting at most `timeout`; whether all were done.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.handle.boolean(Op::Join(Some(timeout)), Some(timeout))
+    }
+}
+
+/// The acquire family shared by the lock, semaphore and condition proxies.
+macro_rules! acquire_methods {
+    ($name:ident) => {
+        impl $name {
+            pub fn acquire(&self) -> Result<()> {
+                self.handle.boolean(Op::Acquire(None), None).map(drop)
+            }
+
+            /// Waits at most `timeout`; `Timeout` if it was not acquired.
+            pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
+                if self.handle.boolean(Op::Acquire(Some(timeout)), Some(timeout))? {
+                    Ok(())
+                } else {
+                    Err(Error::timeout())
+                }
+            }
+
+            pub fn try_acquire(&self) -> Result<()> {
+                self.acquire_timeout(Duration::ZERO)
+            }
+
+            pub fn release(&self) -> Result<()> {
+                self.handle.unit(Op::Release)
+            }
+        }
+    };
+}
+
+acquire_methods!(LockProxy);
+acquire_methods!(SemaphoreProxy);
+acquire_methods!(ConditionProxy);
+
+impl LockProxy {
+    /// Acquires, and releases when the guard drops.
+    pub fn lock(&self) -> Result<ProxyGuard<'_>> {
+        self.acquire()?;
+        Ok(ProxyGuard { handle: &self.handle })
+    }
+
+    pub fn is_locked(&self) -> Result<bool> {
+        self.handle.boolean(Op::IsSet, None)
+    }
+}
+
+impl ConditionProxy {
+    /// Acquires the condition's lock, and releases it when the guard drops.
+    pub fn lock(&self) -> Result<ProxyGuard<'_>> {
+        self.acquire()?;
+        Ok(ProxyGuard { handle: &self.handle })
+    }
+
+    /// Releases the lock, waits for a notify, takes the lock again.
+    pub fn wait(&self) -> Result<()> {
+        self.handle.boolean(Op::Wait(None), None).map(drop)
+    }
+
+    /// [`wait`](Self::wait) at most `timeout`; whether it was notified.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.handle.boolean(Op::Wait(Some(timeout)), Some(timeout))
+    }
+
+    pub fn notify(&self, n: u32) -> Result<()> {
+        self.handle.unit(Op::Notify(n))
+    }
+
+    pub fn notify_all(&self) -> Result<()> {
+        self.handle.unit(Op::NotifyAll)
+    }
+}
+
+impl SemaphoreProxy {
+    pub fn get_value(&self) -> Result<usize> {
+        self.handle.count(Op::Value)
+    }
+}
+
+impl EventProxy {
+    pub fn set(&self) -> Result<()> {
+        self.handle.unit(Op::SetFlag)
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        self.handle.unit(Op::ClearFlag)
+    }
+
+    pub fn is_set(&self) -> Result<bool> {
+        self.handle.boolean(Op::IsSet, None)
+    }
+
+    pub fn wait(&self) -> Result<()> {
+        self.handle.boolean(Op::Wait(None), None).map(drop)
+    }
+
+    /// Waits at most `timeout`; whether the event is set.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.handle.boolean(Op::Wait(Some(timeout)), Some(timeout))
+    }
+}
+
+/// Releases a proxy's lock when dropped.
+pub struct ProxyGuard<'a> {
+    handle: &'a Handle,
+}
+
+impl Drop for ProxyGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.handle.unit(Op::Release);
+    }
+}
+
+/// A proxy to an object of a type registered with the manager
+/// ([`ManagerBuilder::register`]); its methods are called by name.
+pub struct ObjectProxy {
+    handle: Handle,
+}
+
+impl ObjectProxy {
+    /// Calls `method` with `args`; its result.
+    pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R> {
+        self.handle.value(Op::Method(method.into(), encode(args)?), None)
+    }
+
+    /// [`call`](Self::call) giving up after `timeout`.
+    pub fn call_timeout<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<R> {
+        let op = Op::Method(method.into(), encode(args)?);
+        let reply = self
+            .handle
+            .endpoint
+            .request(&Request::Call { id: self.handle.id, op }, Some(timeout))?;
+        match reply {
+            Reply::Blob(b) => decode(&b),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.handle.timeout = Some(timeout);
+        self
+    }
+
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(ObjectProxy { handle: self.handle.try_clone()? })
+    }
+}
+
+impl std::fmt::Debug for ObjectProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectProxy")
+            .field("address", &self.handle.endpoint.address)
+            .field("id", &self.handle.id)
+            .finish()
+    }
+}
+
+impl Serialize for ObjectProxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Handle::deserialize(d).map(|handle| ObjectProxy { handle })
+    }
+}
+
+/// A manager: a handle to a server, started here ([`Manager::start`]) or
+/// running elsewhere ([`Manager::connect`]), that makes objects in it.
+pub struct Manager {
+    endpoint: Endpoint,
+    timeout: Option<Duration>,
+    /// The server process, when this manager started it.
+    process: Option<Process>,
+}
+
+/// Settings for a manager's server: its types, address, key, start method.
+#[derive(Default)]
+pub struct ManagerBuilder {
+    registry: Vec<(String, Factory)>,
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
+    method: Option<StartMethod>,
+}
+
+impl ManagerBuilder {
+    /// Lets proxies create objects of type `T` under `typeid`
+    /// ([`Manager::create`]), as Python's `BaseManager.register`.
+    pub fn register<T: Served + Default>(mut self, typeid: &str) -> Self {
+        self.registry.push((typeid.to_string(), server::factory::<T>));
+        self
+    }
+
+    /// Where the server listens (by default a fresh Unix socket).
+    pub fn address(mut self, address: impl Into<Address>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The key clients must hold (by default this process's authkey).
+    pub fn authkey(mut self, key: &[u8]) -> Self {
+        self.authkey = Some(key.to_vec());
+        self
+    }
+
+    /// How the server process starts (by default the global start method).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the server process and connects to it.
+    pub fn start(self) -> Result<Manager> {
+        let authkey = match self.authkey {
+            Some(key) => key,
+            None => current_process().authkey()?,
+        };
+        let address = match self.address {
+            Some(address) => address,
+            None => Address::arbitrary_unix()?,
+        };
+        let listener = Listener::bind(address, &authkey)?;
+        let (fd, address, _) = listener.into_parts()?;
+        let registry = self
+            .registry
+            .iter()
+            .map(|(name, make)| (name.clone(), code_offset(*make as *const ())))
+            .collect();
+        let args = ServerArgs {
+            listener: FdOwned(fd),
+            address: address.clone(),
+            authkey: authkey.clone(),
+            registry,
+        };
+        let mut process = Process::new(server_main, (args,)).name("SyncManager").daemon(true);
+        if let Some(method) = self.method {
+            process = process.start_method(method).allow_threads(true);
+        }
+        process.start()?;
+        let endpoint = Endpoint { address, authkey: authkey.into() };
+        Ok(Manager { endpoint, timeout: None, process: Some(process) })
+    }
+}
+
+/// What the server process needs: the bound socket, and the registered
+/// types as code offsets (the same executable runs it; see `server_main`).
+#[derive(Serialize, Deserialize)]
+struct ServerArgs {
+    listener: FdOwned,
+    address: Address,
+    authkey: Vec<u8>,
+    registry: Vec<(String, u64)>,
+}
+
+fn server_main(args: ServerArgs) {
+    let registry = args
+        .registry
+        .into_iter()
+        .map(|(name, offset)| {
+            // SAFETY: `offset` is `code_offset` of a `server::factory::<T>`,
+            // a `Factory`, taken by the parent, which runs this same
+            // executable (spawn checks the file; fork and the forkserver
+            // copy the image): `code_at` gives that function back.
+            let make = unsafe { std::mem::transmute::<*const (), Factory>(code_at(offset)) };
+            (name, make)
+        })
+        .collect();
+    let listener = Listener::from_parts(args.listener.0, args.address, Some(args.authkey));
+    let parent = parent_process();
+    // The server outlives neither a shutdown nor the process that started it.
+    Server::new(registry).serve(&listener, || parent.as_ref().is_none_or(|p| p.is_alive()));
+}
+
+impl Manager {
+    /// Starts a manager server process with the default settings (Python's
+    /// `multiprocessing.Manager()`).
+    pub fn start() -> Result<Manager> {
+        ManagerBuilder::default().start()
+    }
+
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// A manager for a server running elsewhere ([`ManagerServer`]), at
+    /// `address` with `authkey`; checks that it answers.
+    pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<Manager> {
+        let endpoint = Endpoint { address: address.into(), authkey: authkey.into() };
+        let conn = endpoint.connection(None)?;
+        endpoint.give_back(conn);
+        Ok(Manager { endpoint, timeout: None, process: None })
+    }
+
+    /// Where the server listens.
+    pub fn address(&self) -> &Address {
+        &self.endpoint.address
+    }
+
+    /// Bounds every call of the proxies made from now on (each proxy's
+    /// own [`with_timeout`](DictProxy::with_timeout) overrides it).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    fn make<P: Proxy>(&self, kind: Kind, name: Option<&str>, arg: u64) -> Result<P> {
+        let request = Request::Create { kind, name: name.map(str::to_string), arg };
+        match self.endpoint.request(&request, self.timeout)? {
+            Reply::Count(id) => {
+                let handle = Handle::new(self.endpoint.clone(), id, self.timeout);
+                if name.is_some() {
+                    handle.pinned.store(true, Ordering::Relaxed);
+                }
+                Ok(P::from_handle(handle))
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
+        self.make(Kind::Builtin(Builtin::Dict), None, 0)
+    }
+
+    pub fn list<T>(&self) -> Result<ListProxy<T>> {
+        self.make(Kind::Builtin(Builtin::List), None, 0)
+    }
+
+    pub fn namespace(&self) -> Result<NamespaceProxy> {
+        self.make(Kind::Builtin(Builtin::Namespace), None, 0)
+    }
+
+    /// An unbounded queue.
+    pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
+        self.make(Kind::Builtin(Builtin::Queue), None, 0)
+    }
+
+    /// A queue of at most `maxsize` items.
+    pub fn bounded_queue<T>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
+        if maxsize == 0 {
+            return Err(Error::invalid("a bounded queue holds at least one item"));
+        }
+        self.make(Kind::Builtin(Builtin::Queue), None, maxsize as u64)
+    }
+
+    pub fn lock(&self) -> Result<LockProxy> {
+        self.make(Kind::Builtin(Builtin::Lock), None, 0)
+    }
+
+    pub fn event(&self) -> Result<EventProxy> {
+        self.make(Kind::Builtin(Builtin::Event), None, 0)
+    }
+
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        self.make(Kind::Builtin(Builtin::Semaphore), None, u64::from(value))
+    }
+
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        self.make(Kind::Builtin(Builtin::Condition), None, 0)
+    }
+
+    /// The object called `name`, made (empty; a semaphore of 1, an
+    /// unbounded queue) by the first to ask: how processes that share no
+    /// ancestor find the same dict or queue. It lives until the server
+    /// shuts down; asking for it as another kind is `InvalidArgument`.
+    pub fn named<P: Proxy>(&self, name: &str) -> Result<P> {
+        let arg = if P::KIND == "Semaphore" { 1 } else { 0 };
+        self.make(P::kind(), Some(name), arg)
+    }
+
+    /// A new object of the type registered as `typeid`.
+    pub fn create(&self, typeid: &str) -> Result<ObjectProxy> {
+        let request = Request::Create { kind: Kind::Registered(typeid.into()), name: None, arg: 0 };
+        match self.endpoint.request(&request, self.timeout)? {
+            Reply::Count(id) => {
+                Ok(ObjectProxy { handle: Handle::new(self.endpoint.clone(), id, self.timeout) })
+            }
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Stops the server (every proxy's later call returns `Disconnected`)
+    /// and, if this manager started it, waits for its process to exit.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let asked = self.endpoint.request(&Request::Shutdown, Some(SHUTDOWN_GRACE));
+        if let Some(mut process) = self.process.take() {
+            if process.join_timeout(SHUTDOWN_GRACE)?.is_none() {
+                process.kill()?;
+                process.join_timeout(SHUTDOWN_GRACE)?;
+            }
+            return Ok(());
+        }
+        asked.map(drop)
+    }
+
+    /// The server process, when this manager started it (to check on it,
+    /// or to kill it in a test).
+    pub fn process(&mut self) -> Option<&mut Process> {
+        self.process.as_mut()
+    }
+}
+
+impl Drop for Manager {
+    /// A manager that started its server shuts it down.
+    fn drop(&mut self) {
+        if self.process.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("address", &self.endpoint.address).finish_non_exhaustive()
+    }
+}
+
+/// A manager's server run in this process, on an address of your choice:
+/// Python's `BaseManager(address, authkey).get_server().serve_forever()`.
+/// Processes anywhere reach it with [`Manager::connect`].
+pub struct ManagerServer {
+    listener: Listener,
+    registry: HashMap<String, Factory>,
+}
+
+impl ManagerServer {
+    /// Listens at `address` (a TCP address to be reached from other
+    /// machines); clients must hold `authkey`.
+    pub fn bind(address: impl Into<Address>, authkey: &[u8]) -> Result<ManagerServer> {
+        Ok(ManagerServer { listener: Listener::bind(address, authkey)?, registry: HashMap::new() })
+    }
+
+    /// As [`ManagerBuilder::register`].
+    pub fn register<T: Served + Default>(mut self, typeid: &str) -> Self {
+        self.registry.insert(typeid.to_string(), server::factory::<T>);
+        self
+    }
+
+    /// Where it listens (a TCP port 0 replaced by the port given).
+    pub fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    /// Serves until a client asks for shutdown ([`Manager::shutdown`]).
+    pub fn serve_forever(self) {
+        Server::new(self.registry).serve(&self.listener, || true);
+    }
+}

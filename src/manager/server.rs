@@ -1,0 +1,615 @@
+//! The manager's server: the objects, and a thread per client connection
+//! that runs its requests one at a time.
+//!
+//! A blocking method (a lock's acquire, a queue's get) blocks that
+//! connection's thread, as in Python; it wakes every [`SLICE`] to see
+//! whether its client is still there, so a client that died or gave up does
+//! not leave a thread waiting forever. When a connection ends, the locks
+//! and conditions it held are released: a proxy's process that dies holding
+//! a lock does not wedge the others.
+
+use super::proto::{Builtin, Failure, Kind, Op, Reply, Request};
+use crate::connection::{decode_plain, encode_plain, Connection, Listener};
+use crate::{Error, ErrorKind, Result};
+use indexmap::IndexMap;
+use serde_bytes::ByteBuf;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How often a blocked method looks at its client, and the accept loop at
+/// its stop flag.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// A server-side object of a type registered by the user: Python's
+/// `BaseManager.register(typeid, callable)`. Proxies call its methods by
+/// name with postcard-encoded arguments ([`ObjectProxy::call`]); decode
+/// them with [`decode_args`] and encode the result with [`encode_reply`].
+///
+/// [`ObjectProxy::call`]: super::ObjectProxy::call
+///
+/// ```
+/// use multiproc::manager::{decode_args, encode_reply, Served};
+///
+/// #[derive(Default)]
+/// struct Counter(i64);
+///
+/// impl Served for Counter {
+///     fn call(&mut self, method: &str, args: &[u8]) -> multiproc::Result<Vec<u8>> {
+///         match method {
+///             "add" => {
+///                 self.0 += decode_args::<i64>(args)?;
+///                 encode_reply(&self.0)
+///             }
+///             "get" => encode_reply(&self.0),
+///             _ => Err(multiproc::Error::new(multiproc::ErrorKind::InvalidArgument, "no such method")),
+///         }
+///     }
+/// }
+/// ```
+pub trait Served: Send + 'static {
+    /// Runs `method` with its encoded `args`; the encoded result.
+    fn call(&mut self, method: &str, args: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A method's arguments, as the proxy encoded them (untrusted bytes).
+pub fn decode_args<T: serde::de::DeserializeOwned>(args: &[u8]) -> Result<T> {
+    decode_plain(args)
+}
+
+/// A method's result, encoded for the proxy.
+pub fn encode_reply<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    encode_plain(value)
+}
+
+/// Makes a registered type's object.
+pub(crate) type Factory = fn() -> Box<dyn Served>;
+
+pub(crate) fn factory<T: Served + Default>() -> Box<dyn Served> {
+    Box::<T>::default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn invalid(message: &'static str) -> Error {
+    Error::invalid(message)
+}
+
+/// State that a method may wait on.
+#[derive(Default)]
+struct Blocking<T> {
+    state: Mutex<T>,
+    changed: Condvar,
+}
+
+impl<T> Blocking<T> {
+    /// Runs `attempt` on the state until it returns `Some`, waiting for
+    /// changes in between; `None` once `timeout` passed. Fails if the
+    /// client goes away meanwhile.
+    fn wait_for<R>(
+        &self,
+        cx: &Client<'_>,
+        timeout: Option<Duration>,
+        mut attempt: impl FnMut(&mut T) -> Option<R>,
+    ) -> Result<Option<R>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(r) = attempt(&mut state) {
+                return Ok(Some(r));
+            }
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(d) if d <= now => return Ok(None),
+                Some(d) => (d - now).min(SLICE),
+                None => SLICE,
+            };
+            state = self.changed.wait_timeout(state, slice).unwrap_or_else(|e| e.into_inner()).0;
+            if !cx.here() {
+                return Err(Error::new(ErrorKind::Disconnected, "the client went away"));
+            }
+        }
+    }
+
+    fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let r = f(&mut lock(&self.state));
+        self.changed.notify_all();
+        r
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Vec<u8>>,
+    /// 0: unbounded.
+    max: usize,
+    unfinished: u64,
+}
+
+#[derive(Default)]
+struct ConditionState {
+    holder: Option<u64>,
+    next_ticket: u64,
+    waiting: VecDeque<u64>,
+    notified: HashSet<u64>,
+}
+
+enum Object {
+    Map(Mutex<IndexMap<Vec<u8>, Vec<u8>>>),
+    List(Mutex<Vec<Vec<u8>>>),
+    Queue(Blocking<QueueState>),
+    /// The connection holding it.
+    Lock(Blocking<Option<u64>>),
+    Event(Blocking<bool>),
+    Semaphore(Blocking<u64>),
+    Condition(Blocking<ConditionState>),
+    Registered(Mutex<Box<dyn Served>>),
+}
+
+struct Entry {
+    object: Arc<Object>,
+    /// What it was made as, to refuse a name asked for as another kind.
+    kind: String,
+    refs: u64,
+    /// Went to another process, or has a name: lives as long as the server.
+    pinned: bool,
+}
+
+#[derive(Default)]
+struct Objects {
+    next: u64,
+    by_id: HashMap<u64, Entry>,
+    by_name: HashMap<String, u64>,
+}
+
+pub(crate) struct Server {
+    objects: Mutex<Objects>,
+    registry: HashMap<String, Factory>,
+    stop: AtomicBool,
+    next_client: AtomicU64,
+}
+
+/// The connection a request came on.
+struct Client<'a> {
+    id: u64,
+    conn: &'a Connection,
+    /// Locks and conditions it acquired, to release if it goes.
+    held: Vec<Arc<Object>>,
+}
+
+impl Client<'_> {
+    /// Records that this connection took `object`'s lock.
+    fn hold(&mut self, object: &Arc<Object>) {
+        if !self.held.iter().any(|o| Arc::ptr_eq(o, object)) {
+            self.held.push(Arc::clone(object));
+        }
+    }
+
+    /// Whether the client is still waiting for its reply (one request at a
+    /// time: anything readable now is a hang-up).
+    fn here(&self) -> bool {
+        !self.conn.poll()
+    }
+}
+
+impl Server {
+    pub(crate) fn new(registry: HashMap<String, Factory>) -> Arc<Server> {
+        Arc::new(Server {
+            objects: Mutex::default(),
+            registry,
+            stop: AtomicBool::new(false),
+            next_client: AtomicU64::new(1),
+        })
+    }
+
+    /// Accepts clients until a shutdown request (or `keep_going` says
+    /// stop), each on its own thread.
+    pub(crate) fn serve(self: &Arc<Self>, listener: &Listener, keep_going: impl Fn() -> bool) {
+        while !self.stop.load(Ordering::Relaxed) && keep_going() {
+            match listener.accept_pending(SLICE) {
+                Ok(pending) => {
+                    let server = Arc::clone(self);
+                    // The handshake too runs on the client's thread: a slow
+                    // or hostile peer holds up no one else.
+                    let spawned = std::thread::Builder::new().name("manager-client".into()).spawn(
+                        move || {
+                            if let Ok(conn) = pending.handshake() {
+                                server.run_client(conn);
+                            }
+                        },
+                    );
+                    if spawned.is_err() {
+                        std::thread::sleep(SLICE);
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(_) => std::thread::sleep(SLICE),
+            }
+        }
+    }
+
+    fn run_client(&self, conn: Connection) {
+        let mut client = Client {
+            id: self.next_client.fetch_add(1, Ordering::Relaxed),
+            conn: &conn,
+            held: vec![],
+        };
+        while let Ok(bytes) = conn.recv_bytes() {
+            let reply = match decode_plain::<Request>(&bytes) {
+                Ok(request) => self.handle(request, &mut client),
+                Err(e) => Err(e),
+            };
+            let reply = reply.unwrap_or_else(|e| Reply::Fail(Failure::from(e)));
+            let Ok(bytes) = encode_plain(&reply) else { break };
+            if conn.send_bytes(&bytes).is_err() {
+                break;
+            }
+        }
+        for object in client.held.drain(..) {
+            match &*object {
+                Object::Lock(l) => l.update(|h| {
+                    if *h == Some(client.id) {
+                        *h = None;
+                    }
+                }),
+                Object::Condition(c) => c.update(|s| {
+                    if s.holder == Some(client.id) {
+                        s.holder = None;
+                    }
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    fn handle(&self, request: Request, client: &mut Client<'_>) -> Result<Reply> {
+        match request {
+            Request::Create { kind, name, arg } => self.create(kind, name, arg),
+            Request::Call { id, op } => {
+                let object = self.object(id)?;
+                call(&object, op, client)
+            }
+            Request::Incref(id) => self.refs(id, |e| e.refs += 1),
+            Request::Decref(id) => {
+                let mut objects = lock(&self.objects);
+                let entry = objects.by_id.get_mut(&id).ok_or_else(|| no_object(id))?;
+                entry.refs = entry.refs.saturating_sub(1);
+                if entry.refs == 0 && !entry.pinned {
+                    // Dropped outside the table's lock: a registered
+                    // type's drop may take its time.
+                    let gone = objects.by_id.remove(&id);
+                    drop(objects);
+                    drop(gone);
+                }
+                Ok(Reply::Unit)
+            }
+            Request::Pin(id) => self.refs(id, |e| e.pinned = true),
+            Request::Shutdown => {
+                self.stop.store(true, Ordering::Relaxed);
+                Ok(Reply::Unit)
+            }
+        }
+    }
+
+    fn refs(&self, id: u64, f: impl FnOnce(&mut Entry)) -> Result<Reply> {
+        let mut objects = lock(&self.objects);
+        f(objects.by_id.get_mut(&id).ok_or_else(|| no_object(id))?);
+        Ok(Reply::Unit)
+    }
+
+    fn object(&self, id: u64) -> Result<Arc<Object>> {
+        let objects = lock(&self.objects);
+        objects.by_id.get(&id).map(|e| Arc::clone(&e.object)).ok_or_else(|| no_object(id))
+    }
+
+    fn create(&self, kind: Kind, name: Option<String>, arg: u64) -> Result<Reply> {
+        let label = match &kind {
+            Kind::Builtin(b) => format!("{b:?}"),
+            Kind::Registered(t) => t.clone(),
+        };
+        if let Some(name) = &name {
+            let mut objects = lock(&self.objects);
+            if let Some(&id) = objects.by_name.get(name) {
+                let entry = objects.by_id.get_mut(&id).ok_or_else(|| no_object(id))?;
+                if entry.kind != label {
+                    return Err(Error::invalid(format!(
+                        "{name:?} is a {}, not a {label}",
+                        entry.kind
+                    )));
+                }
+                entry.refs += 1;
+                return Ok(Reply::Count(id));
+            }
+        }
+        let object = match kind {
+            Kind::Builtin(b) => builtin(b, arg)?,
+            Kind::Registered(typeid) => {
+                let make = self.registry.get(&typeid).ok_or_else(|| {
+                    Error::invalid(format!("no type {typeid:?} is registered with this manager"))
+                })?;
+                Object::Registered(Mutex::new(make()))
+            }
+        };
+        let mut objects = lock(&self.objects);
+        if let Some(&id) = name.as_ref().and_then(|n| objects.by_name.get(n)) {
+            // Made meanwhile by another client: use that one.
+            objects.by_id.get_mut(&id).ok_or_else(|| no_object(id))?.refs += 1;
+            return Ok(Reply::Count(id));
+        }
+        objects.next += 1;
+        let id = objects.next;
+        let entry =
+            Entry { object: Arc::new(object), kind: label, refs: 1, pinned: name.is_some() };
+        objects.by_id.insert(id, entry);
+        if let Some(name) = name {
+            objects.by_name.insert(name, id);
+        }
+        Ok(Reply::Count(id))
+    }
+}
+
+fn no_object(id: u64) -> Error {
+    Error::invalid(format!("the manager has no object {id} (it was released)"))
+}
+
+fn builtin(b: Builtin, arg: u64) -> Result<Object> {
+    Ok(match b {
+        Builtin::Dict | Builtin::Namespace => Object::Map(Mutex::default()),
+        Builtin::List => Object::List(Mutex::default()),
+        Builtin::Queue => {
+            let max = usize::try_from(arg).map_err(|_| invalid("queue size too large"))?;
+            Object::Queue(Blocking {
+                state: Mutex::new(QueueState { max, ..QueueState::default() }),
+                changed: Condvar::new(),
+            })
+        }
+        Builtin::Lock => Object::Lock(Blocking::default()),
+        Builtin::Event => Object::Event(Blocking::default()),
+        Builtin::Semaphore => {
+            Object::Semaphore(Blocking { state: Mutex::new(arg), changed: Condvar::new() })
+        }
+        Builtin::Condition => Object::Condition(Blocking::default()),
+    })
+}
+
+fn blob(bytes: Vec<u8>) -> ByteBuf {
+    ByteBuf::from(bytes)
+}
+
+/// A Python list index (negative counts from the end) in `0..len`.
+fn index(i: i64, len: usize) -> Result<usize> {
+    let i = if i < 0 { i + len as i64 } else { i };
+    usize::try_from(i).ok().filter(|&i| i < len).ok_or_else(|| invalid("list index out of range"))
+}
+
+fn not_for(op: &Op) -> Error {
+    Error::invalid(format!("this object has no method {op:?}"))
+}
+
+fn call(object: &Arc<Object>, op: Op, client: &mut Client<'_>) -> Result<Reply> {
+    match &**object {
+        Object::Map(map) => {
+            let mut map = lock(map);
+            Ok(match op {
+                Op::Get(k) => Reply::Maybe(map.get(k.as_slice()).cloned().map(blob)),
+                Op::Set(k, v) => {
+                    map.insert(k.into_vec(), v.into_vec());
+                    Reply::Unit
+                }
+                Op::Remove(k) => Reply::Maybe(map.shift_remove(k.as_slice()).map(blob)),
+                Op::Contains(k) => Reply::Bool(map.contains_key(k.as_slice())),
+                Op::SetDefault(k, v) => {
+                    Reply::Blob(blob(map.entry(k.into_vec()).or_insert(v.into_vec()).clone()))
+                }
+                Op::Items => Reply::Pairs(
+                    map.iter().map(|(k, v)| (blob(k.clone()), blob(v.clone()))).collect(),
+                ),
+                Op::Len => Reply::Count(map.len() as u64),
+                Op::Clear => {
+                    map.clear();
+                    Reply::Unit
+                }
+                op => return Err(not_for(&op)),
+            })
+        }
+        Object::List(list) => {
+            let mut list = lock(list);
+            let len = list.len();
+            Ok(match op {
+                Op::At(i) => Reply::Blob(blob(list[index(i, len)?].clone())),
+                Op::SetAt(i, v) => {
+                    list[index(i, len)?] = v.into_vec();
+                    Reply::Unit
+                }
+                Op::Append(v) => {
+                    list.push(v.into_vec());
+                    Reply::Unit
+                }
+                Op::Extend(vs) => {
+                    list.extend(vs.into_iter().map(ByteBuf::into_vec));
+                    Reply::Unit
+                }
+                Op::Insert(i, v) => {
+                    // As Python's insert: out-of-range indices clamp.
+                    let at = if i < 0 {
+                        (i + len as i64).max(0) as usize
+                    } else {
+                        (i as u64).min(len as u64) as usize
+                    };
+                    list.insert(at, v.into_vec());
+                    Reply::Unit
+                }
+                Op::Pop(i) => {
+                    if len == 0 {
+                        return Err(invalid("pop from an empty list"));
+                    }
+                    let at = index(i.unwrap_or(-1), len)?;
+                    Reply::Blob(blob(list.remove(at)))
+                }
+                Op::Reverse => {
+                    list.reverse();
+                    Reply::Unit
+                }
+                Op::All => Reply::Blobs(list.iter().cloned().map(blob).collect()),
+                Op::Len => Reply::Count(len as u64),
+                Op::Clear => {
+                    list.clear();
+                    Reply::Unit
+                }
+                op => return Err(not_for(&op)),
+            })
+        }
+        Object::Queue(q) => match op {
+            Op::Put(v, timeout) => {
+                let mut item = Some(v.into_vec());
+                let put = q.wait_for(client, timeout, |s| {
+                    (s.max == 0 || s.items.len() < s.max).then(|| {
+                        s.items.extend(item.take());
+                        s.unfinished += 1;
+                    })
+                })?;
+                q.changed.notify_all();
+                put.map(|()| Reply::Unit)
+                    .ok_or_else(|| Error::new(ErrorKind::Full, "queue is full"))
+            }
+            Op::Take(timeout) => {
+                let got = q.wait_for(client, timeout, |s| s.items.pop_front())?;
+                q.changed.notify_all();
+                got.map(|v| Reply::Blob(blob(v)))
+                    .ok_or_else(|| Error::new(ErrorKind::Empty, "queue is empty"))
+            }
+            Op::Len => Ok(Reply::Count(lock(&q.state).items.len() as u64)),
+            Op::TaskDone => q.update(|s| {
+                if s.unfinished == 0 {
+                    return Err(invalid("task_done() called more times than items were put"));
+                }
+                s.unfinished -= 1;
+                Ok(Reply::Unit)
+            }),
+            Op::Join(timeout) => {
+                let done = q.wait_for(client, timeout, |s| (s.unfinished == 0).then_some(()))?;
+                Ok(Reply::Bool(done.is_some()))
+            }
+            op => Err(not_for(&op)),
+        },
+        Object::Lock(l) => match op {
+            Op::Acquire(timeout) => {
+                let me = client.id;
+                let got = l.wait_for(client, timeout, |h| h.is_none().then(|| *h = Some(me)))?;
+                if got.is_some() {
+                    client.hold(object);
+                }
+                Ok(Reply::Bool(got.is_some()))
+            }
+            Op::Release => l.update(|h| match h.take() {
+                Some(_) => Ok(Reply::Unit),
+                None => Err(invalid("release of an unlocked lock")),
+            }),
+            Op::IsSet => Ok(Reply::Bool(lock(&l.state).is_some())),
+            op => Err(not_for(&op)),
+        },
+        Object::Semaphore(s) => match op {
+            Op::Acquire(timeout) => {
+                let got = s.wait_for(client, timeout, |n| (*n > 0).then(|| *n -= 1))?;
+                Ok(Reply::Bool(got.is_some()))
+            }
+            Op::Release => {
+                s.update(|n| *n = n.saturating_add(1));
+                Ok(Reply::Unit)
+            }
+            Op::Value => Ok(Reply::Count(*lock(&s.state))),
+            op => Err(not_for(&op)),
+        },
+        Object::Event(e) => match op {
+            Op::SetFlag => Ok(e.update(|f| {
+                *f = true;
+                Reply::Unit
+            })),
+            Op::ClearFlag => Ok(e.update(|f| {
+                *f = false;
+                Reply::Unit
+            })),
+            Op::IsSet => Ok(Reply::Bool(*lock(&e.state))),
+            Op::Wait(timeout) => {
+                let set = e.wait_for(client, timeout, |f| f.then_some(()))?;
+                Ok(Reply::Bool(set.is_some()))
+            }
+            op => Err(not_for(&op)),
+        },
+        Object::Condition(c) => condition(object, c, op, client),
+        Object::Registered(served) => match op {
+            Op::Method(name, args) => Ok(Reply::Blob(blob(lock(served).call(&name, &args)?))),
+            op => Err(not_for(&op)),
+        },
+    }
+}
+
+fn condition(
+    object: &Arc<Object>,
+    c: &Blocking<ConditionState>,
+    op: Op,
+    client: &mut Client<'_>,
+) -> Result<Reply> {
+    let me = client.id;
+    let owned = |s: &ConditionState| {
+        if s.holder == Some(me) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::NotOwner,
+                "this connection does not hold the condition's lock",
+            ))
+        }
+    };
+    match op {
+        Op::Acquire(timeout) => {
+            let got =
+                c.wait_for(client, timeout, |s| s.holder.is_none().then(|| s.holder = Some(me)))?;
+            if got.is_some() {
+                client.hold(object);
+            }
+            Ok(Reply::Bool(got.is_some()))
+        }
+        Op::Release => c.update(|s| {
+            owned(s)?;
+            s.holder = None;
+            Ok(Reply::Unit)
+        }),
+        Op::Wait(timeout) => {
+            let ticket = c.update(|s| {
+                owned(s)?;
+                s.holder = None;
+                s.next_ticket += 1;
+                s.waiting.push_back(s.next_ticket);
+                Ok::<_, Error>(s.next_ticket)
+            })?;
+            let woken = c.wait_for(client, timeout, |s| s.notified.remove(&ticket).then_some(()));
+            let notified = c.update(|s| {
+                s.waiting.retain(|&t| t != ticket);
+                // Notified just as the wait timed out: it counts.
+                woken.as_ref().is_ok_and(Option::is_some) || s.notified.remove(&ticket)
+            });
+            woken?;
+            c.wait_for(client, None, |s| s.holder.is_none().then(|| s.holder = Some(me)))?;
+            Ok(Reply::Bool(notified))
+        }
+        Op::Notify(n) => c.update(|s| {
+            owned(s)?;
+            for _ in 0..n {
+                let Some(t) = s.waiting.pop_front() else { break };
+                s.notified.insert(t);
+            }
+            Ok(Reply::Unit)
+        }),
+        Op::NotifyAll => c.update(|s| {
+            owned(s)?;
+            let all: Vec<u64> = s.waiting.drain(..).collect();
+            s.notified.extend(all);
+            Ok(Reply::Unit)
+        }),
+        op => Err(not_for(&op)),
+    }
+}
