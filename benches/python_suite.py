@@ -98,6 +98,49 @@ def pipe_rt():
     return dt * 1e6 / rounds
 
 
+def _conn_echo(address, rounds):
+    from multiprocessing.connection import Client
+
+    _echo(Client(address, authkey=b"bench"), rounds)
+
+
+def conn_rt():
+    import os
+    import tempfile
+    from multiprocessing.connection import Listener
+
+    rounds = n(2_000, 20_000)
+    address = os.path.join(tempfile.mkdtemp(), "bench.sock")
+    listener = Listener(address, family="AF_UNIX", authkey=b"bench")
+    p = mp.Process(target=_conn_echo, args=(address, rounds + 1))
+    p.start()
+    a = listener.accept()
+    a.send_bytes(b"\0" * 8)
+    a.recv_bytes()
+    t = time.perf_counter()
+    for _ in range(rounds):
+        a.send_bytes(b"\1" * 8)
+        a.recv_bytes()
+    dt = time.perf_counter() - t
+    p.join()
+    listener.close()
+    return dt * 1e6 / rounds
+
+
+def manager_dict():
+    ops = n(2_000, 20_000)
+    with mp.Manager() as m:
+        d = m.dict()
+        d[0] = 0
+        d[0]
+        t = time.perf_counter()
+        for i in range(ops // 2):
+            d[i % 64] = i
+            d[i % 64]
+        dt = time.perf_counter() - t
+    return dt * 1e6 / (ops // 2 * 2)
+
+
 def _stream(conn, size, count):
     block = b"\7" * size
     for _ in range(count):

@@ -169,17 +169,7 @@ impl Link<'_> {
             w.abort_pending();
         }
         let result = (|| {
-            if !fds.is_empty() {
-                let borrowed: Vec<BorrowedFd<'_>> = fds
-                    .iter()
-                    // SAFETY: the fds belong to objects alive for this call.
-                    .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
-                    .collect();
-                sock::send_fds(self.fds_out, &borrowed).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::BrokenPipe => disconnected(),
-                    _ => Error::io("sending handles", e),
-                })?;
-            }
+            send_handles(self.fds_out, fds)?;
             self.channel.ring.send(&Os, &self.data, &mut w, msg, deadline, connected).map_err(|e| {
                 match e {
                     SendError::Timeout => Error::timeout(),
@@ -349,6 +339,24 @@ impl Link<'_> {
             handles::take_failure().unwrap_or_else(|| Error::codec("deserializing a message", e))
         })
     }
+}
+
+/// Sends the fds a serialization collected ([`handles::collect`]) over
+/// `socket`. They are borrowed from objects the caller keeps alive for the
+/// call (the objects that were serialized).
+pub(crate) fn send_handles(socket: BorrowedFd<'_>, fds: &[RawFd]) -> Result<()> {
+    if fds.is_empty() {
+        return Ok(());
+    }
+    let borrowed: Vec<BorrowedFd<'_>> = fds
+        .iter()
+        // SAFETY: the fds belong to objects alive for this call (above).
+        .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+        .collect();
+    sock::send_fds(socket, &borrowed).map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => disconnected(),
+        _ => Error::io("sending handles", e),
+    })
 }
 
 thread_local! {

@@ -475,3 +475,28 @@ fn proxies_pass_to_children_of_every_start_method() {
         assert_eq!(run_all(std::slice::from_mut(&mut p)), [0], "{method:?}");
     }
 }
+
+fn socket_only_worker(
+    d: DictProxy<u32, u32>,
+    q: QueueProxy<u32>,
+    lock: LockProxy,
+) -> multiproc::Result<()> {
+    multiproc::manager::set_shared_memory(false);
+    let _g = lock.lock()?;
+    for i in 0..100 {
+        d.insert(&i, &(i * i))?;
+    }
+    q.put(&d.len()?.try_into().unwrap())
+}
+
+#[test]
+fn calls_over_the_socket_alone_work_too() {
+    let manager = Manager::start().unwrap();
+    let (d, q, lock) = (manager.dict().unwrap(), manager.queue().unwrap(), manager.lock().unwrap());
+    let args = (d.try_clone().unwrap(), q.try_clone().unwrap(), lock.try_clone().unwrap());
+    let mut p = child(Process::new(socket_only_worker, args));
+    assert_eq!(run_all(std::slice::from_mut(&mut p)), [0]);
+    assert_eq!(q.get_timeout(SHORT).unwrap(), 100);
+    assert_eq!(d.get(&9).unwrap(), Some(81));
+    assert!(!lock.is_locked().unwrap());
+}

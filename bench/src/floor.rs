@@ -165,6 +165,25 @@ fn read_exact(fd: i32, buf: &mut [u8]) {
     }
 }
 
+/// [`read_exact`] polling a socket with non-blocking receives instead of
+/// sleeping in the kernel: what a reader pays when it spins.
+fn recv_exact_spinning(fd: i32, buf: &mut [u8]) {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: receiving into a valid buffer from our own socket.
+        let n = unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT) };
+        if n > 0 {
+            done += n as usize;
+        } else {
+            assert!(
+                n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+            );
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// Two fds to the child and two back: pipes, or a socketpair's two ends.
 fn channel_pair(socket: bool) -> ([i32; 2], [i32; 2]) {
     let (mut a, mut b) = ([0; 2], [0; 2]);
@@ -182,8 +201,12 @@ fn channel_pair(socket: bool) -> ([i32; 2], [i32; 2]) {
     }
 }
 
-/// µs per 8-byte round trip over pipes (`socket == false`) or a socketpair.
-pub fn kernel_round_trip(rounds: u64, socket: bool) -> f64 {
+/// µs per 8-byte round trip over pipes (`socket == false`) or a socketpair;
+/// with `spin`, over a socketpair whose readers poll with non-blocking
+/// receives rather than sleep.
+pub fn kernel_round_trip(rounds: u64, socket: bool, spin: bool) -> f64 {
+    let socket = socket || spin;
+    let read: fn(i32, &mut [u8]) = if spin { recv_exact_spinning } else { read_exact };
     // to_child: [read end, write end]; back: [read end, write end]. For a
     // socketpair, the parent uses a[0] both ways and the child a[1].
     let (to_child, back) = channel_pair(socket);
@@ -195,7 +218,7 @@ pub fn kernel_round_trip(rounds: u64, socket: bool) -> f64 {
     let pid = fork(|| {
         let mut buf = [0u8; 8];
         for _ in 0..rounds {
-            read_exact(child_in, &mut buf);
+            read(child_in, &mut buf);
             write_all(child_out, &buf);
         }
     });
@@ -203,7 +226,7 @@ pub fn kernel_round_trip(rounds: u64, socket: bool) -> f64 {
     let t = Instant::now();
     for _ in 0..rounds {
         write_all(parent_out, &[1; 8]);
-        read_exact(parent_in, &mut buf);
+        read(parent_in, &mut buf);
     }
     let elapsed = t.elapsed();
     reap(pid);

@@ -134,9 +134,33 @@ fn workloads() -> Vec<Workload> {
                 ours(move |s| ours::pipe_round_trip(rt(s))),
                 python("pipe_rt"),
                 floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
-                floor("socketpair", move |s| floor::kernel_round_trip(rt(s), true)),
-                floor("pipe(2)", move |s| floor::kernel_round_trip(rt(s), false)),
+                floor("socketpair", move |s| floor::kernel_round_trip(rt(s), true, false)),
+                floor("pipe(2)", move |s| floor::kernel_round_trip(rt(s), false, false)),
                 rival("ipc-channel", move |s| rivals::ipc_round_trip(rt(s))),
+            ],
+        ),
+        workload(
+            "Connection round trip, 8 B, Unix socket",
+            "us",
+            false,
+            vec![
+                ours(move |s| ours::connection_round_trip(rt(s))),
+                python("conn_rt"),
+                floor("socketpair", move |s| floor::kernel_round_trip(rt(s), true, false)),
+                floor("socketpair, spinning", move |s| floor::kernel_round_trip(rt(s), true, true)),
+            ],
+        ),
+        workload(
+            "Manager dict get/set, Unix socket",
+            "us/op",
+            false,
+            vec![
+                ours(|s| ours::manager_dict(s.n(4_000, 40_000), true)),
+                python("manager_dict"),
+                floor("socketpair round trip, spinning", move |s| {
+                    floor::kernel_round_trip(rt(s), true, true)
+                }),
+                rival("multiproc, socket only", |s| ours::manager_dict(s.n(4_000, 40_000), false)),
             ],
         ),
         workload(
@@ -344,7 +368,10 @@ fn main() {
     let scale = Scale { quick: !args.iter().any(|a| a == "--full") };
     let runs = scale.n(3, 7);
     let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let out_dir = if scale.quick {
+    // A run of some workloads only must not replace the full results.
+    let out_dir = if !only.is_empty() {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-partial"))
+    } else if scale.quick {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-quick"))
     } else {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))

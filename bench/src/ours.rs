@@ -1,7 +1,8 @@
 //! multiproc's side of each workload: the figures its users would get.
 
+use multiproc::connection::{Address, Client, Listener};
 use multiproc::{
-    Array, Barrier, Connection, Event, Pipe, Pool, Process, Queue, StartMethod, Value,
+    Array, Barrier, Connection, Event, Manager, Pipe, Pool, Process, Queue, StartMethod, Value,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -258,4 +259,50 @@ pub fn start_join(method: StartMethod, n: u32) -> f64 {
         assert_eq!(p.join().unwrap(), 0);
     }
     t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+}
+
+fn connection_echo(address: Address, key: Vec<u8>, rounds: u64) {
+    let conn = Client::connect(address, &key).unwrap();
+    echo(conn, rounds);
+}
+
+/// Microseconds per 8-byte round trip over a Unix-socket connection made
+/// by Listener/Client with an authkey (Python's framing).
+pub fn connection_round_trip(rounds: u64) -> f64 {
+    let key = b"bench".to_vec();
+    let listener = Listener::bind(Address::arbitrary_unix().unwrap(), &key).unwrap();
+    let address = listener.address().clone();
+    let mut p = Process::new(connection_echo, (address, key, rounds + 1));
+    p.start().unwrap();
+    let a = listener.accept().unwrap();
+    a.send_bytes(&[0; 8]).unwrap();
+    a.recv_bytes().unwrap();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        a.send_bytes(&[1; 8]).unwrap();
+        black_box(a.recv_bytes().unwrap());
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(p.join().unwrap(), 0);
+    elapsed.as_secs_f64() * 1e6 / rounds as f64
+}
+
+/// Microseconds per operation on a Manager's dict at a Unix-socket
+/// address, alternating `d[k] = v` and `d[k]`; `shared_memory`: whether
+/// the connection moves to a Pipe once made (the default), or stays on
+/// the socket.
+pub fn manager_dict(ops: u64, shared_memory: bool) -> f64 {
+    multiproc::manager::set_shared_memory(shared_memory);
+    let manager = Manager::start().unwrap();
+    let d = manager.dict::<u64, u64>().unwrap();
+    d.insert(&0, &0).unwrap();
+    black_box(d.get(&0).unwrap());
+    let t = Instant::now();
+    for i in 0..ops / 2 {
+        d.insert(&(i % 64), &i).unwrap();
+        black_box(d.get(&(i % 64)).unwrap());
+    }
+    let elapsed = t.elapsed();
+    manager.shutdown().unwrap();
+    elapsed.as_secs_f64() * 1e6 / (ops / 2 * 2) as f64
 }

@@ -283,6 +283,14 @@ impl Connection {
         }
     }
 
+    /// A socket connection's socket (for handles sent beside the stream).
+    pub(crate) fn stream_socket(&self) -> Option<BorrowedFd<'_>> {
+        match &self.inner {
+            Inner::Ring(_) => None,
+            Inner::Stream(s) => Some(s.socket()),
+        }
+    }
+
     /// The socket [`wait`] sleeps on, and whether its readability means a
     /// message (a stream) or only a hang-up (a Pipe's companion socket).
     fn wake_fd(&self) -> (BorrowedFd<'_>, bool) {

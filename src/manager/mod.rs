@@ -53,6 +53,7 @@ use server::{Factory, Server};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,42 +71,104 @@ struct Endpoint {
     authkey: Arc<[u8]>,
 }
 
+/// A thread's connections, by server and key, and the process they
+/// belong to (a forked child must not use its parent's).
+struct Connections {
+    pid: u32,
+    open: Vec<(Endpoint, Rc<Connection>)>,
+}
+
 thread_local! {
-    /// This thread's connections, by server and key, and the process they
-    /// belong to (a forked child must not use its parent's).
-    static CONNECTIONS: RefCell<Vec<(Endpoint, u32, Connection)>> = const { RefCell::new(Vec::new()) };
+    static CONNECTIONS: RefCell<Connections> =
+        const { RefCell::new(Connections { pid: 0, open: Vec::new() }) };
+}
+
+/// Whether clients of a server on a Unix socket move to shared memory.
+static UPGRADE: AtomicBool = AtomicBool::new(true);
+
+/// Bytes of ring per direction of an upgraded connection.
+const UPGRADE_CAPACITY: usize = 64 << 10;
+
+/// Whether this process's proxies trade a Unix-socket connection for a
+/// [`Pipe`](crate::Pipe) in shared memory once connected (the default:
+/// a call then costs about a Pipe's round trip rather than a socket's).
+/// Off, every call goes over the socket. Connections already made keep
+/// their way.
+pub fn set_shared_memory(enabled: bool) {
+    UPGRADE.store(enabled, Ordering::Relaxed);
+}
+
+/// Moves a fresh Unix-socket connection to a Pipe: the server says yes,
+/// then takes the Pipe's other end through the socket (SCM_RIGHTS).
+fn upgrade(socket: Connection, timeout: Option<Duration>) -> Result<Connection> {
+    let (mine, theirs) = crate::Pipe::with_capacity(UPGRADE_CAPACITY, true)?;
+    let (wire, fds) = handles::collect(|| postcard::to_allocvec(&theirs));
+    let wire = wire.map_err(|e| Error::codec("serializing a pipe", e))?;
+    let request = Request::Upgrade { pipe: ByteBuf::from(wire), fds: fds.len() as u32 };
+    let bytes = encode_plain(&request)?;
+    let reply = match timeout {
+        Some(t) => {
+            socket.send_bytes_timeout(&bytes, t)?;
+            socket.recv_bytes_timeout(t)?
+        }
+        None => {
+            socket.send_bytes(&bytes)?;
+            socket.recv_bytes()?
+        }
+    };
+    match decode_plain::<Reply>(&reply)? {
+        Reply::Unit => {}
+        Reply::Fail(failure) => return Err(failure.into()),
+        r => return Err(unexpected(r)),
+    }
+    let fd = socket.stream_socket().ok_or_else(|| Error::invalid("not a socket"))?;
+    crate::channel::send_handles(fd, &fds)?;
+    drop(theirs);
+    Ok(mine)
+}
+
+/// This process's id (cached; a forked child gets its own).
+fn pid() -> u32 {
+    crate::os::ident::process().id
 }
 
 impl Endpoint {
     /// This thread's connection to the server, made if needed.
-    fn connection(&self, timeout: Option<Duration>) -> Result<Connection> {
-        let pid = std::process::id();
+    fn connection(&self, timeout: Option<Duration>) -> Result<Rc<Connection>> {
         let cached = CONNECTIONS.with(|c| {
             let mut c = c.borrow_mut();
-            c.retain(|(_, owner, _)| *owner == pid);
-            c.iter().position(|(e, _, _)| e == self).map(|i| c.swap_remove(i).2)
+            if c.pid != pid() {
+                *c = Connections { pid: pid(), open: Vec::new() };
+            }
+            c.open.iter().find(|(e, _)| e == self).map(|(_, conn)| Rc::clone(conn))
         });
         if let Some(conn) = cached {
             return Ok(conn);
         }
         let client = Client::builder(&self.address).authkey(&self.authkey);
-        match timeout {
+        let mut conn = match timeout {
             Some(t) => client.timeout(t),
             None => client,
         }
-        .connect()
+        .connect()?;
+        if matches!(self.address, Address::Unix(_)) && UPGRADE.load(Ordering::Relaxed) {
+            conn = upgrade(conn, timeout)?;
+        }
+        let conn = Rc::new(conn);
+        CONNECTIONS.with(|c| c.borrow_mut().open.push((self.clone(), Rc::clone(&conn))));
+        Ok(conn)
     }
 
-    fn give_back(&self, conn: Connection) {
-        let pid = std::process::id();
-        CONNECTIONS.with(|c| c.borrow_mut().push((self.clone(), pid, conn)));
+    /// Forgets this thread's connection to the server (it failed mid-call,
+    /// or a timeout left a reply on its way).
+    fn forget(&self) {
+        CONNECTIONS.with(|c| c.borrow_mut().open.retain(|(e, _)| e != self));
     }
 
-    /// One request and its reply. A connection that failed in between (a
-    /// timeout leaves the reply on its way) is dropped, not reused.
+    /// One request and its reply.
     fn request(&self, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
-        let conn = self.connection(timeout)?;
         let bytes = encode_plain(request)?;
+        let conn = self.connection(timeout)?;
         let exchange = || -> Result<Reply> {
             match timeout {
                 Some(t) => {
@@ -118,11 +181,13 @@ impl Endpoint {
                 }
             }
         };
-        let reply = exchange()?;
-        self.give_back(conn);
-        match reply {
-            Reply::Fail(failure) => Err(failure.into()),
-            reply => Ok(reply),
+        match exchange() {
+            Ok(Reply::Fail(failure)) => Err(failure.into()),
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                self.forget();
+                Err(e)
+            }
         }
     }
 }
@@ -153,7 +218,7 @@ struct Handle {
 
 impl Handle {
     fn new(endpoint: Endpoint, id: u64, timeout: Option<Duration>) -> Handle {
-        let owner = Some(std::process::id());
+        let owner = Some(pid());
         Handle { endpoint, id, timeout, owner, pinned: AtomicBool::new(false) }
     }
 
@@ -226,7 +291,7 @@ fn blocks(op: &Op) -> bool {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if self.owner == Some(std::process::id()) && !self.pinned.load(Ordering::Relaxed) {
+        if self.owner == Some(pid()) && !self.pinned.load(Ordering::Relaxed) {
             let _ = self.endpoint.request(&Request::Decref(self.id), Some(RELEASE_TIMEOUT));
         }
     }
@@ -890,8 +955,7 @@ impl Manager {
     /// `address` with `authkey`; checks that it answers.
     pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<Manager> {
         let endpoint = Endpoint { address: address.into(), authkey: authkey.into() };
-        let conn = endpoint.connection(None)?;
-        endpoint.give_back(conn);
+        endpoint.connection(None)?;
         Ok(Manager { endpoint, timeout: None, process: None })
     }
 

@@ -47,6 +47,13 @@ pub(crate) enum Request {
     /// The object went to another process: it lives as long as the server.
     Pin(u64),
     Shutdown,
+    /// Go on over this Pipe end (a serialized `Connection` with `fds`
+    /// handles), sent over the socket once the server said yes: a client
+    /// on the same machine trades the socket for shared memory.
+    Upgrade {
+        pipe: ByteBuf,
+        fds: u32,
+    },
 }
 
 /// A method of a server-side object. Keys, values and items are the

@@ -91,7 +91,7 @@ impl<T> Blocking<T> {
     /// client goes away meanwhile.
     fn wait_for<R>(
         &self,
-        cx: &Client<'_>,
+        cx: &Client,
         timeout: Option<Duration>,
         mut attempt: impl FnMut(&mut T) -> Option<R>,
     ) -> Result<Option<R>> {
@@ -173,14 +173,14 @@ pub(crate) struct Server {
 }
 
 /// The connection a request came on.
-struct Client<'a> {
+struct Client {
     id: u64,
-    conn: &'a Connection,
+    conn: Connection,
     /// Locks and conditions it acquired, to release if it goes.
     held: Vec<Arc<Object>>,
 }
 
-impl Client<'_> {
+impl Client {
     /// Records that this connection took `object`'s lock.
     fn hold(&mut self, object: &Arc<Object>) {
         if !self.held.iter().any(|o| Arc::ptr_eq(o, object)) {
@@ -232,19 +232,23 @@ impl Server {
     }
 
     fn run_client(&self, conn: Connection) {
-        let mut client = Client {
-            id: self.next_client.fetch_add(1, Ordering::Relaxed),
-            conn: &conn,
-            held: vec![],
-        };
-        while let Ok(bytes) = conn.recv_bytes() {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let mut client = Client { id, conn, held: vec![] };
+        while let Ok(bytes) = client.conn.recv_bytes() {
             let reply = match decode_plain::<Request>(&bytes) {
+                Ok(Request::Upgrade { pipe, fds }) => match upgrade(&client.conn, &pipe, fds) {
+                    Ok(pipe) => {
+                        client.conn = pipe;
+                        continue;
+                    }
+                    Err(_) => break,
+                },
                 Ok(request) => self.handle(request, &mut client),
                 Err(e) => Err(e),
             };
             let reply = reply.unwrap_or_else(|e| Reply::Fail(Failure::from(e)));
             let Ok(bytes) = encode_plain(&reply) else { break };
-            if conn.send_bytes(&bytes).is_err() {
+            if client.conn.send_bytes(&bytes).is_err() {
                 break;
             }
         }
@@ -265,7 +269,7 @@ impl Server {
         }
     }
 
-    fn handle(&self, request: Request, client: &mut Client<'_>) -> Result<Reply> {
+    fn handle(&self, request: Request, client: &mut Client) -> Result<Reply> {
         match request {
             Request::Create { kind, name, arg } => self.create(kind, name, arg),
             Request::Call { id, op } => {
@@ -287,6 +291,7 @@ impl Server {
                 Ok(Reply::Unit)
             }
             Request::Pin(id) => self.refs(id, |e| e.pinned = true),
+            Request::Upgrade { .. } => Err(invalid("upgrade is answered by the client loop")),
             Request::Shutdown => {
                 self.stop.store(true, Ordering::Relaxed);
                 Ok(Reply::Unit)
@@ -351,6 +356,23 @@ impl Server {
     }
 }
 
+/// Says yes to an upgrade, then takes the Pipe end the client sends
+/// beside the stream (it sends nothing else until it has the yes, so
+/// nothing is read ahead of the handles).
+fn upgrade(socket: &Connection, pipe: &[u8], fds: u32) -> Result<Connection> {
+    let socket_fd = socket.stream_socket().ok_or_else(|| invalid("already upgraded"))?;
+    if fds > 16 {
+        return Err(invalid("an upgrade carries a few handles at most"));
+    }
+    socket.send_bytes(&encode_plain(&Reply::Unit)?)?;
+    let fds = multiproc_posix::sock::recv_fds(socket_fd, fds as usize)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, "upgrade handles missing").with_source(e))?;
+    crate::handles::provide(fds, || postcard::from_bytes::<Connection>(pipe)).map_err(|e| {
+        crate::handles::take_failure()
+            .unwrap_or_else(|| Error::codec("deserializing an upgrade", e))
+    })
+}
+
 fn no_object(id: u64) -> Error {
     Error::invalid(format!("the manager has no object {id} (it was released)"))
 }
@@ -389,7 +411,7 @@ fn not_for(op: &Op) -> Error {
     Error::invalid(format!("this object has no method {op:?}"))
 }
 
-fn call(object: &Arc<Object>, op: Op, client: &mut Client<'_>) -> Result<Reply> {
+fn call(object: &Arc<Object>, op: Op, client: &mut Client) -> Result<Reply> {
     match &**object {
         Object::Map(map) => {
             let mut map = lock(map);
@@ -551,7 +573,7 @@ fn condition(
     object: &Arc<Object>,
     c: &Blocking<ConditionState>,
     op: Op,
-    client: &mut Client<'_>,
+    client: &mut Client,
 ) -> Result<Reply> {
     let me = client.id;
     let owned = |s: &ConditionState| {
