@@ -301,6 +301,20 @@ impl Connection {
     }
 }
 
+/// The handshake over an already connected socket, as a client (`listening`
+/// false) or a listener: for the fuzz target, which plays a hostile peer.
+#[doc(hidden)]
+pub fn __handshake(
+    socket: UnixStream,
+    authkey: &[u8],
+    listening: bool,
+    timeout: Duration,
+) -> Result<Connection> {
+    let mut policy = Policy::new(Some(authkey));
+    policy.handshake_timeout = timeout;
+    policy.open(socket.into(), listening, Until::NEVER)
+}
+
 /// A value as postcard bytes with no handle table: what a socket carries.
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let (bytes, fds) = handles::collect_remote(|| postcard::to_allocvec(value));
