@@ -2,10 +2,12 @@
 //!
 //! `cargo run --release --example tour`
 
+use multiproc::connection::{Address, Client, Listener};
+use multiproc::manager::{DictProxy, ListProxy};
 use multiproc::{
     current_process, parent_process, Array, Barrier, BoundedSemaphore, Condition, Connection,
-    ErrorKind, Event, Lock, Pipe, Pool, Process, Queue, RLock, RawArray, Semaphore, StartMethod,
-    Value,
+    ErrorKind, Event, Lock, Manager, Pipe, Pool, Process, Queue, RLock, RawArray, Semaphore,
+    StartMethod, Value,
 };
 use std::time::{Duration, Instant};
 
@@ -126,6 +128,41 @@ fn dies_on_13(x: u32) -> u32 {
         std::process::abort();
     }
     x
+}
+
+fn visit(visits: DictProxy<String, u32>, log: ListProxy<String>) -> multiproc::Result<()> {
+    let me = current_process();
+    visits.insert(&me.name().to_string(), &me.pid())?;
+    log.append(&format!("{} was here", me.name()))
+}
+
+/// Python's own `multiprocessing.connection`, as a client or a listener.
+const PYTHON_CLIENT: &str = "
+import sys
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
+try:
+    c = Client(sys.argv[1], authkey=sys.argv[2].encode())
+except AuthenticationError as e:
+    print('AuthenticationError:', e)
+    sys.exit(0)
+c.send_bytes(b'python ' + sys.version.split()[0].encode() + b' got: ' + c.recv_bytes())
+";
+const PYTHON_LISTENER: &str = "
+import sys
+from multiprocessing.connection import Listener
+l = Listener(sys.argv[1], authkey=sys.argv[2].encode())
+print('ready', flush=True)
+c = l.accept()
+c.send_bytes(c.recv_bytes()[::-1])
+";
+
+fn python(script: &str, address: &Address, key: &str) -> Option<std::process::Child> {
+    std::process::Command::new("python3")
+        .args(["-c", script, &address.to_string(), key])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()
 }
 
 fn run(p: &mut Process) -> Result<i32> {
@@ -334,6 +371,63 @@ fn main() -> Result {
     println!("  apply round trip: {:?}", t.elapsed() / rounds);
     pool.close();
     pool.join()?;
+
+    println!("\nManager: a dict and a list in a server process, shared by 3 children");
+    let mut manager = Manager::start()?;
+    let (visits, log) = (manager.dict::<String, u32>()?, manager.list::<String>()?);
+    let mut ps: Vec<_> =
+        (0..3).map(|_| Process::new(visit, (visits.clone(), log.clone()))).collect();
+    for p in &mut ps {
+        run(p)?;
+    }
+    for (name, pid) in visits.items()? {
+        println!("  visits[{name:?}] = {pid}");
+    }
+    println!("  log = {:?}", log.to_vec()?);
+    let t = Instant::now();
+    for i in 0..10_000 {
+        visits.insert(&"counter".into(), &i)?;
+    }
+    println!("  10000 dict sets took {:?} ({:?} each)", t.elapsed(), t.elapsed() / 10_000);
+    if let Some(server) = manager.process() {
+        server.kill()?;
+        server.join()?;
+    }
+    println!("  the server was killed; a proxy call says: {}", visits.len().unwrap_err());
+
+    println!("\nconnection: Rust and Python's multiprocessing.connection, authkey both ways");
+    let key = "tour key";
+    let listener = Listener::bind(Address::arbitrary_unix()?, key.as_bytes())?;
+    match python(PYTHON_CLIENT, listener.address(), key) {
+        None => println!("  python3 not found: skipped"),
+        Some(mut py) => {
+            let conn = listener.accept_timeout(Duration::from_secs(30))?;
+            conn.send_bytes(b"hello from a Rust Listener")?;
+            let reply = conn.recv_bytes_timeout(Duration::from_secs(30))?;
+            println!("  Rust Listener <- Python Client: {}", String::from_utf8_lossy(&reply));
+            py.wait()?;
+            let address = Address::arbitrary_unix()?;
+            let mut py = python(PYTHON_LISTENER, &address, key).ok_or("python3 vanished")?;
+            let mut ready = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(py.stdout.as_mut().ok_or("no stdout")?),
+                &mut ready,
+            )?;
+            let conn = Client::connect_timeout(address, key.as_bytes(), Duration::from_secs(30))?;
+            conn.send_bytes(b"a Rust Client says hello")?;
+            let reply = conn.recv_bytes_timeout(Duration::from_secs(30))?;
+            println!("  Rust Client <- Python Listener: {}", String::from_utf8_lossy(&reply));
+            py.wait()?;
+            let wrong = Listener::bind(Address::arbitrary_unix()?, b"another key")?;
+            let mut py = python(PYTHON_CLIENT, wrong.address(), key).ok_or("python3 vanished")?;
+            let refused = wrong.accept_timeout(Duration::from_secs(30)).unwrap_err();
+            println!("  a Python client with the wrong key, as Rust saw it: {refused}");
+            let mut said = String::new();
+            std::io::Read::read_to_string(py.stdout.as_mut().ok_or("no stdout")?, &mut said)?;
+            println!("  ... and as Python saw it: {}", said.trim());
+            py.wait()?;
+        }
+    }
 
     println!("\ndone");
     Ok(())

@@ -46,7 +46,7 @@ fn the_python_docs_example_under_every_start_method() {
         let d = manager.dict::<Key, Val>().unwrap();
         let l = manager.list::<i32>().unwrap();
         l.extend(&(0..10).collect::<Vec<_>>()).unwrap();
-        let mut p = with(method, Process::new(f, (d.try_clone().unwrap(), l.try_clone().unwrap())));
+        let mut p = with(method, Process::new(f, (d.clone(), l.clone())));
         assert_eq!(run_all(std::slice::from_mut(&mut p)), [0], "{method:?}");
         assert_eq!(
             d.items().unwrap(),
@@ -107,10 +107,7 @@ fn a_record_list_appended_by_one_process_and_printed_by_another() {
     let done = manager.event().unwrap();
     let (rx, tx) = Pipe::new().unwrap();
     let mut ps = [
-        child(Process::new(
-            print_records,
-            (records.try_clone().unwrap(), done.try_clone().unwrap(), tx),
-        )),
+        child(Process::new(print_records, (records.clone(), done.clone(), tx))),
         child(Process::new(append_records, (records, done))),
     ];
     assert_eq!(run_all(&mut ps), [0, 0]);
@@ -181,7 +178,7 @@ fn a_queue_between_processes_with_join() {
     let manager = Manager::start().unwrap();
     let q = manager.bounded_queue::<u32>(4).unwrap();
     let total = manager.dict().unwrap();
-    let mut p = child(Process::new(consume, (q.try_clone().unwrap(), total.try_clone().unwrap())));
+    let mut p = child(Process::new(consume, (q.clone(), total.clone())));
     p.start().unwrap();
     for n in 1..=100 {
         q.put_timeout(&n, SHORT).unwrap();
@@ -212,8 +209,7 @@ fn locks_events_and_semaphores_across_processes() {
     let manager = Manager::start().unwrap();
     let lock = manager.lock().unwrap();
     let held = manager.event().unwrap();
-    let mut p =
-        child(Process::new(hold_and_die, (lock.try_clone().unwrap(), held.try_clone().unwrap())));
+    let mut p = child(Process::new(hold_and_die, (lock.clone(), held.clone())));
     p.start().unwrap();
     assert!(held.wait_timeout(SHORT).unwrap());
     assert!(lock.is_locked().unwrap());
@@ -259,8 +255,7 @@ fn a_condition_across_processes() {
     let manager = Manager::start().unwrap();
     let cond = manager.condition().unwrap();
     let state = manager.namespace().unwrap();
-    let mut p =
-        child(Process::new(wait_for_go, (cond.try_clone().unwrap(), state.try_clone().unwrap())));
+    let mut p = child(Process::new(wait_for_go, (cond.clone(), state.clone())));
     p.start().unwrap();
     let deadline = Instant::now() + SHORT;
     loop {
@@ -310,7 +305,7 @@ fn a_registered_type_in_a_spawned_server() {
     let manager = Manager::builder().register::<Counter>("Counter").start().unwrap();
     let counter = manager.create("Counter").unwrap();
     let mut ps: Vec<Process> =
-        (0..3).map(|_| child(Process::new(add_many, (counter.try_clone().unwrap(),)))).collect();
+        (0..3).map(|_| child(Process::new(add_many, (counter.clone(),)))).collect();
     assert_eq!(run_all(&mut ps), [0, 0, 0]);
     assert_eq!(counter.call::<_, i64>("get", &()).unwrap(), 300);
     let err = counter.call::<_, i64>("nope", &()).unwrap_err();
@@ -389,11 +384,11 @@ fn a_proxy_used_after_the_server_is_killed_is_disconnected() {
     let d = manager.dict::<u32, u32>().unwrap();
     let q = manager.queue::<u32>().unwrap();
     let (a, b) = Pipe::new().unwrap();
-    let mut p = child(Process::new(use_after_death, (d.try_clone().unwrap(), b)));
+    let mut p = child(Process::new(use_after_death, (d.clone(), b)));
     p.start().unwrap();
     let () = a.recv_timeout(SHORT).unwrap();
     // A call blocked in the server when it dies returns too.
-    let q2 = q.try_clone().unwrap();
+    let q2 = q.clone();
     let blocked = std::thread::spawn(move || q2.get());
     std::thread::sleep(Duration::from_millis(50));
     let server = manager.process().unwrap();
@@ -436,13 +431,13 @@ fn a_stalled_server_times_out_a_bounded_proxy() {
 fn a_released_object_is_gone_and_a_shared_one_stays() {
     let manager = Manager::start().unwrap();
     let d = manager.dict::<u8, u8>().unwrap();
-    let clone = d.try_clone().unwrap();
+    let clone = d.clone();
     drop(d);
     clone.insert(&1, &1).unwrap();
     // The last proxy in this process goes: the object is freed. A proxy
     // that was sent elsewhere keeps it alive for the server's lifetime.
     let shared = manager.dict::<u8, u8>().unwrap();
-    let sent = shared.try_clone().unwrap();
+    let sent = shared.clone();
     let (a, b) = Pipe::new().unwrap();
     a.send(&sent).unwrap();
     drop((sent, shared));
@@ -493,7 +488,7 @@ fn socket_only_worker(
 fn calls_over_the_socket_alone_work_too() {
     let manager = Manager::start().unwrap();
     let (d, q, lock) = (manager.dict().unwrap(), manager.queue().unwrap(), manager.lock().unwrap());
-    let args = (d.try_clone().unwrap(), q.try_clone().unwrap(), lock.try_clone().unwrap());
+    let args = (d.clone(), q.clone(), lock.clone());
     let mut p = child(Process::new(socket_only_worker, args));
     assert_eq!(run_all(std::slice::from_mut(&mut p)), [0]);
     assert_eq!(q.get_timeout(SHORT).unwrap(), 100);

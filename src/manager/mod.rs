@@ -273,10 +273,23 @@ impl Handle {
             r => Err(unexpected(r)),
         }
     }
+}
 
-    fn try_clone(&self) -> Result<Handle> {
-        self.endpoint.request(&Request::Incref(self.id), self.timeout)?;
-        Ok(Handle::new(self.endpoint.clone(), self.id, self.timeout))
+/// Another reference to the same object. A pinned object needs no count;
+/// otherwise the server counts one more, and if it cannot be told (it is
+/// gone), the clone holds no count, and its calls fail as the original's.
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        let pinned = self.pinned.load(Ordering::Relaxed);
+        let counted =
+            !pinned && self.endpoint.request(&Request::Incref(self.id), self.timeout).is_ok();
+        Handle {
+            endpoint: self.endpoint.clone(),
+            id: self.id,
+            timeout: self.timeout,
+            owner: counted.then(pid),
+            pinned: AtomicBool::new(pinned),
+        }
     }
 }
 
@@ -393,9 +406,12 @@ macro_rules! proxy_type {
                 self
             }
 
-            /// Another proxy to the same object.
-            pub fn try_clone(&self) -> Result<Self> {
-                Ok($name { handle: self.handle.try_clone()?, _types: PhantomData })
+        }
+
+        /// Another proxy to the same object.
+        impl<$($param),*> Clone for $name<$($param),*> {
+            fn clone(&self) -> Self {
+                $name { handle: self.handle.clone(), _types: PhantomData }
             }
         }
 
@@ -807,9 +823,12 @@ impl ObjectProxy {
         self.handle.timeout = Some(timeout);
         self
     }
+}
 
-    pub fn try_clone(&self) -> Result<Self> {
-        Ok(ObjectProxy { handle: self.handle.try_clone()? })
+/// Another proxy to the same object.
+impl Clone for ObjectProxy {
+    fn clone(&self) -> Self {
+        ObjectProxy { handle: self.handle.clone() }
     }
 }
 
