@@ -35,9 +35,15 @@ struct Python(Child);
 
 impl Python {
     fn start(role: &str, address: &str, key: &[u8]) -> Python {
+        Python::start_with(role, address, key, None)
+    }
+
+    /// With `digest`, the peer makes Python 3.12's handshake, naming it.
+    fn start_with(role: &str, address: &str, key: &[u8], digest: Option<&str>) -> Python {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/conn_peer.py");
+        let key = std::str::from_utf8(key).unwrap();
         let child = Command::new("python3")
-            .args([script, role, address, std::str::from_utf8(key).unwrap()])
+            .args([script, role, address, key].into_iter().chain(digest))
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 is installed");
@@ -116,6 +122,34 @@ fn python_listener_rust_client_unix() {
 #[test]
 fn python_listener_rust_client_tcp() {
     python_listener_rust_client("127.0.0.1:0".into());
+}
+
+#[test]
+fn the_modern_handshake_both_ways() {
+    for digest in ["sha256", "sha3_384", "md5"] {
+        let listener = Listener::bind(unix_address("modern-1"), KEY).unwrap();
+        let python =
+            Python::start_with("client", &listener.address().to_string(), KEY, Some(digest));
+        exchange(&listener.accept_timeout(BOUND).unwrap());
+        assert_eq!(python.finish(), ("OK".to_string(), 0), "{digest}");
+        drop(listener);
+
+        let mut python = Python::start_with(
+            "listener",
+            &unix_address("modern-2").to_string(),
+            KEY,
+            Some(digest),
+        );
+        let shown = python.lines().next().unwrap();
+        exchange(&Client::connect_timeout(shown.as_str(), KEY, BOUND).unwrap());
+        assert_eq!(python.finish(), ("OK".to_string(), 0), "{digest}");
+
+        let listener = Listener::bind(unix_address("modern-3"), KEY).unwrap();
+        let python =
+            Python::start_with("client", &listener.address().to_string(), b"wrong", Some(digest));
+        assert_eq!(listener.accept_timeout(BOUND).unwrap_err().kind(), ErrorKind::Auth);
+        assert!(python.finish().0.starts_with("AUTH"), "{digest}");
+    }
 }
 
 #[test]
