@@ -442,3 +442,21 @@ fn wait_on_sockets_and_pipes() {
     // Only sockets: one poll(2), no limit.
     assert_eq!(connection::wait(&[&sb], None).unwrap(), vec![0]);
 }
+
+#[test]
+fn a_timed_receive_is_not_held_by_a_blocked_one() {
+    let (raw, conn) = raw_peer();
+    let peer = Connection::from_unix_stream(raw);
+    let conn = std::sync::Arc::new(conn);
+    let blocked = {
+        let conn = conn.clone();
+        std::thread::spawn(move || conn.recv_bytes())
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let t = std::time::Instant::now();
+    assert!(conn.recv_bytes_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
+    assert!(t.elapsed() < SHORT);
+    assert!(!conn.poll(), "poll answers while another thread receives");
+    peer.send_bytes(b"for the first").unwrap();
+    assert_eq!(blocked.join().unwrap().unwrap(), b"for the first");
+}

@@ -23,7 +23,7 @@ use rustix::net::{recv, sendmsg, shutdown, RecvFlags, SendAncillaryBuffer, SendF
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The longest message a socket connection accepts unless told otherwise
@@ -67,6 +67,74 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// State one caller at a time works with across blocking I/O, taken out
+/// for the call, so that another caller waits for it with *its* deadline
+/// (a plain mutex held across a blocking `recv` would make a
+/// `recv_timeout` on another thread wait without bound).
+struct Slot<T> {
+    state: Mutex<Option<T>>,
+    returned: Condvar,
+}
+
+impl<T: Default> Default for Slot<T> {
+    fn default() -> Self {
+        Slot { state: Mutex::new(Some(T::default())), returned: Condvar::new() }
+    }
+}
+
+impl<T> Slot<T> {
+    fn take(&self, deadline: Option<Instant>) -> Result<Taken<'_, T>> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(value) = state.take() {
+                return Ok(Taken { slot: self, value: Some(value) });
+            }
+            state = match deadline {
+                None => self.returned.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::timeout());
+                    }
+                    self.returned.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// Runs `f` on the state if no one has it out now.
+    fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        lock(&self.state).as_ref().map(f)
+    }
+}
+
+/// A [`Slot`]'s state while a caller has it; put back when dropped (a
+/// panic included).
+struct Taken<'a, T> {
+    slot: &'a Slot<T>,
+    value: Option<T>,
+}
+
+impl<T> std::ops::Deref for Taken<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for Taken<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("present until dropped")
+    }
+}
+
+impl<T> Drop for Taken<'_, T> {
+    fn drop(&mut self) {
+        *lock(&self.slot.state) = self.value.take();
+        self.slot.returned.notify_one();
+    }
+}
+
 /// What a receive has read and not yet returned.
 #[derive(Default)]
 struct Input {
@@ -83,9 +151,9 @@ struct Input {
 pub(crate) struct Stream {
     socket: OwnedFd,
     max: AtomicUsize,
-    input: Mutex<Input>,
+    input: Slot<Input>,
     /// The unsent tail of a message whose send timed out part-way.
-    output: Mutex<Vec<u8>>,
+    output: Slot<Vec<u8>>,
     /// Set when bad input made this end drop the connection.
     dropped: AtomicBool,
 }
@@ -95,8 +163,8 @@ impl Stream {
         Stream {
             socket,
             max: AtomicUsize::new(max),
-            input: Mutex::default(),
-            output: Mutex::default(),
+            input: Slot::default(),
+            output: Slot::default(),
             dropped: AtomicBool::new(false),
         }
     }
@@ -139,7 +207,7 @@ impl Stream {
     /// Sends one message: the header, then `payload`.
     pub(crate) fn send(&self, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
         self.check_open()?;
-        let mut pending = lock(&self.output);
+        let mut pending = self.output.take(deadline)?;
         while !pending.is_empty() {
             let n = self.write_some(&[IoSlice::new(&pending)], deadline)?;
             pending.drain(..n);
@@ -174,7 +242,7 @@ impl Stream {
     /// if it is longer than `max`.
     pub(crate) fn recv(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<u8>> {
         self.check_open()?;
-        let mut input = lock(&self.input);
+        let mut input = self.input.take(deadline)?;
         if let Some(kept) = input.kept.take() {
             return Ok(kept);
         }
@@ -185,7 +253,7 @@ impl Stream {
     /// receive and `TooLarge` returned, as Python's `BufferTooShort`.
     pub(crate) fn recv_into(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
         self.check_open()?;
-        let mut input = lock(&self.input);
+        let mut input = self.input.take(deadline)?;
         let message = match input.kept.take() {
             Some(kept) => kept,
             None => self.recv_locked(&mut input, self.max_message(), deadline)?,
@@ -321,11 +389,9 @@ impl Stream {
     /// Whether a receive would find data (or the end of the stream) within
     /// `timeout`.
     pub(crate) fn poll(&self, timeout: Duration) -> bool {
-        {
-            let input = lock(&self.input);
-            if input.kept.is_some() || input.start < input.end {
-                return true;
-            }
+        // Another caller receiving now has the state out: the socket says.
+        if self.input.peek(|i| i.kept.is_some() || i.start < i.end) == Some(true) {
+            return true;
         }
         self.dropped.load(Ordering::Relaxed)
             || poll_fd(self.socket(), PollFlags::IN, Instant::now().checked_add(timeout))

@@ -1,7 +1,7 @@
 //! Python's `multiprocessing.Manager`: a server process that holds
 //! objects (a dict, a list, a namespace, a queue, a lock, an event, a
 //! semaphore, a condition, or a type you register), and *proxies* that call
-//! their methods over a [`Connection`](crate::Connection).
+//! their methods over a [`Connection`].
 //!
 //! Proxies are serde: they pass to children as arguments, and to
 //! processes started elsewhere, which connect with the manager's address
@@ -133,16 +133,17 @@ fn pid() -> u32 {
 }
 
 impl Endpoint {
-    /// This thread's connection to the server, made if needed.
+    /// This thread's connection to the server, made if needed. (A thread
+    /// whose locals are being torn down gets one for this call alone.)
     fn connection(&self, timeout: Option<Duration>) -> Result<Rc<Connection>> {
-        let cached = CONNECTIONS.with(|c| {
+        let cached = CONNECTIONS.try_with(|c| {
             let mut c = c.borrow_mut();
             if c.pid != pid() {
                 *c = Connections { pid: pid(), open: Vec::new() };
             }
             c.open.iter().find(|(e, _)| e == self).map(|(_, conn)| Rc::clone(conn))
         });
-        if let Some(conn) = cached {
+        if let Ok(Some(conn)) = cached {
             return Ok(conn);
         }
         let client = Client::builder(&self.address).authkey(&self.authkey);
@@ -155,14 +156,15 @@ impl Endpoint {
             conn = upgrade(conn, timeout)?;
         }
         let conn = Rc::new(conn);
-        CONNECTIONS.with(|c| c.borrow_mut().open.push((self.clone(), Rc::clone(&conn))));
+        let _ =
+            CONNECTIONS.try_with(|c| c.borrow_mut().open.push((self.clone(), Rc::clone(&conn))));
         Ok(conn)
     }
 
     /// Forgets this thread's connection to the server (it failed mid-call,
     /// or a timeout left a reply on its way).
     fn forget(&self) {
-        CONNECTIONS.with(|c| c.borrow_mut().open.retain(|(e, _)| e != self));
+        let _ = CONNECTIONS.try_with(|c| c.borrow_mut().open.retain(|(e, _)| e != self));
     }
 
     /// One request and its reply.
@@ -398,9 +400,11 @@ macro_rules! proxy_type {
         }
 
         impl<$($param),*> $name<$($param),*> {
-            /// Bounds each call of this proxy by `timeout` (a blocking
-            /// method's own wait comes on top); a call that runs out
-            /// returns `Timeout`.
+            /// Bounds each call of this proxy by `timeout`; a call that
+            /// runs out returns `Timeout` (and its connection is dropped,
+            /// as its reply may still come). A `_timeout` method's own
+            /// wait comes on top; a blocking method without one (`get`,
+            /// `acquire`, `wait`) still waits as long as it must.
             pub fn with_timeout(mut self, timeout: Duration) -> Self {
                 self.handle.timeout = Some(timeout);
                 self
@@ -858,8 +862,9 @@ impl<'de> Deserialize<'de> for ObjectProxy {
 pub struct Manager {
     endpoint: Endpoint,
     timeout: Option<Duration>,
-    /// The server process, when this manager started it.
-    process: Option<Process>,
+    /// The server process, when this manager started it, and the process
+    /// that did (a forked copy of this handle must not shut it down).
+    process: Option<(Process, u32)>,
 }
 
 /// Settings for a manager's server: its types, address, key, start method.
@@ -926,7 +931,7 @@ impl ManagerBuilder {
         }
         process.start()?;
         let endpoint = Endpoint { address, authkey: authkey.into() };
-        Ok(Manager { endpoint, timeout: None, process: Some(process) })
+        Ok(Manager { endpoint, timeout: None, process: Some((process, pid())) })
     }
 }
 
@@ -1072,7 +1077,7 @@ impl Manager {
 
     fn stop(&mut self) -> Result<()> {
         let asked = self.endpoint.request(&Request::Shutdown, Some(SHUTDOWN_GRACE));
-        if let Some(mut process) = self.process.take() {
+        if let Some((mut process, _)) = self.process.take().filter(|(_, owner)| *owner == pid()) {
             if process.join_timeout(SHUTDOWN_GRACE)?.is_none() {
                 process.kill()?;
                 process.join_timeout(SHUTDOWN_GRACE)?;
@@ -1085,14 +1090,15 @@ impl Manager {
     /// The server process, when this manager started it (to check on it,
     /// or to kill it in a test).
     pub fn process(&mut self) -> Option<&mut Process> {
-        self.process.as_mut()
+        self.process.as_mut().map(|(p, _)| p)
     }
 }
 
 impl Drop for Manager {
-    /// A manager that started its server shuts it down.
+    /// A manager that started its server shuts it down (in the process
+    /// that started it, not in a forked copy).
     fn drop(&mut self) {
-        if self.process.is_some() {
+        if self.process.as_ref().is_some_and(|(_, owner)| *owner == pid()) {
             let _ = self.stop();
         }
     }
