@@ -87,6 +87,11 @@ def pipe_rt():
     a, b = mp.Pipe()
     p = mp.Process(target=_echo, args=(b, rounds + 1))
     p.start()
+    return _timed_rt(a, p, rounds)
+
+
+def _timed_rt(a, p, rounds):
+    """One warm-up, then rounds timed 8-byte round trips with _echo in p."""
     a.send_bytes(b"\0" * 8)
     a.recv_bytes()
     t = time.perf_counter()
@@ -114,17 +119,9 @@ def conn_rt():
     listener = Listener(address, family="AF_UNIX", authkey=b"bench")
     p = mp.Process(target=_conn_echo, args=(address, rounds + 1))
     p.start()
-    a = listener.accept()
-    a.send_bytes(b"\0" * 8)
-    a.recv_bytes()
-    t = time.perf_counter()
-    for _ in range(rounds):
-        a.send_bytes(b"\1" * 8)
-        a.recv_bytes()
-    dt = time.perf_counter() - t
-    p.join()
+    rt = _timed_rt(listener.accept(), p, rounds)
     listener.close()
-    return dt * 1e6 / rounds
+    return rt
 
 
 def manager_dict():

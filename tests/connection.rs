@@ -147,8 +147,7 @@ fn the_modern_handshake_both_ways() {
         let listener = Listener::bind(unix_address("modern-3"), KEY).unwrap();
         let python =
             Python::start_with("client", &listener.address().to_string(), b"wrong", Some(digest));
-        assert_eq!(listener.accept_timeout(BOUND).unwrap_err().kind(), ErrorKind::Auth);
-        assert!(python.finish().0.starts_with("AUTH"), "{digest}");
+        refused_on_both_sides(listener.accept_timeout(BOUND).unwrap_err(), python);
     }
 }
 
@@ -157,12 +156,17 @@ fn wrong_key_is_refused_on_both_sides_with_python_connecting() {
     for address in [unix_address("wk-1"), tcp_address()] {
         let listener = Listener::bind(address, KEY).unwrap();
         let python = Python::start("client", &listener.address().to_string(), b"another key");
-        let err = listener.accept_timeout(BOUND).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
-        let (line, code) = python.finish();
-        assert!(line.starts_with("AUTH"), "{line}");
-        assert_eq!(code, 3);
+        refused_on_both_sides(listener.accept_timeout(BOUND).unwrap_err(), python);
     }
+}
+
+/// Both ends saw the handshake fail: ours as `Auth`, Python's with its
+/// AuthenticationError.
+fn refused_on_both_sides(ours: multiproc::Error, python: Python) {
+    assert_eq!(ours.kind(), ErrorKind::Auth, "{ours}");
+    let (line, code) = python.finish();
+    assert!(line.starts_with("AUTH"), "{line}");
+    assert_eq!(code, 3);
 }
 
 #[test]
@@ -171,10 +175,7 @@ fn wrong_key_is_refused_on_both_sides_with_python_listening() {
         let mut python = Python::start("listener", &address.to_string(), KEY);
         let shown = python.lines().next().unwrap();
         let err = Client::connect_timeout(shown.as_str(), b"another key", BOUND).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
-        let (line, code) = python.finish();
-        assert!(line.starts_with("AUTH"), "{line}");
-        assert_eq!(code, 3);
+        refused_on_both_sides(err, python);
     }
 }
 

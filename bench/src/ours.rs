@@ -84,6 +84,12 @@ pub fn pipe_round_trip(rounds: u64) -> f64 {
     let (a, b) = Pipe::new().unwrap();
     let mut p = Process::new(echo, (b, rounds + 1));
     p.start().unwrap();
+    timed_round_trips(&a, p, rounds)
+}
+
+/// One warm-up and then `rounds` timed 8-byte round trips with `echo`
+/// running in `p`; microseconds per round trip.
+fn timed_round_trips(a: &Connection, mut p: Process, rounds: u64) -> f64 {
     a.send_bytes(&[0; 8]).unwrap();
     a.recv_bytes().unwrap();
     let t = Instant::now();
@@ -274,17 +280,7 @@ pub fn connection_round_trip(rounds: u64) -> f64 {
     let address = listener.address().clone();
     let mut p = Process::new(connection_echo, (address, key, rounds + 1));
     p.start().unwrap();
-    let a = listener.accept().unwrap();
-    a.send_bytes(&[0; 8]).unwrap();
-    a.recv_bytes().unwrap();
-    let t = Instant::now();
-    for _ in 0..rounds {
-        a.send_bytes(&[1; 8]).unwrap();
-        black_box(a.recv_bytes().unwrap());
-    }
-    let elapsed = t.elapsed();
-    assert_eq!(p.join().unwrap(), 0);
-    elapsed.as_secs_f64() * 1e6 / rounds as f64
+    timed_round_trips(&listener.accept().unwrap(), p, rounds)
 }
 
 /// Microseconds per operation on a Manager's dict at a Unix-socket
