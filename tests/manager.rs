@@ -360,7 +360,8 @@ fn a_remote_server_on_tcp_shared_by_processes() {
     assert_eq!(counter.call::<_, i64>("add", &5i64).unwrap(), 5);
 
     // A wrong key is refused.
-    assert_eq!(Manager::connect(address, b"wrong").unwrap_err().kind(), ErrorKind::Auth);
+    let wrong = Manager::connect_timeout(address, b"wrong", SHORT).unwrap_err();
+    assert_eq!(wrong.kind(), ErrorKind::Auth);
     manager.shutdown().unwrap();
     assert_eq!(finish(&mut server), 0);
 }

@@ -9,9 +9,8 @@
 //! Rust on both ends).
 //!
 //! ```
-//! use multiproc::connection::{Client, Listener};
-//! let dir = std::env::temp_dir().join(format!("mp-doc-{}", std::process::id()));
-//! let listener = Listener::bind(dir.as_path(), b"secret")?;
+//! use multiproc::connection::{Address, Client, Listener};
+//! let listener = Listener::bind(Address::arbitrary_unix()?, b"secret")?;
 //! let address = listener.address().clone();
 //! let client = std::thread::spawn(move || -> multiproc::Result<String> {
 //!     let c = Client::connect(address, b"secret")?;

@@ -336,9 +336,11 @@ impl Stream {
         deadline: Option<Instant>,
         mid_frame: bool,
     ) -> Result<usize> {
+        // A call whose deadline has passed (a `_nowait`-like poll) looks once.
+        let spin = if deadline.is_some_and(|d| d <= Instant::now()) { 0 } else { SPIN_TRIES };
         let mut tries = 0;
         loop {
-            let blocking = deadline.is_none() && tries >= SPIN_TRIES;
+            let blocking = deadline.is_none() && tries >= spin;
             let flags = if blocking { RecvFlags::empty() } else { RecvFlags::DONTWAIT };
             match recv(&self.socket, &mut *buf, flags) {
                 Ok((0, _)) => {
@@ -353,7 +355,7 @@ impl Stream {
                 }
                 Ok((n, _)) => return Ok(n),
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) if tries < SPIN_TRIES => {
+                Err(Errno::AGAIN) if tries < spin => {
                     tries += 1;
                     std::hint::spin_loop();
                 }

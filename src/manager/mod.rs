@@ -978,8 +978,26 @@ impl Manager {
     /// A manager for a server running elsewhere ([`ManagerServer`]), at
     /// `address` with `authkey`; checks that it answers.
     pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<Manager> {
-        let endpoint = Endpoint { address: address.into(), authkey: authkey.into() };
-        endpoint.connection(None)?;
+        Manager::connect_with(address.into(), authkey, None)
+    }
+
+    /// [`connect`](Self::connect) giving up after `timeout` (an address
+    /// that does not answer, a server that stalls in the handshake).
+    pub fn connect_timeout(
+        address: impl Into<Address>,
+        authkey: &[u8],
+        timeout: Duration,
+    ) -> Result<Manager> {
+        Manager::connect_with(address.into(), authkey, Some(timeout))
+    }
+
+    fn connect_with(
+        address: Address,
+        authkey: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Manager> {
+        let endpoint = Endpoint { address, authkey: authkey.into() };
+        endpoint.connection(timeout)?;
         Ok(Manager { endpoint, timeout: None, process: None })
     }
 
