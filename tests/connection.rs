@@ -461,3 +461,31 @@ fn a_timed_receive_is_not_held_by_a_blocked_one() {
     peer.send_bytes(b"for the first").unwrap();
     assert_eq!(blocked.join().unwrap().unwrap(), b"for the first");
 }
+
+#[test]
+fn a_send_that_times_out_part_way_finishes_before_the_next() {
+    let (raw, conn) = raw_peer();
+    let peer = Connection::from_unix_stream(raw);
+    // Nobody reads yet: 8 MiB cannot all go into the socket's buffers.
+    let big = pattern(8 << 20);
+    let err = conn.send_bytes_timeout(&big, Duration::from_millis(50)).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let reader = std::thread::spawn(move || {
+        let first = peer.recv_bytes_timeout(SHORT).unwrap();
+        let second = peer.recv_bytes_timeout(SHORT).unwrap();
+        (first, second, peer)
+    });
+    conn.send_bytes_timeout(b"next", SHORT).unwrap();
+    let (first, second, peer) = reader.join().unwrap();
+    assert!(first == pattern(8 << 20), "the timed-out message arrives whole");
+    assert_eq!(second, b"next");
+    // A closed peer: a send says Disconnected.
+    drop(peer);
+    let err = loop {
+        match conn.send_bytes_timeout(&[0; 4096], SHORT) {
+            Ok(()) => continue,
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_disconnected(), "{err}");
+}

@@ -130,6 +130,8 @@ fn dict_list_and_namespace_methods() {
     assert_eq!(d.remove(&"b".into()).unwrap(), Some(2));
     assert_eq!(d.remove(&"b".into()).unwrap(), None);
     assert_eq!(d.values().unwrap(), [3, 9]);
+    d.update(&[("a".into(), 4), ("d".into(), 5)]).unwrap();
+    assert_eq!(d.items().unwrap(), [("a".into(), 4), ("c".into(), 9), ("d".into(), 5)]);
     d.clear().unwrap();
     assert_eq!(d.len().unwrap(), 0);
 

@@ -505,6 +505,13 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         self.handle.value(Op::SetDefault(encode(key)?, encode(value)?), None)
     }
 
+    /// `d.update(pairs)`: inserts them all in one call.
+    pub fn update(&self, pairs: &[(K, V)]) -> Result<()> {
+        let pairs =
+            pairs.iter().map(|(k, v)| Ok((encode(k)?, encode(v)?))).collect::<Result<_>>()?;
+        self.handle.unit(Op::Update(pairs))
+    }
+
     pub fn len(&self) -> Result<usize> {
         self.handle.count(Op::Len)
     }

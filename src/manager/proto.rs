@@ -66,6 +66,7 @@ pub(crate) enum Op {
     Remove(ByteBuf),
     Contains(ByteBuf),
     SetDefault(ByteBuf, ByteBuf),
+    Update(Vec<(ByteBuf, ByteBuf)>),
     Items,
     // Any container.
     Len,

@@ -426,6 +426,10 @@ fn call(object: &Arc<Object>, op: Op, client: &mut Client) -> Result<Reply> {
                 Op::SetDefault(k, v) => {
                     Reply::Blob(blob(map.entry(k.into_vec()).or_insert(v.into_vec()).clone()))
                 }
+                Op::Update(pairs) => {
+                    map.extend(pairs.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec())));
+                    Reply::Unit
+                }
                 Op::Items => Reply::Pairs(
                     map.iter().map(|(k, v)| (blob(k.clone()), blob(v.clone()))).collect(),
                 ),
