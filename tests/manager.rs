@@ -462,6 +462,27 @@ fn proxies_over_a_socket_leave_the_authkey_behind() {
     assert_eq!(received.get(&1).unwrap_err().kind(), ErrorKind::Auth);
 }
 
+fn use_with_key(from_afar: Connection, key: Vec<u8>) -> multiproc::Result<()> {
+    // A process that knows the key sets it, then takes proxies that came
+    // without one (over a socket, from anywhere).
+    multiproc::current_process().set_authkey(&key);
+    let d: DictProxy<u8, u8> = from_afar.recv_timeout(BOUND)?;
+    d.insert(&7, &49)
+}
+
+#[test]
+fn a_process_with_the_key_uses_a_proxy_that_came_without_it() {
+    let key = b"shared out of band".to_vec();
+    let manager = Manager::builder().authkey(&key).start().unwrap();
+    let d = manager.dict::<u8, u8>().unwrap();
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (a, b) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
+    a.send(&d).unwrap();
+    let mut p = child(Process::new(use_with_key, (b, key)));
+    assert_eq!(run_all(std::slice::from_mut(&mut p)), [0]);
+    assert_eq!(d.get(&7).unwrap(), Some(49));
+}
+
 fn semaphore_proxy_is_serde(_: SemaphoreProxy) {}
 
 #[test]
