@@ -442,6 +442,13 @@ fn wait_on_sockets_and_pipes() {
     let _sa = sender.join().unwrap();
     // Only sockets: one poll(2), no limit.
     assert_eq!(connection::wait(&[&sb], None).unwrap(), vec![0]);
+    sb.recv_bytes().unwrap();
+    // A closed peer counts as ready (a receive returns at once), for a
+    // socket and for a Pipe.
+    drop((_sa, pa));
+    assert_eq!(connection::wait(&all, Some(SHORT)).unwrap(), vec![0, 1]);
+    assert!(sb.recv_bytes().unwrap_err().is_disconnected());
+    assert!(pb.recv_bytes().unwrap_err().is_disconnected());
 }
 
 #[test]

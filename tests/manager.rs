@@ -519,3 +519,50 @@ fn calls_over_the_socket_alone_work_too() {
     assert_eq!(d.get(&9).unwrap(), Some(81));
     assert!(!lock.is_locked().unwrap());
 }
+
+/// Increments `counter` under `lock`, `rounds` times, forever if `rounds`
+/// is 0 (to be killed).
+fn count_under_lock(
+    lock: LockProxy,
+    counter: DictProxy<String, u64>,
+    rounds: u64,
+) -> multiproc::Result<()> {
+    let mut done = 0;
+    while rounds == 0 || done < rounds {
+        let _g = lock.lock()?;
+        let n = counter.get(&"n".into())?.unwrap_or(0);
+        counter.insert(&"n".into(), &(n + 1))?;
+        done += 1;
+    }
+    Ok(())
+}
+
+#[test]
+fn clients_killed_mid_work_wedge_no_one() {
+    let manager = Manager::start().unwrap();
+    let (lock, counter) = (manager.lock().unwrap(), manager.dict::<String, u64>().unwrap());
+    let mut victims: Vec<Process> = (0..2)
+        .map(|_| child(Process::new(count_under_lock, (lock.clone(), counter.clone(), 0))))
+        .collect();
+    let mut workers: Vec<Process> = (0..2)
+        .map(|_| child(Process::new(count_under_lock, (lock.clone(), counter.clone(), 500))))
+        .collect();
+    for p in victims.iter_mut().chain(workers.iter_mut()) {
+        p.start().unwrap();
+    }
+    // Kill the endless ones while all four work, whatever they are doing
+    // (holding the lock, mid-request, mid-reply).
+    let deadline = Instant::now() + SHORT;
+    while counter.get(&"n".into()).unwrap().unwrap_or(0) < 200 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for p in &mut victims {
+        p.kill().unwrap();
+        finish(p);
+    }
+    assert_eq!(workers.iter_mut().map(finish).collect::<Vec<_>>(), [0, 0]);
+    lock.acquire_timeout(SHORT).unwrap();
+    lock.release().unwrap();
+    assert!(counter.get(&"n".into()).unwrap().unwrap() >= 1000);
+}
