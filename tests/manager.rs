@@ -7,7 +7,7 @@ mod common;
 use common::{child, finish, run_all, with, BOUND, METHODS};
 use multiproc::manager::{
     decode_args, encode_reply, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy,
-    NamespaceProxy, ObjectProxy, QueueProxy, SemaphoreProxy, Served,
+    NamespaceProxy, ObjectProxy, QueueProxy, RLockProxy, SemaphoreProxy, Served, ValueProxy,
 };
 use multiproc::{Connection, Error, ErrorKind, Manager, ManagerServer, Pipe, Process};
 use serde::{Deserialize, Serialize};
@@ -565,4 +565,38 @@ fn clients_killed_mid_work_wedge_no_one() {
     lock.acquire_timeout(SHORT).unwrap();
     lock.release().unwrap();
     assert!(counter.get(&"n".into()).unwrap().unwrap() >= 1000);
+}
+
+fn reenter(rlock: RLockProxy, total: ValueProxy<u64>) -> multiproc::Result<()> {
+    for _ in 0..50 {
+        let _outer = rlock.lock()?;
+        let _inner = rlock.lock()?;
+        total.set(&(total.get()? + 1))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn an_rlock_and_a_value_across_processes() {
+    let manager = Manager::start().unwrap();
+    let (rlock, total) = (manager.rlock().unwrap(), manager.value(&0u64).unwrap());
+    let mut ps: Vec<Process> =
+        (0..3).map(|_| child(Process::new(reenter, (rlock.clone(), total.clone())))).collect();
+    assert_eq!(run_all(&mut ps), [0, 0, 0]);
+    assert_eq!(total.get().unwrap(), 150);
+    // Only its holder releases it, once per acquire.
+    rlock.acquire().unwrap();
+    rlock.acquire().unwrap();
+    let other = {
+        let rlock = rlock.clone();
+        std::thread::spawn(move || (rlock.release(), rlock.try_acquire()))
+    };
+    let (release, acquire) = other.join().unwrap();
+    assert_eq!(release.unwrap_err().kind(), ErrorKind::NotOwner);
+    assert!(acquire.unwrap_err().is_timeout());
+    rlock.release().unwrap();
+    rlock.release().unwrap();
+    assert_eq!(rlock.release().unwrap_err().kind(), ErrorKind::NotOwner);
+    let unset = manager.named::<ValueProxy<u8>>("unset").unwrap();
+    assert_eq!(unset.get().unwrap_err().kind(), ErrorKind::InvalidArgument);
 }

@@ -466,6 +466,17 @@ proxy_type!(
     LockProxy[] = Lock
 );
 proxy_type!(
+    /// A reentrant lock in the manager (Python's `Manager().RLock()`): the
+    /// thread that acquired it (its connection) may acquire it again, and
+    /// only it may release it.
+    RLockProxy[] = RLock
+);
+proxy_type!(
+    /// One value in the manager (Python's `Manager().Value(typecode,
+    /// value)`), of any serde type.
+    ValueProxy[T] = Value
+);
+proxy_type!(
     /// An event in the manager (Python's `Manager().Event()`).
     EventProxy[] = Event
 );
@@ -715,6 +726,7 @@ macro_rules! acquire_methods {
 }
 
 acquire_methods!(LockProxy);
+acquire_methods!(RLockProxy);
 acquire_methods!(SemaphoreProxy);
 acquire_methods!(ConditionProxy);
 
@@ -753,6 +765,29 @@ impl ConditionProxy {
 
     pub fn notify_all(&self) -> Result<()> {
         self.handle.unit(Op::NotifyAll)
+    }
+}
+
+impl RLockProxy {
+    /// Acquires, and releases when the guard drops.
+    pub fn lock(&self) -> Result<ProxyGuard<'_>> {
+        self.acquire()?;
+        Ok(ProxyGuard { handle: &self.handle })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    /// `v.value`. (`InvalidArgument` only for a [`named`](Manager::named)
+    /// value nobody has set yet.)
+    pub fn get(&self) -> Result<T> {
+        self.handle
+            .maybe(Op::Get(encode(&())?))?
+            .ok_or_else(|| Error::invalid("this manager value was never set"))
+    }
+
+    /// `v.value = value`.
+    pub fn set(&self, value: &T) -> Result<()> {
+        self.handle.unit(Op::Set(encode(&())?, encode(value)?))
     }
 }
 
@@ -1060,6 +1095,17 @@ impl Manager {
 
     pub fn lock(&self) -> Result<LockProxy> {
         self.make(Kind::Builtin(Builtin::Lock), None, 0)
+    }
+
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        self.make(Kind::Builtin(Builtin::RLock), None, 0)
+    }
+
+    /// A value holding `value` (Python's `Manager().Value`).
+    pub fn value<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<ValueProxy<T>> {
+        let proxy: ValueProxy<T> = self.make(Kind::Builtin(Builtin::Value), None, 0)?;
+        proxy.set(value)?;
+        Ok(proxy)
     }
 
     pub fn event(&self) -> Result<EventProxy> {

@@ -16,6 +16,8 @@ pub(crate) enum Builtin {
     Namespace,
     Queue,
     Lock,
+    RLock,
+    Value,
     Event,
     Semaphore,
     Condition,

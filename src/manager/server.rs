@@ -129,6 +129,13 @@ struct QueueState {
     unfinished: u64,
 }
 
+/// A reentrant lock: the connection holding it, and how deep.
+#[derive(Default)]
+struct Reentrant {
+    holder: Option<u64>,
+    depth: u32,
+}
+
 #[derive(Default)]
 struct ConditionState {
     holder: Option<u64>,
@@ -143,6 +150,7 @@ enum Object {
     Queue(Blocking<QueueState>),
     /// The connection holding it.
     Lock(Blocking<Option<u64>>),
+    RLock(Blocking<Reentrant>),
     Event(Blocking<bool>),
     Semaphore(Blocking<u64>),
     Condition(Blocking<ConditionState>),
@@ -257,6 +265,11 @@ impl Server {
                 Object::Lock(l) => l.update(|h| {
                     if *h == Some(client.id) {
                         *h = None;
+                    }
+                }),
+                Object::RLock(r) => r.update(|s| {
+                    if s.holder == Some(client.id) {
+                        *s = Reentrant::default();
                     }
                 }),
                 Object::Condition(c) => c.update(|s| {
@@ -379,7 +392,7 @@ fn no_object(id: u64) -> Error {
 
 fn builtin(b: Builtin, arg: u64) -> Result<Object> {
     Ok(match b {
-        Builtin::Dict | Builtin::Namespace => Object::Map(Mutex::default()),
+        Builtin::Dict | Builtin::Namespace | Builtin::Value => Object::Map(Mutex::default()),
         Builtin::List => Object::List(Mutex::default()),
         Builtin::Queue => {
             let max = usize::try_from(arg).map_err(|_| invalid("queue size too large"))?;
@@ -389,6 +402,7 @@ fn builtin(b: Builtin, arg: u64) -> Result<Object> {
             })
         }
         Builtin::Lock => Object::Lock(Blocking::default()),
+        Builtin::RLock => Object::RLock(Blocking::default()),
         Builtin::Event => Object::Event(Blocking::default()),
         Builtin::Semaphore => {
             Object::Semaphore(Blocking { state: Mutex::new(arg), changed: Condvar::new() })
@@ -535,6 +549,37 @@ fn call(object: &Arc<Object>, op: Op, client: &mut Client) -> Result<Reply> {
                 None => Err(invalid("release of an unlocked lock")),
             }),
             Op::IsSet => Ok(Reply::Bool(lock(&l.state).is_some())),
+            op => Err(not_for(&op)),
+        },
+        Object::RLock(r) => match op {
+            Op::Acquire(timeout) => {
+                let me = client.id;
+                let got = r.wait_for(client, timeout, |s| match s.holder {
+                    None => {
+                        *s = Reentrant { holder: Some(me), depth: 1 };
+                        Some(())
+                    }
+                    Some(h) if h == me => s.depth.checked_add(1).map(|d| s.depth = d),
+                    Some(_) => None,
+                })?;
+                if got.is_some() {
+                    client.hold(object);
+                }
+                Ok(Reply::Bool(got.is_some()))
+            }
+            Op::Release => r.update(|s| {
+                if s.holder != Some(client.id) {
+                    return Err(Error::new(
+                        ErrorKind::NotOwner,
+                        "this connection does not hold the RLock",
+                    ));
+                }
+                s.depth -= 1;
+                if s.depth == 0 {
+                    s.holder = None;
+                }
+                Ok(Reply::Unit)
+            }),
             op => Err(not_for(&op)),
         },
         Object::Semaphore(s) => match op {
