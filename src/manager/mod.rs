@@ -1,7 +1,7 @@
 //! Python's `multiprocessing.Manager`: a server process that holds
-//! objects (a dict, a list, a namespace, a queue, a lock, an event, a
-//! semaphore, a condition, or a type you register), and *proxies* that call
-//! their methods over a [`Connection`].
+//! objects (a dict, a list, a namespace, a value, a queue, a lock, an
+//! RLock, an event, a semaphore, a condition, or a type you register), and
+//! *proxies* that call their methods over a [`Connection`].
 //!
 //! Proxies are serde: they pass to children as arguments, and to
 //! processes started elsewhere, which connect with the manager's address
