@@ -72,13 +72,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// (a plain mutex held across a blocking `recv` would make a
 /// `recv_timeout` on another thread wait without bound).
 struct Slot<T> {
-    state: Mutex<Option<T>>,
+    state: Mutex<SlotState<T>>,
     returned: Condvar,
+}
+
+struct SlotState<T> {
+    /// `None` while a caller has it out.
+    value: Option<T>,
+    /// Callers waiting for it (a return wakes one only if there is one:
+    /// a notify is a system call).
+    waiting: usize,
 }
 
 impl<T: Default> Default for Slot<T> {
     fn default() -> Self {
-        Slot { state: Mutex::new(Some(T::default())), returned: Condvar::new() }
+        let state = SlotState { value: Some(T::default()), waiting: 0 };
+        Slot { state: Mutex::new(state), returned: Condvar::new() }
     }
 }
 
@@ -86,25 +95,30 @@ impl<T> Slot<T> {
     fn take(&self, deadline: Option<Instant>) -> Result<Taken<'_, T>> {
         let mut state = lock(&self.state);
         loop {
-            if let Some(value) = state.take() {
+            if let Some(value) = state.value.take() {
                 return Ok(Taken { slot: self, value: Some(value) });
             }
-            state = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.saturating_duration_since(Instant::now()) {
+                    left if left.is_zero() => return Err(Error::timeout()),
+                    left => Some(left),
+                },
+            };
+            state.waiting += 1;
+            state = match left {
                 None => self.returned.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Error::timeout());
-                    }
+                Some(left) => {
                     self.returned.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
                 }
             };
+            state.waiting -= 1;
         }
     }
 
     /// Runs `f` on the state if no one has it out now.
     fn peek<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        lock(&self.state).as_ref().map(f)
+        lock(&self.state).value.as_ref().map(f)
     }
 }
 
@@ -130,8 +144,11 @@ impl<T> std::ops::DerefMut for Taken<'_, T> {
 
 impl<T> Drop for Taken<'_, T> {
     fn drop(&mut self) {
-        *lock(&self.slot.state) = self.value.take();
-        self.slot.returned.notify_one();
+        let mut state = lock(&self.slot.state);
+        state.value = self.value.take();
+        if state.waiting > 0 {
+            self.slot.returned.notify_one();
+        }
     }
 }
 
