@@ -167,15 +167,17 @@ impl Endpoint {
         let _ = CONNECTIONS.try_with(|c| c.borrow_mut().open.retain(|(e, _)| e != self));
     }
 
-    /// One request and its reply.
+    /// One request and its reply, within `timeout` if there is one.
     fn request(&self, request: &Request, timeout: Option<Duration>) -> Result<Reply> {
         let bytes = encode_plain(request)?;
+        let start = std::time::Instant::now();
         let conn = self.connection(timeout)?;
+        let left = |t: Duration| t.saturating_sub(start.elapsed());
         let exchange = || -> Result<Reply> {
             match timeout {
                 Some(t) => {
-                    conn.send_bytes_timeout(&bytes, t)?;
-                    decode_plain(&conn.recv_bytes_timeout(t)?)
+                    conn.send_bytes_timeout(&bytes, left(t))?;
+                    decode_plain(&conn.recv_bytes_timeout(left(t))?)
                 }
                 None => {
                     conn.send_bytes(&bytes)?;
