@@ -81,11 +81,23 @@ pub(crate) fn authkey() -> crate::Result<Vec<u8>> {
     if let Some(key) = existing {
         return Ok(key);
     }
-    #[cfg(unix)]
-    let fresh = crate::connection::random::<32>()?.to_vec();
-    #[cfg(not(unix))]
-    let fresh = std::process::id().to_le_bytes().repeat(8);
+    let fresh = fresh_authkey()?;
     Ok(with_me(|me| me.authkey.get_or_insert(fresh).clone()))
+}
+
+#[cfg(unix)]
+fn fresh_authkey() -> crate::Result<Vec<u8>> {
+    Ok(crate::connection::random::<32>()?.to_vec())
+}
+
+/// No random source is wired up on this platform yet; a guessable key
+/// would be worse than none.
+#[cfg(not(unix))]
+fn fresh_authkey() -> crate::Result<Vec<u8>> {
+    Err(crate::Error::new(
+        crate::ErrorKind::Unsupported,
+        "no authkey on this platform yet: set one with set_authkey",
+    ))
 }
 
 pub(crate) fn set_authkey(key: Vec<u8>) {
