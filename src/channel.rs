@@ -335,9 +335,7 @@ impl Link<'_> {
             sock::recv_fds(self.fds_in, count)
                 .map_err(|e| Error::new(ErrorKind::Corrupt, "handles missing").with_source(e))?
         };
-        handles::provide(fds, || postcard::from_bytes(payload)).map_err(|e| {
-            handles::take_failure().unwrap_or_else(|| Error::codec("deserializing a message", e))
-        })
+        handles::decode(fds, payload, "deserializing a message")
     }
 }
 
@@ -416,7 +414,5 @@ pub fn decode_untrusted<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
     if u32::from_le_bytes(*count) != 0 {
         return Err(Error::new(ErrorKind::Corrupt, "handles announced, none at hand"));
     }
-    handles::provide(Vec::new(), || postcard::from_bytes(payload)).map_err(|e| {
-        handles::take_failure().unwrap_or_else(|| Error::codec("deserializing a message", e))
-    })
+    handles::decode(Vec::new(), payload, "deserializing a message")
 }

@@ -62,6 +62,19 @@ pub(crate) fn provide<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Deserializes postcard `bytes` with `fds` as the incoming table; a
+/// refused shared object reports its own cause, anything else is a codec
+/// error in `context`.
+#[cfg(unix)]
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    fds: Vec<OwnedFd>,
+    bytes: &[u8],
+    context: &'static str,
+) -> crate::Result<T> {
+    provide(fds, || postcard::from_bytes(bytes))
+        .map_err(|e| take_failure().unwrap_or_else(|| crate::Error::codec(context, e)))
+}
+
 /// Records `fd` for transfer; returns its index.
 #[cfg(unix)]
 pub(crate) fn export(fd: BorrowedFd<'_>) -> Result<u32, &'static str> {

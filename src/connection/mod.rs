@@ -329,9 +329,7 @@ pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> 
 
 /// Postcard bytes from a peer, which may hold anything.
 pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    handles::provide(Vec::new(), || postcard::from_bytes(bytes)).map_err(|e| {
-        handles::take_failure().unwrap_or_else(|| Error::codec("deserializing a message", e))
-    })
+    handles::decode(Vec::new(), bytes, "deserializing a message")
 }
 
 #[derive(Serialize)]

@@ -380,10 +380,7 @@ fn upgrade(socket: &Connection, pipe: &[u8], fds: u32) -> Result<Connection> {
     socket.send_bytes(&encode_plain(&Reply::Unit)?)?;
     let fds = multiproc_posix::sock::recv_fds(socket_fd, fds as usize)
         .map_err(|e| Error::new(ErrorKind::Corrupt, "upgrade handles missing").with_source(e))?;
-    crate::handles::provide(fds, || postcard::from_bytes::<Connection>(pipe)).map_err(|e| {
-        crate::handles::take_failure()
-            .unwrap_or_else(|| Error::codec("deserializing an upgrade", e))
-    })
+    crate::handles::decode(fds, pipe, "deserializing an upgrade")
 }
 
 fn no_object(id: u64) -> Error {
