@@ -200,6 +200,14 @@ fn unexpected(reply: Reply) -> Error {
     Error::new(ErrorKind::Corrupt, format!("manager: unexpected reply {reply:?}"))
 }
 
+/// The one value a method returned.
+fn blob<T: DeserializeOwned>(reply: Reply) -> Result<T> {
+    match reply {
+        Reply::Blob(b) => decode(&b),
+        r => Err(unexpected(r)),
+    }
+}
+
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     decode_plain(bytes)
 }
@@ -233,6 +241,11 @@ impl Handle {
             (Some(_), None) if blocks(&op) => None,
             (t, _) => t,
         };
+        self.call_within(op, timeout)
+    }
+
+    /// Calls `op` bounded by `timeout` alone.
+    fn call_within(&self, op: Op, timeout: Option<Duration>) -> Result<Reply> {
         self.endpoint.request(&Request::Call { id: self.id, op }, timeout)
     }
 
@@ -258,10 +271,7 @@ impl Handle {
     }
 
     fn value<T: DeserializeOwned>(&self, op: Op, wait: Option<Duration>) -> Result<T> {
-        match self.call(op, wait)? {
-            Reply::Blob(b) => decode(&b),
-            r => Err(unexpected(r)),
-        }
+        blob(self.call(op, wait)?)
     }
 
     fn maybe<T: DeserializeOwned>(&self, op: Op) -> Result<Option<T>> {
@@ -729,28 +739,32 @@ macro_rules! acquire_methods {
 
 acquire_methods!(LockProxy);
 acquire_methods!(RLockProxy);
+
+/// `lock()`, for the proxies whose acquire takes a lock.
+macro_rules! guard_method {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// Acquires (a condition: its lock), and releases when the
+            /// guard drops.
+            pub fn lock(&self) -> Result<ProxyGuard<'_>> {
+                self.acquire()?;
+                Ok(ProxyGuard { handle: &self.handle })
+            }
+        }
+    )*};
+}
+
+guard_method!(LockProxy, RLockProxy, ConditionProxy);
 acquire_methods!(SemaphoreProxy);
 acquire_methods!(ConditionProxy);
 
 impl LockProxy {
-    /// Acquires, and releases when the guard drops.
-    pub fn lock(&self) -> Result<ProxyGuard<'_>> {
-        self.acquire()?;
-        Ok(ProxyGuard { handle: &self.handle })
-    }
-
     pub fn is_locked(&self) -> Result<bool> {
         self.handle.boolean(Op::IsSet, None)
     }
 }
 
 impl ConditionProxy {
-    /// Acquires the condition's lock, and releases it when the guard drops.
-    pub fn lock(&self) -> Result<ProxyGuard<'_>> {
-        self.acquire()?;
-        Ok(ProxyGuard { handle: &self.handle })
-    }
-
     /// Releases the lock, waits for a notify, takes the lock again.
     pub fn wait(&self) -> Result<()> {
         self.handle.boolean(Op::Wait(None), None).map(drop)
@@ -767,14 +781,6 @@ impl ConditionProxy {
 
     pub fn notify_all(&self) -> Result<()> {
         self.handle.unit(Op::NotifyAll)
-    }
-}
-
-impl RLockProxy {
-    /// Acquires, and releases when the guard drops.
-    pub fn lock(&self) -> Result<ProxyGuard<'_>> {
-        self.acquire()?;
-        Ok(ProxyGuard { handle: &self.handle })
     }
 }
 
@@ -857,14 +863,7 @@ impl ObjectProxy {
         timeout: Duration,
     ) -> Result<R> {
         let op = Op::Method(method.into(), encode(args)?);
-        let reply = self
-            .handle
-            .endpoint
-            .request(&Request::Call { id: self.handle.id, op }, Some(timeout))?;
-        match reply {
-            Reply::Blob(b) => decode(&b),
-            r => Err(unexpected(r)),
-        }
+        blob(self.handle.call_within(op, Some(timeout))?)
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -1056,7 +1055,9 @@ impl Manager {
         self.timeout = timeout;
     }
 
-    fn make<P: Proxy>(&self, kind: Kind, name: Option<&str>, arg: u64) -> Result<P> {
+    /// A new object in the server (or the one called `name`, which is
+    /// pinned), and this process's handle to it.
+    fn create_handle(&self, kind: Kind, name: Option<&str>, arg: u64) -> Result<Handle> {
         let request = Request::Create { kind, name: name.map(str::to_string), arg };
         match self.endpoint.request(&request, self.timeout)? {
             Reply::Count(id) => {
@@ -1064,10 +1065,14 @@ impl Manager {
                 if name.is_some() {
                     handle.pinned.store(true, Ordering::Relaxed);
                 }
-                Ok(P::from_handle(handle))
+                Ok(handle)
             }
             r => Err(unexpected(r)),
         }
+    }
+
+    fn make<P: Proxy>(&self, kind: Kind, name: Option<&str>, arg: u64) -> Result<P> {
+        self.create_handle(kind, name, arg).map(P::from_handle)
     }
 
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
@@ -1133,13 +1138,8 @@ impl Manager {
 
     /// A new object of the type registered as `typeid`.
     pub fn create(&self, typeid: &str) -> Result<ObjectProxy> {
-        let request = Request::Create { kind: Kind::Registered(typeid.into()), name: None, arg: 0 };
-        match self.endpoint.request(&request, self.timeout)? {
-            Reply::Count(id) => {
-                Ok(ObjectProxy { handle: Handle::new(self.endpoint.clone(), id, self.timeout) })
-            }
-            r => Err(unexpected(r)),
-        }
+        let handle = self.create_handle(Kind::Registered(typeid.into()), None, 0)?;
+        Ok(ObjectProxy { handle })
     }
 
     /// Stops the server (every proxy's later call returns `Disconnected`)
