@@ -695,10 +695,10 @@ impl Listener {
 
     /// The listening socket and its address, for a process that will
     /// accept on it (the socket file stays until that one drops it).
-    pub(crate) fn into_parts(mut self) -> Result<(OwnedFd, Address, Option<Vec<u8>>)> {
+    pub(crate) fn into_parts(mut self) -> Result<(OwnedFd, Address)> {
         self.unlink = None;
         let fd = self.fd().try_clone_to_owned().map_err(|e| Error::io("dup", e))?;
-        Ok((fd, self.address.clone(), self.policy.authkey.take()))
+        Ok((fd, self.address.clone()))
     }
 
     /// A listener on a socket [`into_parts`](Self::into_parts) gave, which

@@ -956,7 +956,7 @@ impl ManagerBuilder {
             None => Address::arbitrary_unix()?,
         };
         let listener = Listener::bind(address, &authkey)?;
-        let (fd, address, _) = listener.into_parts()?;
+        let (fd, address) = listener.into_parts()?;
         let registry = self
             .registry
             .iter()
