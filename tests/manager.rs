@@ -600,3 +600,24 @@ fn an_rlock_and_a_value_across_processes() {
     let unset = manager.named::<ValueProxy<u8>>("unset").unwrap();
     assert_eq!(unset.get().unwrap_err().kind(), ErrorKind::InvalidArgument);
 }
+
+fn use_later(d: DictProxy<u8, u8>, go: EventProxy) -> multiproc::Result<()> {
+    if !go.wait_timeout(BOUND)? {
+        return Err(Error::new(ErrorKind::Timeout, "never told to go"));
+    }
+    d.insert(&1, &1)?;
+    go.clear()
+}
+
+#[test]
+fn a_forked_childs_proxies_outlive_the_parents() {
+    let manager = Manager::start().unwrap();
+    let go = manager.event().unwrap();
+    // The parent keeps nothing of the dict: only the forked child holds it.
+    let d = manager.dict::<u8, u8>().unwrap();
+    let mut p = with(METHODS[1], Process::new(use_later, (d, go.clone())));
+    p.start().unwrap();
+    go.set().unwrap();
+    assert_eq!(finish(&mut p), 0);
+    assert!(!go.is_set().unwrap());
+}

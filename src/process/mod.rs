@@ -71,6 +71,11 @@ trait Job: Send {
     /// Serializes for a spawned child.
     #[cfg(unix)]
     fn encode(&self) -> Result<unix::Encoded>;
+    /// Serializes the arguments into nothing, for a forked child, which
+    /// gets them by copy: objects that must know they went to another
+    /// process (a manager's proxies) are told, and no bytes are kept.
+    #[cfg(unix)]
+    fn announce(&self);
 }
 
 struct Call<F, A> {
@@ -90,6 +95,12 @@ where
     #[cfg(unix)]
     fn encode(&self) -> Result<unix::Encoded> {
         unix::encode::<F, A>(&self.args)
+    }
+
+    #[cfg(unix)]
+    fn announce(&self) {
+        let size = postcard::ser_flavors::Size::default();
+        let _ = crate::handles::collect(|| postcard::serialize_with_flavor(&self.args, size));
     }
 }
 
@@ -111,6 +122,10 @@ where
             "a closure can only be started with the fork start method",
         ))
     }
+
+    /// A closure's captures are not serde: nothing to tell.
+    #[cfg(unix)]
+    fn announce(&self) {}
 }
 
 /// A child process running a function: Python's `Process(target, args)`.
@@ -262,11 +277,7 @@ impl Process {
         match method {
             StartMethod::Spawn => unix::spawn(job.encode()?, who),
             StartMethod::Fork => {
-                // A forked child gets the arguments by copy, not by
-                // serializing; serialize them anyway (and drop the bytes)
-                // so that objects which must know they went to another
-                // process (a manager's proxies) are told.
-                let _ = job.encode();
+                job.announce();
                 unix::fork(Box::new(move || job.run()), who, self.allow_threads)
             }
             StartMethod::ForkServer => forkserver::start(job.encode()?, who),
