@@ -71,8 +71,42 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     context: &'static str,
 ) -> crate::Result<T> {
-    provide(fds, || postcard::from_bytes(bytes))
+    provide(fds, || from_exact(bytes))
         .map_err(|e| take_failure().unwrap_or_else(|| crate::Error::codec(context, e)))
+}
+
+/// Why [`from_exact`] refused its bytes.
+#[derive(Debug)]
+pub(crate) enum Inexact {
+    /// They are not a `T` at all.
+    Malformed(postcard::Error),
+    /// A `T` was read and this many bytes were left: they encode something
+    /// else (another type that happens to start like a `T`).
+    LeftOver(usize),
+}
+
+impl std::fmt::Display for Inexact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inexact::Malformed(e) => e.fmt(f),
+            Inexact::LeftOver(n) => {
+                write!(f, "{n} bytes left over after the value: it was encoded as another type")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Inexact {}
+
+/// Deserializes postcard `bytes` as a `T` that uses every one of them, so
+/// that a message encoded as another type is an error rather than a
+/// wrong value (`send(&300i64)` is not a `u8`).
+pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Inexact> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Inexact::LeftOver(rest.len())),
+        Err(e) => Err(Inexact::Malformed(e)),
+    }
 }
 
 /// Records `fd` for transfer; returns its index.

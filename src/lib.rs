@@ -37,7 +37,7 @@ pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
 pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Task};
 #[cfg(unix)]
 #[doc(hidden)]
-pub use process::bootstrap_for_tests as __bootstrap_for_tests;
+pub use process::testing as __testing;
 #[cfg(unix)]
 pub use process::BOOTSTRAP_FAILED;
 pub use process::{

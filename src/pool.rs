@@ -21,18 +21,17 @@
 //! threaded parent.
 //!
 //! # Safety
-//! A task is named to a worker by the offset of its entry function from an
-//! anchor of this binary (as a spawned child names its target), and a task
-//! function, zero-sized by a compile-time assertion, is conjured from
-//! nothing. Obligations: offsets are only computed from our own
-//! `task_entry::<F, A, R>` and only ever travel from a pool to its own
-//! workers, which run the same executable (spawn checks the file; fork
-//! copies the image); `F` is a `fn` item or a capture-free closure.
+//! A task is named to a worker by a checked [`CodeRef`] to its entry's
+//! record (as a spawned child names its target: see `code_ref.rs`), and a
+//! task function, zero-sized by a compile-time assertion, is conjured from
+//! nothing. Obligation: `F` is a `fn` item or a capture-free closure.
 #![allow(unsafe_code)]
 
 use crate::connection::Connection;
+use crate::handles::from_exact;
 use crate::pipe::Pipe;
-use crate::process::{code_at, code_offset, get_start_method, Process, StartMethod, Target};
+use crate::process::code_ref::{self, CodeRef, Record};
+use crate::process::{get_start_method, Process, StartMethod, Target};
 use crate::queue::Queue;
 use crate::value::RawArray;
 use crate::{Error, ErrorKind, Result};
@@ -93,6 +92,22 @@ const BAD_RESULT: u8 = 3;
 /// appends the outcome (tag, then the result or a message) to `out`.
 type TaskFn = fn(&[u8], &mut Vec<u8>);
 
+/// The kind of code a chunk names.
+enum PoolTask {}
+
+impl code_ref::Kind for PoolTask {
+    const ID: u64 = code_ref::POOL_TASK;
+    type Code = TaskFn;
+}
+
+/// The record of task `F` with arguments `A` and result `R`.
+struct TaskEntry<F, A, R>(PhantomData<(F, A, R)>);
+
+impl<F: Task<A, R>, A: DeserializeOwned, R: Serialize> TaskEntry<F, A, R> {
+    const RECORD: Record<TaskFn> =
+        code_ref::record::<PoolTask>(code_ref::fingerprint::<(F, A, R)>, task_entry::<F, A, R>);
+}
+
 /// `&mut Vec<u8>` as postcard's output, appending.
 struct Append<'a>(&'a mut Vec<u8>);
 
@@ -108,7 +123,7 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let args: A = match postcard::from_bytes(args) {
+    let args: A = match from_exact(args) {
         Ok(args) => args,
         Err(e) => return fail(out, BAD_ARGS, &format!("the task's arguments: {e}")),
     };
@@ -142,8 +157,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The entry of task `F`, as an offset its workers can call.
-fn entry_of<F, A, R>() -> u64
+/// The entry of task `F`, as its workers name it.
+pub(crate) fn entry_of<F, A, R>() -> CodeRef
 where
     F: Task<A, R>,
     A: DeserializeOwned,
@@ -155,8 +170,7 @@ where
             "a pool runs a fn or a closure that captures nothing"
         )
     };
-    let entry: TaskFn = task_entry::<F, A, R>;
-    code_offset(entry as *const ())
+    CodeRef::of(&TaskEntry::<F, A, R>::RECORD)
 }
 
 /// Appends `value` to `buf` as one item: its length (u32 LE), its bytes.
@@ -190,7 +204,7 @@ fn items(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
 #[derive(Serialize, Deserialize)]
 struct Chunk {
     job: u64,
-    entry: u64,
+    entry: CodeRef,
     /// This chunk's number among those sent to its worker.
     seq: u32,
     first: u32,
@@ -274,10 +288,10 @@ fn serve(ctx: &WorkerCtx) {
             let _ = ctx.progress.set(slot, u64::from(chunk.seq) << 32 | u64::from(done));
         };
         progress(0);
-        // SAFETY: the offset came from our parent, which computed it from a
-        // `task_entry` of this same executable (module docs).
-        let entry: TaskFn =
-            unsafe { std::mem::transmute::<*const (), TaskFn>(code_at(chunk.entry)) };
+        let Ok(entry) = chunk.entry.resolve::<PoolTask>() else {
+            // Not a task of this program: the parent is not one of ours.
+            return;
+        };
         results.clear();
         let mut done = 0;
         for args in items(&chunk.args).take(chunk.count as usize) {
@@ -368,7 +382,7 @@ impl Job {
                 let (tag, body) = bytes.split_first().unwrap_or((&BAD_RESULT, &[]));
                 let text = || String::from_utf8_lossy(body).into_owned();
                 match *tag {
-                    OK => postcard::from_bytes(body)
+                    OK => from_exact(body)
                         .map_err(|e| Error::codec("deserializing a task's result", e)),
                     PANICKED => Err(Error::new(ErrorKind::TaskPanicked, text())),
                     _ => Err(Error::new(ErrorKind::Codec, text())),

@@ -1,62 +1,253 @@
-//! A spawn bootstrap that is malformed, or made for another executable,
-//! ends the child with a clear message and exit code 255 (`BOOTSTRAP_FAILED`)
-//! instead of running anything. Each case runs this test binary (or a copy)
-//! by hand with such a bootstrap.
+//! Who may start a child (the bootstrap's trust model): a bootstrap that is
+//! not a sealed memfd, that does not come from this process's parent
+//! running this same executable, that names anything but one of this
+//! binary's spawn entries, or that reaches a process running with gained
+//! privileges, ends the child with a clear message and exit code 255
+//! (`BOOTSTRAP_FAILED`) before any of its code runs, and never hangs it.
+//! Each case runs this test binary (or a copy) by hand, as a forger would,
+//! under a watchdog.
 
-use multiproc::BOOTSTRAP_FAILED;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use multiproc::{Target, BOOTSTRAP_FAILED};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Runs `exe` with fd 7 reading `bootstrap` and MULTIPROC_BOOTSTRAP=`env`.
-fn run_with(exe: &std::path::Path, env: &str, bootstrap: &[u8]) -> Output {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let file = std::env::temp_dir().join(format!("multiproc-boot-{}-{n}", std::process::id()));
-    std::fs::write(&file, bootstrap).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(r#"exec 7<"$1"; exec "$2" --exact no-such-test"#)
-        .arg("sh")
-        .arg(&file)
-        .arg(exe)
+mod common;
+
+/// The bound on one forged child: it must be refused (or run) long before.
+const BOUND: Duration = common::BOUND;
+
+/// Runs `exe` with MULTIPROC_BOOTSTRAP=`env` and `fd` (if any) at fd 7,
+/// under a watchdog that kills it (and fails the test) past [`BOUND`].
+fn run_with(exe: &Path, env: &str, fd: Option<&OwnedFd>) -> Output {
+    run_command(Command::new(exe), env, fd)
+}
+
+fn run_command(mut cmd: Command, env: &str, fd: Option<&OwnedFd>) -> Output {
+    cmd.args(["--exact", "no-such-test"])
         .env("MULTIPROC_BOOTSTRAP", env)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&file);
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(fd) = fd {
+        let raw = fd.as_raw_fd();
+        // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = if raw == 7 {
+                    libc::fcntl(7, libc::F_SETFD, 0) != -1
+                } else {
+                    libc::dup2(raw, 7) != -1
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let child = cmd.spawn().expect("spawn");
+    let pid = child.id() as i32;
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                if start.elapsed() > BOUND {
+                    // SAFETY: kill has no memory-safety preconditions; the
+                    // child is unreaped until wait_with_output returns.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            false
+        })
+    };
+    let out = child.wait_with_output().expect("wait");
+    done.store(true, Ordering::Relaxed);
+    assert!(!watchdog.join().unwrap(), "the child hung on its bootstrap: {out:?}");
     out
+}
+
+fn memfd(bytes: &[u8], seal: bool) -> OwnedFd {
+    // SAFETY: a NUL-terminated name and valid flags; the fd is ours.
+    let fd = unsafe {
+        let raw =
+            libc::memfd_create(c"forged".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
+        assert!(raw >= 0);
+        OwnedFd::from_raw_fd(raw)
+    };
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, bytes).unwrap();
+    let fd = OwnedFd::from(file);
+    if seal {
+        let seals =
+            libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on our own fd.
+        assert_eq!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }, 0);
+    }
+    fd
+}
+
+/// Runs this test binary with `bootstrap` in a sealed memfd, as a parent
+/// of ours would send it.
+fn run_sealed(bootstrap: &[u8]) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    run_with(&exe, "7", Some(&memfd(bootstrap, true)))
 }
 
 fn assert_refused(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(BOOTSTRAP_FAILED), "stderr: {stderr}");
     assert!(stderr.contains("multiproc: cannot start this child"), "{stderr}");
-    assert!(stderr.contains(needle), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     // It never reached the test harness.
     assert!(!String::from_utf8_lossy(&out.stdout).contains("running"), "{out:?}");
+}
+
+fn exits_with(code: u8) -> i32 {
+    i32::from(code)
+}
+
+fn adds(a: u8, b: u8) -> i32 {
+    i32::from(a) + i32::from(b)
+}
+
+fn task(x: u8) -> u8 {
+    x
+}
+
+fn entry<F: Target<A>, A: serde::de::DeserializeOwned + 'static>(f: F) -> (u64, u64) {
+    multiproc::__testing::spawn_entry(f)
+}
+
+fn bootstrap(entry: (u64, u64), args: &[u8]) -> Vec<u8> {
+    multiproc::__testing::bootstrap(entry, args.to_vec(), None)
+}
+
+#[test]
+fn a_genuine_bootstrap_runs_its_target() {
+    // The harness itself is sound: the same path with honest parts runs.
+    let out = run_sealed(&bootstrap(entry(exits_with), &[42]));
+    assert_eq!(out.status.code(), Some(42), "{out:?}");
+    let out = run_sealed(&bootstrap(entry(adds), &[40, 2]));
+    assert_eq!(out.status.code(), Some(42), "{out:?}");
 }
 
 #[test]
 fn a_bootstrap_that_is_not_an_fd_is_refused() {
     let exe = std::env::current_exe().unwrap();
-    assert_refused(&run_with(&exe, "not-a-number", b""), "is not an fd");
-    assert_refused(&run_with(&exe, "1", b""), "not an open descriptor");
-    assert_refused(&run_with(&exe, "99", b""), "not an open descriptor");
+    assert_refused(&run_with(&exe, "not-a-number", None), "is not an fd");
+    assert_refused(&run_with(&exe, "1", None), "not an open descriptor");
+    assert_refused(&run_with(&exe, "99", None), "not an open descriptor");
+}
+
+#[test]
+fn only_a_sealed_memfd_is_read() {
+    let genuine = bootstrap(entry(exits_with), &[0]);
+    let exe = std::env::current_exe().unwrap();
+    // A regular file, and a memfd anyone holding it could still rewrite.
+    let path = std::env::temp_dir().join(format!("multiproc-boot-{}", std::process::id()));
+    std::fs::write(&path, &genuine).unwrap();
+    let file = OwnedFd::from(std::fs::File::open(&path).unwrap());
+    let _ = std::fs::remove_file(&path);
+    assert_refused(&run_with(&exe, "7", Some(&file)), "not a sealed memfd");
+    assert_refused(&run_with(&exe, "7", Some(&memfd(&genuine, false))), "not sealed");
+}
+
+#[test]
+fn a_pipe_whose_writer_stays_open_does_not_hang_the_child() {
+    let mut fds = [0; 2];
+    // SAFETY: a valid out-array for pipe2.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 made these two fds, ours alone.
+    let (read, _write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let started = Instant::now();
+    let exe = std::env::current_exe().unwrap();
+    assert_refused(&run_with(&exe, "7", Some(&read)), "not a sealed memfd");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 #[test]
 fn a_malformed_bootstrap_is_refused() {
-    let exe = std::env::current_exe().unwrap();
-    assert_refused(&run_with(&exe, "7", b"\xff\xff\xff garbage"), "malformed bootstrap");
-    assert_refused(&run_with(&exe, "7", b""), "malformed bootstrap");
+    assert_refused(&run_sealed(b"\xff\xff\xff garbage"), "malformed bootstrap");
+    assert_refused(&run_sealed(b""), "malformed bootstrap");
+    // A genuine one with bytes after it was made as something else.
+    let mut long = bootstrap(entry(exits_with), &[0]);
+    long.push(0);
+    assert_refused(&run_sealed(&long), "malformed bootstrap");
+}
+
+#[test]
+fn a_bootstrap_must_come_from_the_parent_it_names() {
+    // Our parent (the test harness's parent) is not this process.
+    let grandparent = std::os::unix::process::parent_id();
+    let forged = multiproc::__testing::bootstrap(entry(exits_with), vec![0], Some(grandparent));
+    assert_refused(&run_sealed(&forged), "this process's parent is");
 }
 
 #[test]
 fn a_bootstrap_from_another_executable_is_refused() {
-    // A copy of this binary is another file: same bytes, another inode.
+    // A copy of this binary is another file: same bytes, another inode, so
+    // its parent (this process) does not run *its* executable.
     let exe = std::env::current_exe().unwrap();
     let copy = std::env::temp_dir().join(format!("multiproc-copy-{}", std::process::id()));
     std::fs::copy(&exe, &copy).unwrap();
-    let out = run_with(&copy, "7", &multiproc::__bootstrap_for_tests());
+    let genuine = bootstrap(entry(exits_with), &[0]);
+    let out = run_with(&copy, "7", Some(&memfd(&genuine, true)));
     let _ = std::fs::remove_file(&copy);
-    assert_refused(&out, "different executable");
+    assert_refused(&out, "does not run this executable");
+}
+
+#[test]
+fn a_bootstrap_names_only_spawn_entries() {
+    let (offset, fingerprint) = entry(exits_with);
+    let refused = |entry: (u64, u64)| run_sealed(&bootstrap(entry, &[7]));
+    // A pool task's record is code of another kind.
+    let other_kind = multiproc::__testing::pool_task_entry(task);
+    assert_refused(&refused(other_kind), "another kind");
+    // Another entry's fingerprint: arguments encoded for another type.
+    assert_refused(&refused((offset, entry(adds).1)), "encoded for another type");
+    // Code that is no record at all: a function's own address, offsets into
+    // the middle of a record, outside the image, misaligned, and a sweep.
+    let step = |d: u64| (offset.wrapping_add(d), fingerprint);
+    let mut forged = vec![step(8), step(16), step(u64::MAX - 7), step(1), (1 << 47, fingerprint)];
+    forged.extend((1..12u64).map(|i| step(i.wrapping_mul(0x9e37_79b9) & !7)));
+    forged.extend((1..12u64).map(|i| step((i << 12).wrapping_neg())));
+    for forged in forged {
+        let out = refused(forged);
+        assert_refused(&out, "the bootstrap's target is refused");
+    }
+    // The genuine entry with arguments made for another type.
+    assert_refused(&run_sealed(&bootstrap((offset, fingerprint), &[1, 2])), "left over");
+}
+
+#[test]
+fn a_bootstrap_is_not_honoured_with_gained_privileges() {
+    // A setuid copy of this binary run by an unprivileged user gets
+    // AT_SECURE from the kernel. Making one needs root (CI runs as root).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot make a setuid binary to check AT_SECURE");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("setuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("forged-setuid");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(&copy);
+    let out = run_command(cmd, "7", None);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_refused(&out, "gained privileges");
 }

@@ -13,7 +13,7 @@
 #![allow(unsafe_code)]
 
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::ffi::OsString;
 use std::io;
@@ -315,6 +315,70 @@ pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> 
     }
     let child = cmd.spawn()?;
     Ok(Child::adopt(child.id()))
+}
+
+/// Whether this process runs with elevated privileges it did not inherit
+/// from its caller (the kernel's `AT_SECURE`: setuid, setgid, file
+/// capabilities, or a security module's say): then nothing its environment
+/// or inherited descriptors say may choose what it runs.
+pub fn secure_mode() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector the kernel gave.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// This process's parent, by pid (1, or a subreaper, once the real one
+/// died).
+pub fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
+/// Whether process `pid` runs the same executable file as this one (its
+/// `/proc/<pid>/exe` is our file: same device and inode). False when it
+/// cannot be told (the process is gone, or belongs to someone else).
+pub fn runs_our_exe(pid: u32) -> bool {
+    let Ok(ours) = own_exe().and_then(|fd| Ok(rustix::fs::fstat(fd)?)) else { return false };
+    match rustix::fs::stat(format!("/proc/{pid}/exe")) {
+        Ok(theirs) => theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino,
+        Err(_) => false,
+    }
+}
+
+/// The seals a bootstrap's memfd must carry: nobody can change its bytes or
+/// its size once we trust them, and reading it cannot block.
+const BOOTSTRAP_SEALS: rustix::fs::SealFlags = rustix::fs::SealFlags::WRITE
+    .union(rustix::fs::SealFlags::GROW)
+    .union(rustix::fs::SealFlags::SHRINK);
+
+/// The whole content of `fd`, which must be a memfd sealed against writes,
+/// growth and shrinking ([`memfd_with`] makes one) of at most `max` bytes.
+/// Anything else (a pipe, a socket, a regular file, an unsealed memfd) is
+/// refused before a byte is read, so this never blocks.
+pub fn read_sealed(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "not a sealed memfd (it takes no seals)")
+    })?;
+    if !seals.contains(BOOTSTRAP_SEALS) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a memfd not sealed against writes and resizing",
+        ));
+    }
+    let size = rustix::fs::fstat(fd)?.st_size;
+    let size = usize::try_from(size)
+        .ok()
+        .filter(|&s| s <= max)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "too large"))?;
+    let mut bytes = vec![0; size];
+    let mut done = 0;
+    while done < size {
+        match rustix::io::pread(fd, &mut bytes[done..], done as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(bytes)
 }
 
 /// A sealed memfd holding `bytes`, positioned at 0: how a bootstrap message

@@ -9,6 +9,7 @@
 //!   a kill -9 leaks nothing.
 //! - [`ident`]: this task's ids and start-time stamps, cached across calls and
 //!   refreshed in a forked child.
+//! - [`image`]: the readable segments of this program's own image.
 //! - [`child`]: children by pidfd: wait with a timeout, signal without racing
 //!   pid reuse, fork, re-exec of this very executable.
 //!
@@ -20,6 +21,7 @@
 pub mod child;
 pub mod futex;
 pub mod ident;
+pub mod image;
 pub mod shm;
 pub mod sock;
 

@@ -34,8 +34,6 @@
 //! **Connections.** Each thread keeps one connection per server and reuses
 //! it, as Python does; a blocked call (a lock's acquire) holds only its own
 //! thread's.
-#![allow(unsafe_code)]
-
 mod proto;
 mod server;
 
@@ -43,13 +41,14 @@ pub use server::{decode_args, encode_reply, Served};
 
 use crate::connection::{decode_plain, encode_plain, Address, Client, Connection, Listener};
 use crate::handles::{self, FdOwned};
-use crate::process::{code_at, code_offset, current_process, parent_process, Process};
+use crate::process::code_ref::CodeRef;
+use crate::process::{current_process, parent_process, Process};
 use crate::{Error, ErrorKind, Result, StartMethod};
 use proto::{Builtin, Kind, Op, Reply, Request};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
-use server::{Factory, Server};
+use server::{Factory, FactoryKind, Server};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -913,7 +912,7 @@ pub struct Manager {
 /// Settings for a manager's server: its types, address, key, start method.
 #[derive(Default)]
 pub struct ManagerBuilder {
-    registry: Vec<(String, Factory)>,
+    registry: Vec<(String, CodeRef)>,
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
     method: Option<StartMethod>,
@@ -923,7 +922,7 @@ impl ManagerBuilder {
     /// Lets proxies create objects of type `T` under `typeid`
     /// ([`Manager::create`]), as Python's `BaseManager.register`.
     pub fn register<T: Served + Default>(mut self, typeid: &str) -> Self {
-        self.registry.push((typeid.to_string(), server::factory::<T>));
+        self.registry.push((typeid.to_string(), server::factory_ref::<T>()));
         self
     }
 
@@ -957,16 +956,11 @@ impl ManagerBuilder {
         };
         let listener = Listener::bind(address, &authkey)?;
         let (fd, address) = listener.into_parts()?;
-        let registry = self
-            .registry
-            .iter()
-            .map(|(name, make)| (name.clone(), code_offset(*make as *const ())))
-            .collect();
         let args = ServerArgs {
             listener: FdOwned(fd),
             address: address.clone(),
             authkey: authkey.clone(),
-            registry,
+            registry: self.registry,
         };
         let mut process = Process::new(server_main, (args,)).name("SyncManager").daemon(true);
         if let Some(method) = self.method {
@@ -979,32 +973,31 @@ impl ManagerBuilder {
 }
 
 /// What the server process needs: the bound socket, and the registered
-/// types as code offsets (the same executable runs it; see `server_main`).
+/// types' factories (checked references: see `code_ref.rs`).
 #[derive(Serialize, Deserialize)]
 struct ServerArgs {
     listener: FdOwned,
     address: Address,
     authkey: Vec<u8>,
-    registry: Vec<(String, u64)>,
+    registry: Vec<(String, CodeRef)>,
 }
 
-fn server_main(args: ServerArgs) {
+fn server_main(args: ServerArgs) -> Result<()> {
     let registry = args
         .registry
         .into_iter()
-        .map(|(name, offset)| {
-            // SAFETY: `offset` is `code_offset` of a `server::factory::<T>`,
-            // a `Factory`, taken by the parent, which runs this same
-            // executable (spawn checks the file; fork and the forkserver
-            // copy the image): `code_at` gives that function back.
-            let make = unsafe { std::mem::transmute::<*const (), Factory>(code_at(offset)) };
-            (name, make)
+        .map(|(name, make)| {
+            let make = make.resolve::<FactoryKind>().map_err(|why| {
+                Error::new(ErrorKind::Corrupt, format!("registered type {name:?}: {why}"))
+            })?;
+            Ok((name, make))
         })
-        .collect();
+        .collect::<Result<HashMap<String, Factory>>>()?;
     let listener = Listener::from_parts(args.listener.0, args.address, Some(args.authkey));
     let parent = parent_process();
     // The server outlives neither a shutdown nor the process that started it.
     Server::new(registry).serve(&listener, || parent.as_ref().is_none_or(|p| p.is_alive()));
+    Ok(())
 }
 
 impl Manager {

@@ -10,10 +10,12 @@
 
 use super::proto::{Builtin, Failure, Kind, Op, Reply, Request};
 use crate::connection::{decode_plain, encode_plain, Connection, Listener};
+use crate::process::code_ref::{self, CodeRef, Record};
 use crate::{Error, ErrorKind, Result};
 use indexmap::IndexMap;
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -68,6 +70,26 @@ pub(crate) type Factory = fn() -> Box<dyn Served>;
 
 pub(crate) fn factory<T: Served + Default>() -> Box<dyn Served> {
     Box::<T>::default()
+}
+
+/// The kind of code a spawned server is given for each registered type.
+pub(crate) enum FactoryKind {}
+
+impl code_ref::Kind for FactoryKind {
+    const ID: u64 = code_ref::MANAGER_FACTORY;
+    type Code = Factory;
+}
+
+struct FactoryOf<T>(PhantomData<T>);
+
+impl<T: Served + Default> FactoryOf<T> {
+    const RECORD: Record<Factory> =
+        code_ref::record::<FactoryKind>(code_ref::fingerprint::<T>, factory::<T>);
+}
+
+/// How a server process started by this one names `T`'s factory.
+pub(crate) fn factory_ref<T: Served + Default>() -> CodeRef {
+    CodeRef::of(&FactoryOf::<T>::RECORD)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

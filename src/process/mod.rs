@@ -4,6 +4,8 @@
 // On Windows the start methods are not written yet, so much of this is unused there.
 #![cfg_attr(windows, allow(dead_code))]
 
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) mod code_ref;
 #[cfg(unix)]
 mod forkserver;
 mod state;
@@ -14,11 +16,9 @@ mod unix;
 pub use target::{Exit, Target};
 #[cfg(unix)]
 #[doc(hidden)]
-pub use unix::bootstrap_for_tests;
+pub use unix::testing;
 #[cfg(unix)]
 pub use unix::BOOTSTRAP_FAILED;
-#[cfg(unix)]
-pub(crate) use unix::{code_at, code_offset};
 
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;

@@ -2,10 +2,9 @@
 //!
 //! This file starts children by re-exec (spawn) and by fork, and runs the
 //! child's side of a spawn before `main`. Its obligations:
-//! - A spawned child calls the entry named by an offset from [`anchor`] only
-//!   after checking that it runs the parent's executable file (device,
-//!   inode, size, mtime), so the offset names the same monomorphized
-//!   [`entry`] there.
+//! - A spawned child calls only a spawn entry that a checked [`CodeRef`]
+//!   names (see `code_ref.rs`), and only after the checks of
+//!   [`run_if_child`] and [`prepare`] (who may start a child, below).
 //! - [`entry`] conjures its target from nothing only for zero-sized types
 //!   (asserted at compile time): `fn` items and closures that capture
 //!   nothing, which carry no data and no invariant.
@@ -13,6 +12,7 @@
 //!   caller opted in, and ends with `_exit`.
 #![allow(unsafe_code)]
 
+use super::code_ref::{self, CodeRef, Record};
 use super::state::{self, Parent};
 use super::target::Target;
 use crate::handles;
@@ -20,15 +20,18 @@ use crate::{Error, Result};
 use multiproc_posix::child::{self, Child, Forked};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::Write;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The environment variable naming the bootstrap fd of a spawned child.
 const BOOTSTRAP_ENV: &str = "MULTIPROC_BOOTSTRAP";
 /// Exit code of a spawned child whose bootstrap was unusable.
 pub const BOOTSTRAP_FAILED: i32 = 255;
-const MAGIC: u64 = u64::from_le_bytes(*b"MPBOOT01");
+const MAGIC: u64 = u64::from_le_bytes(*b"MPBOOT02");
+/// The largest bootstrap a child reads (its arguments are most of it).
+const MAX_BOOTSTRAP: usize = crate::MAX_MESSAGE;
 
 /// What a spawned child needs to become the process its parent meant.
 #[derive(Serialize, Deserialize)]
@@ -36,8 +39,8 @@ pub(crate) struct Bootstrap {
     magic: u64,
     /// The parent's executable file ([`child::exe_identity`]).
     exe: [u64; 5],
-    /// `entry::<F, A>` minus `anchor`, in the parent's image.
-    entry: u64,
+    /// The spawn entry to run: `entry::<F, A>`'s record.
+    entry: CodeRef,
     args: Vec<u8>,
     /// The handle table: fd numbers, inherited at the same numbers (a
     /// forkserver child receives them over a socket, in this order).
@@ -51,33 +54,32 @@ pub(crate) struct Bootstrap {
 
 /// What a job needs to be spawned: which entry and its serialized args.
 pub(crate) struct Encoded {
-    entry: u64,
+    entry: CodeRef,
     args: Vec<u8>,
     fds: Vec<RawFd>,
 }
 
+/// A spawn entry: decodes the target's arguments into the call to make.
 type EntryFn = fn(&[u8]) -> Result<Box<dyn FnOnce() -> i32>, String>;
 
-/// The reference point for entry offsets: any fixed function of this binary.
-#[inline(never)]
-fn anchor() -> u64 {
-    std::hint::black_box(MAGIC)
+/// The kind of code a bootstrap names.
+pub(crate) enum Spawn {}
+
+impl code_ref::Kind for Spawn {
+    const ID: u64 = code_ref::SPAWN_ENTRY;
+    type Code = EntryFn;
 }
 
-fn anchor_address() -> u64 {
-    anchor as *const () as usize as u64
-}
+/// The record of target `F` run with arguments `A`.
+struct SpawnEntry<F, A>(PhantomData<(F, A)>);
 
-/// Where code of this binary is, as an offset from the anchor: how a pool
-/// names a task's entry to its workers (same executable, checked at spawn;
-/// the same image under fork).
-pub(crate) fn code_offset(f: *const ()) -> u64 {
-    (f as usize as u64).wrapping_sub(anchor_address())
-}
+impl<F: Target<A>, A: DeserializeOwned + 'static> SpawnEntry<F, A> {
+    const RECORD: Record<EntryFn> =
+        code_ref::record::<Spawn>(code_ref::fingerprint::<(F, A)>, entry::<F, A>);
 
-/// The address `code_offset` named, in this process's image.
-pub(crate) fn code_at(offset: u64) -> *const () {
-    anchor_address().wrapping_add(offset) as usize as *const ()
+    fn code_ref() -> CodeRef {
+        CodeRef::of(&Self::RECORD)
+    }
 }
 
 /// A spawned child's first step: deserialize the arguments (while the handle
@@ -85,7 +87,7 @@ pub(crate) fn code_at(offset: u64) -> *const () {
 fn entry<F: Target<A>, A: DeserializeOwned + 'static>(
     args: &[u8],
 ) -> Result<Box<dyn FnOnce() -> i32>, String> {
-    let args: A = postcard::from_bytes(args).map_err(|e| {
+    let args: A = handles::from_exact(args).map_err(|e| {
         let cause = handles::take_failure().map_or_else(|| e.to_string(), |c| c.to_string());
         format!("could not deserialize the target's arguments: {cause}")
     })?;
@@ -110,9 +112,7 @@ where
     };
     let (bytes, fds) = handles::collect(|| postcard::to_allocvec(args));
     let args = bytes.map_err(|e| Error::codec("serializing the process arguments", e))?;
-    let entry_fn: EntryFn = entry::<F, A>;
-    let entry = (entry_fn as *const () as usize as u64).wrapping_sub(anchor_address());
-    Ok(Encoded { entry, args, fds })
+    Ok(Encoded { entry: SpawnEntry::<F, A>::code_ref(), args, fds })
 }
 
 /// Who the child will be.
@@ -159,23 +159,54 @@ pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
         .map_err(|e| Error::io("starting a child process", e))
 }
 
-/// A well-formed bootstrap naming this executable and no target: for tests
-/// that hand it to a *different* executable, which must refuse it.
+/// Forging bootstraps, for the tests that check a child refuses them.
 #[doc(hidden)]
-pub fn bootstrap_for_tests() -> Vec<u8> {
-    let message = Bootstrap {
-        magic: MAGIC,
-        exe: child::exe_identity().expect("this executable"),
-        entry: 0,
-        args: Vec::new(),
-        fds: Vec::new(),
-        name: "test".into(),
-        ident: vec![1],
-        daemon: false,
-        parent: parent_info(),
-        authkey: Vec::new(),
-    };
-    postcard::to_allocvec(&message).expect("bootstrap")
+pub mod testing {
+    use super::*;
+
+    /// The spawn entry of target `F` with arguments `A`, as (offset,
+    /// fingerprint).
+    pub fn spawn_entry<F: Target<A>, A: DeserializeOwned + 'static>(_: F) -> (u64, u64) {
+        SpawnEntry::<F, A>::code_ref().parts()
+    }
+
+    /// A pool's task entry for `F` (a reference of another kind).
+    pub fn pool_task_entry<F, A, R>(_: F) -> (u64, u64)
+    where
+        F: crate::Task<A, R>,
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        crate::pool::entry_of::<F, A, R>().parts()
+    }
+
+    /// Whether (offset, fingerprint) names a spawn entry here; why not.
+    pub fn check_spawn_entry(entry: (u64, u64)) -> std::result::Result<(), &'static str> {
+        CodeRef::from_parts(entry.0, entry.1).resolve::<Spawn>().map(drop)
+    }
+
+    /// A bootstrap as this process would send it, naming `entry` with
+    /// `args` (postcard bytes), from parent `parent_pid` (this process's
+    /// pid if `None`).
+    pub fn bootstrap(entry: (u64, u64), args: Vec<u8>, parent_pid: Option<u32>) -> Vec<u8> {
+        let mut parent = parent_info();
+        if let Some(pid) = parent_pid {
+            parent.pid = pid;
+        }
+        let message = Bootstrap {
+            magic: MAGIC,
+            exe: child::exe_identity().expect("this executable"),
+            entry: CodeRef::from_parts(entry.0, entry.1),
+            args,
+            fds: Vec::new(),
+            name: "forged".into(),
+            ident: vec![1],
+            daemon: false,
+            parent,
+            authkey: Vec::new(),
+        };
+        postcard::to_allocvec(&message).expect("bootstrap")
+    }
 }
 
 /// Flushes std's buffered streams, so neither a fork nor an `_exit`
@@ -253,6 +284,18 @@ extern "C" fn child_constructor() {
 }
 
 /// The child's side of spawn; returns only if this is not a spawned child.
+///
+/// Who may start a child: a bootstrap is honoured only when all of these
+/// hold, else the process ends with [`BOOTSTRAP_FAILED`] and a message
+/// before any code of the program runs:
+/// - this process did not gain privileges at exec (`AT_SECURE`: setuid,
+///   setgid, file capabilities);
+/// - the bootstrap is a memfd sealed against writes and resizing (so it is
+///   read whole, at once, and cannot block or change under us);
+/// - the parent it names is our parent (`getppid`), alive, and runs this
+///   very executable file;
+/// - it comes from this executable ([`prepare`]) and names one of its
+///   spawn entries, for the argument type that entry takes.
 pub(crate) fn run_if_child() {
     let Some(fd) = std::env::var_os(BOOTSTRAP_ENV) else {
         return;
@@ -271,6 +314,12 @@ pub(crate) fn run_if_child() {
 }
 
 fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
+    if child::secure_mode() {
+        return Err(format!(
+            "{BOOTSTRAP_ENV} is refused in a process that gained privileges at exec \
+             (setuid, setgid or file capabilities)"
+        ));
+    }
     let fd: RawFd = fd.parse().map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not an fd"))?;
     // Refuse the standard streams and anything that is not an open fd.
     // SAFETY: F_GETFD only queries the descriptor table.
@@ -278,11 +327,22 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
         return Err(format!("{BOOTSTRAP_ENV}={fd} is not an open descriptor"));
     }
     // SAFETY: the parent passed this fd for us to own; nothing else uses it.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| format!("reading the bootstrap: {e}"))?;
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    let bytes = child::read_sealed(file.as_fd(), MAX_BOOTSTRAP)
+        .map_err(|e| format!("the bootstrap descriptor is refused: {e}"))?;
+    drop(file);
     let message: Bootstrap =
-        postcard::from_bytes(&bytes).map_err(|e| format!("malformed bootstrap: {e}"))?;
+        handles::from_exact(&bytes).map_err(|e| format!("malformed bootstrap: {e}"))?;
+    let parent = child::parent_pid();
+    if message.parent.pid != parent {
+        return Err(format!(
+            "the bootstrap names parent {} but this process's parent is {parent}",
+            message.parent.pid
+        ));
+    }
+    if !crate::os::ident::is_alive(parent, message.parent.stamp) || !child::runs_our_exe(parent) {
+        return Err("the parent process does not run this executable".into());
+    }
     // Take ownership of the inherited table; reject duplicates and the
     // standard streams rather than double-close.
     let mut seen = std::collections::HashSet::new();
@@ -300,8 +360,7 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
 }
 
 /// Becomes the child `message` describes, with its handle table `fds`, and
-/// returns the call to make. The caller checked that `message` comes from
-/// this executable.
+/// returns the call to make. The caller checked who sent `message`.
 pub(crate) fn prepare(
     message: Bootstrap,
     fds: Vec<OwnedFd>,
@@ -313,6 +372,10 @@ pub(crate) fn prepare(
     if exe != message.exe {
         return Err("the bootstrap comes from a different executable".into());
     }
+    let entry = message
+        .entry
+        .resolve::<Spawn>()
+        .map_err(|why| format!("the bootstrap's target is refused: {why}"))?;
     state::become_child(
         message.name,
         message.ident,
@@ -321,11 +384,6 @@ pub(crate) fn prepare(
         message.authkey,
     );
     report_panics_on_stderr();
-    let offset = message.entry;
-    let address = anchor_address().wrapping_add(offset) as usize;
-    // SAFETY: same executable file (checked above), so `anchor + offset` is
-    // the `entry::<F, A>` the parent named, an `EntryFn`.
-    let entry: EntryFn = unsafe { std::mem::transmute::<usize, EntryFn>(address) };
     handles::provide(fds, || entry(&message.args))
 }
 
