@@ -227,3 +227,40 @@ fn children_inherit_the_authkey_or_get_the_one_given() {
         assert_eq!(run_all(std::slice::from_mut(&mut p)), [0], "{method:?}");
     }
 }
+
+/// The name a child sees for itself, sent back.
+fn say_name(names: multiproc::Queue<String>) {
+    names.put(&multiproc::current_process().name().to_string()).unwrap();
+}
+
+/// In a fresh process: two children under `method` are numbered 1 and 2
+/// (their parent's identity, then their own number), whatever the method
+/// starts first (the forkserver's own process takes no number).
+fn first_two_children_are_one_and_two(method: StartMethod) -> i32 {
+    let me = multiproc::current_process().name().trim_start_matches("Process-").to_string();
+    let names = multiproc::Queue::<String>::new().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let mut p = with(method, Process::new(say_name, (names.clone(),)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 0);
+        seen.push((p.get_name().to_string(), names.get_timeout(BOUND).unwrap()));
+    }
+    let expected = |n: u32| format!("Process-{me}:{n}");
+    let want = vec![(expected(1), expected(1)), (expected(2), expected(2))];
+    if seen == want {
+        0
+    } else {
+        eprintln!("{method:?}: {seen:?}, expected {want:?}");
+        1
+    }
+}
+
+#[test]
+fn children_are_numbered_alike_under_every_start_method() {
+    for method in METHODS {
+        let mut p = child(Process::new(first_two_children_are_one_and_two, (method,)));
+        p.start().unwrap();
+        assert_eq!(finish(&mut p), 0, "{method:?}");
+    }
+}

@@ -96,8 +96,7 @@ pub(crate) fn start(job: Encoded, who: Identity) -> Result<Child> {
 fn launch(owner: u32) -> Result<Server> {
     let (ours, theirs) = sock::pair().map_err(io("socketpair"))?;
     let key = random_key()?;
-    let mut process = Process::new(server_main, (FdOwned(theirs), key))
-        .name("forkserver")
+    let mut process = Process::helper(server_main, (FdOwned(theirs), key), "ForkServer")
         .daemon(true)
         .start_method(StartMethod::Spawn);
     process.start()?;

@@ -32,7 +32,7 @@ use multiproc_posix::child::Child;
 use multiproc_windows::child::Child;
 
 /// How a child process is started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub enum StartMethod {
     /// Re-execute this program; the child runs the target named by
     /// [`Process::new`] with its serialized arguments. Works from any
@@ -195,6 +195,29 @@ impl Process {
 
     fn from_job(job: Box<dyn Job>, method: Option<StartMethod>) -> Process {
         let (ident, name) = state::next_child();
+        Process::with_identity(job, method, ident, name)
+    }
+
+    /// A helper process of this crate's own (the forkserver), which takes
+    /// no number from the child counter: Python's helpers are not
+    /// `Process` objects, and user processes are numbered 1, 2, … under
+    /// every start method.
+    #[cfg(unix)]
+    pub(crate) fn helper<F, A>(target: F, args: A, name: &str) -> Process
+    where
+        F: Target<A>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let ident = state::with_me(|me| me.ident.clone());
+        Process::with_identity(Box::new(Call { f: target, args }), None, ident, name.into())
+    }
+
+    fn with_identity(
+        job: Box<dyn Job>,
+        method: Option<StartMethod>,
+        ident: Vec<u32>,
+        name: String,
+    ) -> Process {
         Process {
             name,
             ident,
