@@ -44,6 +44,17 @@ pub enum ErrorKind {
     Unsupported,
 }
 
+/// What a caught panic said, as text.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
 /// The facade's error.
 pub struct Error {
     kind: ErrorKind,

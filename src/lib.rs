@@ -19,6 +19,7 @@ mod process;
 #[cfg(unix)]
 mod queue;
 pub mod sync;
+mod time;
 mod value;
 
 #[cfg(unix)]

@@ -33,6 +33,7 @@ use crate::pipe::Pipe;
 use crate::process::code_ref::{self, CodeRef, Record};
 use crate::process::{get_start_method, Process, StartMethod, Target};
 use crate::queue::Queue;
+use crate::time::deadline_after;
 use crate::value::RawArray;
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
@@ -132,7 +133,7 @@ where
     let f: F = unsafe { std::mem::zeroed() };
     let result = match catch_unwind(AssertUnwindSafe(|| f.run(args))) {
         Ok(r) => r,
-        Err(payload) => return fail(out, PANICKED, &panic_message(&*payload)),
+        Err(payload) => return fail(out, PANICKED, &crate::error::panic_message(&*payload)),
     };
     let mark = out.len();
     out.push(OK);
@@ -145,16 +146,6 @@ where
 fn fail(out: &mut Vec<u8>, tag: u8, message: &str) {
     out.push(tag);
     out.extend_from_slice(message.as_bytes());
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
 }
 
 /// The entry of task `F`, as its workers name it.
@@ -892,6 +883,22 @@ impl Pool {
         self.chunked().map(f, items)
     }
 
+    /// [`map`](Self::map), waiting at most `timeout` for the results
+    /// (`Timeout`; the job's outcomes are then dropped as they come).
+    pub fn map_timeout<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        timeout: Duration,
+    ) -> Result<Vec<R>>
+    where
+        F: Task<(T,), R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.chunked().map_timeout(f, items, timeout)
+    }
+
     /// `f(a, b, …)` for every tuple: Python's `starmap`.
     pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
@@ -900,6 +907,21 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         self.chunked().starmap(f, items)
+    }
+
+    /// [`starmap`](Self::starmap), waiting at most `timeout`.
+    pub fn starmap_timeout<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        timeout: Duration,
+    ) -> Result<Vec<R>>
+    where
+        F: Task<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.chunked().starmap_timeout(f, items, timeout)
     }
 
     /// An iterator of each item's `Result`, in order, as they come.
@@ -1012,7 +1034,7 @@ impl Pool {
     /// [`join`](Self::join), waiting at most `timeout`; `false` if it did
     /// not finish.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.join_until(Some(Instant::now() + timeout))
+        self.join_until(deadline_after(timeout))
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> Result<bool> {
@@ -1119,7 +1141,49 @@ impl Chunked<'_> {
         self.starmap(f, items.into_iter().map(|t| (t,)))
     }
 
+    pub fn map_timeout<F, T, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        timeout: Duration,
+    ) -> Result<Vec<R>>
+    where
+        F: Task<(T,), R>,
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.starmap_timeout(f, items.into_iter().map(|t| (t,)), timeout)
+    }
+
     pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Task<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.starmap_until(f, items, None)
+    }
+
+    pub fn starmap_timeout<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        timeout: Duration,
+    ) -> Result<Vec<R>>
+    where
+        F: Task<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.starmap_until(f, items, deadline_after(timeout))
+    }
+
+    fn starmap_until<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<R>>
     where
         F: Task<A, R>,
         A: Serialize + DeserializeOwned,
@@ -1128,7 +1192,10 @@ impl Chunked<'_> {
         let _ = f;
         let (job, len) = self.pool.submit::<F, A, R>(items, self.chunksize, false)?;
         let guard = Abandon { shared: &self.pool.shared, job };
-        self.pool.shared.wait(None, |st| st.jobs.get(&job).is_none_or(|j| j.remaining == 0))?;
+        let done = |st: &mut State| st.jobs.get(&job).is_none_or(|j| j.remaining == 0);
+        if !self.pool.shared.wait(deadline, done)? {
+            return Err(Error::timeout());
+        }
         let mut st = self.pool.shared.lock();
         let mut job_state = st.jobs.remove(&job).ok_or_else(|| Error::invalid("job vanished"))?;
         drop(st);
@@ -1234,7 +1301,7 @@ impl<R> AsyncResult<R> {
     /// Waits at most `timeout` for the result: [`ErrorKind::Timeout`] if it
     /// is not ready (the result can still be had later).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.get_until(Some(Instant::now() + timeout))
+        self.get_until(deadline_after(timeout))
     }
 
     fn get_until(&mut self, deadline: Option<Instant>) -> Result<R> {
@@ -1258,7 +1325,7 @@ impl<R> AsyncResult<R> {
 
     /// Waits at most `timeout`; whether the result is ready.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.shared.wait(Some(Instant::now() + timeout), |st| self.done(st))
+        self.shared.wait(deadline_after(timeout), |st| self.done(st))
     }
 
     /// Whether the result is ready. Takes the replies already there (so a
@@ -1306,23 +1373,38 @@ pub struct Imap<R> {
     _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned> Iterator for Imap<R> {
-    type Item = Result<R>;
+impl<R: DeserializeOwned> Imap<R> {
+    /// The next item's `Result`, waiting at most `timeout` for it: a
+    /// `Timeout` error leaves the item for the next call (Python's
+    /// `next(timeout)`); `None` after the last.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(deadline_after(timeout))
+    }
 
-    fn next(&mut self) -> Option<Result<R>> {
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         if self.next >= self.len {
             return None;
         }
         let (job, i) = (self.job, self.next);
         let ready =
             |st: &mut State| st.jobs.get(&job).is_none_or(|j| !matches!(j.items[i], Item::Pending));
-        if let Err(e) = self.shared.wait(None, ready) {
-            return Some(Err(e));
+        match self.shared.wait(deadline, ready) {
+            Ok(true) => {}
+            Ok(false) => return Some(Err(Error::timeout())),
+            Err(e) => return Some(Err(e)),
         }
         self.next += 1;
         let mut st = self.shared.lock();
         let job = st.jobs.get_mut(&job)?;
         Some(job.take(i))
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -1344,23 +1426,37 @@ pub struct ImapUnordered<R> {
     _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
-    type Item = Result<R>;
+impl<R: DeserializeOwned> ImapUnordered<R> {
+    /// The next finished item's `Result`, waiting at most `timeout`: a
+    /// `Timeout` error takes nothing; `None` after the last.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(deadline_after(timeout))
+    }
 
-    fn next(&mut self) -> Option<Result<R>> {
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
         if self.left == 0 {
             return None;
         }
         let job = self.job;
         let ready = |st: &mut State| st.jobs.get(&job).is_none_or(|j| !j.arrived.is_empty());
-        if let Err(e) = self.shared.wait(None, ready) {
-            return Some(Err(e));
+        match self.shared.wait(deadline, ready) {
+            Ok(true) => {}
+            Ok(false) => return Some(Err(Error::timeout())),
+            Err(e) => return Some(Err(e)),
         }
         self.left -= 1;
         let mut st = self.shared.lock();
         let job = st.jobs.get_mut(&job)?;
         let i = job.arrived.pop_front()? as usize;
         Some(job.take(i))
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

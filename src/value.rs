@@ -11,14 +11,17 @@
 #![allow(unsafe_code)]
 
 use crate::object::{shared_object, Object};
-use crate::sync::{RLock, RLockGuard};
+use crate::os::Os;
+use crate::sync::{after, RLock, RLockGuard};
 use crate::{Error, ErrorKind, Result};
 use bytemuck::Pod;
 use multiproc_core::header::{Corrupt, Header, Kind};
 use multiproc_core::rlock::RawRLock;
 use multiproc_core::value::ArrayLayout;
+use multiproc_core::Deadline;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 /// FNV-1a of the element type's name: a Value<u64> is not a Value<f64>.
 fn type_tag<T>() -> u64 {
@@ -161,8 +164,8 @@ impl<T: Pod> Cells<T> {
         Ok(result)
     }
 
-    fn guard(&self) -> Result<(&Self, RLockGuard<'_>)> {
-        Ok((self, self.lock.lock_exclusive()?))
+    fn guard(&self, deadline: Deadline) -> Result<(&Self, RLockGuard<'_>)> {
+        Ok((self, self.lock.lock_exclusive(deadline)?))
     }
 }
 
@@ -207,6 +210,12 @@ macro_rules! locked_guard {
             fn deref(&self) -> &$target {
                 let f: fn(&Cells<T>) -> &$target = $deref;
                 f(self.cells)
+            }
+        }
+
+        impl<T: Pod + std::fmt::Debug> std::fmt::Debug for $guard<'_, T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($guard)).field(&&**self).finish()
             }
         }
 
@@ -278,7 +287,21 @@ impl<T: Pod> Value<T> {
     /// Holds the lock and gives `&mut T`, for read-modify-write. Refuses
     /// (`InvalidArgument`) if this thread already holds the lock.
     pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
-        let (cells, lock) = self.obj.guard()?;
+        self.lock_until(Deadline::NEVER)
+    }
+
+    /// [`lock`](Self::lock), waiting at most `timeout` (`Timeout`).
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
+        self.lock_until(after(timeout))
+    }
+
+    /// [`lock`](Self::lock) only if the lock is free now (`Timeout` if not).
+    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>> {
+        self.lock_until(Deadline::now(&Os))
+    }
+
+    fn lock_until(&self, deadline: Deadline) -> Result<ValueGuard<'_, T>> {
+        let (cells, lock) = self.obj.guard(deadline)?;
         Ok(ValueGuard { cells, _lock: lock })
     }
 
@@ -354,7 +377,21 @@ impl<T: Pod> Array<T> {
     /// Holds the lock and gives `&mut [T]`. Refuses (`InvalidArgument`) if
     /// this thread already holds the lock.
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
-        let (cells, lock) = self.obj.guard()?;
+        self.lock_until(Deadline::NEVER)
+    }
+
+    /// [`lock`](Self::lock), waiting at most `timeout` (`Timeout`).
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>> {
+        self.lock_until(after(timeout))
+    }
+
+    /// [`lock`](Self::lock) only if the lock is free now (`Timeout` if not).
+    pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>> {
+        self.lock_until(Deadline::now(&Os))
+    }
+
+    fn lock_until(&self, deadline: Deadline) -> Result<ArrayGuard<'_, T>> {
+        let (cells, lock) = self.obj.guard(deadline)?;
         Ok(ArrayGuard { cells, _lock: lock })
     }
 

@@ -621,3 +621,85 @@ fn a_forked_childs_proxies_outlive_the_parents() {
     assert_eq!(finish(&mut p), 0);
     assert!(!go.is_set().unwrap());
 }
+
+/// A registered type whose methods panic: `panic` with a message (the
+/// call answers with an error), `explode` with a payload that panics again
+/// when dropped (the connection's thread dies).
+#[derive(Default)]
+struct Bomb;
+
+struct DropBomb;
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+impl Served for Bomb {
+    fn call(&mut self, method: &str, _args: &[u8]) -> multiproc::Result<Vec<u8>> {
+        match method {
+            "panic" => panic!("a registered method panicked"),
+            "explode" => std::panic::panic_any(DropBomb),
+            _ => encode_reply(&()),
+        }
+    }
+}
+
+/// Holds `lock`, makes the bomb panic (the lock stays held and usable,
+/// the connection goes on), then makes it explode (the connection's
+/// thread dies) and waits, alive, until told to go.
+fn hold_and_panic(lock: LockProxy, bomb: ObjectProxy, held: EventProxy, go: EventProxy) -> i32 {
+    lock.acquire().unwrap();
+    let e = bomb.call::<_, ()>("panic", &()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::TaskPanicked, "{e:?}");
+    assert!(e.to_string().contains("a registered method panicked"), "{e}");
+    assert!(lock.is_locked().unwrap());
+    lock.release().unwrap();
+    lock.acquire().unwrap();
+    held.set().unwrap();
+    assert!(bomb.call::<_, ()>("explode", &()).is_err());
+    assert!(go.wait_timeout(BOUND).unwrap());
+    0
+}
+
+#[test]
+fn a_panic_in_a_registered_method_answers_and_a_dead_connection_releases_its_locks() {
+    let manager = Manager::builder().register::<Bomb>("Bomb").start().unwrap();
+    let (lock, bomb) = (manager.lock().unwrap(), manager.create("Bomb").unwrap());
+    let (held, go) = (manager.event().unwrap(), manager.event().unwrap());
+    let args = (lock.clone(), bomb, held.clone(), go.clone());
+    let mut p = child(Process::new(hold_and_panic, args));
+    p.start().unwrap();
+    assert!(held.wait_timeout(BOUND).unwrap());
+    // The holder still runs; its connection's thread died holding the lock.
+    lock.acquire_timeout(Duration::from_secs(10)).unwrap();
+    lock.release().unwrap();
+    go.set().unwrap();
+    assert_eq!(finish(&mut p), 0);
+}
+
+/// Holds `lock` while it waits on `event` with `Duration::MAX`.
+fn hold_and_wait_forever(lock: LockProxy, event: EventProxy) -> i32 {
+    lock.acquire().unwrap();
+    assert!(event.wait_timeout(Duration::MAX).unwrap());
+    lock.release().unwrap();
+    0
+}
+
+#[test]
+fn a_duration_max_wait_in_the_server_keeps_its_connection_working() {
+    let manager = Manager::start().unwrap();
+    let (lock, event) = (manager.lock().unwrap(), manager.event().unwrap());
+    let mut p = child(Process::new(hold_and_wait_forever, (lock.clone(), event.clone())));
+    p.start().unwrap();
+    let start = Instant::now();
+    while !lock.is_locked().unwrap() {
+        assert!(start.elapsed() < BOUND, "the child never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    event.set().unwrap();
+    lock.acquire_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(finish(&mut p), 0);
+}

@@ -123,7 +123,7 @@ impl<const CHECKS: bool> Park for TestPark<CHECKS> {
         table.next_ticket += 1;
         table.waiters.push(Waiter { addr, ticket, woken: false });
         #[cfg(not(loom))]
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
             let pos = table.waiters.iter().position(|w| w.ticket == ticket).unwrap();
             if table.waiters[pos].woken {

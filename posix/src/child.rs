@@ -126,7 +126,8 @@ impl Child {
         if self.exit.is_some() {
             return Ok(true);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what the clock holds is no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut nap = Duration::from_micros(50);
         loop {
             if self.has_exited()? {

@@ -35,6 +35,7 @@ use stream::{poll_many, Stream};
 use crate::handles::{self, FdIn, FdOut};
 use crate::pipe::RingEnd;
 use crate::sync::after;
+use crate::time::deadline_after;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::Deadline;
 use rustix::event::{PollFd, PollFlags};
@@ -87,7 +88,7 @@ impl Until {
     const NEVER: Until = Until(None);
 
     fn after(timeout: Duration) -> Until {
-        Until(Some(Instant::now().checked_add(timeout).unwrap_or_else(far_future)))
+        Until(deadline_after(timeout))
     }
 
     fn ring(self) -> Deadline {
@@ -96,10 +97,6 @@ impl Until {
             Some(t) => after(t.saturating_duration_since(Instant::now())),
         }
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 impl Connection {

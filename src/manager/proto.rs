@@ -121,7 +121,7 @@ pub(crate) struct Failure {
     message: String,
 }
 
-const KINDS: [ErrorKind; 10] = [
+const KINDS: [ErrorKind; 11] = [
     ErrorKind::InvalidArgument,
     ErrorKind::Timeout,
     ErrorKind::Empty,
@@ -132,6 +132,7 @@ const KINDS: [ErrorKind; 10] = [
     ErrorKind::Unsupported,
     ErrorKind::Overflow,
     ErrorKind::TooLarge,
+    ErrorKind::TaskPanicked,
 ];
 
 impl From<Error> for Failure {

@@ -11,11 +11,13 @@
 use super::proto::{Builtin, Failure, Kind, Op, Reply, Request};
 use crate::connection::{decode_plain, encode_plain, Connection, Listener};
 use crate::process::code_ref::{self, CodeRef, Record};
+use crate::time::deadline_after;
 use crate::{Error, ErrorKind, Result};
 use indexmap::IndexMap;
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -117,7 +119,7 @@ impl<T> Blocking<T> {
         timeout: Option<Duration>,
         mut attempt: impl FnMut(&mut T) -> Option<R>,
     ) -> Result<Option<R>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         let mut state = lock(&self.state);
         loop {
             if let Some(r) = attempt(&mut state) {
@@ -210,6 +212,34 @@ struct Client {
     held: Vec<Arc<Object>>,
 }
 
+/// A connection that ends, however it ends (its client hung up, sent
+/// garbage, or its thread panicked), releases what it held: no other
+/// client waits forever on a lock whose holder is gone.
+impl Drop for Client {
+    fn drop(&mut self) {
+        for object in self.held.drain(..) {
+            match &*object {
+                Object::Lock(l) => l.update(|h| {
+                    if *h == Some(self.id) {
+                        *h = None;
+                    }
+                }),
+                Object::RLock(r) => r.update(|s| {
+                    if s.holder == Some(self.id) {
+                        *s = Reentrant::default();
+                    }
+                }),
+                Object::Condition(c) => c.update(|s| {
+                    if s.holder == Some(self.id) {
+                        s.holder = None;
+                    }
+                }),
+                _ => {}
+            }
+        }
+    }
+}
+
 impl Client {
     /// Records that this connection took `object`'s lock.
     fn hold(&mut self, object: &Arc<Object>) {
@@ -273,33 +303,16 @@ impl Server {
                     }
                     Err(_) => break,
                 },
-                Ok(request) => self.handle(request, &mut client),
+                // A panic in a request (a registered type's method, say)
+                // answers that request; the connection goes on.
+                Ok(request) => catch_unwind(AssertUnwindSafe(|| self.handle(request, &mut client)))
+                    .unwrap_or_else(|payload| Err(panicked(&*payload))),
                 Err(e) => Err(e),
             };
             let reply = reply.unwrap_or_else(|e| Reply::Fail(Failure::from(e)));
             let Ok(bytes) = encode_plain(&reply) else { break };
             if client.conn.send_bytes(&bytes).is_err() {
                 break;
-            }
-        }
-        for object in client.held.drain(..) {
-            match &*object {
-                Object::Lock(l) => l.update(|h| {
-                    if *h == Some(client.id) {
-                        *h = None;
-                    }
-                }),
-                Object::RLock(r) => r.update(|s| {
-                    if s.holder == Some(client.id) {
-                        *s = Reentrant::default();
-                    }
-                }),
-                Object::Condition(c) => c.update(|s| {
-                    if s.holder == Some(client.id) {
-                        s.holder = None;
-                    }
-                }),
-                _ => {}
             }
         }
     }
@@ -403,6 +416,12 @@ fn upgrade(socket: &Connection, pipe: &[u8], fds: u32) -> Result<Connection> {
     let fds = multiproc_posix::sock::recv_fds(socket_fd, fds as usize)
         .map_err(|e| Error::new(ErrorKind::Corrupt, "upgrade handles missing").with_source(e))?;
     crate::handles::decode(fds, pipe, "deserializing an upgrade")
+}
+
+/// The error a request that panicked answers with.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Error {
+    let message = crate::error::panic_message(payload);
+    Error::new(ErrorKind::TaskPanicked, format!("the request panicked in the server: {message}"))
 }
 
 fn no_object(id: u64) -> Error {

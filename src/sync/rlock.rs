@@ -107,13 +107,13 @@ impl RLock {
     }
 
     /// A guard that refuses reentry: for guards that hand out `&mut` data.
-    pub(crate) fn lock_exclusive(&self) -> Result<RLockGuard<'_>> {
+    pub(crate) fn lock_exclusive(&self, deadline: Deadline) -> Result<RLockGuard<'_>> {
         if self.is_owned() {
             return Err(Error::invalid(
                 "already held by this thread: a second guard would alias the data",
             ));
         }
-        self.lock()
+        self.guard(deadline)
     }
 }
 
