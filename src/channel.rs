@@ -3,9 +3,14 @@
 //! may send and receive, and the file descriptors of shared objects inside
 //! messages carried beside it over a Unix socket (SCM_RIGHTS).
 //!
-//! A typed message is `fd count: u32 LE` then the postcard bytes; the fds
-//! are sent over the socket before the message is published, under the
-//! same lock, so a receiver finds them in order.
+//! A typed message is `fd count: u32 LE`, then (if the count is not 0) the
+//! `tag: u64 LE` of its handles, then the postcard bytes. The fds are sent
+//! over the socket, tagged, before the message is published, under the
+//! same lock. A send that fails after its fds left (the ring was full) or
+//! a sender that dies in between leaves a batch no published message
+//! claims; tags grow with every batch sent, so the receiver of the next
+//! message with handles closes such a batch instead of taking it for its
+//! own ([`sock::recv_fds`]).
 //!
 //! # Safety
 //!
@@ -130,6 +135,22 @@ impl Stash {
     }
 }
 
+/// What is sent: bytes as they are, or a typed message (made by
+/// [`encoded`]) with the handles of the shared objects inside it.
+pub(crate) enum Outgoing<'a> {
+    Bytes(&'a [u8]),
+    Typed { message: &'a mut [u8], fds: &'a [RawFd] },
+}
+
+/// The header of a typed message with `count` handles: its length.
+fn typed_header_len(count: usize) -> usize {
+    if count == 0 {
+        4
+    } else {
+        12
+    }
+}
+
 /// One direction of messages, as one handle sees it.
 pub(crate) struct Link<'a> {
     pub(crate) channel: &'a Channel,
@@ -146,15 +167,19 @@ fn disconnected() -> Error {
 }
 
 impl Link<'_> {
-    /// Sends `msg`, and before it `fds`, holding the send side's lock.
+    /// Sends `out` (a typed message's handles first, tagged), holding the
+    /// send side's lock.
     pub(crate) fn send(
         &self,
-        msg: &[u8],
-        fds: &[RawFd],
+        out: Outgoing<'_>,
         deadline: Deadline,
         connected: impl FnMut() -> bool,
     ) -> Result<()> {
-        if msg.len() > MAX_MESSAGE {
+        let len = match &out {
+            Outgoing::Bytes(b) => b.len(),
+            Outgoing::Typed { message, .. } => message.len(),
+        };
+        if len > MAX_MESSAGE {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 format!("message over {MAX_MESSAGE} bytes"),
@@ -169,7 +194,18 @@ impl Link<'_> {
             w.abort_pending();
         }
         let result = (|| {
-            send_handles(self.fds_out, fds)?;
+            let msg: &[u8] = match out {
+                Outgoing::Bytes(bytes) => bytes,
+                Outgoing::Typed { message, fds } => {
+                    if !fds.is_empty() {
+                        let tag = side.next_batch();
+                        message[4..12].copy_from_slice(&tag.to_le_bytes());
+                        send_handles(self.fds_out, fds, tag)?;
+                        testing::after_handles();
+                    }
+                    message
+                }
+            };
             self.channel.ring.send(&Os, &self.data, &mut w, msg, deadline, connected).map_err(|e| {
                 match e {
                     SendError::Timeout => Error::timeout(),
@@ -325,24 +361,33 @@ impl Link<'_> {
 
     /// Receives the fds a typed message announces, and decodes it.
     pub(crate) fn decode<T: DeserializeOwned>(&self, message: &[u8]) -> Result<T> {
-        let Some((count, payload)) = message.split_first_chunk::<4>() else {
-            return Err(Error::new(ErrorKind::Corrupt, "message shorter than its header"));
-        };
-        let count = u32::from_le_bytes(*count) as usize;
+        let (count, tag, payload) = split_typed(message)?;
         let fds = if count == 0 {
             Vec::new()
         } else {
-            sock::recv_fds(self.fds_in, count)
+            sock::recv_fds(self.fds_in, count, tag)
                 .map_err(|e| Error::new(ErrorKind::Corrupt, "handles missing").with_source(e))?
         };
         handles::decode(fds, payload, "deserializing a message")
     }
 }
 
+/// A typed message's handle count, their tag, and its payload.
+fn split_typed(message: &[u8]) -> Result<(usize, u64, &[u8])> {
+    let short = || Error::new(ErrorKind::Corrupt, "message shorter than its header");
+    let (count, rest) = message.split_first_chunk::<4>().ok_or_else(short)?;
+    let count = u32::from_le_bytes(*count) as usize;
+    if count == 0 {
+        return Ok((0, 0, rest));
+    }
+    let (tag, payload) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+    Ok((count, u64::from_le_bytes(*tag), payload))
+}
+
 /// Sends the fds a serialization collected ([`handles::collect`]) over
-/// `socket`. They are borrowed from objects the caller keeps alive for the
-/// call (the objects that were serialized).
-pub(crate) fn send_handles(socket: BorrowedFd<'_>, fds: &[RawFd]) -> Result<()> {
+/// `socket`, tagged `tag`. They are borrowed from objects the caller keeps
+/// alive for the call (the objects that were serialized).
+pub(crate) fn send_handles(socket: BorrowedFd<'_>, fds: &[RawFd], tag: u64) -> Result<()> {
     if fds.is_empty() {
         return Ok(());
     }
@@ -351,7 +396,7 @@ pub(crate) fn send_handles(socket: BorrowedFd<'_>, fds: &[RawFd]) -> Result<()> 
         // SAFETY: the fds belong to objects alive for this call (above).
         .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
         .collect();
-    sock::send_fds(socket, &borrowed).map_err(|e| match e.kind() {
+    sock::send_fds(socket, &borrowed, tag).map_err(|e| match e.kind() {
         std::io::ErrorKind::BrokenPipe => disconnected(),
         _ => Error::io("sending handles", e),
     })
@@ -387,31 +432,59 @@ fn recycle_up_to(
     }
 }
 
-/// Encodes `value` as a typed message (the fd count, then the postcard
-/// bytes) in this thread's reused buffer, and hands it with the fds to
-/// send to `send`.
+/// Encodes `value` as a typed message (the fd count, a place for their
+/// tag if there are any, then the postcard bytes) in this thread's reused
+/// buffer, and hands it to `send`.
 pub(crate) fn encoded<T: Serialize + ?Sized, R>(
     value: &T,
-    send: impl FnOnce(&[u8], &[RawFd]) -> Result<R>,
+    send: impl FnOnce(Outgoing<'_>) -> Result<R>,
 ) -> Result<R> {
     let mut buf = SEND_BUF.with(Cell::take);
-    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&[0; 12]);
     let (bytes, fds) = handles::collect(|| postcard::to_extend(value, buf));
-    let mut message = bytes.map_err(|e| Error::codec("serializing a message", e))?;
-    message[..4].copy_from_slice(&(fds.len() as u32).to_le_bytes());
-    let sent = send(&message, &fds);
-    recycle(&SEND_BUF, message);
+    let mut buf = bytes.map_err(|e| Error::codec("serializing a message", e))?;
+    // The header sits right before the payload: 12 bytes with handles, 4
+    // (at offset 8) without.
+    let start = 12 - typed_header_len(fds.len());
+    let count = u32::try_from(fds.len())
+        .map_err(|_| Error::new(ErrorKind::TooLarge, "too many handles in one message"))?;
+    buf[start..start + 4].copy_from_slice(&count.to_le_bytes());
+    let sent = send(Outgoing::Typed { message: &mut buf[start..], fds: &fds });
+    recycle(&SEND_BUF, buf);
     sent
+}
+
+/// Test hooks (hidden): stopping a sender between its handles and its
+/// frame, to check what a receiver makes of what it left.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::OnceLock;
+
+    static STALL: OnceLock<crate::Event> = OnceLock::new();
+
+    /// From now on, a send of this process that carries handles sets
+    /// `reached` once they are sent and then never goes on (as if killed
+    /// there; the test kills it).
+    pub fn stall_after_handles(reached: crate::Event) {
+        let _ = STALL.set(reached);
+    }
+
+    pub(super) fn after_handles() {
+        if let Some(reached) = STALL.get() {
+            reached.set();
+            loop {
+                std::thread::park();
+            }
+        }
+    }
 }
 
 /// Decodes an untrusted typed message as a receiver would, with no handles
 /// at hand: for the fuzz target of the message decoder.
 #[doc(hidden)]
 pub fn decode_untrusted<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
-    let Some((count, payload)) = message.split_first_chunk::<4>() else {
-        return Err(Error::new(ErrorKind::Corrupt, "message shorter than its header"));
-    };
-    if u32::from_le_bytes(*count) != 0 {
+    let (count, _, payload) = split_typed(message)?;
+    if count != 0 {
         return Err(Error::new(ErrorKind::Corrupt, "handles announced, none at hand"));
     }
     handles::decode(Vec::new(), payload, "deserializing a message")

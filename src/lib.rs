@@ -36,9 +36,14 @@ pub use manager::{Manager, ManagerServer};
 pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
 #[cfg(unix)]
 pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Task};
+/// Hooks for the crate's own tests (forging bootstraps, stopping a sender
+/// at a chosen point): not part of the API.
 #[cfg(unix)]
 #[doc(hidden)]
-pub use process::testing as __testing;
+pub mod __testing {
+    pub use crate::channel::testing::stall_after_handles;
+    pub use crate::process::testing::*;
+}
 #[cfg(unix)]
 pub use process::BOOTSTRAP_FAILED;
 pub use process::{

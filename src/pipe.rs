@@ -8,7 +8,7 @@
 //! carries the file descriptors of shared objects sent inside messages
 //! (SCM_RIGHTS), so a Lock or a Connection can go to a running process.
 
-use crate::channel::{self, Link, ShmBytes, Stash};
+use crate::channel::{self, Link, Outgoing, ShmBytes, Stash};
 use crate::connection::Connection;
 use crate::handles::{self, AsRawFd, FdIn, FdOut, OwnedFd};
 use crate::object::{shared_object, Object};
@@ -235,13 +235,8 @@ impl RingEnd {
         })
     }
 
-    pub(crate) fn send_message(
-        &self,
-        msg: &[u8],
-        fds: &[handles::RawFd],
-        deadline: Deadline,
-    ) -> Result<()> {
-        self.link(true)?.send(msg, fds, deadline, || self.peer_here())
+    pub(crate) fn send_message(&self, out: Outgoing<'_>, deadline: Deadline) -> Result<()> {
+        self.link(true)?.send(out, deadline, || self.peer_here())
     }
 
     pub(crate) fn send_value<T: Serialize + ?Sized>(
@@ -249,7 +244,7 @@ impl RingEnd {
         value: &T,
         deadline: Deadline,
     ) -> Result<()> {
-        channel::encoded(value, |message, fds| self.send_message(message, fds, deadline))
+        channel::encoded(value, |out| self.send_message(out, deadline))
     }
 
     pub(crate) fn recv_bytes(&self, deadline: Deadline) -> Result<Vec<u8>> {

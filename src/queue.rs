@@ -22,8 +22,8 @@
 //! once, in the order of the puts. A consumer killed in the middle of a
 //! `get` is taken over the same way.
 
-use crate::channel::{self, Link, ShmBytes, Stash};
-use crate::handles::{self, FdIn, FdOut, OwnedFd};
+use crate::channel::{self, Link, Outgoing, ShmBytes, Stash};
+use crate::handles::{FdIn, FdOut, OwnedFd};
 use crate::object::{shared_object, Object};
 use crate::os::Os;
 use crate::sync::after;
@@ -162,12 +162,12 @@ impl Raw {
         }
     }
 
-    /// Puts `message` (with `fds`); a timeout reads as `Full`, as Python's.
-    fn put(&self, message: &[u8], fds: &[handles::RawFd], deadline: Deadline) -> Result<()> {
+    /// Puts `out`; a timeout reads as `Full`, as Python's.
+    fn put(&self, out: Outgoing<'_>, deadline: Deadline) -> Result<()> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::invalid("this queue handle was closed"));
         }
-        self.link().send(message, fds, deadline, || true).map_err(|e| match e.kind() {
+        self.link().send(out, deadline, || true).map_err(|e| match e.kind() {
             ErrorKind::Timeout => full(),
             _ => e,
         })
@@ -179,7 +179,7 @@ impl Raw {
     }
 
     fn put_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
-        channel::encoded(value, |message, fds| self.put(message, fds, deadline))
+        channel::encoded(value, |out| self.put(out, deadline))
     }
 
     fn get_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
@@ -288,11 +288,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts raw bytes as one message (read them with a `get_bytes`).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.raw.put(bytes, &[], Deadline::NEVER)
+        self.raw.put(Outgoing::Bytes(bytes), Deadline::NEVER)
     }
 
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.raw.put(bytes, &[], after(timeout))
+        self.raw.put(Outgoing::Bytes(bytes), after(timeout))
     }
 
     /// Takes one message's bytes.

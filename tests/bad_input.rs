@@ -51,7 +51,18 @@ fn run_command(mut cmd: Command, env: &str, fd: Option<&OwnedFd>) -> Output {
             });
         }
     }
-    let child = cmd.spawn().expect("spawn");
+    // A fresh copy of the binary may be "busy" for a moment: another test
+    // thread's fork can hold the copy's write fd until its exec.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => break spawned.expect("spawn"),
+        }
+    };
     let pid = child.id() as i32;
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 /// `b"MPROCSEG"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// Bumped whenever any layout in this crate changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of [`Header`]; objects start at this offset, cache-line aligned.
 pub const HEADER_SIZE: usize = 64;
 

@@ -30,8 +30,15 @@ pub fn peer_gone(socket: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Sends `fds` over `socket`, in batches, each with a one-byte marker.
-pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+/// The bytes beside each batch of descriptors: a marker, then the tag of
+/// the message the batch belongs to (`u64` LE).
+const BATCH_HEADER: usize = 9;
+
+/// Sends `fds` over `socket`, in batches, each tagged with `tag` (the
+/// message they belong to: see [`recv_fds`]).
+pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>], tag: u64) -> io::Result<()> {
+    let mut header = [b'F'; BATCH_HEADER];
+    header[1..].copy_from_slice(&tag.to_le_bytes());
     for batch in fds.chunks(BATCH) {
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH))];
         let mut control = SendAncillaryBuffer::new(&mut space);
@@ -39,8 +46,8 @@ pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()
             return Err(io::Error::other("SCM_RIGHTS buffer too small"));
         }
         loop {
-            match sendmsg(socket, &[IoSlice::new(b"F")], &mut control, SendFlags::NOSIGNAL) {
-                Ok(1) => break,
+            match sendmsg(socket, &[IoSlice::new(&header)], &mut control, SendFlags::NOSIGNAL) {
+                Ok(BATCH_HEADER) => break,
                 Ok(_) => return Err(io::Error::other("short SCM_RIGHTS send")),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -50,10 +57,15 @@ pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()
     Ok(())
 }
 
-/// Receives exactly `n` descriptors sent by [`send_fds`]. Fails (never
-/// blocks for long) if they are not there: a peer that announced them
-/// without sending them is broken or hostile.
-pub fn recv_fds(socket: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> {
+/// Receives exactly `n` descriptors that [`send_fds`] sent with `tag`.
+///
+/// Tags grow in the order batches are sent. A batch with a smaller tag was
+/// left by a message that was never published (its send failed, or its
+/// sender died in between): it is taken and closed. A batch with a larger
+/// tag belongs to a later message and is left where it is: this message's
+/// own are missing. Fails (never blocks for long) if they are not there: a
+/// peer that announced them without sending them is broken or hostile.
+pub fn recv_fds(socket: BorrowedFd<'_>, n: usize, tag: u64) -> io::Result<Vec<OwnedFd>> {
     let mut out = Vec::with_capacity(n.min(BATCH));
     while out.len() < n {
         let mut fds = [PollFd::new(&socket, PollFlags::IN)];
@@ -64,32 +76,56 @@ pub fn recv_fds(socket: BorrowedFd<'_>, n: usize) -> io::Result<Vec<OwnedFd>> {
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let mut byte = [0u8; 1];
-        let got = match recvmsg(
+        // Look at the next batch's tag without taking it (nor its fds).
+        let mut header = [0u8; BATCH_HEADER];
+        let peeked = match recvmsg(
             socket,
-            &mut [IoSliceMut::new(&mut byte)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
+            &mut [IoSliceMut::new(&mut header)],
+            &mut RecvAncillaryBuffer::default(),
+            RecvFlags::PEEK,
         ) {
-            Ok(got) => got,
+            Ok(got) => got.bytes,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         };
-        if got.bytes == 0 {
+        if peeked == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the socket"));
         }
-        for message in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(fds) = message {
-                out.extend(fds);
-            }
-        }
-        if byte[0] != b'F' {
+        if peeked != BATCH_HEADER || header[0] != b'F' {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "unexpected byte on the socket",
+                "unexpected bytes on the socket",
             ));
+        }
+        let found = u64::from_le_bytes(header[1..].try_into().expect("8 bytes"));
+        if found.wrapping_sub(tag) as i64 > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "this message's fds are missing",
+            ));
+        }
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        match recvmsg(
+            socket,
+            &mut [IoSliceMut::new(&mut header)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) if got.bytes == BATCH_HEADER => {}
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::InvalidData, "short fd batch")),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let batch = control.drain().filter_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+            _ => None,
+        });
+        if found == tag {
+            out.extend(batch.flatten());
+        } else {
+            // Stale: left by a message never published. Closed here.
+            batch.for_each(drop);
         }
     }
     if out.len() != n {
@@ -115,9 +151,17 @@ mod tests {
         assert!(!peer_gone(a.as_fd()));
         let file: OwnedFd = std::fs::File::open("/proc/self/stat").unwrap().into();
         let many: Vec<BorrowedFd<'_>> = (0..300).map(|_| file.as_fd()).collect();
-        send_fds(a.as_fd(), &many).unwrap();
-        let got = recv_fds(b.as_fd(), 300).unwrap();
+        send_fds(a.as_fd(), &many, 7).unwrap();
+        let got = recv_fds(b.as_fd(), 300, 7).unwrap();
         assert_eq!(got.len(), 300);
+        // A stale batch (tag 8, never claimed) is closed on the way to the
+        // next message's (tag 9); a later message's batch is left alone.
+        send_fds(a.as_fd(), &many[..2], 8).unwrap();
+        send_fds(a.as_fd(), &many[..3], 9).unwrap();
+        send_fds(a.as_fd(), &many[..1], 11).unwrap();
+        assert_eq!(recv_fds(b.as_fd(), 3, 9).unwrap().len(), 3);
+        assert!(recv_fds(b.as_fd(), 1, 10).is_err());
+        assert_eq!(recv_fds(b.as_fd(), 1, 11).unwrap().len(), 1);
         drop(b);
         assert!(peer_gone(a.as_fd()));
     }

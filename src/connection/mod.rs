@@ -32,6 +32,7 @@ pub use stream::DEFAULT_MAX_MESSAGE;
 pub(crate) use auth::random;
 use stream::{poll_many, Stream};
 
+use crate::channel::Outgoing;
 use crate::handles::{self, FdIn, FdOut};
 use crate::pipe::RingEnd;
 use crate::sync::after;
@@ -176,7 +177,7 @@ impl Connection {
 
     fn send_message(&self, bytes: &[u8], until: Until) -> Result<()> {
         match &self.inner {
-            Inner::Ring(r) => r.send_message(bytes, &[], until.ring()),
+            Inner::Ring(r) => r.send_message(Outgoing::Bytes(bytes), until.ring()),
             Inner::Stream(s) => s.send(bytes, until.0),
         }
     }

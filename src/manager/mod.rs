@@ -121,7 +121,7 @@ fn upgrade(socket: Connection, timeout: Option<Duration>) -> Result<Connection> 
         r => return Err(unexpected(r)),
     }
     let fd = socket.stream_socket().ok_or_else(|| Error::invalid("not a socket"))?;
-    crate::channel::send_handles(fd, &fds)?;
+    crate::channel::send_handles(fd, &fds, 0)?;
     drop(theirs);
     Ok(mine)
 }

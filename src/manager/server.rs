@@ -413,7 +413,7 @@ fn upgrade(socket: &Connection, pipe: &[u8], fds: u32) -> Result<Connection> {
         return Err(invalid("an upgrade carries a few handles at most"));
     }
     socket.send_bytes(&encode_plain(&Reply::Unit)?)?;
-    let fds = multiproc_posix::sock::recv_fds(socket_fd, fds as usize)
+    let fds = multiproc_posix::sock::recv_fds(socket_fd, fds as usize, 0)
         .map_err(|e| Error::new(ErrorKind::Corrupt, "upgrade handles missing").with_source(e))?;
     crate::handles::decode(fds, pipe, "deserializing an upgrade")
 }

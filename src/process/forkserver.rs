@@ -124,7 +124,7 @@ fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawFd]) -> Result<Chil
         // SAFETY: the fds belong to the job's arguments, alive for this call.
         let borrowed: Vec<BorrowedFd<'_>> =
             fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
-        sock::send_fds(control.as_fd(), &borrowed).map_err(io("forkserver request"))?;
+        sock::send_fds(control.as_fd(), &borrowed, 0).map_err(io("forkserver request"))?;
     }
     control.write_all(bytes).map_err(io("forkserver request"))?;
     let mut reply = [0; 8];
@@ -134,7 +134,7 @@ fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawFd]) -> Result<Chil
     if errno != 0 {
         return Err(Error::io("the forkserver's fork", std::io::Error::from_raw_os_error(errno)));
     }
-    let mut status = sock::recv_fds(control.as_fd(), 1).map_err(io("forkserver reply"))?;
+    let mut status = sock::recv_fds(control.as_fd(), 1, 0).map_err(io("forkserver reply"))?;
     Ok(Child::remote(pid, status.pop().expect("recv_fds returns the count asked")))
 }
 
@@ -206,7 +206,7 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
     let fds = if nfds == 0 {
         Vec::new()
     } else {
-        sock::recv_fds(control.as_fd(), nfds).map_err(io("forkserver request"))?
+        sock::recv_fds(control.as_fd(), nfds, 0).map_err(io("forkserver request"))?
     };
     if len > crate::MAX_MESSAGE {
         return Err(Error::new(ErrorKind::TooLarge, "forkserver request"));
@@ -249,7 +249,7 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
         Ok(Forked::Parent(child)) => {
             drop(fds);
             reply(control, 0, child.pid())?;
-            sock::send_fds(control.as_fd(), &[status_theirs.as_fd()])
+            sock::send_fds(control.as_fd(), &[status_theirs.as_fd()], 0)
                 .map_err(io("forkserver reply"))?;
             children.push((child, UnixStream::from(status_ours)));
             Ok(true)

@@ -683,6 +683,9 @@ pub struct Endpoint {
     /// Whole messages this side sent or received, ever (wrapping): a
     /// queue's size is the sender's count minus the receiver's.
     messages: AtomicU64,
+    /// Sender: the tag of the last batch of handles sent beside a message
+    /// (see [`next_batch`](Self::next_batch)). Unused by a receiver.
+    batches: AtomicU64,
 }
 
 impl Endpoint {
@@ -690,6 +693,17 @@ impl Endpoint {
     pub fn count_message(&self) {
         let n = self.messages.load(Ordering::Relaxed);
         self.messages.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// A fresh tag for the handles of the message about to be sent (call
+    /// holding `lock`, before anything of the message leaves): tags grow
+    /// in the order batches are sent, and a sender that dies or fails after
+    /// taking one never has it reused, so a receiver can tell a message's
+    /// own handles from ones left behind by a message never published.
+    pub fn next_batch(&self) -> u64 {
+        let tag = self.batches.load(Ordering::Relaxed).wrapping_add(1);
+        self.batches.store(tag, Ordering::Relaxed);
+        tag
     }
 
     /// Whole messages counted so far (a snapshot).
