@@ -10,10 +10,10 @@ use multiproc::{Connection, ErrorKind, Pipe, Process};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SIZES: [usize; 5] = [0, 1, 16 * 1024, 16 * 1024 + 1, 1 << 20];
-const KEY: &[u8] = b"the right key";
+const KEY: &[u8] = b"the right key, 16 bytes or more";
 const SHORT: Duration = Duration::from_secs(20);
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -409,17 +409,16 @@ fn a_bad_handshake_is_an_auth_error() {
 
 #[test]
 fn a_stalled_client_does_not_hold_the_listener() {
-    let listener = Listener::builder(unix_address("stall"))
-        .authkey(KEY)
-        .handshake_timeout(Duration::from_millis(100))
-        .bind()
-        .unwrap();
+    // The silent peer comes first and has the default 10 s to speak.
+    let listener = Listener::bind(unix_address("stall"), KEY).unwrap();
     let Address::Unix(path) = listener.address().clone() else { unreachable!() };
     let _silent = UnixStream::connect(&path).unwrap();
-    assert!(listener.accept().unwrap_err().is_timeout());
+    assert!(listener.accept_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
     let address = listener.address().clone();
     let good = std::thread::spawn(move || Client::connect_timeout(address, KEY, SHORT));
+    let started = Instant::now();
     listener.accept_timeout(SHORT).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     good.join().unwrap().unwrap();
 }
 

@@ -336,7 +336,7 @@ fn remote_worker(
 
 #[test]
 fn a_remote_server_on_tcp_shared_by_processes() {
-    let key = b"remote key".to_vec();
+    let key = b"a remote key, 16 bytes or more".to_vec();
     let (rx, tx) = Pipe::new().unwrap();
     let mut server = child(Process::new(serve_on_tcp, (tx, key.clone())));
     server.start().unwrap();

@@ -145,11 +145,48 @@ fn answer_is_right(key: &[u8], challenge: &[u8], answer: &[u8]) -> bool {
 
 /// The listener's half first: challenge the peer, check its answer, tell it.
 pub(crate) fn deliver(stream: &Stream, key: &[u8], deadline: Option<Instant>) -> Result<()> {
+    let (message, challenge) = make_challenge()?;
+    stream.send(&message, deadline)?;
+    let answer = recv_message(stream, deadline)?;
+    judge(stream, key, &challenge, &answer, deadline)
+}
+
+/// Answers the peer's challenge and reads its verdict.
+pub(crate) fn answer(stream: &Stream, key: &[u8], deadline: Option<Instant>) -> Result<()> {
+    let challenge = recv_message(stream, deadline)?;
+    stream.send(&respond(key, &challenge)?, deadline)?;
+    check_verdict(&recv_message(stream, deadline)?)
+}
+
+/// The next handshake message from the peer, by `deadline`. One over 256
+/// bytes, or bytes that are not a frame, fail the handshake (`Auth`).
+pub(crate) fn recv_message(stream: &Stream, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    stream.recv(HANDSHAKE_MAX, deadline).map_err(|e| match e.kind() {
+        ErrorKind::TooLarge => {
+            Error::new(ErrorKind::Auth, "handshake message over 256 bytes").with_source(e)
+        }
+        ErrorKind::Corrupt => Error::new(ErrorKind::Auth, "a malformed handshake").with_source(e),
+        _ => e,
+    })
+}
+
+/// A fresh challenge: the message to send, and the payload whose MAC the
+/// answer must be.
+pub(crate) fn make_challenge() -> Result<(Vec<u8>, Vec<u8>)> {
     let mut challenge = b"{sha256}".to_vec();
     challenge.extend(random::<NONCE_LEN>()?);
-    stream.send(&[CHALLENGE, &challenge].concat(), deadline)?;
-    let answer = stream.recv(HANDSHAKE_MAX, deadline).map_err(too_long)?;
-    if answer_is_right(key, &challenge, &answer) {
+    Ok(([CHALLENGE, &challenge].concat(), challenge))
+}
+
+/// Checks the peer's `answer` to our `challenge` and tells it the verdict.
+pub(crate) fn judge(
+    stream: &Stream,
+    key: &[u8],
+    challenge: &[u8],
+    answer: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    if answer_is_right(key, challenge, answer) {
         stream.send(WELCOME, deadline)
     } else {
         let _ = stream.send(FAILURE, deadline);
@@ -157,30 +194,23 @@ pub(crate) fn deliver(stream: &Stream, key: &[u8], deadline: Option<Instant>) ->
     }
 }
 
-/// Answers the peer's challenge and reads its verdict.
-pub(crate) fn answer(stream: &Stream, key: &[u8], deadline: Option<Instant>) -> Result<()> {
-    let message = stream.recv(HANDSHAKE_MAX, deadline).map_err(too_long)?;
+/// Our answer to the peer's challenge `message`.
+pub(crate) fn respond(key: &[u8], message: &[u8]) -> Result<Vec<u8>> {
     let challenge = message
         .strip_prefix(CHALLENGE)
         .ok_or_else(|| auth("the peer did not send an authkey challenge"))?;
     if challenge.len() < LEGACY_LENGTHS[0] {
         return Err(auth("the peer's challenge is too short"));
     }
-    stream.send(&answer_to(key, challenge)?, deadline)?;
-    let verdict = stream.recv(HANDSHAKE_MAX, deadline).map_err(too_long)?;
-    if verdict == WELCOME {
+    answer_to(key, challenge)
+}
+
+/// The peer's verdict on our answer.
+pub(crate) fn check_verdict(message: &[u8]) -> Result<()> {
+    if message == WELCOME {
         Ok(())
     } else {
         Err(auth("the peer rejected our answer: it has another authkey"))
-    }
-}
-
-/// A handshake message over the limit is an authentication failure.
-fn too_long(e: Error) -> Error {
-    if e.kind() == ErrorKind::TooLarge {
-        Error::new(ErrorKind::Auth, "handshake message over 256 bytes").with_source(e)
-    } else {
-        e
     }
 }
 

@@ -24,9 +24,18 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 
+mod address;
 mod auth;
+mod listener;
 mod stream;
 
+pub(crate) use address::remove_private_dir;
+pub use address::Address;
+#[doc(hidden)]
+pub use listener::__handshake;
+pub use listener::{
+    Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_MAX_PENDING, MIN_AUTHKEY,
+};
 pub use stream::DEFAULT_MAX_MESSAGE;
 
 pub(crate) use auth::random;
@@ -37,16 +46,15 @@ use crate::handles::{self, FdIn, FdOut};
 use crate::pipe::RingEnd;
 use crate::sync::after;
 use crate::time::deadline_after;
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 use multiproc_core::Deadline;
 use rustix::event::{PollFd, PollFlags};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 /// How long an [`accept`](Listener::accept) waits for a peer's handshake
@@ -298,20 +306,6 @@ impl Connection {
     }
 }
 
-/// The handshake over an already connected socket, as a client (`listening`
-/// false) or a listener: for the fuzz target, which plays a hostile peer.
-#[doc(hidden)]
-pub fn __handshake(
-    socket: UnixStream,
-    authkey: &[u8],
-    listening: bool,
-    timeout: Duration,
-) -> Result<Connection> {
-    let mut policy = Policy::new(Some(authkey));
-    policy.handshake_timeout = timeout;
-    policy.open(socket.into(), listening, Until::NEVER)
-}
-
 /// A value as postcard bytes with no handle table: what a socket carries.
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let (bytes, fds) = handles::collect_remote(|| postcard::to_allocvec(value));
@@ -415,400 +409,5 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
             until.0
         };
         poll_many(&mut fds, slice_end)?;
-    }
-}
-
-/// Where a [`Listener`] listens and a [`Client`] connects: a TCP address
-/// or a Unix socket's path (Python's `AF_INET` tuple and `AF_UNIX` string).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Address {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl Address {
-    /// A TCP address, resolving a host name (`"localhost:6000"`).
-    pub fn tcp(address: impl ToSocketAddrs) -> Result<Address> {
-        let mut all = address.to_socket_addrs().map_err(|e| Error::io("resolving", e))?;
-        all.next()
-            .map(Address::Tcp)
-            .ok_or_else(|| Error::invalid("the host name resolved to no address"))
-    }
-
-    /// A Unix socket at `path`.
-    pub fn unix(path: impl Into<PathBuf>) -> Address {
-        Address::Unix(path.into())
-    }
-
-    /// A fresh Unix socket path in the temporary directory, as Python's
-    /// `arbitrary_address('AF_UNIX')`.
-    pub fn arbitrary_unix() -> Result<Address> {
-        let tag: String = random::<8>()?.iter().map(|b| format!("{b:02x}")).collect();
-        let name = format!("multiproc-{}-{tag}.sock", std::process::id());
-        Ok(Address::Unix(std::env::temp_dir().join(name)))
-    }
-
-    pub fn is_tcp(&self) -> bool {
-        matches!(self, Address::Tcp(_))
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Tcp(a) => a.fmt(f),
-            Address::Unix(p) => p.display().fmt(f),
-        }
-    }
-}
-
-impl From<SocketAddr> for Address {
-    fn from(a: SocketAddr) -> Address {
-        Address::Tcp(a)
-    }
-}
-
-impl From<PathBuf> for Address {
-    fn from(p: PathBuf) -> Address {
-        Address::Unix(p)
-    }
-}
-
-impl From<&Path> for Address {
-    fn from(p: &Path) -> Address {
-        Address::Unix(p.to_path_buf())
-    }
-}
-
-/// `"127.0.0.1:6000"` or `"[::1]:6000"` is TCP; anything else is a Unix
-/// socket path (use [`Address::tcp`] to resolve a host name).
-impl From<&str> for Address {
-    fn from(s: &str) -> Address {
-        s.parse().map_or_else(|_| Address::Unix(s.into()), Address::Tcp)
-    }
-}
-
-impl From<&Address> for Address {
-    fn from(a: &Address) -> Address {
-        a.clone()
-    }
-}
-
-/// The policy a listener or a client applies to its connections.
-#[derive(Clone)]
-struct Policy {
-    authkey: Option<Vec<u8>>,
-    max_message: usize,
-    handshake_timeout: Duration,
-}
-
-impl Policy {
-    fn new(authkey: Option<&[u8]>) -> Policy {
-        Policy {
-            authkey: authkey.map(<[u8]>::to_vec),
-            max_message: DEFAULT_MAX_MESSAGE,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-        }
-    }
-
-    /// The connection over `socket`, once the handshake (listener side:
-    /// challenge first) has passed.
-    fn open(&self, socket: OwnedFd, listening: bool, until: Until) -> Result<Connection> {
-        let stream = Stream::new(socket, self.max_message);
-        if let Some(key) = &self.authkey {
-            let own = Until::after(self.handshake_timeout);
-            let deadline = match (until.0, own.0) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            if listening {
-                auth::deliver(&stream, key, deadline)?;
-                auth::answer(&stream, key, deadline)?;
-            } else {
-                auth::answer(&stream, key, deadline)?;
-                auth::deliver(&stream, key, deadline)?;
-            }
-        }
-        Ok(Connection::stream(stream))
-    }
-}
-
-/// An accepted socket whose handshake is still to be made.
-pub(crate) struct Pending {
-    socket: OwnedFd,
-    policy: Policy,
-}
-
-impl Pending {
-    /// Makes the handshake (bounded by the listener's handshake timeout).
-    pub(crate) fn handshake(self) -> Result<Connection> {
-        self.finish(Until::NEVER)
-    }
-
-    fn finish(self, until: Until) -> Result<Connection> {
-        self.policy.open(self.socket, true, until)
-    }
-}
-
-enum ListenSocket {
-    Tcp(TcpListener),
-    Unix(UnixListener),
-}
-
-/// Python's `multiprocessing.connection.Listener`: a bound socket that
-/// accepts [`Connection`]s, each after the authkey handshake.
-///
-/// A Unix listener removes its socket file when dropped (in the process
-/// that bound it).
-pub struct Listener {
-    socket: ListenSocket,
-    address: Address,
-    policy: Policy,
-    /// The socket file to remove on drop, and the process that may.
-    unlink: Option<(PathBuf, u32)>,
-}
-
-/// Settings for a [`Listener`]: [`Listener::builder`].
-pub struct ListenerBuilder {
-    address: Address,
-    policy: Policy,
-    unauthenticated_tcp: bool,
-}
-
-impl ListenerBuilder {
-    /// The key both sides must hold (Python's `authkey`).
-    pub fn authkey(mut self, key: &[u8]) -> Self {
-        self.policy.authkey = Some(key.to_vec());
-        self
-    }
-
-    /// Accepts a TCP listener with no authkey. Without this, such a
-    /// listener is refused: anyone who reaches the port could connect.
-    pub fn allow_unauthenticated_tcp(mut self) -> Self {
-        self.unauthenticated_tcp = true;
-        self
-    }
-
-    /// The longest message the accepted connections take from their peers.
-    pub fn max_message(mut self, max: usize) -> Self {
-        self.policy.max_message = max;
-        self
-    }
-
-    /// How long `accept` waits for a connected peer's handshake.
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.handshake_timeout = timeout;
-        self
-    }
-
-    pub fn bind(self) -> Result<Listener> {
-        if self.address.is_tcp() && self.policy.authkey.is_none() && !self.unauthenticated_tcp {
-            return Err(Error::invalid(
-                "a TCP listener without an authkey lets anyone who reaches the port in; \
-                 give it an authkey, or opt out with allow_unauthenticated_tcp()",
-            ));
-        }
-        let (socket, address, unlink) = match &self.address {
-            Address::Tcp(a) => {
-                let l = TcpListener::bind(a).map_err(|e| Error::io("binding a TCP listener", e))?;
-                let bound = l.local_addr().map_err(|e| Error::io("getsockname", e))?;
-                (ListenSocket::Tcp(l), Address::Tcp(bound), None)
-            }
-            Address::Unix(p) => {
-                let l =
-                    UnixListener::bind(p).map_err(|e| Error::io("binding a Unix listener", e))?;
-                let unlink = Some((p.clone(), std::process::id()));
-                (ListenSocket::Unix(l), self.address.clone(), unlink)
-            }
-        };
-        Ok(Listener { socket, address, policy: self.policy, unlink })
-    }
-}
-
-impl Listener {
-    /// Listens at `address`; each accepted connection must pass the
-    /// handshake with `authkey`.
-    pub fn bind(address: impl Into<Address>, authkey: &[u8]) -> Result<Listener> {
-        Listener::builder(address).authkey(authkey).bind()
-    }
-
-    /// A listener with settings: no authkey (Unix sockets only, unless
-    /// opted out), a message limit, a handshake timeout.
-    pub fn builder(address: impl Into<Address>) -> ListenerBuilder {
-        ListenerBuilder {
-            address: address.into(),
-            policy: Policy::new(None),
-            unauthenticated_tcp: false,
-        }
-    }
-
-    /// Where it listens (a TCP port 0 replaced by the port given).
-    pub fn address(&self) -> &Address {
-        &self.address
-    }
-
-    fn fd(&self) -> BorrowedFd<'_> {
-        match &self.socket {
-            ListenSocket::Tcp(l) => l.as_fd(),
-            ListenSocket::Unix(l) => l.as_fd(),
-        }
-    }
-
-    /// Accepts the next connection. A peer that fails the handshake (or
-    /// stalls in it past the handshake timeout) is dropped and its error
-    /// returned; the listener stays usable.
-    pub fn accept(&self) -> Result<Connection> {
-        self.accept_until(Until::NEVER)
-    }
-
-    /// [`accept`](Self::accept) waiting at most `timeout` (handshake included).
-    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Until::after(timeout))
-    }
-
-    fn accept_until(&self, until: Until) -> Result<Connection> {
-        self.accept_socket(until)?.finish(until)
-    }
-
-    /// The next connected socket, its handshake not yet made (for a server
-    /// that makes it on the connection's own thread).
-    pub(crate) fn accept_pending(&self, timeout: Duration) -> Result<Pending> {
-        self.accept_socket(Until::after(timeout))
-    }
-
-    fn accept_socket(&self, until: Until) -> Result<Pending> {
-        if until.0.is_some() && !stream::poll_fd(self.fd(), PollFlags::IN, until.0)? {
-            return Err(Error::timeout());
-        }
-        let socket: OwnedFd = match &self.socket {
-            ListenSocket::Tcp(l) => {
-                let (s, _) = l.accept().map_err(|e| Error::io("accept", e))?;
-                let _ = s.set_nodelay(true);
-                s.into()
-            }
-            ListenSocket::Unix(l) => l.accept().map_err(|e| Error::io("accept", e))?.0.into(),
-        };
-        Ok(Pending { socket, policy: self.policy.clone() })
-    }
-
-    /// The listening socket and its address, for a process that will
-    /// accept on it (the socket file stays until that one drops it).
-    pub(crate) fn into_parts(mut self) -> Result<(OwnedFd, Address)> {
-        self.unlink = None;
-        let fd = self.fd().try_clone_to_owned().map_err(|e| Error::io("dup", e))?;
-        Ok((fd, self.address.clone()))
-    }
-
-    /// A listener on a socket [`into_parts`](Self::into_parts) gave, which
-    /// removes a Unix socket's file when dropped.
-    pub(crate) fn from_parts(fd: OwnedFd, address: Address, key: Option<Vec<u8>>) -> Listener {
-        let (socket, unlink) = match &address {
-            Address::Tcp(_) => (ListenSocket::Tcp(fd.into()), None),
-            Address::Unix(p) => {
-                (ListenSocket::Unix(fd.into()), Some((p.clone(), std::process::id())))
-            }
-        };
-        let mut policy = Policy::new(None);
-        policy.authkey = key;
-        Listener { socket, address, policy, unlink }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some((path, pid)) = &self.unlink {
-            if *pid == std::process::id() {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Listener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Listener").field("address", &self.address).finish_non_exhaustive()
-    }
-}
-
-/// Python's `multiprocessing.connection.Client`: connects to a [`Listener`]
-/// (ours or Python's) and passes the handshake.
-pub struct Client;
-
-/// Settings for a connection: [`Client::builder`].
-pub struct ClientBuilder {
-    address: Address,
-    policy: Policy,
-    timeout: Option<Duration>,
-}
-
-impl Client {
-    /// Connects to `address` and answers and checks the handshake with
-    /// `authkey`. Nothing listening there is `Disconnected`.
-    pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<Connection> {
-        Client::builder(address).authkey(authkey).connect()
-    }
-
-    /// [`connect`](Self::connect) giving up after `timeout` (connecting and
-    /// handshake together).
-    pub fn connect_timeout(
-        address: impl Into<Address>,
-        authkey: &[u8],
-        timeout: Duration,
-    ) -> Result<Connection> {
-        Client::builder(address).authkey(authkey).timeout(timeout).connect()
-    }
-
-    /// A client with settings (no authkey, a message limit, a timeout).
-    pub fn builder(address: impl Into<Address>) -> ClientBuilder {
-        ClientBuilder { address: address.into(), policy: Policy::new(None), timeout: None }
-    }
-}
-
-impl ClientBuilder {
-    /// The key both sides must hold; without one, no handshake is made.
-    pub fn authkey(mut self, key: &[u8]) -> Self {
-        self.policy.authkey = Some(key.to_vec());
-        self
-    }
-
-    /// The longest message this connection takes from its peer.
-    pub fn max_message(mut self, max: usize) -> Self {
-        self.policy.max_message = max;
-        self
-    }
-
-    /// How long connecting and the handshake may take together.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    pub fn connect(self) -> Result<Connection> {
-        let until = self.timeout.map_or(Until::NEVER, Until::after);
-        let refused = |e: std::io::Error| {
-            use std::io::ErrorKind as K;
-            match e.kind() {
-                K::ConnectionRefused | K::NotFound => Error::new(
-                    ErrorKind::Disconnected,
-                    format!("nothing listens at {}", self.address),
-                )
-                .with_source(e),
-                K::TimedOut | K::WouldBlock => Error::timeout(),
-                _ => Error::io("connect", e),
-            }
-        };
-        let socket: OwnedFd = match &self.address {
-            Address::Tcp(a) => {
-                let s = match self.timeout {
-                    Some(t) => TcpStream::connect_timeout(a, t.max(Duration::from_millis(1))),
-                    None => TcpStream::connect(a),
-                }
-                .map_err(refused)?;
-                let _ = s.set_nodelay(true);
-                s.into()
-            }
-            Address::Unix(p) => UnixStream::connect(p).map_err(refused)?.into(),
-        };
-        self.policy.open(socket, false, until)
     }
 }

@@ -993,7 +993,7 @@ fn server_main(args: ServerArgs) -> Result<()> {
             Ok((name, make))
         })
         .collect::<Result<HashMap<String, Factory>>>()?;
-    let listener = Listener::from_parts(args.listener.0, args.address, Some(args.authkey));
+    let listener = Listener::from_parts(args.listener.0, args.address, Some(args.authkey))?;
     let parent = parent_process();
     // The server outlives neither a shutdown nor the process that started it.
     Server::new(registry).serve(&listener, || parent.as_ref().is_none_or(|p| p.is_alive()));
@@ -1148,6 +1148,11 @@ impl Manager {
                 process.kill()?;
                 process.join_timeout(SHUTDOWN_GRACE)?;
             }
+            // The server removes its socket file as it exits; one that was
+            // killed (here, or by anyone) leaves it: the file is ours.
+            if let Address::Unix(path) = &self.endpoint.address {
+                let _ = std::fs::remove_file(path);
+            }
             return Ok(());
         }
         asked.map(drop)
@@ -1184,11 +1189,24 @@ pub struct ManagerServer {
     registry: HashMap<String, Factory>,
 }
 
+impl std::fmt::Debug for ManagerServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerServer").field("address", self.address()).finish_non_exhaustive()
+    }
+}
+
 impl ManagerServer {
     /// Listens at `address` (a TCP address to be reached from other
     /// machines); clients must hold `authkey`.
     pub fn bind(address: impl Into<Address>, authkey: &[u8]) -> Result<ManagerServer> {
-        Ok(ManagerServer { listener: Listener::bind(address, authkey)?, registry: HashMap::new() })
+        Ok(ManagerServer::from_listener(Listener::bind(address, authkey)?))
+    }
+
+    /// Serves on a listener of your making (a [`Listener::builder`] with
+    /// its own settings: handshake timeout, message limit, the opt-out of
+    /// a key on TCP).
+    pub fn from_listener(listener: Listener) -> ManagerServer {
+        ManagerServer { listener, registry: HashMap::new() }
     }
 
     /// As [`ManagerBuilder::register`].
@@ -1203,6 +1221,8 @@ impl ManagerServer {
     }
 
     /// Serves until a client asks for shutdown ([`Manager::shutdown`]).
+    /// Peers that connect are authenticated side by side without a thread
+    /// each (see [`Listener`]); each client that passes gets its thread.
     pub fn serve_forever(self) {
         Server::new(self.registry).serve(&self.listener, || true);
     }

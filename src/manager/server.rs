@@ -266,26 +266,25 @@ impl Server {
     }
 
     /// Accepts clients until a shutdown request (or `keep_going` says
-    /// stop), each on its own thread.
+    /// stop), each on its own thread once it passed the handshake. The
+    /// listener makes the handshakes side by side without a thread each, so
+    /// unauthenticated peers cost neither a thread nor anyone's time (the
+    /// listener caps how many are under way).
     pub(crate) fn serve(self: &Arc<Self>, listener: &Listener, keep_going: impl Fn() -> bool) {
         while !self.stop.load(Ordering::Relaxed) && keep_going() {
-            match listener.accept_pending(SLICE) {
-                Ok(pending) => {
+            match listener.accept_timeout(SLICE) {
+                Ok(conn) => {
                     let server = Arc::clone(self);
-                    // The handshake too runs on the client's thread: a slow
-                    // or hostile peer holds up no one else.
-                    let spawned = std::thread::Builder::new().name("manager-client".into()).spawn(
-                        move || {
-                            if let Ok(conn) = pending.handshake() {
-                                server.run_client(conn);
-                            }
-                        },
-                    );
+                    let spawned = std::thread::Builder::new()
+                        .name("manager-client".into())
+                        .spawn(move || server.run_client(conn));
                     if spawned.is_err() {
                         std::thread::sleep(SLICE);
                     }
                 }
-                Err(e) if e.is_timeout() => {}
+                // A peer with a wrong key was turned away: next.
+                Err(e) if e.is_timeout() || e.kind() == ErrorKind::Auth => {}
+                // Out of descriptors, say: let some go before trying again.
                 Err(_) => std::thread::sleep(SLICE),
             }
         }

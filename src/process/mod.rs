@@ -13,6 +13,8 @@ mod target;
 #[cfg(unix)]
 mod unix;
 
+#[cfg(unix)]
+pub(crate) use state::register_exit_handler;
 pub use target::{Exit, Target};
 #[cfg(unix)]
 #[doc(hidden)]

@@ -132,16 +132,26 @@ pub(crate) fn add_daemon(pid: u32) {
     daemons(|d| d.push(pid));
 }
 
+/// What a process does as it exits normally (the main process from its
+/// exit handler, a child in `finish`): its daemon children terminated, its
+/// private directory of socket files removed.
+#[cfg(unix)]
+pub(crate) fn on_exit() {
+    terminate_daemons();
+    crate::connection::remove_private_dir();
+}
+
 fn forget_daemons() {
     daemons(|d| d.clear());
 }
 
+/// Makes sure [`on_exit`] runs when this process exits normally.
 #[cfg(unix)]
-fn register_exit_handler() {
+pub(crate) fn register_exit_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         extern "C" fn at_exit() {
-            terminate_daemons();
+            on_exit();
         }
         // SAFETY: registering a plain `extern "C" fn()` has no preconditions.
         unsafe { libc::atexit(at_exit) };

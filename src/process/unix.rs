@@ -264,9 +264,10 @@ fn report_panics_on_stderr() {
     }));
 }
 
-/// How every child ends: its daemons terminated, streams flushed, `_exit`.
+/// How every child ends: its exit duties done (daemons, private
+/// directory), streams flushed, `_exit`.
 pub(crate) fn finish(code: i32) -> ! {
-    state::terminate_daemons();
+    state::on_exit();
     flush_std();
     // SAFETY: `_exit` ends the process without running the parent's atexit
     // handlers or destructors, which belong to the parent.
