@@ -45,6 +45,7 @@ pub enum ErrorKind {
 }
 
 /// What a caught panic said, as text.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()

@@ -77,6 +77,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 
 /// Why [`from_exact`] refused its bytes.
 #[derive(Debug)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) enum Inexact {
     /// They are not a `T` at all.
     Malformed(postcard::Error),
@@ -101,6 +102,7 @@ impl std::error::Error for Inexact {}
 /// Deserializes postcard `bytes` as a `T` that uses every one of them, so
 /// that a message encoded as another type is an error rather than a
 /// wrong value (`send(&300i64)` is not a `u8`).
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Inexact> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),

@@ -1,24 +1,37 @@
-//! Where this program's own image is mapped: the readable segments of the
-//! loaded object (executable or shared library) that holds a given address.
+//! This program's own image: where the loaded object (executable or shared
+//! library) that holds a given address keeps its constants, and a way to
+//! copy bytes from there that is not a memory access of Rust's.
 //!
 //! A spawned child is told which function to run as an offset into its
 //! image, by a parent it has checked, but whose bytes it must still not
 //! trust blindly: before it reads anything at such an offset it makes sure
-//! the bytes lie inside a segment the loader mapped readable, so a forged
-//! offset reads nothing it should not (and never faults).
+//! the bytes lie inside the image's read-only data (so a forged offset
+//! reads nothing it should not, nothing a process writes at run time), and
+//! it reads them through the kernel ([`read_own`]), which reports a bad
+//! address instead of faulting and is not an out-of-bounds read of any Rust
+//! object.
 //!
 //! # Safety
 //!
 //! `dl_iterate_phdr` hands the callback a pointer to a `dl_phdr_info` and
 //! its program headers, valid for the duration of the callback; the
-//! callback only reads them.
+//! callback only reads them. `process_vm_readv` writes only into the
+//! buffer it is given, of the length given.
 #![allow(unsafe_code)]
 
 use std::ops::Range;
 
-/// The readable loaded segments (`PT_LOAD` with `PF_R`) of the object that
-/// contains `addr`, as address ranges; empty if no loaded object does.
-pub fn readable_segments(addr: usize) -> Vec<Range<usize>> {
+#[cfg(target_pointer_width = "64")]
+type Phdr = libc::Elf64_Phdr;
+#[cfg(target_pointer_width = "32")]
+type Phdr = libc::Elf32_Phdr;
+
+/// The read-only data of the object that contains `addr`, as address
+/// ranges: its loaded segments that are readable and not writable, and its
+/// `PT_GNU_RELRO` range (made read-only once relocated: where constants that
+/// hold pointers live in a position-independent executable). Empty if no
+/// loaded object contains `addr`.
+pub fn constant_segments(addr: usize) -> Vec<Range<usize>> {
     struct Search {
         addr: usize,
         found: Vec<Range<usize>>,
@@ -39,16 +52,18 @@ pub fn readable_segments(addr: usize) -> Vec<Range<usize>> {
         // SAFETY: `dlpi_phdr` points at `dlpi_phnum` program headers.
         let headers = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
         let base = info.dlpi_addr as usize;
-        let loads = || {
-            headers.iter().filter(|h| h.p_type == libc::PT_LOAD).map(|h| {
-                let start = base.wrapping_add(h.p_vaddr as usize);
-                (start..start.saturating_add(h.p_memsz as usize), h.p_flags & libc::PF_R != 0)
-            })
+        let range = |h: &Phdr| {
+            let start = base.wrapping_add(h.p_vaddr as usize);
+            start..start.saturating_add(h.p_memsz as usize)
         };
-        if !loads().any(|(range, _)| range.contains(&search.addr)) {
+        let loads = headers.iter().filter(|h| h.p_type == libc::PT_LOAD);
+        if !loads.clone().any(|h| range(h).contains(&search.addr)) {
             return 0;
         }
-        search.found = loads().filter(|(_, readable)| *readable).map(|(range, _)| range).collect();
+        let read_only =
+            loads.filter(|h| h.p_flags & libc::PF_R != 0 && h.p_flags & libc::PF_W == 0);
+        let relro = headers.iter().filter(|h| h.p_type == libc::PT_GNU_RELRO);
+        search.found = read_only.chain(relro).map(range).collect();
         1
     }
 
@@ -59,18 +74,41 @@ pub fn readable_segments(addr: usize) -> Vec<Range<usize>> {
     search.found
 }
 
+/// Copies `buf.len()` bytes of this process's memory at `addr` into `buf`,
+/// through the kernel; `false` if any of them is not mapped readable.
+pub fn read_own(addr: usize, buf: &mut [u8]) -> bool {
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, and
+    // reads `addr..addr + len` of this process only as bytes to copy (a bad
+    // address is an error, never a fault or a Rust-level access).
+    let copied = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    copied >= 0 && copied as usize == buf.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     static MARK: u64 = 7;
+    static mut WRITABLE: u64 = 9;
 
     #[test]
-    fn finds_this_binary_and_nothing_outside_it() {
-        let here = readable_segments(readable_segments as *const () as usize);
+    fn finds_this_binarys_constants_and_nothing_else() {
+        let here = constant_segments(constant_segments as *const () as usize);
         assert!(!here.is_empty());
         let mark = &MARK as *const u64 as usize;
         assert!(here.iter().any(|r| r.contains(&mark)), "{here:x?} {mark:x}");
-        assert!(readable_segments(8).is_empty());
+        let writable = &raw const WRITABLE as usize;
+        assert!(!here.iter().any(|r| r.contains(&writable)), "{here:x?} {writable:x}");
+        assert!(constant_segments(8).is_empty());
+    }
+
+    #[test]
+    fn reads_its_own_memory_through_the_kernel() {
+        let mut buf = [0u8; 8];
+        assert!(read_own(&MARK as *const u64 as usize, &mut buf));
+        assert_eq!(u64::from_ne_bytes(buf), 7);
+        assert!(!read_own(8, &mut buf));
     }
 }

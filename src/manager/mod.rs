@@ -37,6 +37,7 @@
 mod proto;
 mod server;
 
+pub(crate) use server::fuzzing;
 pub use server::{decode_args, encode_reply, Served};
 
 use crate::connection::{decode_plain, encode_plain, Address, Client, Connection, Listener};

@@ -294,26 +294,40 @@ impl Server {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let mut client = Client { id, conn, held: vec![] };
         while let Ok(bytes) = client.conn.recv_bytes() {
-            let reply = match decode_plain::<Request>(&bytes) {
-                Ok(Request::Upgrade { pipe, fds }) => match upgrade(&client.conn, &pipe, fds) {
-                    Ok(pipe) => {
-                        client.conn = pipe;
-                        continue;
-                    }
-                    Err(_) => break,
-                },
-                // A panic in a request (a registered type's method, say)
-                // answers that request; the connection goes on.
-                Ok(request) => catch_unwind(AssertUnwindSafe(|| self.handle(request, &mut client)))
-                    .unwrap_or_else(|payload| Err(panicked(&*payload))),
-                Err(e) => Err(e),
+            let sent = match self.respond(&bytes, &mut client) {
+                Some(Ok(reply)) => client.conn.send_bytes(&reply).is_ok(),
+                Some(Err(())) => false,
+                None => true,
             };
-            let reply = reply.unwrap_or_else(|e| Reply::Fail(Failure::from(e)));
-            let Ok(bytes) = encode_plain(&reply) else { break };
-            if client.conn.send_bytes(&bytes).is_err() {
+            if !sent {
                 break;
             }
         }
+    }
+
+    /// The encoded reply to one request's `bytes` from `client` (whatever
+    /// they are: they come from an authenticated peer, not a trusted one);
+    /// `None` when the request needs no reply, `Err` when the connection
+    /// must end.
+    fn respond(&self, bytes: &[u8], client: &mut Client) -> Option<Result<Vec<u8>, ()>> {
+        let reply = match decode_plain::<Request>(bytes) {
+            Ok(Request::Upgrade { pipe, fds }) => {
+                return match upgrade(&client.conn, &pipe, fds) {
+                    Ok(pipe) => {
+                        client.conn = pipe;
+                        None
+                    }
+                    Err(_) => Some(Err(())),
+                };
+            }
+            // A panic in a request (a registered type's method, say)
+            // answers that request; the connection goes on.
+            Ok(request) => catch_unwind(AssertUnwindSafe(|| self.handle(request, client)))
+                .unwrap_or_else(|payload| Err(panicked(&*payload))),
+            Err(e) => Err(e),
+        };
+        let reply = reply.unwrap_or_else(|e| Reply::Fail(Failure::from(e)));
+        Some(encode_plain(&reply).map_err(drop))
     }
 
     fn handle(&self, request: Request, client: &mut Client) -> Result<Reply> {
@@ -719,5 +733,125 @@ fn condition(
             Ok(Reply::Unit)
         }),
         op => Err(not_for(&op)),
+    }
+}
+
+/// The server's request handling fed with arbitrary bytes, as an
+/// authenticated but hostile client would send them: for the fuzz target.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A registered type for requests to reach. (Its methods do not panic:
+    /// the fuzzing engine treats every panic as a crash, even a caught one;
+    /// the tests cover a panicking method.)
+    #[derive(Default)]
+    struct Echo(Vec<u8>);
+
+    impl Served for Echo {
+        fn call(&mut self, method: &str, args: &[u8]) -> Result<Vec<u8>> {
+            match method {
+                "set" => {
+                    self.0 = args.to_vec();
+                    encode_reply(&())
+                }
+                _ => encode_reply(&self.0),
+            }
+        }
+    }
+
+    /// One well-formed request of every kind, with every method: where the
+    /// fuzz target starts from.
+    pub fn examples() -> Vec<Vec<u8>> {
+        let b = |v: &[u8]| ByteBuf::from(v.to_vec());
+        let t = Some(Duration::ZERO);
+        let ops = vec![
+            Op::Get(b(b"k")),
+            Op::Set(b(b"k"), b(b"v")),
+            Op::Remove(b(b"k")),
+            Op::Contains(b(b"k")),
+            Op::SetDefault(b(b"k"), b(b"v")),
+            Op::Update(vec![(b(b"k"), b(b"v"))]),
+            Op::Items,
+            Op::Len,
+            Op::Clear,
+            Op::At(-1),
+            Op::SetAt(0, b(b"v")),
+            Op::Append(b(b"v")),
+            Op::Extend(vec![b(b"v")]),
+            Op::Insert(-5, b(b"v")),
+            Op::Pop(None),
+            Op::Reverse,
+            Op::All,
+            Op::Put(b(b"v"), t),
+            Op::Take(t),
+            Op::TaskDone,
+            Op::Join(t),
+            Op::Acquire(t),
+            Op::Release,
+            Op::Value,
+            Op::SetFlag,
+            Op::ClearFlag,
+            Op::IsSet,
+            Op::Wait(t),
+            Op::Notify(1),
+            Op::NotifyAll,
+            Op::Method("set".into(), b(b"v")),
+            Op::Method("get".into(), b(b"")),
+        ];
+        let builtins = [
+            Builtin::Dict,
+            Builtin::List,
+            Builtin::Namespace,
+            Builtin::Queue,
+            Builtin::Lock,
+            Builtin::RLock,
+            Builtin::Value,
+            Builtin::Event,
+            Builtin::Semaphore,
+            Builtin::Condition,
+        ];
+        let mut requests: Vec<Request> = builtins
+            .iter()
+            .map(|&kind| Request::Create { kind: Kind::Builtin(kind), name: None, arg: 1 })
+            .collect();
+        requests.push(Request::Create {
+            kind: Kind::Registered("Echo".into()),
+            name: None,
+            arg: 0,
+        });
+        requests.push(Request::Create {
+            kind: Kind::Builtin(Builtin::Dict),
+            name: Some("named".into()),
+            arg: 0,
+        });
+        for id in 1..=12 {
+            requests.extend(ops.iter().map(|op| Request::Call { id, op: clone_op(op) }));
+            requests.extend([Request::Incref(id), Request::Pin(id), Request::Decref(id)]);
+        }
+        requests.push(Request::Upgrade { pipe: b(b"\x00"), fds: 1 });
+        requests.push(Request::Shutdown);
+        requests.iter().map(|r| encode_plain(r).expect("encodes")).collect()
+    }
+
+    fn clone_op(op: &Op) -> Op {
+        decode_plain(&encode_plain(op).expect("encodes")).expect("decodes")
+    }
+
+    /// Serves `requests` in order on one connection whose peer is gone (so
+    /// that a request that would block returns within one slice).
+    pub fn serve(requests: &[Vec<u8>]) {
+        let mut registry: HashMap<String, Factory> = HashMap::new();
+        registry.insert("Echo".into(), factory::<Echo>);
+        let server = Server::new(registry);
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        drop(theirs);
+        let conn = Connection::from_unix_stream(ours);
+        let mut client = Client { id: 1, conn, held: vec![] };
+        for bytes in requests {
+            if let Some(Err(())) = server.respond(bytes, &mut client) {
+                break;
+            }
+        }
     }
 }

@@ -9,8 +9,10 @@
 //! function in it), a fingerprint of the types it was made for, and the
 //! function. A [`CodeRef`] is the record's offset from a fixed anchor, and
 //! the fingerprint the sender expects. Resolving one checks, in order:
-//! - the offset lands, aligned, entirely inside a readable segment of this
-//!   program's image (so reading there cannot fault);
+//! - the offset lands, aligned, entirely inside the read-only data of this
+//!   program's image (nothing written at run time), and the bytes there are
+//!   copied out through the kernel (`os::image::read_own`), not read by a
+//!   Rust access that could stray outside an object or fault;
 //! - the bytes there start with the tag and the expected kind. The tag is
 //!   written only into records: code compares against it by rebuilding it
 //!   from two other constants at run time, and neither half is an address
@@ -24,18 +26,22 @@
 //! with arguments that entry decodes itself (and rejects if malformed);
 //! it can never make a process jump to an address of its choosing.
 //!
+//! A reference that resolved is remembered (per process), so a pool
+//! worker pays the checks once per task type, not once per chunk.
+//!
 //! # Safety
 //!
-//! [`CodeRef::resolve`] reads memory at an address computed from a
-//! possibly hostile offset. Obligations: it reads only inside the readable
-//! segments the loader reported for the object holding the anchor, and it
-//! forms a `&Record<K::Code>` only after the tag and kind show that a
-//! `record::<K>` constant lies there.
+//! [`CodeRef::resolve`] looks at an address computed from a possibly
+//! hostile offset. Obligation: it forms a `&Record<K::Code>` there only
+//! after the bytes, copied out by the kernel from inside the image's
+//! read-only data, show the tag and kind that only a `record::<K>`
+//! constant holds.
 #![allow(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// What kind of code a record holds; fixes the type of its function.
 pub(crate) trait Kind {
@@ -99,11 +105,16 @@ fn anchor_address() -> usize {
     anchor as *const () as usize
 }
 
-/// The readable segments of the object holding the anchor, found once.
+/// The read-only data of the object holding the anchor, found once.
 fn image() -> &'static [Range<usize>] {
     static IMAGE: OnceLock<Vec<Range<usize>>> = OnceLock::new();
-    IMAGE.get_or_init(|| crate::os::image::readable_segments(anchor_address()))
+    IMAGE.get_or_init(|| crate::os::image::constant_segments(anchor_address()))
 }
+
+/// The references that resolved in this process: (kind, offset) to the
+/// fingerprint and the record's address.
+type Resolved = HashMap<(u64, u64), (u64, usize)>;
+static RESOLVED: Mutex<Option<Resolved>> = Mutex::new(None);
 
 /// A function of this program, named for another process running the same
 /// executable: its record's offset from the anchor, and the fingerprint
@@ -136,27 +147,43 @@ impl CodeRef {
     /// The function this names, if it names a genuine record of kind `K`
     /// made for the fingerprinted types; why not otherwise.
     pub(crate) fn resolve<K: Kind>(self) -> Result<K::Code, &'static str> {
+        let key = (K::ID, self.offset);
+        let mut resolved = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+        let address = match resolved.get_or_insert_with(HashMap::new).get(&key) {
+            Some(&(fingerprint, address)) if fingerprint == self.fingerprint => address,
+            _ => {
+                let address = self.find::<K>()?;
+                resolved.get_or_insert_with(HashMap::new).insert(key, (self.fingerprint, address));
+                address
+            }
+        };
+        // SAFETY: `find` showed a `record::<K>` constant, a
+        // `Record<K::Code>`, at `address`: aligned, immutable and alive for
+        // the program's life.
+        Ok(unsafe { &*(address as *const Record<K::Code>) }.code)
+    }
+
+    /// Where the record this names is, checked from scratch.
+    fn find<K: Kind>(self) -> Result<usize, &'static str> {
+        const NOWHERE: &str = "it names no function of this program";
         let size = std::mem::size_of::<Record<K::Code>>();
-        let Ok(offset) = usize::try_from(self.offset) else {
-            return Err("it names no function of this program (offset out of range)");
-        };
+        let offset = usize::try_from(self.offset).map_err(|_| NOWHERE)?;
         let address = anchor_address().wrapping_add(offset);
-        if address % std::mem::align_of::<Record<K::Code>>() != 0
-            || !image().iter().any(|r| {
-                r.start <= address && address.checked_add(size).is_some_and(|end| end <= r.end)
-            })
-        {
-            return Err("it names no function of this program");
-        }
-        let word = |i: usize| {
-            // SAFETY: `address..address + size` is inside a readable segment
-            // of our image (checked above) and `i * 8 + 8 <= 24 <= size`.
-            unsafe { ((address + i * 8) as *const u64).read_unaligned() }
+        let inside = |r: &Range<usize>| {
+            r.start <= address && address.checked_add(size).is_some_and(|end| end <= r.end)
         };
+        if address % std::mem::align_of::<Record<K::Code>>() != 0 || !image().iter().any(inside) {
+            return Err(NOWHERE);
+        }
+        let mut head = [0u8; 24];
+        if !crate::os::image::read_own(address, &mut head) {
+            return Err(NOWHERE);
+        }
+        let word = |i: usize| u64::from_ne_bytes(head[i * 8..i * 8 + 8].try_into().expect("8"));
         use std::hint::black_box;
         let expected = |i: usize| black_box(HALF[i]) ^ black_box(MASK[i]);
         if word(0) != expected(0) || word(1) != expected(1) {
-            return Err("it names no function of this program");
+            return Err(NOWHERE);
         }
         if word(2) != K::ID {
             return Err("it names a function of another kind");
@@ -168,7 +195,7 @@ impl CodeRef {
         if (record.fingerprint)() != self.fingerprint {
             return Err("its arguments were encoded for another type");
         }
-        Ok(record.code)
+        Ok(address)
     }
 }
 

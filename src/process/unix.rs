@@ -185,6 +185,16 @@ pub mod testing {
         CodeRef::from_parts(entry.0, entry.1).resolve::<Spawn>().map(drop)
     }
 
+    /// Parses and checks `bytes` as a child parses a bootstrap it read,
+    /// up to decoding the target's arguments, and runs nothing: for the
+    /// fuzz target. (Who sent it is checked before this, from the fd.)
+    pub fn check_bootstrap(bytes: &[u8]) -> std::result::Result<(), String> {
+        let message: Bootstrap =
+            handles::from_exact(bytes).map_err(|e| format!("malformed bootstrap: {e}"))?;
+        let entry = check(&message)?;
+        handles::provide(Vec::new(), || entry(&message.args)).map(drop)
+    }
+
     /// A bootstrap as this process would send it, naming `entry` with
     /// `args` (postcard bytes), from parent `parent_pid` (this process's
     /// pid if `None`).
@@ -366,17 +376,7 @@ pub(crate) fn prepare(
     message: Bootstrap,
     fds: Vec<OwnedFd>,
 ) -> Result<Box<dyn FnOnce() -> i32>, String> {
-    if message.magic != MAGIC {
-        return Err("malformed bootstrap: bad magic".into());
-    }
-    let exe = child::exe_identity().map_err(|e| format!("reading this executable: {e}"))?;
-    if exe != message.exe {
-        return Err("the bootstrap comes from a different executable".into());
-    }
-    let entry = message
-        .entry
-        .resolve::<Spawn>()
-        .map_err(|why| format!("the bootstrap's target is refused: {why}"))?;
+    let entry = check(&message)?;
     state::become_child(
         message.name,
         message.ident,
@@ -386,6 +386,22 @@ pub(crate) fn prepare(
     );
     report_panics_on_stderr();
     handles::provide(fds, || entry(&message.args))
+}
+
+/// What a bootstrap says, checked: from this executable, naming one of its
+/// spawn entries made for the arguments it carries; that entry.
+fn check(message: &Bootstrap) -> Result<EntryFn, String> {
+    if message.magic != MAGIC {
+        return Err("malformed bootstrap: bad magic".into());
+    }
+    let exe = child::exe_identity().map_err(|e| format!("reading this executable: {e}"))?;
+    if exe != message.exe {
+        return Err("the bootstrap comes from a different executable".into());
+    }
+    message
+        .entry
+        .resolve::<Spawn>()
+        .map_err(|why| format!("the bootstrap's target is refused: {why}"))
 }
 
 /// Python's `terminate` and `kill`.

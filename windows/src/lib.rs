@@ -43,8 +43,12 @@ pub mod image {
     //! This program's image: not looked up on Windows yet, so no code
     //! reference resolves there (nothing spawns there yet either).
 
-    pub fn readable_segments(_addr: usize) -> Vec<std::ops::Range<usize>> {
+    pub fn constant_segments(_addr: usize) -> Vec<std::ops::Range<usize>> {
         Vec::new()
+    }
+
+    pub fn read_own(_addr: usize, _buf: &mut [u8]) -> bool {
+        false
     }
 }
 
