@@ -20,7 +20,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Where a [`Listener`] listens and a [`Client`] connects: a TCP address
+/// Where a [`Listener`](super::Listener) listens and a [`Client`](super::Client) connects: a TCP address
 /// or a Unix socket's path (Python's `AF_INET` tuple and `AF_UNIX` string).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Address {

@@ -7,7 +7,7 @@
 //!
 //! Every blocking call has a `_timeout` form and a `try_` form. A Lock or
 //! RLock whose holder died is taken over by the next acquirer, which is told
-//! so ([`ErrorKind::OwnerDied`](crate::ErrorKind::OwnerDied)).
+//! so ([`ErrorKind::OwnerDied`]).
 //!
 //! [`Process`]: crate::Process
 
