@@ -28,11 +28,7 @@ fn run_with(exe: &Path, env: &str, fd: Option<&OwnedFd>) -> Output {
 }
 
 fn run_command(mut cmd: Command, env: &str, fd: Option<&OwnedFd>) -> Output {
-    cmd.args(["--exact", "no-such-test"])
-        .env("MULTIPROC_BOOTSTRAP", env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["--exact", "no-such-test"]).env("MULTIPROC_BOOTSTRAP", env);
     if let Some(fd) = fd {
         let raw = fd.as_raw_fd();
         // SAFETY: dup2 and fcntl are async-signal-safe; nothing allocates.
@@ -51,6 +47,13 @@ fn run_command(mut cmd: Command, env: &str, fd: Option<&OwnedFd>) -> Output {
             });
         }
     }
+    run_command_output(cmd)
+}
+
+/// Runs `cmd` with its output captured, under a watchdog that kills it
+/// (and fails the test) past [`BOUND`].
+fn run_command_output(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // A fresh copy of the binary may be "busy" for a moment: another test
     // thread's fork can hold the copy's write fd until its exec.
     let mut tries = 0;
@@ -132,7 +135,7 @@ fn adds(a: u8, b: u8) -> i32 {
 }
 
 fn task(x: u8) -> u8 {
-    x
+    x * x
 }
 
 fn entry<F: Target<A>, A: serde::de::DeserializeOwned + 'static>(f: F) -> (u64, u64) {
@@ -261,4 +264,63 @@ fn a_bootstrap_is_not_honoured_with_gained_privileges() {
     let out = run_command(cmd, "7", None);
     let _ = std::fs::remove_dir_all(&dir);
     assert_refused(&out, "gained privileges");
+}
+
+/// Run as a main process of its own by the next test, under a seccomp
+/// filter that forbids `process_vm_readv` (as Docker's default profile
+/// does): spawned children and pool workers still find their targets.
+#[test]
+fn seccomp_helper() {
+    if std::env::var_os("MULTIPROC_SECCOMP_HELPER").is_none() {
+        return;
+    }
+    let mut buf = [0u8; 1];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 1 };
+    let remote = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: reads our own buffer into itself (it is refused anyway).
+    let r = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    assert_eq!(r, -1, "the filter is in place");
+    let mut p = multiproc::Process::new(exits_with, (42,));
+    p.start().unwrap();
+    let code = p.join_timeout(BOUND).unwrap();
+    let pool = multiproc::Pool::new(1).unwrap();
+    let squared = pool.apply(task, (9,)).unwrap();
+    println!("SPAWNED={code:?} POOL={squared}");
+}
+
+#[test]
+fn spawn_works_where_process_vm_readv_is_forbidden() {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "seccomp_helper", "--nocapture", "--test-threads=1"])
+        .env("MULTIPROC_SECCOMP_HELPER", "1");
+    // SAFETY: prctl is async-signal-safe, and the filter program lives on
+    // this closure's stack for the call.
+    unsafe {
+        cmd.pre_exec(|| {
+            // BPF: load the syscall number; process_vm_readv -> EPERM;
+            // anything else -> allow.
+            let nr = libc::SYS_process_vm_readv as u32;
+            let mut filter = [
+                libc::sock_filter { code: 0x20, jt: 0, jf: 0, k: 0 },
+                libc::sock_filter { code: 0x15, jt: 0, jf: 1, k: nr },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+                },
+                libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+            ];
+            let program = libc::sock_fprog { len: 4, filter: filter.as_mut_ptr() };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &program) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_command_output(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SPAWNED=Some(42) POOL=81"), "{out:?}");
 }

@@ -334,14 +334,13 @@ pub fn parent_pid() -> u32 {
 }
 
 /// Whether process `pid` runs the same executable file as this one (its
-/// `/proc/<pid>/exe` is our file: same device and inode). False when it
-/// cannot be told (the process is gone, or belongs to someone else).
-pub fn runs_our_exe(pid: u32) -> bool {
-    let Ok(ours) = own_exe().and_then(|fd| Ok(rustix::fs::fstat(fd)?)) else { return false };
-    match rustix::fs::stat(format!("/proc/{pid}/exe")) {
-        Ok(theirs) => theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino,
-        Err(_) => false,
-    }
+/// `/proc/<pid>/exe` is our file: same device and inode). An error when it
+/// cannot be told: the process is gone, or its `exe` link is closed to us
+/// (another user's process, or one that made itself non-dumpable).
+pub fn runs_our_exe(pid: u32) -> io::Result<bool> {
+    let ours = rustix::fs::fstat(own_exe()?)?;
+    let theirs = rustix::fs::stat(format!("/proc/{pid}/exe"))?;
+    Ok(theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)
 }
 
 /// The seals a bootstrap's memfd must carry: nobody can change its bytes or

@@ -351,8 +351,18 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
             message.parent.pid
         ));
     }
-    if !crate::os::ident::is_alive(parent, message.parent.stamp) || !child::runs_our_exe(parent) {
-        return Err("the parent process does not run this executable".into());
+    if !crate::os::ident::is_alive(parent, message.parent.stamp) {
+        return Err("the parent process named is not alive".into());
+    }
+    match child::runs_our_exe(parent) {
+        Ok(true) => {}
+        Ok(false) => return Err("the parent process does not run this executable".into()),
+        Err(e) => {
+            return Err(format!(
+                "cannot check the parent's executable ({e}): a parent that made itself \
+                 non-dumpable cannot spawn (use the fork start method)"
+            ))
+        }
     }
     // Take ownership of the inherited table; reject duplicates and the
     // standard streams rather than double-close.
