@@ -146,6 +146,21 @@ fn local_primitives_wait_with_duration_max() {
     assert_eq!(p.join_timeout(MAX).unwrap(), Some(0));
     ours.send_timeout(&1u8, MAX).unwrap();
     ours.send_bytes_timeout(b"x", MAX).unwrap();
+    // The rest of the family, on objects that are free by now.
+    h.lock.release().unwrap();
+    drop(h.lock.lock_timeout(MAX).unwrap());
+    h.rlock.acquire_timeout(MAX).unwrap();
+    h.rlock.release().unwrap();
+    h.cond.acquire_timeout(MAX).unwrap();
+    h.cond.release().unwrap();
+    h.items.put_bytes_timeout(&[1, 0, 0, 0, 0, 0, 0, 0], MAX).unwrap();
+    assert_eq!(h.items.get_bytes_timeout(MAX).unwrap().len(), 8);
+    h.tasks.put_timeout(&1, MAX).unwrap();
+    assert_eq!(h.tasks.get_timeout(MAX).unwrap(), 1);
+    h.tasks.task_done().unwrap();
+    let simple = multiproc::SimpleQueue::<u8>::new().unwrap();
+    simple.put(&3).unwrap();
+    assert_eq!(simple.get_timeout(MAX).unwrap(), 3);
 }
 
 impl Held {
@@ -288,6 +303,9 @@ fn manager_calls_wait_with_duration_max() {
     assert_eq!(finish(&mut p), 0);
     let key = multiproc::current_process().authkey().unwrap();
     Manager::connect_timeout(manager.address().clone(), &key, MAX).unwrap();
+    let rlock = manager.rlock().unwrap();
+    rlock.acquire_timeout(MAX).unwrap();
+    rlock.release().unwrap();
 }
 
 fn hold_cells(value: Value<u64>, array: Array<u32>, held: Event, go: Event) {
