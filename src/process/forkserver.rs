@@ -219,10 +219,13 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
         r[4..].copy_from_slice(&pid.to_le_bytes());
         control.write_all(&r).map_err(io("forkserver reply"))
     };
-    let Ok(message) = postcard::from_bytes::<Bootstrap>(&bytes) else {
+    let Ok(message) = crate::handles::from_exact::<Bootstrap>(&bytes) else {
         reply(control, libc::EINVAL, 0)?;
         return Ok(true);
     };
+    // Resolved here, the target's reference is in the cache every child
+    // forked from now on inherits (the child checks it all the same).
+    unix::warm_up(&message);
     let (status_theirs, status_ours) = sock::pair().map_err(io("socketpair"))?;
     unix::flush_std();
     // SAFETY: the server is single-threaded (module docs); the child ends

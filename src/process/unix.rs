@@ -414,6 +414,12 @@ fn check(message: &Bootstrap) -> Result<EntryFn, String> {
         .map_err(|why| format!("the bootstrap's target is refused: {why}"))
 }
 
+/// Resolves the bootstrap's target in this process (a forkserver, before
+/// it forks), so that its children find it resolved already.
+pub(crate) fn warm_up(message: &Bootstrap) {
+    let _ = check(message);
+}
+
 /// Python's `terminate` and `kill`.
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
