@@ -134,6 +134,23 @@ pub fn recv_fds(socket: BorrowedFd<'_>, n: usize, tag: u64) -> io::Result<Vec<Ow
     Ok(out)
 }
 
+/// Whether `path` is a Unix socket file nobody listens on: a connection to
+/// it is refused (a live listener with a full backlog answers "try again",
+/// and a non-blocking connect never waits for it).
+pub fn is_stale(path: &std::path::Path) -> bool {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    let refused = || -> io::Result<bool> {
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let socket =
+            rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+        let address = SocketAddrUnix::new(path)?;
+        Ok(rustix::net::connect(&socket, &address) == Err(rustix::io::Errno::CONNREFUSED))
+    };
+    is_socket && refused().unwrap_or(false)
+}
+
 /// A connected pair of CLOEXEC stream sockets.
 pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let (a, b) = std::os::unix::net::UnixStream::pair()?;

@@ -10,12 +10,12 @@
 
 use super::random;
 use crate::{Error, Result};
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use multiproc_posix::sock;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -141,25 +141,10 @@ pub(crate) fn remove_private_dir() {
 /// listener answers on is not (`AddrInUse`), nor is any other file.
 pub(crate) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale_socket(path) => {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && sock::is_stale(path) => {
             std::fs::remove_file(path)?;
             UnixListener::bind(path)
         }
         bound => bound,
     }
-}
-
-/// Whether `path` is a socket file nobody listens on: a connection to it
-/// is refused (a live listener with a full backlog answers "try again",
-/// and a non-blocking connect never waits for it).
-fn is_stale_socket(path: &Path) -> bool {
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    let refused = || -> io::Result<bool> {
-        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let socket =
-            rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
-        let address = SocketAddrUnix::new(path)?;
-        Ok(rustix::net::connect(&socket, &address) == Err(rustix::io::Errno::CONNREFUSED))
-    };
-    is_socket && refused().unwrap_or(false)
 }
