@@ -406,10 +406,7 @@ impl Shake<'_> {
         let now = Instant::now();
         let mut outcome = None;
         let mut i = 0;
-        while i < self.under_way.len() {
-            if outcome.is_some() {
-                break;
-            }
+        while i < self.under_way.len() && outcome.is_none() {
             let handshake = &mut self.under_way[i];
             match handshake.advance(key) {
                 Ok(false) if handshake.deadline.is_none_or(|d| d > now) => i += 1,

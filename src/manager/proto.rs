@@ -60,7 +60,7 @@ pub(crate) enum Request {
 
 /// A method of a server-side object. Keys, values and items are the
 /// proxy's postcard bytes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Op {
     // A dict or a namespace.
     Get(ByteBuf),

@@ -826,16 +826,12 @@ pub mod fuzzing {
             arg: 0,
         });
         for id in 1..=12 {
-            requests.extend(ops.iter().map(|op| Request::Call { id, op: clone_op(op) }));
+            requests.extend(ops.iter().map(|op| Request::Call { id, op: op.clone() }));
             requests.extend([Request::Incref(id), Request::Pin(id), Request::Decref(id)]);
         }
         requests.push(Request::Upgrade { pipe: b(b"\x00"), fds: 1 });
         requests.push(Request::Shutdown);
         requests.iter().map(|r| encode_plain(r).expect("encodes")).collect()
-    }
-
-    fn clone_op(op: &Op) -> Op {
-        decode_plain(&encode_plain(op).expect("encodes")).expect("decodes")
     }
 
     /// Serves `requests` in order on one connection whose peer is gone (so

@@ -417,7 +417,7 @@ fn check(message: &Bootstrap) -> Result<EntryFn, String> {
 /// Resolves the bootstrap's target in this process (a forkserver, before
 /// it forks), so that its children find it resolved already.
 pub(crate) fn warm_up(message: &Bootstrap) {
-    let _ = check(message);
+    let _ = message.entry.resolve::<Spawn>();
 }
 
 /// Python's `terminate` and `kill`.
