@@ -10,7 +10,7 @@
 //! a sender that dies in between leaves a batch no published message
 //! claims; tags grow with every batch sent, so the receiver of the next
 //! message with handles closes such a batch instead of taking it for its
-//! own ([`sock::recv_fds`]).
+//! own (`os::transfer::recv_handles`).
 //!
 //! # Safety
 //!
@@ -23,13 +23,14 @@
 //! from objects alive for the call.
 #![allow(unsafe_code)]
 
-use crate::handles::{self, BorrowedFd, RawFd};
+use crate::handles;
+use crate::os::transfer::{recv_handles, send_handles as send_batch};
 use crate::os::{ident, Os};
+use crate::os::{BorrowedHandle, RawHandle};
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::ring::spsc::{Channel, RecvError, SendError, Waiting};
 use multiproc_core::ring::Bytes;
 use multiproc_core::{Acquired, Deadline};
-use multiproc_posix::sock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::cell::Cell;
@@ -139,7 +140,7 @@ impl Stash {
 /// [`encoded`]) with the handles of the shared objects inside it.
 pub(crate) enum Outgoing<'a> {
     Bytes(&'a [u8]),
-    Typed { message: &'a mut [u8], fds: &'a [RawFd] },
+    Typed { message: &'a mut [u8], fds: &'a [RawHandle] },
 }
 
 /// The header of a typed message with `count` handles: its length.
@@ -156,8 +157,8 @@ pub(crate) struct Link<'a> {
     pub(crate) channel: &'a Channel,
     pub(crate) data: ShmBytes,
     /// Where fds go out, and where they come in.
-    pub(crate) fds_out: BorrowedFd<'a>,
-    pub(crate) fds_in: BorrowedFd<'a>,
+    pub(crate) fds_out: BorrowedHandle<'a>,
+    pub(crate) fds_in: BorrowedHandle<'a>,
     /// Receivers wait for throughput rather than latency (a Queue's).
     pub(crate) batched: bool,
 }
@@ -365,7 +366,7 @@ impl Link<'_> {
         let fds = if count == 0 {
             Vec::new()
         } else {
-            sock::recv_fds(self.fds_in, count, tag)
+            recv_handles(self.fds_in, count, tag)
                 .map_err(|e| Error::new(ErrorKind::Corrupt, "handles missing").with_source(e))?
         };
         handles::decode(fds, payload, "deserializing a message")
@@ -387,16 +388,16 @@ fn split_typed(message: &[u8]) -> Result<(usize, u64, &[u8])> {
 /// Sends the fds a serialization collected ([`handles::collect`]) over
 /// `socket`, tagged `tag`. They are borrowed from objects the caller keeps
 /// alive for the call (the objects that were serialized).
-pub(crate) fn send_handles(socket: BorrowedFd<'_>, fds: &[RawFd], tag: u64) -> Result<()> {
+pub(crate) fn send_handles(socket: BorrowedHandle<'_>, fds: &[RawHandle], tag: u64) -> Result<()> {
     if fds.is_empty() {
         return Ok(());
     }
-    let borrowed: Vec<BorrowedFd<'_>> = fds
+    let borrowed: Vec<BorrowedHandle<'_>> = fds
         .iter()
         // SAFETY: the fds belong to objects alive for this call (above).
-        .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+        .map(|&fd| unsafe { BorrowedHandle::borrow_raw(fd) })
         .collect();
-    sock::send_fds(socket, &borrowed, tag).map_err(|e| match e.kind() {
+    send_batch(socket, &borrowed, tag).map_err(|e| match e.kind() {
         std::io::ErrorKind::BrokenPipe => disconnected(),
         _ => Error::io("sending handles", e),
     })

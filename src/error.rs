@@ -45,7 +45,7 @@ pub enum ErrorKind {
 }
 
 /// What a caught panic said, as text.
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s.to_string()
@@ -107,7 +107,7 @@ impl Error {
         Error::new(ErrorKind::Io, context).with_source(err)
     }
 
-    #[cfg_attr(not(unix), allow(dead_code))]
+    #[cfg_attr(not(mp_transfer), allow(dead_code))]
     pub(crate) fn codec(
         context: &'static str,
         err: impl std::error::Error + Send + Sync + 'static,

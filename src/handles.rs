@@ -9,21 +9,21 @@
 
 use std::cell::RefCell;
 
-#[cfg(unix)]
-pub(crate) use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+#[cfg(mp_transfer)]
+use crate::os::{AsHandle, BorrowedHandle, OwnedHandle, RawHandle};
 
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
-    static INCOMING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Vec<RawHandle>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<OwnedHandle>>> = const { RefCell::new(None) };
     /// Set while serializing for a socket: bytes that may leave the machine.
     static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// As [`collect`], for bytes bound for a socket connection: objects that
 /// see [`is_remote`] leave out what must stay on this machine.
-#[cfg(unix)]
-pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+#[cfg(mp_transfer)]
+pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     collect(|| {
         let saved = REMOTE.with(|r| r.replace(true));
         let out = f();
@@ -34,7 +34,7 @@ pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
 
 /// Whether the value being serialized goes to a socket connection (to
 /// another machine, maybe), rather than to a child or through a Pipe.
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub(crate) fn is_remote() -> bool {
     REMOTE.with(|r| r.get())
 }
@@ -42,8 +42,8 @@ pub(crate) fn is_remote() -> bool {
 /// Runs `f` (which serializes) with an outgoing table; returns the fds that
 /// serialized objects recorded, each once, in index order. The fds are
 /// borrowed from the objects, so they must outlive the transfer.
-#[cfg(unix)]
-pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
+#[cfg(mp_transfer)]
+pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     let saved = OUTGOING.with(|t| t.replace(Some(Vec::new())));
     let remote = REMOTE.with(|r| r.replace(false));
     let result = f();
@@ -54,8 +54,8 @@ pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawFd>) {
 
 /// Runs `f` (which deserializes) with `fds` as the incoming table; they are
 /// closed when it returns (objects keep their own duplicates).
-#[cfg(unix)]
-pub(crate) fn provide<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+#[cfg(mp_transfer)]
+pub(crate) fn provide<R>(fds: Vec<OwnedHandle>, f: impl FnOnce() -> R) -> R {
     let saved = INCOMING.with(|t| t.replace(Some(fds)));
     let result = f();
     INCOMING.with(|t| t.replace(saved));
@@ -65,9 +65,9 @@ pub(crate) fn provide<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 /// Deserializes postcard `bytes` with `fds` as the incoming table; a
 /// refused shared object reports its own cause, anything else is a codec
 /// error in `context`.
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
-    fds: Vec<OwnedFd>,
+    fds: Vec<OwnedHandle>,
     bytes: &[u8],
     context: &'static str,
 ) -> crate::Result<T> {
@@ -77,7 +77,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 
 /// Why [`from_exact`] refused its bytes.
 #[derive(Debug)]
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 pub(crate) enum Inexact {
     /// They are not a `T` at all.
     Malformed(postcard::Error),
@@ -102,7 +102,7 @@ impl std::error::Error for Inexact {}
 /// Deserializes postcard `bytes` as a `T` that uses every one of them, so
 /// that a message encoded as another type is an error rather than a
 /// wrong value (`send(&300i64)` is not a `u8`).
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Inexact> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
@@ -112,12 +112,12 @@ pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 }
 
 /// Records `fd` for transfer; returns its index.
-#[cfg(unix)]
-pub(crate) fn export(fd: BorrowedFd<'_>) -> Result<u32, &'static str> {
+#[cfg(mp_transfer)]
+pub(crate) fn export(fd: BorrowedHandle<'_>) -> Result<u32, &'static str> {
     OUTGOING.with(|t| {
         let mut table = t.borrow_mut();
         let table = table.as_mut().ok_or(NOT_IN_TRANSFER)?;
-        let raw = fd.as_raw_fd();
+        let raw = fd.as_raw_handle();
         let index = match table.iter().position(|&f| f == raw) {
             Some(index) => index,
             None => {
@@ -130,8 +130,8 @@ pub(crate) fn export(fd: BorrowedFd<'_>) -> Result<u32, &'static str> {
 }
 
 /// A duplicate of the incoming handle at `index`.
-#[cfg(unix)]
-pub(crate) fn import(index: u32) -> Result<OwnedFd, &'static str> {
+#[cfg(mp_transfer)]
+pub(crate) fn import(index: u32) -> Result<OwnedHandle, &'static str> {
     INCOMING.with(|t| {
         let table = t.borrow();
         let table = table.as_ref().ok_or(NOT_IN_TRANSFER)?;
@@ -146,7 +146,7 @@ thread_local! {
     static FAILURE: RefCell<Option<crate::Error>> = const { RefCell::new(None) };
 }
 
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 /// Records why a shared object was refused; returns serde's error for it.
 pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
     let e = E::custom(&error);
@@ -154,7 +154,7 @@ pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
     e
 }
 
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 /// The cause recorded by the last [`refuse`] on this thread, if any.
 pub(crate) fn take_failure() -> Option<crate::Error> {
     FAILURE.with(|f| f.borrow_mut().take())
@@ -163,52 +163,53 @@ pub(crate) fn take_failure() -> Option<crate::Error> {
 /// A file descriptor sent as a handle-table index, borrowed from an object
 /// that outlives the transfer (a temporary duplicate would be closed before
 /// the table is used).
-#[cfg(unix)]
-pub(crate) struct FdOut<'a>(pub(crate) BorrowedFd<'a>);
+#[cfg(mp_transfer)]
+pub(crate) struct HandleOut<'a>(pub(crate) BorrowedHandle<'a>);
 
-#[cfg(unix)]
-impl serde::Serialize for FdOut<'_> {
+#[cfg(mp_transfer)]
+impl serde::Serialize for HandleOut<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u32(export(self.0).map_err(serde::ser::Error::custom)?)
     }
 }
 
 /// A file descriptor received as a handle-table index.
-#[cfg(unix)]
-pub(crate) struct FdIn(pub(crate) OwnedFd);
+#[cfg(mp_transfer)]
+pub(crate) struct HandleIn(pub(crate) OwnedHandle);
 
-#[cfg(unix)]
-impl<'de> serde::Deserialize<'de> for FdIn {
+#[cfg(mp_transfer)]
+impl<'de> serde::Deserialize<'de> for HandleIn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(d)?;
-        import(index).map(FdIn).map_err(|e| refuse(crate::Error::new(crate::ErrorKind::Corrupt, e)))
+        import(index)
+            .map(HandleIn)
+            .map_err(|e| refuse(crate::Error::new(crate::ErrorKind::Corrupt, e)))
     }
 }
 
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass them to a \
      process (as Process arguments) or through a Connection";
 
-#[cfg(not(unix))]
+#[cfg(not(mp_transfer))]
 pub(crate) fn export<T>(_: T) -> Result<u32, &'static str> {
     Err("handle transfer is not implemented on this platform yet")
 }
 
 /// An owned file descriptor that passes to another process as a handle.
-#[cfg(unix)]
-pub(crate) struct FdOwned(pub(crate) OwnedFd);
+#[cfg(mp_transfer)]
+pub(crate) struct HandleOwned(pub(crate) OwnedHandle);
 
-#[cfg(unix)]
-impl serde::Serialize for FdOwned {
+#[cfg(mp_transfer)]
+impl serde::Serialize for HandleOwned {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use std::os::fd::AsFd;
-        FdOut(self.0.as_fd()).serialize(s)
+        HandleOut(self.0.as_handle()).serialize(s)
     }
 }
 
-#[cfg(unix)]
-impl<'de> serde::Deserialize<'de> for FdOwned {
+#[cfg(mp_transfer)]
+impl<'de> serde::Deserialize<'de> for HandleOwned {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        FdIn::deserialize(d).map(|FdIn(fd)| FdOwned(fd))
+        HandleIn::deserialize(d).map(|HandleIn(fd)| HandleOwned(fd))
     }
 }

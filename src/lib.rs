@@ -1,57 +1,57 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 mod channel;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub mod connection;
 mod error;
 mod handles;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub mod manager;
 mod object;
 mod os;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 mod pipe;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 mod pool;
 mod process;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 mod queue;
 pub mod sync;
 mod time;
 mod value;
 
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 #[doc(hidden)]
 pub use channel::decode_untrusted as __decode_untrusted;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use channel::MAX_MESSAGE;
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use connection::Connection;
 pub use error::{Error, ErrorKind, Result};
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use manager::{Manager, ManagerServer};
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Task};
 /// Hooks for the crate's own tests (forging bootstraps, stopping a sender
 /// at a chosen point): not part of the API.
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 #[doc(hidden)]
 pub mod __testing {
     pub use crate::channel::testing::stall_after_handles;
     pub use crate::manager::fuzzing::{examples as manager_requests, serve as serve_manager};
     pub use crate::process::testing::*;
 }
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use process::BOOTSTRAP_FAILED;
 pub use process::{
     cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
     CurrentProcess, Exit, ParentProcess, Process, StartMethod, Target,
 };
-#[cfg(unix)]
+#[cfg(mp_transfer)]
 pub use queue::{JoinableQueue, Queue, SimpleQueue, DEFAULT_QUEUE_CAPACITY};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};

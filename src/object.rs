@@ -56,7 +56,7 @@ impl<L: Shared> Object<L> {
         Ok(object)
     }
 
-    #[cfg_attr(not(unix), allow(dead_code))]
+    #[cfg_attr(not(mp_transfer), allow(dead_code))]
     /// Validates a segment received from elsewhere: its header for `kind`
     /// (one of `kinds`) and size, then `check` for the kind's parameters.
     pub(crate) fn open(
@@ -96,7 +96,7 @@ impl<L: Shared> Object<L> {
     }
 
     /// Another `Shared` layout at `offset` of the segment, if in bounds.
-    #[cfg_attr(not(unix), allow(dead_code))]
+    #[cfg_attr(not(mp_transfer), allow(dead_code))]
     pub(crate) fn at<M: Shared>(&self, offset: usize) -> Option<&M> {
         // SAFETY: the mapping lives as long as `self` (its Arc); `view`
         // checks bounds and alignment; M is Shared.
@@ -113,28 +113,27 @@ impl<L: Shared> Object<L> {
         self.segment.as_ptr()
     }
 
-    #[cfg(unix)]
+    #[cfg(mp_transfer)]
     pub(crate) fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use std::os::fd::AsFd;
         let index =
-            crate::handles::export(self.segment.fd().as_fd()).map_err(serde::ser::Error::custom)?;
+            crate::handles::export(self.segment.handle()).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }
 
-    #[cfg(not(unix))]
+    #[cfg(not(mp_transfer))]
     pub(crate) fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
         Err(serde::ser::Error::custom(crate::handles::export(()).unwrap_err()))
     }
 
-    #[cfg(unix)]
+    #[cfg(mp_transfer)]
     pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
         kinds: &[Kind],
         check: impl FnOnce(&Header, &L) -> Result<(), Corrupt>,
     ) -> Result<Object<L>, D::Error> {
         use crate::handles::refuse;
+        use crate::os::OpenError;
         use crate::ErrorKind;
-        use multiproc_posix::shm::OpenError;
         let index = <u32 as serde::Deserialize>::deserialize(d)?;
         let fd =
             crate::handles::import(index).map_err(|e| refuse(Error::new(ErrorKind::Corrupt, e)))?;
@@ -149,7 +148,7 @@ impl<L: Shared> Object<L> {
         Object::open(segment, kinds, check).map_err(refuse)
     }
 
-    #[cfg(not(unix))]
+    #[cfg(not(mp_transfer))]
     pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         _d: D,
         _kinds: &[Kind],
@@ -179,27 +178,27 @@ macro_rules! shared_object {
 }
 pub(crate) use shared_object;
 
-#[cfg(test)]
+#[cfg(all(test, mp_transfer))]
 mod tests {
     //! Segments that are not what they claim: each is refused with `Corrupt`.
     use crate::handles::{collect, provide, take_failure};
+    use crate::os::{BorrowedHandle, OwnedHandle, RawHandle};
     use crate::{Array, Barrier, BoundedSemaphore, ErrorKind, Lock, Value};
     use serde::{de::DeserializeOwned, Serialize};
-    use std::os::fd::{BorrowedFd, OwnedFd};
 
     /// Sends `value` through a transfer table, as to a child, and receives
     /// it as a `U`; the refusal's kind if it fails.
     fn transfer<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, ErrorKind> {
         let (bytes, fds) = collect(|| postcard::to_allocvec(value));
         let bytes = bytes.unwrap();
-        let fds: Vec<OwnedFd> = fds.iter().map(|&fd| duplicate(fd)).collect();
+        let fds: Vec<OwnedHandle> = fds.iter().map(|&fd| duplicate(fd)).collect();
         provide(fds, || postcard::from_bytes::<U>(&bytes))
             .map_err(|_| take_failure().expect("a recorded cause").kind())
     }
 
-    fn duplicate(fd: std::os::fd::RawFd) -> OwnedFd {
+    fn duplicate(fd: RawHandle) -> OwnedHandle {
         // SAFETY: the fd belongs to an object alive for the caller's call.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let fd = unsafe { BorrowedHandle::borrow_raw(fd) };
         fd.try_clone_to_owned().unwrap()
     }
 
@@ -257,8 +256,9 @@ mod tests {
     #[test]
     fn a_foreign_descriptor_is_corrupt() {
         // A memfd the peer did not seal could shrink under our mapping.
-        let seg = multiproc_posix::shm::Segment::create(4096).unwrap();
-        let plain: OwnedFd = std::fs::File::open("/proc/self/stat").unwrap().into();
+        let seg = crate::os::Segment::create(4096).unwrap();
+        let plain: OwnedHandle =
+            std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into();
         let (bytes, _) = collect(|| postcard::to_allocvec(&Lock::new().unwrap()));
         let r = provide(vec![plain], || postcard::from_bytes::<Lock>(&bytes.unwrap()));
         assert!(r.is_err());

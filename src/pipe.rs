@@ -10,17 +10,16 @@
 
 use crate::channel::{self, Link, Outgoing, ShmBytes, Stash};
 use crate::connection::Connection;
-use crate::handles::{self, AsRawFd, FdIn, FdOut, OwnedFd};
+use crate::handles::{self, HandleIn, HandleOut};
 use crate::object::{shared_object, Object};
+use crate::os::{transfer, AsHandle, BorrowedHandle, OwnedHandle};
 use crate::sync::after;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::ring::spsc::{self, Channel};
 use multiproc_core::Deadline;
-use multiproc_posix::sock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 /// Bytes of ring per direction unless [`Pipe::with_capacity`] says otherwise.
@@ -113,7 +112,7 @@ impl Pipe {
         let params = [capacity as u64, u64::from(duplex), 0, 0, 0];
         let obj = Object::create(Kind::Pipe, params, size, |_: &Channel, _| {})?;
         let segment = Segment { obj };
-        let (a, b) = sock::pair().map_err(|e| Error::io("socketpair", e))?;
+        let (a, b) = transfer::pair().map_err(|e| Error::io("socketpair", e))?;
         let ends = (RingEnd::new(segment.clone(), a, 0), RingEnd::new(segment, b, 1));
         Ok((Connection::ring(ends.0), Connection::ring(ends.1)))
     }
@@ -123,7 +122,7 @@ impl Pipe {
 /// bytes, a socket to see the peer go and to carry handles.
 pub(crate) struct RingEnd {
     segment: Segment,
-    socket: OwnedFd,
+    socket: OwnedHandle,
     /// 0 or 1: which end of the pipe.
     end: u8,
     /// A message this handle was in the middle of receiving when a timeout
@@ -134,7 +133,7 @@ pub(crate) struct RingEnd {
 #[derive(Deserialize)]
 struct Wire {
     segment: Segment,
-    socket: FdIn,
+    socket: HandleIn,
     end: u8,
 }
 
@@ -142,14 +141,17 @@ struct Wire {
 #[derive(Serialize)]
 struct WireRef<'a> {
     segment: &'a Segment,
-    socket: FdOut<'a>,
+    socket: HandleOut<'a>,
     end: u8,
 }
 
 impl Serialize for RingEnd {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let wire =
-            WireRef { segment: &self.segment, socket: FdOut(self.socket.as_fd()), end: self.end };
+        let wire = WireRef {
+            segment: &self.segment,
+            socket: HandleOut(self.socket.as_handle()),
+            end: self.end,
+        };
         wire.serialize(s)
     }
 }
@@ -178,7 +180,7 @@ fn directions(duplex: bool, end: u8) -> (Option<usize>, Option<usize>) {
 }
 
 impl RingEnd {
-    fn new(segment: Segment, socket: OwnedFd, end: u8) -> RingEnd {
+    fn new(segment: Segment, socket: OwnedHandle, end: u8) -> RingEnd {
         RingEnd { segment, socket, end, stash: Stash::default() }
     }
 
@@ -208,11 +210,11 @@ impl RingEnd {
     }
 
     fn peer_here(&self) -> bool {
-        !sock::peer_gone(self.socket.as_fd())
+        !transfer::peer_gone(self.socket.as_handle())
     }
 
-    pub(crate) fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.socket.as_fd()
+    pub(crate) fn socket(&self) -> BorrowedHandle<'_> {
+        self.socket.as_handle()
     }
 
     /// The direction this end sends on (`sending`) or receives from.
@@ -225,7 +227,7 @@ impl RingEnd {
                 "this end of a one-way pipe only sends"
             })
         })?;
-        let socket = self.socket.as_fd();
+        let socket = self.socket.as_handle();
         Ok(Link {
             channel: self.segment.channel(i),
             data: self.segment.data(i),
@@ -282,7 +284,7 @@ impl std::fmt::Debug for RingEnd {
             .field("end", &self.end)
             .field("readable", &self.readable())
             .field("writable", &self.writable())
-            .field("socket", &self.socket.as_raw_fd())
+            .field("socket", &self.socket.as_raw_handle())
             .finish()
     }
 }

@@ -23,20 +23,19 @@
 //! `get` is taken over the same way.
 
 use crate::channel::{self, Link, Outgoing, ShmBytes, Stash};
-use crate::handles::{FdIn, FdOut, OwnedFd};
+use crate::handles::{HandleIn, HandleOut};
 use crate::object::{shared_object, Object};
 use crate::os::Os;
+use crate::os::{transfer, AsHandle, OwnedHandle};
 use crate::sync::after;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::countdown::RawCountdown;
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::ring::spsc::{self, Channel};
 use multiproc_core::Deadline;
-use multiproc_posix::sock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +86,8 @@ struct Shared {
     segment: Segment,
     /// Producers send handles on `fds_out`, consumers take them from
     /// `fds_in`: every holder keeps both ends of this socketpair.
-    fds_out: OwnedFd,
-    fds_in: OwnedFd,
+    fds_out: OwnedHandle,
+    fds_in: OwnedHandle,
 }
 
 /// The raw queue: bytes in, bytes out. Every typed queue wraps one.
@@ -107,13 +106,19 @@ impl Clone for Raw {
 impl Serialize for Raw {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let shared = &self.shared;
-        (&shared.segment, FdOut(shared.fds_out.as_fd()), FdOut(shared.fds_in.as_fd())).serialize(s)
+        (
+            &shared.segment,
+            HandleOut(shared.fds_out.as_handle()),
+            HandleOut(shared.fds_in.as_handle()),
+        )
+            .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (segment, FdIn(fds_out), FdIn(fds_in)) = <(Segment, FdIn, FdIn)>::deserialize(d)?;
+        let (segment, HandleIn(fds_out), HandleIn(fds_in)) =
+            <(Segment, HandleIn, HandleIn)>::deserialize(d)?;
         Ok(Raw::from_parts(segment, fds_out, fds_in))
     }
 }
@@ -138,11 +143,11 @@ impl Raw {
         channel::check_capacity(capacity, "queue")?;
         let params = [capacity as u64, 0, 0, 0, 0];
         let obj = Object::create(Kind::Queue, params, DATA_OFFSET + capacity, |_: &Channel, _| {})?;
-        let (fds_out, fds_in) = sock::pair().map_err(|e| Error::io("socketpair", e))?;
+        let (fds_out, fds_in) = transfer::pair().map_err(|e| Error::io("socketpair", e))?;
         Ok(Raw::from_parts(Segment { obj }, fds_out, fds_in))
     }
 
-    fn from_parts(segment: Segment, fds_out: OwnedFd, fds_in: OwnedFd) -> Raw {
+    fn from_parts(segment: Segment, fds_out: OwnedHandle, fds_in: OwnedHandle) -> Raw {
         Raw {
             shared: Arc::new(Shared { segment, fds_out, fds_in }),
             stash: Stash::default(),
@@ -156,8 +161,8 @@ impl Raw {
         Link {
             channel: shared.segment.channel(),
             data: ShmBytes { ptr: shared.segment.obj.base().wrapping_add(DATA_OFFSET), len: cap },
-            fds_out: shared.fds_out.as_fd(),
-            fds_in: shared.fds_in.as_fd(),
+            fds_out: shared.fds_out.as_handle(),
+            fds_in: shared.fds_in.as_handle(),
             batched: true,
         }
     }

@@ -221,6 +221,16 @@ impl Child {
         }
     }
 
+    /// Python's `terminate`: SIGTERM.
+    pub fn terminate(&mut self) -> io::Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Python's `kill`: SIGKILL.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
     /// The pidfd, if the kernel gave one (readable once the child ended).
     pub fn pidfd(&self) -> Option<rustix::fd::BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())
@@ -260,6 +270,58 @@ pub unsafe fn fork() -> io::Result<Forked> {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent(Child::adopt(pid as u32))),
     }
+}
+
+/// Ends this process at once with `code`: no atexit handlers, no
+/// destructors (a forked or spawned child's end; those belong to the
+/// program it was copied from).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes descriptor `fd` for good in a forked child that will never
+/// return to the object owning it (the forkserver's control socket).
+///
+/// # Safety
+/// Nothing uses or closes `fd` after this call: its owner is never
+/// touched again (this process ends without returning to it).
+pub unsafe fn close_forever(fd: RawFd) {
+    // SAFETY: the caller's contract: `fd` is never used again.
+    unsafe { libc::close(fd) };
+}
+
+/// The errno a forkserver answers a malformed request with.
+pub const BAD_REQUEST: i32 = libc::EINVAL;
+/// The errno it answers a fork that failed for no reported reason with.
+pub const FAILED: i32 = libc::EIO;
+
+/// Runs `f` when this process exits normally (`atexit`).
+pub fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: registering a plain `extern "C" fn()` has no preconditions.
+    match unsafe { libc::atexit(f) } {
+        0 => Ok(()),
+        _ => Err(io::Error::other("atexit refused the handler")),
+    }
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the parent, after
+/// checking that it is open and not a standard stream.
+///
+/// # Safety
+/// Nothing else in this process owns `fd` or will take it again: it was
+/// inherited for the caller alone.
+pub unsafe fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{fd} is not an open descriptor other than a standard stream"),
+        ));
+    }
+    // SAFETY: open (checked above) and owned by nobody else (the caller's
+    // contract).
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Threads in this process now (from `/proc/self/task`).

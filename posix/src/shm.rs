@@ -73,7 +73,7 @@ impl Segment {
     }
 
     /// The memfd, for passing to another process.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub fn handle(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
@@ -86,7 +86,7 @@ mod tests {
     fn create_open_and_refuse_foreign() {
         let seg = Segment::create(100).unwrap();
         assert_eq!(seg.len(), 100);
-        let dup = seg.fd().try_clone_to_owned().unwrap();
+        let dup = seg.handle().try_clone_to_owned().unwrap();
         let again = Segment::open(dup).unwrap();
         assert_eq!(again.len(), 100);
         // An unsealed memfd (or any other file) is refused.

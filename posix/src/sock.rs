@@ -11,7 +11,7 @@ use rustix::net::{
 };
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The kernel's limit on descriptors in one SCM_RIGHTS message.
 const BATCH: usize = 253;
@@ -149,6 +149,98 @@ pub fn is_stale(path: &std::path::Path) -> bool {
         Ok(rustix::net::connect(&socket, &address) == Err(rustix::io::Errno::CONNREFUSED))
     };
     is_socket && refused().unwrap_or(false)
+}
+
+/// What a [`Watch`] waits for (a hang-up or an error always counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Bytes to read (or a peer to accept).
+    Read,
+    /// Room to write.
+    Write,
+    /// Only the hang-up or error.
+    HangUp,
+}
+
+/// One descriptor [`poll`] watches, and whether it turned out ready.
+pub struct Watch<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub interest: Interest,
+    pub ready: bool,
+}
+
+impl<'a> Watch<'a> {
+    pub fn new(fd: BorrowedFd<'a>, interest: Interest) -> Watch<'a> {
+        Watch { fd, interest, ready: false }
+    }
+}
+
+/// `poll(2)` on `watches` until `deadline` (`None`: forever), retried on
+/// EINTR; sets each one's `ready` and returns how many are.
+pub fn poll_until(watches: &mut [Watch<'_>], deadline: Option<Instant>) -> io::Result<usize> {
+    let mut fds: Vec<PollFd<'_>> = watches
+        .iter()
+        .map(|w| {
+            let flags = match w.interest {
+                Interest::Read => PollFlags::IN,
+                Interest::Write => PollFlags::OUT,
+                Interest::HangUp => PollFlags::empty(),
+            };
+            PollFd::from_borrowed_fd(w.fd, flags)
+        })
+        .collect();
+    let n = loop {
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            rustix::time::Timespec {
+                tv_sec: left.as_secs().min(i32::MAX as u64) as _,
+                tv_nsec: left.subsec_nanos() as _,
+            }
+        });
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    for (w, fd) in watches.iter_mut().zip(&fds) {
+        w.ready = !fd.revents().is_empty();
+    }
+    Ok(n)
+}
+
+/// One `recv` into `buf`: waits for bytes if `block`, else reports
+/// `WouldBlock`. `Ok(0)` is the end of the stream.
+pub fn recv_some(socket: BorrowedFd<'_>, buf: &mut [u8], block: bool) -> io::Result<usize> {
+    let flags = if block { RecvFlags::empty() } else { RecvFlags::DONTWAIT };
+    Ok(rustix::net::recv(socket, buf, flags)?.0)
+}
+
+/// One non-blocking `sendmsg` of `parts` that raises no SIGPIPE;
+/// `WouldBlock` when the socket's buffer is full.
+pub fn send_some(socket: BorrowedFd<'_>, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    let flags = SendFlags::DONTWAIT | NO_SIGPIPE;
+    Ok(sendmsg(socket, parts, &mut SendAncillaryBuffer::default(), flags)?)
+}
+
+/// The flag that keeps a send to a closed peer from raising SIGPIPE (on
+/// macOS the socket carries `SO_NOSIGPIPE` instead).
+#[cfg(not(target_vendor = "apple"))]
+const NO_SIGPIPE: SendFlags = SendFlags::NOSIGNAL;
+#[cfg(target_vendor = "apple")]
+const NO_SIGPIPE: SendFlags = SendFlags::empty();
+
+/// Shuts both directions of `socket`: the peer sees the end of the stream.
+pub fn shut_down(socket: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::net::shutdown(socket, rustix::net::Shutdown::Both)?)
+}
+
+/// Whether `e` says the peer closed the connection.
+pub fn is_disconnect(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().map(Errno::from_raw_os_error).is_some_and(|e| {
+        matches!(e, Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::SHUTDOWN)
+    })
 }
 
 /// A connected pair of CLOEXEC stream sockets.

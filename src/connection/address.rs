@@ -8,15 +8,14 @@
 //! normally (the main process from an exit handler, a child when it
 //! finishes); forked children share their parent's while it exists.
 
-use super::random;
+use crate::os::fs::create_private_dir;
+use crate::os::net::{is_stale, LocalListener};
+use crate::os::random;
 use crate::{Error, Result};
-use multiproc_posix::sock;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -113,14 +112,9 @@ fn private_dir() -> Result<PathBuf> {
         }
     }
     let path = std::env::temp_dir().join(format!("multiproc-{}", hex(&random::<8>()?)));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&path)
+    create_private_dir(&path)
         .map_err(|e| Error::io("making a private directory for socket files", e))?;
-    // Exactly 0700, whatever the umask took away.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io("making a private directory for socket files", e))?;
-    crate::process::register_exit_handler();
+    crate::process::at_exit(remove_private_dir);
     *dir = Some((path.clone(), std::process::id()));
     Ok(path)
 }
@@ -139,11 +133,11 @@ pub(crate) fn remove_private_dir() {
 /// Binds a Unix listener at `path`. A socket file left there by a listener
 /// that is gone (its process was killed) is replaced; one that a live
 /// listener answers on is not (`AddrInUse`), nor is any other file.
-pub(crate) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(path) {
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && sock::is_stale(path) => {
+pub(crate) fn bind_unix(path: &Path) -> io::Result<LocalListener> {
+    match LocalListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && is_stale(path) => {
             std::fs::remove_file(path)?;
-            UnixListener::bind(path)
+            LocalListener::bind(path)
         }
         bound => bound,
     }

@@ -15,6 +15,7 @@
 //! messages are at most 256 bytes; digests are compared in constant time.
 
 use super::stream::Stream;
+use crate::os::random;
 use crate::{Error, ErrorKind, Result};
 use hmac::{Hmac, Mac};
 use std::time::Instant;
@@ -212,16 +213,6 @@ pub(crate) fn check_verdict(message: &[u8]) -> Result<()> {
     } else {
         Err(auth("the peer rejected our answer: it has another authkey"))
     }
-}
-
-/// `N` bytes from the kernel's random source.
-pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
-    use std::io::Read;
-    let mut bytes = [0; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Error::io("reading /dev/urandom", e))?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -20,14 +20,13 @@
 use super::address::bind_unix;
 use super::stream::{poll_many, Stream};
 use super::{auth, Address, Connection, Until, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE};
+use crate::os::net::{Interest, LocalListener, LocalStream, Watch};
+use crate::os::{AsHandle, BorrowedHandle, OwnedHandle};
 use crate::time::deadline_after;
 use crate::{Error, ErrorKind, Result};
-use rustix::event::{PollFd, PollFlags};
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -58,7 +57,7 @@ impl Policy {
 
     /// The connection over `socket`, once the whole handshake (listener
     /// side: challenge first) has passed, blocking until `until` at most.
-    fn open(&self, socket: OwnedFd, listening: bool, until: Until) -> Result<Connection> {
+    fn open(&self, socket: OwnedHandle, listening: bool, until: Until) -> Result<Connection> {
         let stream = Stream::new(socket, self.max_message);
         if let Some(key) = &self.authkey {
             let own = Until::after(self.handshake_timeout);
@@ -82,7 +81,7 @@ impl Policy {
 /// false) or a listener: for the fuzz target, which plays a hostile peer.
 #[doc(hidden)]
 pub fn __handshake(
-    socket: UnixStream,
+    socket: LocalStream,
     authkey: &[u8],
     listening: bool,
     timeout: Duration,
@@ -113,7 +112,7 @@ struct Handshake {
 
 impl Handshake {
     /// Accepted `socket`: challenged at once.
-    fn start(socket: OwnedFd, policy: &Policy) -> Result<Handshake> {
+    fn start(socket: OwnedHandle, policy: &Policy) -> Result<Handshake> {
         let stream = Stream::new(socket, policy.max_message);
         let deadline = deadline_after(policy.handshake_timeout);
         let (message, challenge) = auth::make_challenge()?;
@@ -151,7 +150,7 @@ impl Handshake {
 
 enum ListenSocket {
     Tcp(TcpListener),
-    Unix(UnixListener),
+    Unix(LocalListener),
 }
 
 /// Python's `multiprocessing.connection.Listener`: a bound socket that
@@ -279,10 +278,10 @@ impl Listener {
         &self.address
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn fd(&self) -> BorrowedHandle<'_> {
         match &self.socket {
-            ListenSocket::Tcp(l) => l.as_fd(),
-            ListenSocket::Unix(l) => l.as_fd(),
+            ListenSocket::Tcp(l) => l.as_handle(),
+            ListenSocket::Unix(l) => l.as_handle(),
         }
     }
 
@@ -317,9 +316,9 @@ impl Listener {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let mut fds: Vec<PollFd<'_>> = std::iter::once(self.fd())
+            let mut fds: Vec<Watch<'_>> = std::iter::once(self.fd())
                 .chain(shake.under_way.iter().map(|h| h.stream.socket()))
-                .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN))
+                .map(|fd| Watch::new(fd, Interest::Read))
                 .collect();
             poll_many(&mut fds, wake)?;
         }
@@ -331,7 +330,7 @@ impl Listener {
             if let Some(socket) = self.try_accept()? {
                 return Ok(Connection::stream(Stream::new(socket, self.policy.max_message)));
             }
-            let mut fds = [PollFd::from_borrowed_fd(self.fd(), PollFlags::IN)];
+            let mut fds = [Watch::new(self.fd(), Interest::Read)];
             if poll_many(&mut fds, until.0)? == 0 && until.0.is_some() {
                 return Err(Error::timeout());
             }
@@ -339,13 +338,13 @@ impl Listener {
     }
 
     /// A connection waiting in the backlog, if there is one.
-    fn try_accept(&self) -> Result<Option<OwnedFd>> {
+    fn try_accept(&self) -> Result<Option<OwnedHandle>> {
         let accepted = match &self.socket {
             ListenSocket::Tcp(l) => l.accept().map(|(s, _)| {
                 let _ = s.set_nodelay(true);
-                OwnedFd::from(s)
+                OwnedHandle::from(s)
             }),
-            ListenSocket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
+            ListenSocket::Unix(l) => l.accept().map(|(s, _)| OwnedHandle::from(s)),
         };
         match accepted {
             Ok(socket) => Ok(Some(socket)),
@@ -362,7 +361,7 @@ impl Listener {
 
     /// The listening socket and its address, for a process that will
     /// accept on it (the socket file stays until that one drops it).
-    pub(crate) fn into_parts(mut self) -> Result<(OwnedFd, Address)> {
+    pub(crate) fn into_parts(mut self) -> Result<(OwnedHandle, Address)> {
         self.unlink = None;
         let fd = self.fd().try_clone_to_owned().map_err(|e| Error::io("dup", e))?;
         Ok((fd, self.address.clone()))
@@ -370,7 +369,11 @@ impl Listener {
 
     /// A listener on a socket [`into_parts`](Self::into_parts) gave, which
     /// removes a Unix socket's file when dropped.
-    pub(crate) fn from_parts(fd: OwnedFd, address: Address, key: Option<Vec<u8>>) -> Result<Self> {
+    pub(crate) fn from_parts(
+        fd: OwnedHandle,
+        address: Address,
+        key: Option<Vec<u8>>,
+    ) -> Result<Self> {
         let (socket, unlink) = match &address {
             Address::Tcp(_) => (ListenSocket::Tcp(fd.into()), None),
             Address::Unix(p) => {
@@ -522,7 +525,7 @@ impl ClientBuilder {
                 _ => Error::io("connect", e),
             }
         };
-        let socket: OwnedFd = match &self.address {
+        let socket: OwnedHandle = match &self.address {
             Address::Tcp(a) => {
                 let s = match self.timeout {
                     Some(t) => TcpStream::connect_timeout(a, t.max(Duration::from_millis(1))),
@@ -532,7 +535,7 @@ impl ClientBuilder {
                 let _ = s.set_nodelay(true);
                 s.into()
             }
-            Address::Unix(p) => UnixStream::connect(p).map_err(refused)?.into(),
+            Address::Unix(p) => LocalStream::connect(p).map_err(refused)?.into(),
         };
         self.policy.open(socket, false, until)
     }

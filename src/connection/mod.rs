@@ -29,7 +29,6 @@ mod auth;
 mod listener;
 mod stream;
 
-pub(crate) use address::remove_private_dir;
 pub use address::Address;
 #[doc(hidden)]
 pub use listener::__handshake;
@@ -38,23 +37,21 @@ pub use listener::{
 };
 pub use stream::DEFAULT_MAX_MESSAGE;
 
-pub(crate) use auth::random;
 use stream::{poll_many, Stream};
 
 use crate::channel::Outgoing;
-use crate::handles::{self, FdIn, FdOut};
+use crate::handles::{self, HandleIn, HandleOut};
+use crate::os::net::{Interest, LocalStream, Watch};
+use crate::os::BorrowedHandle;
 use crate::pipe::RingEnd;
 use crate::sync::after;
 use crate::time::deadline_after;
 use crate::{Error, Result};
 use multiproc_core::Deadline;
-use rustix::event::{PollFd, PollFlags};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::TcpStream;
-use std::os::fd::BorrowedFd;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 /// How long an [`accept`](Listener::accept) waits for a peer's handshake
@@ -119,7 +116,7 @@ impl Connection {
 
     /// A connection over an already connected socket, speaking Python's
     /// framing with no handshake (both ends must agree on that).
-    pub fn from_unix_stream(socket: UnixStream) -> Connection {
+    pub fn from_unix_stream(socket: LocalStream) -> Connection {
         Connection::stream(Stream::new(socket.into(), DEFAULT_MAX_MESSAGE))
     }
 
@@ -289,7 +286,7 @@ impl Connection {
     }
 
     /// A socket connection's socket (for handles sent beside the stream).
-    pub(crate) fn stream_socket(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn stream_socket(&self) -> Option<BorrowedHandle<'_>> {
         match &self.inner {
             Inner::Ring(_) => None,
             Inner::Stream(s) => Some(s.socket()),
@@ -298,7 +295,7 @@ impl Connection {
 
     /// The socket [`wait`] sleeps on, and whether its readability means a
     /// message (a stream) or only a hang-up (a Pipe's companion socket).
-    fn wake_fd(&self) -> (BorrowedFd<'_>, bool) {
+    fn wake_fd(&self) -> (BorrowedHandle<'_>, bool) {
         match &self.inner {
             Inner::Ring(r) => (r.socket(), false),
             Inner::Stream(s) => (s.socket(), true),
@@ -327,13 +324,13 @@ pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 #[derive(Serialize)]
 enum WireRef<'a> {
     Ring(&'a RingEnd),
-    Stream { socket: FdOut<'a>, max: u64 },
+    Stream { socket: HandleOut<'a>, max: u64 },
 }
 
 #[derive(Deserialize)]
 enum Wire {
     Ring(RingEnd),
-    Stream { socket: FdIn, max: u64 },
+    Stream { socket: HandleIn, max: u64 },
 }
 
 impl Serialize for Connection {
@@ -341,7 +338,7 @@ impl Serialize for Connection {
         match &self.inner {
             Inner::Ring(r) => WireRef::Ring(r),
             Inner::Stream(st) => {
-                WireRef::Stream { socket: FdOut(st.socket()), max: st.max_message() as u64 }
+                WireRef::Stream { socket: HandleOut(st.socket()), max: st.max_message() as u64 }
             }
         }
         .serialize(s)
@@ -394,11 +391,11 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         if until.0.is_some_and(|t| t <= now) {
             return Ok(ready);
         }
-        let mut fds: Vec<PollFd<'_>> = connections
+        let mut fds: Vec<Watch<'_>> = connections
             .iter()
             .map(|c| {
                 let (fd, data) = c.wake_fd();
-                PollFd::from_borrowed_fd(fd, if data { PollFlags::IN } else { PollFlags::empty() })
+                Watch::new(fd, if data { Interest::Read } else { Interest::HangUp })
             })
             .collect();
         let slice_end = if has_ring {

@@ -16,12 +16,10 @@
 //! a reply to a request usually arrives within microseconds and a sleep
 //! and wake-up would cost more.
 
+use crate::os::net::{self, Interest, Watch};
+use crate::os::{AsHandle, BorrowedHandle, OwnedHandle};
 use crate::{Error, ErrorKind, Result};
-use rustix::event::{poll, PollFd, PollFlags};
-use rustix::io::Errno;
-use rustix::net::{recv, sendmsg, shutdown, RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
-use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -166,7 +164,7 @@ struct Input {
 }
 
 pub(crate) struct Stream {
-    socket: OwnedFd,
+    socket: OwnedHandle,
     max: AtomicUsize,
     input: Slot<Input>,
     /// The unsent tail of a message whose send timed out part-way.
@@ -176,7 +174,7 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(socket: OwnedFd, max: usize) -> Stream {
+    pub(crate) fn new(socket: OwnedHandle, max: usize) -> Stream {
         Stream {
             socket,
             max: AtomicUsize::new(max),
@@ -186,8 +184,8 @@ impl Stream {
         }
     }
 
-    pub(crate) fn socket(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+    pub(crate) fn socket(&self) -> BorrowedHandle<'_> {
+        self.socket.as_handle()
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -207,7 +205,7 @@ impl Stream {
     /// peer sees it closed, and every later call fails.
     fn drop_connection(&self, error: Error) -> Error {
         self.dropped.store(true, Ordering::Relaxed);
-        let _ = shutdown(&self.socket, Shutdown::Both);
+        let _ = net::shut_down(self.socket());
         error
     }
 
@@ -358,9 +356,8 @@ impl Stream {
         let mut tries = 0;
         loop {
             let blocking = deadline.is_none() && tries >= spin;
-            let flags = if blocking { RecvFlags::empty() } else { RecvFlags::DONTWAIT };
-            match recv(&self.socket, &mut *buf, flags) {
-                Ok((0, _)) => {
+            match net::recv_some(self.socket(), &mut *buf, blocking) {
+                Ok(0) => {
                     return Err(Error::new(
                         ErrorKind::Disconnected,
                         if mid_frame {
@@ -370,13 +367,15 @@ impl Stream {
                         },
                     ))
                 }
-                Ok((n, _)) => return Ok(n),
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) if tries < spin => {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < spin => {
                     tries += 1;
                     std::hint::spin_loop();
                 }
-                Err(Errno::AGAIN) => self.wait(PollFlags::IN, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Interest::Read, deadline)?
+                }
                 Err(e) => return Err(socket_error("receiving", e)),
             }
         }
@@ -384,12 +383,13 @@ impl Stream {
 
     /// One `sendmsg` of at least a byte.
     fn write_some(&self, parts: &[IoSlice<'_>], deadline: Option<Instant>) -> Result<usize> {
-        let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
         loop {
-            match sendmsg(&self.socket, parts, &mut SendAncillaryBuffer::default(), flags) {
+            match net::send_some(self.socket(), parts) {
                 Ok(n) => return Ok(n),
-                Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => self.wait(PollFlags::OUT, deadline)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(Interest::Write, deadline)?
+                }
                 Err(e) => return Err(socket_error("sending", e)),
             }
         }
@@ -397,8 +397,8 @@ impl Stream {
 
     /// Sleeps until the socket is ready for `flags` (or hung up), or the
     /// deadline passes.
-    fn wait(&self, flags: PollFlags, deadline: Option<Instant>) -> Result<()> {
-        if poll_fd(self.socket(), flags, deadline)? {
+    fn wait(&self, interest: Interest, deadline: Option<Instant>) -> Result<()> {
+        if poll_fd(self.socket(), interest, deadline)? {
             Ok(())
         } else {
             Err(Error::timeout())
@@ -413,50 +413,32 @@ impl Stream {
             return true;
         }
         self.dropped.load(Ordering::Relaxed)
-            || poll_fd(self.socket(), PollFlags::IN, Instant::now().checked_add(timeout))
+            || poll_fd(self.socket(), Interest::Read, Instant::now().checked_add(timeout))
                 .unwrap_or(true)
     }
 }
 
-/// Waits for `flags` on `fd` until `deadline`; whether it is ready (an
+/// Waits for `interest` on `fd` until `deadline`; whether it is ready (an
 /// error or hang-up counts as ready: the next call reports it).
 pub(crate) fn poll_fd(
-    fd: BorrowedFd<'_>,
-    flags: PollFlags,
+    fd: BorrowedHandle<'_>,
+    interest: Interest,
     deadline: Option<Instant>,
 ) -> Result<bool> {
-    poll_many(&mut [PollFd::new(&fd, flags)], deadline).map(|n| n > 0)
+    poll_many(&mut [Watch::new(fd, interest)], deadline).map(|n| n > 0)
 }
 
-/// `poll(2)` on `fds` until `deadline` (none: forever), retried on EINTR;
-/// how many are ready.
-pub(crate) fn poll_many(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> Result<usize> {
-    loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(rustix::time::Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: left.subsec_nanos() as _,
-                })
-            }
-        };
-        match poll(fds, timeout.as_ref()) {
-            Ok(n) => return Ok(n),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(Error::io("poll", e.into())),
-        }
-    }
+/// Waits until one of `watches` is ready or `deadline` (none: forever)
+/// passes; how many are ready.
+pub(crate) fn poll_many(watches: &mut [Watch<'_>], deadline: Option<Instant>) -> Result<usize> {
+    net::poll_until(watches, deadline).map_err(|e| Error::io("poll", e))
 }
 
-fn socket_error(what: &'static str, e: Errno) -> Error {
-    match e {
-        Errno::PIPE | Errno::CONNRESET | Errno::NOTCONN | Errno::SHUTDOWN => {
-            Error::new(ErrorKind::Disconnected, "the peer closed the connection")
-                .with_source(std::io::Error::from(e))
-        }
-        e => Error::io(what, e.into()),
+fn socket_error(what: &'static str, e: io::Error) -> Error {
+    if net::is_disconnect(&e) {
+        Error::new(ErrorKind::Disconnected, "the peer closed the connection").with_source(e)
+    } else {
+        Error::io(what, e)
     }
 }
 

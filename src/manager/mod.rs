@@ -41,7 +41,7 @@ pub(crate) use server::fuzzing;
 pub use server::{decode_args, encode_reply, Served};
 
 use crate::connection::{decode_plain, encode_plain, Address, Client, Connection, Listener};
-use crate::handles::{self, FdOwned};
+use crate::handles::{self, HandleOwned};
 use crate::process::code_ref::CodeRef;
 use crate::process::{current_process, parent_process, Process};
 use crate::{Error, ErrorKind, Result, StartMethod};
@@ -958,7 +958,7 @@ impl ManagerBuilder {
         let listener = Listener::bind(address, &authkey)?;
         let (fd, address) = listener.into_parts()?;
         let args = ServerArgs {
-            listener: FdOwned(fd),
+            listener: HandleOwned(fd),
             address: address.clone(),
             authkey: authkey.clone(),
             registry: self.registry,
@@ -977,7 +977,7 @@ impl ManagerBuilder {
 /// types' factories (checked references: see `code_ref.rs`).
 #[derive(Serialize, Deserialize)]
 struct ServerArgs {
-    listener: FdOwned,
+    listener: HandleOwned,
     address: Address,
     authkey: Vec<u8>,
     registry: Vec<(String, CodeRef)>,

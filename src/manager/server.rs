@@ -426,7 +426,7 @@ fn upgrade(socket: &Connection, pipe: &[u8], fds: u32) -> Result<Connection> {
         return Err(invalid("an upgrade carries a few handles at most"));
     }
     socket.send_bytes(&encode_plain(&Reply::Unit)?)?;
-    let fds = multiproc_posix::sock::recv_fds(socket_fd, fds as usize, 0)
+    let fds = crate::os::transfer::recv_handles(socket_fd, fds as usize, 0)
         .map_err(|e| Error::new(ErrorKind::Corrupt, "upgrade handles missing").with_source(e))?;
     crate::handles::decode(fds, pipe, "deserializing an upgrade")
 }
@@ -840,7 +840,7 @@ pub mod fuzzing {
         let mut registry: HashMap<String, Factory> = HashMap::new();
         registry.insert("Echo".into(), factory::<Echo>);
         let server = Server::new(registry);
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let (ours, theirs) = crate::os::net::LocalStream::pair().expect("socketpair");
         drop(theirs);
         let conn = Connection::from_unix_stream(ours);
         let mut client = Client { id: 1, conn, held: vec![] };

@@ -14,7 +14,7 @@
 //! in its private spawn bootstrap.
 //!
 //! # Wire
-//! Request: `len: u32 LE`, `nfds: u32 LE`, the fds ([`sock::send_fds`]),
+//! Request: `len: u32 LE`, `nfds: u32 LE`, the fds (`os::transfer::send_handles`),
 //! then `len` bytes of a spawn bootstrap message. Reply: `errno: i32 LE`
 //! (0: forked), `pid: u32 LE`, then (if forked) one fd: a socket on which
 //! the server writes the child's exit code (`i32` LE) when it reaps it.
@@ -25,21 +25,20 @@
 //! child ends with `_exit`.
 #![allow(unsafe_code)]
 
-use super::unix::{self, Bootstrap, Encoded, Identity, BOOTSTRAP_FAILED};
+use super::start::{self, Bootstrap, Encoded, Identity, BOOTSTRAP_FAILED};
 use super::{Process, StartMethod};
-use crate::handles::FdOwned;
+use crate::handles::HandleOwned;
+use crate::os::launch::{self as child, Child, Forked};
+use crate::os::net::{poll_until, Interest, LocalStream as UnixStream, Watch};
+use crate::os::transfer::{pair, recv_handles, send_handles};
+use crate::os::{AsHandle, BorrowedHandle, RawHandle};
 use crate::{Error, ErrorKind, Result};
 use hmac::{Hmac, Mac};
-use multiproc_posix::child::{self, Child, Forked};
-use multiproc_posix::sock;
-use rustix::event::{poll, PollFd, PollFlags};
 use sha2::Sha256;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const KEY_LEN: usize = 32;
 /// How long the parent waits for the server to answer anything.
@@ -56,7 +55,7 @@ struct Server {
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 fn random_key() -> Result<[u8; KEY_LEN]> {
-    crate::connection::random()
+    crate::os::random()
 }
 
 fn mac(key: &[u8; KEY_LEN], challenge: &[u8]) -> Hmac<Sha256> {
@@ -73,7 +72,7 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
 /// Starts `job` as `who` through this process's forkserver (started now if
 /// there is none).
 pub(crate) fn start(job: Encoded, who: Identity) -> Result<Child> {
-    let message = unix::bootstrap_message(job, who)?;
+    let message = start::bootstrap_message(job, who)?;
     let bytes = postcard::to_allocvec(&message).map_err(|e| Error::codec("bootstrap", e))?;
     let me = crate::os::ident::process().id;
     let mut server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
@@ -94,9 +93,9 @@ pub(crate) fn start(job: Encoded, who: Identity) -> Result<Child> {
 
 /// Spawns a server and proves to it that we are its parent.
 fn launch(owner: u32) -> Result<Server> {
-    let (ours, theirs) = sock::pair().map_err(io("socketpair"))?;
+    let (ours, theirs) = pair().map_err(io("socketpair"))?;
     let key = random_key()?;
-    let mut process = Process::helper(server_main, (FdOwned(theirs), key), "ForkServer")
+    let mut process = Process::helper(server_main, (HandleOwned(theirs), key), "ForkServer")
         .daemon(true)
         .start_method(StartMethod::Spawn);
     process.start()?;
@@ -115,16 +114,16 @@ fn launch(owner: u32) -> Result<Server> {
     Ok(Server { owner, control, process })
 }
 
-fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawFd]) -> Result<Child> {
+fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawHandle]) -> Result<Child> {
     let mut header = [0; 8];
     header[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
     header[4..].copy_from_slice(&(fds.len() as u32).to_le_bytes());
     control.write_all(&header).map_err(io("forkserver request"))?;
     if !fds.is_empty() {
         // SAFETY: the fds belong to the job's arguments, alive for this call.
-        let borrowed: Vec<BorrowedFd<'_>> =
-            fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
-        sock::send_fds(control.as_fd(), &borrowed, 0).map_err(io("forkserver request"))?;
+        let borrowed: Vec<BorrowedHandle<'_>> =
+            fds.iter().map(|&fd| unsafe { BorrowedHandle::borrow_raw(fd) }).collect();
+        send_handles(control.as_handle(), &borrowed, 0).map_err(io("forkserver request"))?;
     }
     control.write_all(bytes).map_err(io("forkserver request"))?;
     let mut reply = [0; 8];
@@ -134,13 +133,13 @@ fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawFd]) -> Result<Chil
     if errno != 0 {
         return Err(Error::io("the forkserver's fork", std::io::Error::from_raw_os_error(errno)));
     }
-    let mut status = sock::recv_fds(control.as_fd(), 1, 0).map_err(io("forkserver reply"))?;
+    let mut status = recv_handles(control.as_handle(), 1, 0).map_err(io("forkserver reply"))?;
     Ok(Child::remote(pid, status.pop().expect("recv_fds returns the count asked")))
 }
 
 /// The server: authenticates its parent, then forks a child per request
 /// and reports each child's exit code, until its parent goes away.
-fn server_main(control: FdOwned, key: [u8; KEY_LEN]) -> i32 {
+fn server_main(control: HandleOwned, key: [u8; KEY_LEN]) -> i32 {
     let mut control = UnixStream::from(control.0);
     if authenticate(&mut control, &key).is_err() {
         return 2;
@@ -148,14 +147,15 @@ fn server_main(control: FdOwned, key: [u8; KEY_LEN]) -> i32 {
     let mut children: Vec<(Child, UnixStream)> = Vec::new();
     loop {
         let polled = {
-            let mut fds = vec![PollFd::new(&control, PollFlags::IN)];
+            let mut fds = vec![Watch::new(control.as_handle(), Interest::Read)];
             let pidfds: Vec<_> = children.iter().filter_map(|(c, _)| c.pidfd()).collect();
             let all_have_pidfds = pidfds.len() == children.len();
-            fds.extend(pidfds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)));
-            // Without pidfds (old kernels), look for exits every 10 ms.
-            let nap = rustix::time::Timespec { tv_sec: 0, tv_nsec: 10_000_000 };
-            let timeout = if all_have_pidfds { None } else { Some(&nap) };
-            poll(&mut fds, timeout).map(|_| !fds[0].revents().is_empty())
+            fds.extend(pidfds.into_iter().map(|fd| Watch::new(fd, Interest::Read)));
+            // Without pidfds (old kernels, other Unixes), look for exits
+            // every 10 ms.
+            let nap = Instant::now() + Duration::from_millis(10);
+            let deadline = if all_have_pidfds { None } else { Some(nap) };
+            poll_until(&mut fds, deadline).map(|_| fds[0].ready)
         };
         children.retain_mut(|(child, status)| match child.try_wait() {
             Ok(Some(code)) => {
@@ -165,7 +165,7 @@ fn server_main(control: FdOwned, key: [u8; KEY_LEN]) -> i32 {
             _ => true,
         });
         match polled {
-            Ok(false) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(false) => continue,
             Ok(true) => {}
             Err(_) => return 1,
         }
@@ -206,7 +206,7 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
     let fds = if nfds == 0 {
         Vec::new()
     } else {
-        sock::recv_fds(control.as_fd(), nfds, 0).map_err(io("forkserver request"))?
+        recv_handles(control.as_handle(), nfds, 0).map_err(io("forkserver request"))?
     };
     if len > crate::MAX_MESSAGE {
         return Err(Error::new(ErrorKind::TooLarge, "forkserver request"));
@@ -220,16 +220,16 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
         control.write_all(&r).map_err(io("forkserver reply"))
     };
     let Ok(message) = crate::handles::from_exact::<Bootstrap>(&bytes) else {
-        reply(control, libc::EINVAL, 0)?;
+        reply(control, child::BAD_REQUEST, 0)?;
         return Ok(true);
     };
     // Resolved here, the target's reference is in the cache every child
     // forked from now on inherits (the child checks it all the same).
-    unix::warm_up(&message);
-    let (status_theirs, status_ours) = sock::pair().map_err(io("socketpair"))?;
-    unix::flush_std();
+    start::warm_up(&message);
+    let (status_theirs, status_ours) = pair().map_err(io("socketpair"))?;
+    start::flush_std();
     // SAFETY: the server is single-threaded (module docs); the child ends
-    // with `_exit` in `unix::finish`.
+    // with `_exit` in `start::finish`.
     match unsafe { child::fork() } {
         Ok(Forked::Child) => {
             // Nothing of the server's stays open in the child (its copy of
@@ -237,28 +237,28 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
             // server's end close if the server died).
             drop((status_theirs, status_ours));
             children.clear();
-            // SAFETY: this branch never returns (`unix::finish` `_exit`s),
-            // so `control` is never dropped and its fd never closed twice.
-            unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(control)) };
-            let code = match unix::prepare(message, fds) {
+            // SAFETY: this branch never returns (`start::finish` `_exit`s),
+            // so `control` is never used or dropped again.
+            unsafe { child::close_forever(control.as_raw_handle()) };
+            let code = match start::prepare(message, fds) {
                 Ok(call) => catch_unwind(AssertUnwindSafe(call)).unwrap_or(1),
                 Err(why) => {
                     eprintln!("multiproc: cannot start this child: {why}");
                     BOOTSTRAP_FAILED
                 }
             };
-            unix::finish(code)
+            start::finish(code)
         }
         Ok(Forked::Parent(child)) => {
             drop(fds);
             reply(control, 0, child.pid())?;
-            sock::send_fds(control.as_fd(), &[status_theirs.as_fd()], 0)
+            send_handles(control.as_handle(), &[status_theirs.as_handle()], 0)
                 .map_err(io("forkserver reply"))?;
             children.push((child, UnixStream::from(status_ours)));
             Ok(true)
         }
         Err(e) => {
-            reply(control, e.raw_os_error().unwrap_or(libc::EIO), 0)?;
+            reply(control, e.raw_os_error().unwrap_or(child::FAILED), 0)?;
             Ok(true)
         }
     }
@@ -272,9 +272,9 @@ mod tests {
     /// exits without serving it.
     #[test]
     fn the_server_refuses_a_parent_without_the_key() {
-        let (ours, theirs) = sock::pair().unwrap();
+        let (ours, theirs) = pair().unwrap();
         let key = random_key().unwrap();
-        let mut process = Process::new(server_main, (FdOwned(theirs), key))
+        let mut process = Process::new(server_main, (HandleOwned(theirs), key))
             .daemon(true)
             .start_method(StartMethod::Spawn);
         process.start().unwrap();

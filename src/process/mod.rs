@@ -1,26 +1,28 @@
 //! [`Process`]: Python's `multiprocessing.Process`, and the functions about
 //! processes (`current_process`, `parent_process`, `cpu_count`, start methods).
 
-// On Windows the start methods are not written yet, so much of this is unused there.
-#![cfg_attr(windows, allow(dead_code))]
+// Where no start method is written yet, much of this is unused.
+#![cfg_attr(not(mp_spawn), allow(dead_code))]
 
-#[cfg_attr(not(unix), allow(dead_code))]
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
 pub(crate) mod code_ref;
-#[cfg(unix)]
+#[cfg(mp_fork)]
 mod forkserver;
+#[cfg(mp_spawn)]
+mod start;
 mod state;
 mod target;
-#[cfg(unix)]
-mod unix;
 
-#[cfg(unix)]
-pub(crate) use state::register_exit_handler;
-pub use target::{Exit, Target};
-#[cfg(unix)]
+#[cfg(mp_spawn)]
+pub(crate) use start::run_if_child;
+#[cfg(mp_spawn)]
 #[doc(hidden)]
-pub use unix::testing;
-#[cfg(unix)]
-pub use unix::BOOTSTRAP_FAILED;
+pub use start::testing;
+#[cfg(mp_spawn)]
+pub use start::BOOTSTRAP_FAILED;
+#[cfg(mp_spawn)]
+pub(crate) use state::at_exit;
+pub use target::{Exit, Target};
 
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
@@ -28,10 +30,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-#[cfg(unix)]
-use multiproc_posix::child::Child;
-#[cfg(windows)]
-use multiproc_windows::child::Child;
+use crate::os::launch::Child;
 
 /// How a child process is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -71,12 +70,12 @@ trait Job: Send {
     /// Runs in a forked child; the exit code.
     fn run(self: Box<Self>) -> i32;
     /// Serializes for a spawned child.
-    #[cfg(unix)]
-    fn encode(&self) -> Result<unix::Encoded>;
+    #[cfg(mp_spawn)]
+    fn encode(&self) -> Result<start::Encoded>;
     /// Serializes the arguments into nothing, for a forked child, which
     /// gets them by copy: objects that must know they went to another
     /// process (a manager's proxies) are told, and no bytes are kept.
-    #[cfg(unix)]
+    #[cfg(mp_fork)]
     fn announce(&self);
 }
 
@@ -94,12 +93,12 @@ where
         self.f.call(self.args)
     }
 
-    #[cfg(unix)]
-    fn encode(&self) -> Result<unix::Encoded> {
-        unix::encode::<F, A>(&self.args)
+    #[cfg(mp_spawn)]
+    fn encode(&self) -> Result<start::Encoded> {
+        start::encode::<F, A>(&self.args)
     }
 
-    #[cfg(unix)]
+    #[cfg(mp_fork)]
     fn announce(&self) {
         let size = postcard::ser_flavors::Size::default();
         let _ = crate::handles::collect(|| postcard::serialize_with_flavor(&self.args, size));
@@ -117,8 +116,8 @@ where
         (self.0)().exit_code()
     }
 
-    #[cfg(unix)]
-    fn encode(&self) -> Result<unix::Encoded> {
+    #[cfg(mp_spawn)]
+    fn encode(&self) -> Result<start::Encoded> {
         Err(Error::new(
             ErrorKind::Unsupported,
             "a closure can only be started with the fork start method",
@@ -126,7 +125,7 @@ where
     }
 
     /// A closure's captures are not serde: nothing to tell.
-    #[cfg(unix)]
+    #[cfg(mp_fork)]
     fn announce(&self) {}
 }
 
@@ -204,7 +203,7 @@ impl Process {
     /// no number from the child counter: Python's helpers are not
     /// `Process` objects, and user processes are numbered 1, 2, … under
     /// every start method.
-    #[cfg(unix)]
+    #[cfg(mp_fork)]
     pub(crate) fn helper<F, A>(target: F, args: A, name: &str) -> Process
     where
         F: Target<A>,
@@ -287,31 +286,41 @@ impl Process {
         Ok(())
     }
 
-    #[cfg(unix)]
+    #[cfg(mp_spawn)]
     fn launch(&self, job: Box<dyn Job>, method: StartMethod) -> Result<Child> {
         let authkey = match &self.authkey {
             Some(key) => key.clone(),
             None => state::authkey()?,
         };
-        let who = unix::Identity {
+        let who = start::Identity {
             name: self.name.clone(),
             ident: self.ident.clone(),
             daemon: self.daemon,
             authkey,
         };
         match method {
-            StartMethod::Spawn => unix::spawn(job.encode()?, who),
+            StartMethod::Spawn => start::spawn(job.encode()?, who),
+            #[cfg(mp_fork)]
             StartMethod::Fork => {
                 job.announce();
-                unix::fork(Box::new(move || job.run()), who, self.allow_threads)
+                start::fork(Box::new(move || job.run()), who, self.allow_threads)
             }
+            #[cfg(mp_fork)]
             StartMethod::ForkServer => forkserver::start(job.encode()?, who),
+            #[cfg(not(mp_fork))]
+            StartMethod::Fork | StartMethod::ForkServer => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("the {method:?} start method does not exist on this platform: use Spawn"),
+            )),
         }
     }
 
-    #[cfg(windows)]
+    #[cfg(not(mp_spawn))]
     fn launch(&self, _job: Box<dyn Job>, _method: StartMethod) -> Result<Child> {
-        Err(Error::new(ErrorKind::Unsupported, "processes are not implemented on Windows yet"))
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "starting processes is not implemented on this platform yet",
+        ))
     }
 
     fn child(&mut self) -> Result<&mut Child> {
@@ -373,23 +382,17 @@ impl Process {
         self.child.as_ref().map(Child::pid)
     }
 
-    /// Sends SIGTERM (a no-op once it ended).
-    #[cfg(unix)]
+    /// Python's `terminate`: SIGTERM on Unix (a no-op once it ended).
     pub fn terminate(&mut self) -> Result<()> {
-        self.signal(unix::SIGTERM)
-    }
-
-    /// Sends SIGKILL (a no-op once it ended).
-    #[cfg(unix)]
-    pub fn kill(&mut self) -> Result<()> {
-        self.signal(unix::SIGKILL)
-    }
-
-    #[cfg(unix)]
-    fn signal(&mut self, signal: i32) -> Result<()> {
         // Reap first if it ended, so a reaped pid is never signalled.
         self.exitcode();
-        self.child()?.signal(signal).map_err(|e| Error::io("kill", e))
+        self.child()?.terminate().map_err(|e| Error::io("terminating a child", e))
+    }
+
+    /// Python's `kill`: SIGKILL on Unix (a no-op once it ended).
+    pub fn kill(&mut self) -> Result<()> {
+        self.exitcode();
+        self.child()?.kill().map_err(|e| Error::io("killing a child", e))
     }
 }
 
@@ -488,6 +491,6 @@ pub fn cpu_count() -> usize {
 /// `main`. On Linux it also runs automatically before `main` (so test and
 /// bench binaries need nothing), which makes this call a cheap no-op there.
 pub fn init() {
-    #[cfg(unix)]
-    unix::run_if_child();
+    #[cfg(mp_spawn)]
+    start::run_if_child();
 }

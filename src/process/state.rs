@@ -1,14 +1,9 @@
 //! What this process knows about itself (name, identity, parent) and the
 //! registry of daemon children to terminate when it exits.
-//!
-//! # Safety
-//!
-//! One unsafe call: registering the exit handler with `atexit`.
-#![cfg_attr(unix, allow(unsafe_code))]
-#![cfg_attr(windows, allow(dead_code))]
+#![cfg_attr(not(mp_spawn), allow(dead_code))]
 
 use std::sync::Mutex;
-#[cfg(unix)]
+#[cfg(mp_spawn)]
 use std::sync::Once;
 
 /// This process's identity as Python's `_identity`: empty in the main
@@ -85,19 +80,8 @@ pub(crate) fn authkey() -> crate::Result<Vec<u8>> {
     Ok(with_me(|me| me.authkey.get_or_insert(fresh).clone()))
 }
 
-#[cfg(unix)]
 fn fresh_authkey() -> crate::Result<Vec<u8>> {
-    Ok(crate::connection::random::<32>()?.to_vec())
-}
-
-/// No random source is wired up on this platform yet; a guessable key
-/// would be worse than none.
-#[cfg(not(unix))]
-fn fresh_authkey() -> crate::Result<Vec<u8>> {
-    Err(crate::Error::new(
-        crate::ErrorKind::Unsupported,
-        "no authkey on this platform yet: set one with set_authkey",
-    ))
+    Ok(crate::os::random::<32>()?.to_vec())
 }
 
 pub(crate) fn set_authkey(key: Vec<u8>) {
@@ -127,18 +111,36 @@ pub(crate) fn daemons<R>(f: impl FnOnce(&mut Vec<u32>) -> R) -> R {
 }
 
 pub(crate) fn add_daemon(pid: u32) {
-    #[cfg(unix)]
+    #[cfg(mp_spawn)]
     register_exit_handler();
     daemons(|d| d.push(pid));
 }
 
+/// What other modules asked to be done as this process exits (the private
+/// directory of socket files removed, say), each once.
+static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Has `hook` run as this process exits normally (after its daemons are
+/// terminated); asking again for the same hook changes nothing.
+#[cfg(mp_spawn)]
+pub(crate) fn at_exit(hook: fn()) {
+    register_exit_handler();
+    let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    if !hooks.iter().any(|&h| std::ptr::fn_addr_eq(h, hook)) {
+        hooks.push(hook);
+    }
+}
+
 /// What a process does as it exits normally (the main process from its
-/// exit handler, a child in `finish`): its daemon children terminated, its
-/// private directory of socket files removed.
-#[cfg(unix)]
+/// exit handler, a child in `finish`): its daemon children terminated, then
+/// the hooks of [`at_exit`].
+#[cfg(mp_spawn)]
 pub(crate) fn on_exit() {
     terminate_daemons();
-    crate::connection::remove_private_dir();
+    let hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for hook in hooks {
+        hook();
+    }
 }
 
 fn forget_daemons() {
@@ -146,32 +148,31 @@ fn forget_daemons() {
 }
 
 /// Makes sure [`on_exit`] runs when this process exits normally.
-#[cfg(unix)]
-pub(crate) fn register_exit_handler() {
+#[cfg(mp_spawn)]
+fn register_exit_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         extern "C" fn at_exit() {
             on_exit();
         }
-        // SAFETY: registering a plain `extern "C" fn()` has no preconditions.
-        unsafe { libc::atexit(at_exit) };
+        let _ = crate::os::launch::at_exit(at_exit);
     });
 }
 
 /// Python's exit behaviour for daemons: SIGTERM each, wait a little, then
 /// SIGKILL the stragglers and reap them all.
-#[cfg(unix)]
+#[cfg(mp_spawn)]
 pub(crate) fn terminate_daemons() {
-    use multiproc_posix::child::Child;
+    use crate::os::launch::Child;
     use std::time::Duration;
     let pids = daemons(std::mem::take);
     let mut children: Vec<Child> = pids.into_iter().map(Child::adopt).collect();
     for child in &mut children {
-        let _ = child.signal(libc::SIGTERM);
+        let _ = child.terminate();
     }
     for child in &mut children {
         if !matches!(child.wait_timeout(Some(Duration::from_millis(500))), Ok(Some(_))) {
-            let _ = child.signal(libc::SIGKILL);
+            let _ = child.kill();
             let _ = child.wait_timeout(Some(Duration::from_secs(5)));
         }
     }

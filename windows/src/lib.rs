@@ -132,7 +132,10 @@ pub mod child {
         pub fn wait_exit(&self, _timeout: Option<Duration>) -> io::Result<bool> {
             match *self {}
         }
-        pub fn signal(&mut self, _signal: i32) -> io::Result<()> {
+        pub fn terminate(&mut self) -> io::Result<()> {
+            match *self {}
+        }
+        pub fn kill(&mut self) -> io::Result<()> {
             match *self {}
         }
     }

@@ -16,13 +16,13 @@ use super::code_ref::{self, CodeRef, Record};
 use super::state::{self, Parent};
 use super::target::Target;
 use crate::handles;
+use crate::os::launch::{self as child, Child};
+use crate::os::{AsHandle, OwnedHandle, RawHandle};
 use crate::{Error, Result};
-use multiproc_posix::child::{self, Child, Forked};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The environment variable naming the bootstrap fd of a spawned child.
@@ -44,7 +44,7 @@ pub(crate) struct Bootstrap {
     args: Vec<u8>,
     /// The handle table: fd numbers, inherited at the same numbers (a
     /// forkserver child receives them over a socket, in this order).
-    pub(crate) fds: Vec<RawFd>,
+    pub(crate) fds: Vec<RawHandle>,
     name: String,
     ident: Vec<u32>,
     daemon: bool,
@@ -56,7 +56,7 @@ pub(crate) struct Bootstrap {
 pub(crate) struct Encoded {
     entry: CodeRef,
     args: Vec<u8>,
-    fds: Vec<RawFd>,
+    fds: Vec<RawHandle>,
 }
 
 /// A spawn entry: decodes the target's arguments into the call to make.
@@ -149,12 +149,13 @@ pub(crate) fn bootstrap_message(job: Encoded, who: Identity) -> Result<Bootstrap
 pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
     let message = bootstrap_message(job, who)?;
     let bytes = postcard::to_allocvec(&message).map_err(|e| Error::codec("bootstrap", e))?;
-    let boot = child::memfd_with(&bytes).map_err(|e| Error::io("writing the bootstrap", e))?;
+    let boot =
+        child::sealed_bootstrap(&bytes).map_err(|e| Error::io("writing the bootstrap", e))?;
     let mut inherit = message.fds;
-    inherit.push(boot.as_raw_fd());
-    let fd = boot.as_raw_fd().to_string();
-    // Keep the constructor below linked into every binary that spawns.
-    std::hint::black_box(&CHILD_CONSTRUCTOR);
+    inherit.push(boot.as_raw_handle());
+    let fd = boot.as_raw_handle().to_string();
+    // Keep the child's constructor linked into every binary that spawns.
+    std::hint::black_box(&child::CHILD_CONSTRUCTOR);
     child::spawn_self(&[(BOOTSTRAP_ENV, &fd)], &inherit)
         .map_err(|e| Error::io("starting a child process", e))
 }
@@ -227,6 +228,7 @@ pub(crate) fn flush_std() {
 }
 
 /// Forks to run `run`. Refused when other threads exist, unless allowed.
+#[cfg(mp_fork)]
 pub(crate) fn fork(
     run: Box<dyn FnOnce() -> i32 + Send>,
     who: Identity,
@@ -248,8 +250,8 @@ pub(crate) fn fork(
     let forked = unsafe { child::fork() };
     drop(held);
     match forked.map_err(|e| Error::io("fork", e))? {
-        Forked::Parent(child) => Ok(child),
-        Forked::Child => {
+        child::Forked::Parent(child) => Ok(child),
+        child::Forked::Child => {
             state::become_child(who.name, who.ident, who.daemon, parent, who.authkey);
             report_panics_on_stderr();
             let code = catch_unwind(AssertUnwindSafe(run)).unwrap_or(1);
@@ -279,19 +281,8 @@ fn report_panics_on_stderr() {
 pub(crate) fn finish(code: i32) -> ! {
     state::on_exit();
     flush_std();
-    // SAFETY: `_exit` ends the process without running the parent's atexit
-    // handlers or destructors, which belong to the parent.
-    unsafe { libc::_exit(code) }
-}
-
-/// Runs before `main` in every binary linking this crate: if this process
-/// is a spawned child, become it and never return to `main`.
-#[used]
-#[link_section = ".init_array"]
-static CHILD_CONSTRUCTOR: extern "C" fn() = child_constructor;
-
-extern "C" fn child_constructor() {
-    run_if_child();
+    // No atexit handlers or destructors: they belong to the parent.
+    child::exit_now(code)
 }
 
 /// The child's side of spawn; returns only if this is not a spawned child.
@@ -331,15 +322,12 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
              (setuid, setgid or file capabilities)"
         ));
     }
-    let fd: RawFd = fd.parse().map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not an fd"))?;
-    // Refuse the standard streams and anything that is not an open fd.
-    // SAFETY: F_GETFD only queries the descriptor table.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return Err(format!("{BOOTSTRAP_ENV}={fd} is not an open descriptor"));
-    }
+    let fd: RawHandle = fd.parse().map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not an fd"))?;
+    // The standard streams and anything not open are refused.
     // SAFETY: the parent passed this fd for us to own; nothing else uses it.
-    let file = unsafe { OwnedFd::from_raw_fd(fd) };
-    let bytes = child::read_sealed(file.as_fd(), MAX_BOOTSTRAP)
+    let file = unsafe { child::take_inherited(fd) }
+        .map_err(|e| format!("{BOOTSTRAP_ENV}={fd} is refused: {e}"))?;
+    let bytes = child::read_sealed(file.as_handle(), MAX_BOOTSTRAP)
         .map_err(|e| format!("the bootstrap descriptor is refused: {e}"))?;
     drop(file);
     let message: Bootstrap =
@@ -369,13 +357,14 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
     let mut seen = std::collections::HashSet::new();
     let mut fds = Vec::with_capacity(message.fds.len());
     for &fd in &message.fds {
-        // SAFETY: F_GETFD only queries the descriptor table.
-        if fd < 3 || !seen.insert(fd) || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            return Err(format!("bootstrap names an unusable descriptor {fd}"));
+        if !seen.insert(fd) {
+            return Err(format!("bootstrap names descriptor {fd} twice"));
         }
         // SAFETY: inherited for us alone (the parent cleared CLOEXEC only on
-        // the child's side), checked open and unique above.
-        fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        // the child's side), and taken once (checked unique above).
+        let owned = unsafe { child::take_inherited(fd) }
+            .map_err(|e| format!("bootstrap names an unusable descriptor: {e}"))?;
+        fds.push(owned);
     }
     prepare(message, fds)
 }
@@ -384,7 +373,7 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
 /// returns the call to make. The caller checked who sent `message`.
 pub(crate) fn prepare(
     message: Bootstrap,
-    fds: Vec<OwnedFd>,
+    fds: Vec<OwnedHandle>,
 ) -> Result<Box<dyn FnOnce() -> i32>, String> {
     let entry = check(&message)?;
     state::become_child(
@@ -419,7 +408,3 @@ fn check(message: &Bootstrap) -> Result<EntryFn, String> {
 pub(crate) fn warm_up(message: &Bootstrap) {
     let _ = message.entry.resolve::<Spawn>();
 }
-
-/// Python's `terminate` and `kill`.
-pub(crate) const SIGTERM: i32 = libc::SIGTERM;
-pub(crate) const SIGKILL: i32 = libc::SIGKILL;

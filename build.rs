@@ -1,0 +1,17 @@
+//! Sets the cfgs the facade's modules are gated on, from what the target's
+//! platform backend provides (see `src/os/mod.rs`):
+//! - `mp_transfer`: handles move between running processes and a channel
+//!   notices a dead peer (channels, pipes, queues, pools, managers,
+//!   connections, spawn with arguments);
+//! - `mp_spawn`: children can be started (spawn), waited for, signalled;
+//! - `mp_fork`: the fork and forkserver start methods.
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork)");
+    println!("cargo::rerun-if-changed=build.rs");
+    let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
+    if family.split(',').any(|f| f == "unix") {
+        println!("cargo::rustc-cfg=mp_transfer");
+        println!("cargo::rustc-cfg=mp_spawn");
+        println!("cargo::rustc-cfg=mp_fork");
+    }
+}

@@ -1,0 +1,45 @@
+//! The platform layer: everything the facade needs from the operating
+//! system, under names that are the same on every platform. No other module
+//! of the facade names an OS crate (`libc`, `rustix`, `windows-sys`, a
+//! backend crate) or a descriptor type (`.ci/run` greps for it); a port
+//! touches this directory and its backend crate.
+//!
+//! What it provides:
+//! - shared memory: [`Segment`] (create, map, check, transfer) and its
+//!   [`OpenError`]; parking and liveness for `core`: [`Os`];
+//! - handles: [`RawHandle`], [`OwnedHandle`], [`BorrowedHandle`] and
+//!   [`AsHandle`], what the transfer table (`handles.rs`) is written
+//!   against;
+//! - [`transfer`]: the link beside every channel that moves handles to a
+//!   running process and tells when every peer is gone;
+//! - [`net`]: stream sockets for `connection` (local and TCP), readiness;
+//! - [`launch`]: starting, waiting for and signalling children, the
+//!   executable's identity, the spawned child's side of the bootstrap;
+//! - [`ident`]: this process's and thread's ids, liveness stamps;
+//! - [`image`]: this program's read-only image (for code references);
+//! - [`random`].
+//!
+//! The cfgs the facade's modules are gated on (`mp_transfer`, `mp_fork`)
+//! come from `build.rs`, which sets them from what the target's backend
+//! provides.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub(crate) use unix::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("multiproc supports Unix (Linux, macOS, FreeBSD) and Windows");
+
+/// `N` bytes from the operating system's random source.
+pub(crate) fn random<const N: usize>() -> crate::Result<[u8; N]> {
+    let mut bytes = [0; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| crate::Error::io("reading the OS's random source", e.into()))?;
+    Ok(bytes)
+}

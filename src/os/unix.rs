@@ -1,0 +1,82 @@
+//! The Unix side of the platform layer: `multiproc-posix` and the standard
+//! library's Unix extensions, under the layer's names.
+//!
+//! # Safety
+//!
+//! One unsafe attribute: the child constructor's `link_section`, a plain
+//! `extern "C" fn()` in the section the loader calls at start-up.
+#![allow(unsafe_code)]
+
+pub(crate) use multiproc_posix::shm::{OpenError, Segment};
+pub(crate) use multiproc_posix::{ident, image, Os};
+pub(crate) use std::os::fd::RawFd as RawHandle;
+pub(crate) use std::os::fd::{BorrowedFd as BorrowedHandle, OwnedFd as OwnedHandle};
+
+/// What owns or borrows an OS handle (on Unix, a file descriptor).
+pub(crate) trait AsHandle {
+    /// The handle, borrowed.
+    fn as_handle(&self) -> BorrowedHandle<'_>;
+
+    /// The handle's number, for a transfer table.
+    fn as_raw_handle(&self) -> RawHandle {
+        std::os::fd::AsRawFd::as_raw_fd(&self.as_handle())
+    }
+}
+
+impl<T: std::os::fd::AsFd + ?Sized> AsHandle for T {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.as_fd()
+    }
+}
+
+pub(crate) mod transfer {
+    //! The link beside every channel: a socket pair. The kernel counts the
+    //! handles of each end, so a peer that closed or died shows as a
+    //! hang-up, and SCM_RIGHTS moves handles to the process at the other end.
+    pub(crate) use multiproc_posix::sock::{
+        pair, peer_gone, recv_fds as recv_handles, send_fds as send_handles,
+    };
+}
+
+pub(crate) mod net {
+    //! Stream sockets for `connection`: local (Unix domain) and TCP.
+    pub(crate) use multiproc_posix::sock::{
+        is_disconnect, is_stale, poll_until, recv_some, send_some, shut_down, Interest, Watch,
+    };
+    pub(crate) use std::os::unix::net::{UnixListener as LocalListener, UnixStream as LocalStream};
+}
+
+pub(crate) mod fs {
+    //! Files the facade makes.
+    use std::io;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::path::Path;
+
+    /// Makes directory `path` readable by this user alone (mode 0700,
+    /// whatever the umask).
+    pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
+        std::fs::DirBuilder::new().mode(0o700).create(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+    }
+}
+
+pub(crate) mod launch {
+    //! Starting, waiting for and signalling children; the spawned child's
+    //! side of the bootstrap.
+    pub(crate) use multiproc_posix::child::{
+        at_exit, close_forever, exe_identity, exit_now, fork, memfd_with as sealed_bootstrap,
+        parent_pid, read_sealed, runs_our_exe, secure_mode, spawn_self, take_inherited,
+        thread_count, Child, Forked, BAD_REQUEST, FAILED,
+    };
+
+    /// How a child's code learns of being one before `main`: a constructor
+    /// the loader runs (`.init_array` on ELF, `__mod_init_func` on Mach-O).
+    #[used]
+    #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+    #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
+    pub(crate) static CHILD_CONSTRUCTOR: extern "C" fn() = child_constructor;
+
+    extern "C" fn child_constructor() {
+        crate::process::run_if_child();
+    }
+}
