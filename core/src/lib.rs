@@ -18,29 +18,45 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-pub mod barrier;
-pub mod bias;
-pub mod condition;
-pub mod countdown;
-pub mod event;
-pub mod header;
-pub mod lock;
-pub mod park;
-#[cfg(feature = "alloc")]
-pub mod ring;
-pub mod rlock;
-pub mod semaphore;
-pub mod shared;
-pub mod sync;
-pub mod value;
+// Lock owners (pid and start-time stamp) and ring positions are 64-bit
+// words that processes update in place: a target without 64-bit atomics
+// cannot hold them, and every module below is left out there.
+#[cfg(not(target_has_atomic = "64"))]
+compile_error!(
+    "multiproc-core needs 64-bit atomics (AtomicU64): lock owners and ring positions are \
+     64-bit words shared between processes, and this target has no 64-bit atomic operations"
+);
 
-#[cfg(any(feature = "std", loom))]
-pub mod testing;
+/// Declares `items` only where the target has 64-bit atomics.
+macro_rules! with_atomic_u64 {
+    ($($item:item)*) => { $( #[cfg(target_has_atomic = "64")] $item )* };
+}
 
-#[cfg(all(feature = "std", not(loom), any(fuzzing, test)))]
-pub mod fuzz;
+with_atomic_u64! {
+    pub mod barrier;
+    pub mod bias;
+    pub mod condition;
+    pub mod countdown;
+    pub mod event;
+    pub mod header;
+    pub mod lock;
+    pub mod park;
+    #[cfg(feature = "alloc")]
+    pub mod ring;
+    pub mod rlock;
+    pub mod semaphore;
+    pub mod shared;
+    pub mod sync;
+    pub mod value;
 
-pub use park::{Deadline, Liveness, Park};
+    #[cfg(any(feature = "std", loom))]
+    pub mod testing;
+
+    #[cfg(all(feature = "std", not(loom), any(fuzzing, test)))]
+    pub mod fuzz;
+
+    pub use park::{Deadline, Liveness, Park};
+}
 
 /// How a blocking acquire ended, when it did not fail outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -85,7 +85,7 @@ pub struct RawLock {
 #[cfg(not(loom))]
 static_assertions::assert_eq_size!(RawLock, [u64; 2]);
 #[cfg(not(loom))]
-static_assertions::assert_eq_align!(RawLock, u64);
+static_assertions::assert_eq_align!(RawLock, AtomicU64);
 
 impl Default for RawLock {
     fn default() -> Self {
