@@ -6,6 +6,11 @@
 //! (`BOOTSTRAP_FAILED`) before any of its code runs, and never hangs it.
 //! Each case runs this test binary (or a copy) by hand, as a forger would,
 //! under a watchdog.
+//!
+//! Linux only: the forged bootstraps are memfds and the seccomp filter is
+//! Linux's (the portable path runs them on Linux too); macOS and FreeBSD
+//! build the rest of the suite.
+#![cfg(target_os = "linux")]
 
 use multiproc::{Target, BOOTSTRAP_FAILED};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -119,12 +119,18 @@ fn workloads() -> Vec<Workload> {
             "Event ping-pong round trip",
             "us",
             false,
-            vec![
+            [
                 ours(move |s| ours::event_ping_pong(rt(s))),
                 python("event_rt"),
                 floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
-                floor("futex", move |s| floor::futex_round_trip(rt(s))),
-            ],
+            ]
+            .into_iter()
+            // The futex floor is Linux's system call, named as such.
+            .chain(
+                cfg!(target_os = "linux")
+                    .then(|| floor("futex", move |s| floor::futex_round_trip(rt(s)))),
+            )
+            .collect(),
         ),
         workload(
             "Pipe round trip, 8 B",

@@ -5,16 +5,26 @@
 //! async-signal-safe functions (`fcntl`); [`fork`]'s caller takes on the
 //! rules for a forked child of a possibly multi-threaded parent.
 //!
-//! Children are waited for through a pidfd (poll with a timeout, no SIGCHLD
-//! handler, no busy loop) where the kernel has one (5.3+), else by polling
-//! `waitpid` with a backoff. A child is signalled by pid only until it has
-//! been reaped: an unreaped child keeps its pid, so the signal cannot reach
-//! a stranger that reused it.
+//! Children are waited for, with a timeout and no SIGCHLD handler:
+//! - native Linux: through a pidfd (5.3+; poll on it);
+//! - macOS and FreeBSD: a kqueue `EVFILT_PROC`/`NOTE_EXIT` per wait;
+//! - else (an old kernel, the portable path on Linux): by polling `waitid`
+//!   with a backoff (50 µs up to 10 ms).
+//!
+//! A child is signalled by pid only until it has been reaped: an unreaped
+//! child keeps its pid, so the signal cannot reach a stranger that reused
+//! it. A forkserver's child is not ours: it is signalled through its pidfd,
+//! or where there is none by pid until its server has reported its exit.
+//!
+//! The executable this process runs is opened once: on Linux through
+//! `/proc/self/exe` (and exec'd through that fd, so a rebuilt file does not
+//! matter); elsewhere through the path the system reports
+//! (`_NSGetExecutablePath`, `kern.proc.pathname`: `std::env::current_exe`).
 #![allow(unsafe_code)]
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use rustix::process::Pid;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -41,16 +51,14 @@ pub const LOST: i32 = 255;
 impl Child {
     /// Takes charge of child `pid` (ours and not yet reaped).
     pub fn adopt(pid: u32) -> Child {
-        let pidfd = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
-        Child { pid: pid as i32, pidfd, exit: None, status: None }
+        Child { pid: pid as i32, pidfd: open_pidfd(pid), exit: None, status: None }
     }
 
     /// A forkserver's child `pid`, whose exit code arrives on `status`.
-    /// It is signalled through a pidfd only (never by pid: it is not ours,
+    /// It is signalled through a pidfd where there is one (it is not ours,
     /// so its pid could be reused once its server reaped it).
     pub fn remote(pid: u32, status: OwnedFd) -> Child {
-        let pidfd = Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
-        Child { pid: pid as i32, pidfd, exit: None, status: Some(status) }
+        Child { pid: pid as i32, pidfd: open_pidfd(pid), exit: None, status: Some(status) }
     }
 
     /// A remote child's status, if its server wrote it (or vanished).
@@ -152,6 +160,7 @@ impl Child {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                None if wait_exit_event(self.pid, left) => {}
                 None => {
                     std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
                     nap = (nap * 2).min(Duration::from_millis(10));
@@ -202,15 +211,12 @@ impl Child {
             return Ok(());
         }
         if self.status.is_some() {
-            let Some(pidfd) = &self.pidfd else {
-                return Err(io::Error::other("no pidfd for a forkserver child"));
-            };
-            let signal = rustix::process::Signal::from_named_raw(signal)
-                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-            return match rustix::process::pidfd_send_signal(pidfd, signal) {
-                Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-                Err(e) => Err(e.into()),
-            };
+            if let Some(pidfd) = &self.pidfd {
+                return pidfd_signal(pidfd.as_fd(), signal);
+            }
+            // No pidfd: by pid, while its server has not reported it ended
+            // (checked just above), which is before the pid can be reused
+            // but for the moment between the server's reap and its report.
         }
         // SAFETY: kill has no memory-safety preconditions; the pid is our
         // unreaped child (see the file's doc).
@@ -324,39 +330,119 @@ pub unsafe fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// Threads in this process now (from `/proc/self/task`).
-pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+/// A pidfd for process `pid`, where the kernel has them (native Linux).
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    #[cfg(all(target_os = "linux", not(multiproc_portable)))]
+    {
+        use rustix::process::{pidfd_open, PidfdFlags};
+        Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+    }
+    #[cfg(not(all(target_os = "linux", not(multiproc_portable))))]
+    {
+        let _ = pid;
+        None
+    }
 }
 
-/// An fd of the executable this process runs, opened once. Exec'ing it runs
-/// the same bytes even if the file was rebuilt or removed since.
+/// Sends `signal` through a pidfd (a process that ended is no error).
+fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let signal = rustix::process::Signal::from_named_raw(signal)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        match rustix::process::pidfd_send_signal(pidfd, signal) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pidfd, signal);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+/// Sleeps until process `pid` exits or `timeout` passes, on a kqueue
+/// (macOS, FreeBSD); `false` where there is none or it failed (the caller
+/// then naps and looks again).
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+fn wait_exit_event(pid: i32, timeout: Option<Duration>) -> bool {
+    use rustix::event::kqueue::{kevent, kqueue, Event, EventFilter, EventFlags, ProcessEvents};
+    let Some(pid) = Pid::from_raw(pid) else { return false };
+    let Ok(queue) = kqueue() else { return false };
+    let filter = EventFilter::Proc { pid, flags: ProcessEvents::EXIT };
+    let change = [Event::new(filter, EventFlags::ADD | EventFlags::ONESHOT, std::ptr::null_mut())];
+    let mut out: Vec<Event> = Vec::with_capacity(1);
+    let out = rustix::buffer::spare_capacity(&mut out);
+    // SAFETY: the event carries no pointer the kernel would hand back to be
+    // dereferenced (`udata` is null).
+    match unsafe { kevent(&queue, &change, out, timeout) } {
+        Ok(_) => true,
+        // Already gone (ESRCH) counts as an event: the caller looks again.
+        Err(rustix::io::Errno::SRCH) | Err(rustix::io::Errno::INTR) => true,
+        Err(_) => false,
+    }
+}
+
+#[cfg(not(any(target_vendor = "apple", target_os = "freebsd")))]
+fn wait_exit_event(_pid: i32, _timeout: Option<Duration>) -> bool {
+    false
+}
+
+/// Threads in this process now.
+pub fn thread_count() -> usize {
+    crate::sys::thread_count()
+}
+
+/// An fd of the executable this process runs, opened once (Linux: exec'ing
+/// it runs the same bytes even if the file was rebuilt or removed since).
 fn own_exe() -> io::Result<&'static OwnedFd> {
     static EXE: OnceLock<OwnedFd> = OnceLock::new();
     if let Some(fd) = EXE.get() {
         return Ok(fd);
     }
+    let path = if cfg!(target_os = "linux") {
+        std::path::PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe()?
+    };
     let fd = rustix::fs::open(
-        "/proc/self/exe",
+        &path,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
     Ok(EXE.get_or_init(|| fd))
 }
 
+/// What `spawn_self` executes: this executable through its open fd on
+/// Linux, its path elsewhere.
+fn exe_to_run() -> io::Result<std::path::PathBuf> {
+    if cfg!(target_os = "linux") {
+        Ok(format!("/proc/self/fd/{}", own_exe()?.as_raw_fd()).into())
+    } else {
+        own_exe()?;
+        std::env::current_exe()
+    }
+}
+
 /// What identifies an executable file: device, inode, size, modification
 /// time. A bootstrap carries the parent's; the child compares its own.
 pub fn exe_identity() -> io::Result<[u64; 5]> {
     let st = rustix::fs::fstat(own_exe()?)?;
-    Ok([st.st_dev, st.st_ino, st.st_size as u64, st.st_mtime as u64, st.st_mtime_nsec as u64])
+    Ok([
+        st.st_dev as u64,
+        st.st_ino as u64,
+        st.st_size as u64,
+        st.st_mtime as u64,
+        st.st_mtime_nsec as u64,
+    ])
 }
 
 /// Starts this same executable again (through its fd, see [`exe_identity`])
 /// with `env` added, stdin from /dev/null, and the fds in `inherit` kept open
 /// at the same numbers.
 pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> {
-    let exe = own_exe()?;
-    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    let mut cmd = Command::new(exe_to_run()?);
     cmd.arg0(std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child")));
     cmd.stdin(Stdio::null());
     for (key, value) in env {
@@ -385,8 +471,7 @@ pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> 
 /// capabilities, or a security module's say): then nothing its environment
 /// or inherited descriptors say may choose what it runs.
 pub fn secure_mode() -> bool {
-    // SAFETY: getauxval only reads the auxiliary vector the kernel gave.
-    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+    crate::sys::secure_mode()
 }
 
 /// This process's parent, by pid (1, or a subreaper, once the real one
@@ -395,27 +480,28 @@ pub fn parent_pid() -> u32 {
     rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
 }
 
-/// Whether process `pid` runs the same executable file as this one (its
-/// `/proc/<pid>/exe` is our file: same device and inode). An error when it
-/// cannot be told: the process is gone, or its `exe` link is closed to us
-/// (another user's process, or one that made itself non-dumpable).
+/// Whether process `pid` runs the same executable file as this one (same
+/// device and inode: Linux's `/proc/<pid>/exe`, macOS's `proc_pidpath`,
+/// FreeBSD's `kern.proc.pathname`). An error when it cannot be told: the
+/// process is gone, or its executable is closed to us (another user's
+/// process, or on Linux one that made itself non-dumpable).
 pub fn runs_our_exe(pid: u32) -> io::Result<bool> {
     let ours = rustix::fs::fstat(own_exe()?)?;
-    let theirs = rustix::fs::stat(format!("/proc/{pid}/exe"))?;
+    let theirs = rustix::fs::stat(crate::sys::exe_of(pid)?)?;
     Ok(theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)
 }
 
 /// The seals a bootstrap's memfd must carry: nobody can change its bytes or
 /// its size once we trust them, and reading it cannot block.
+#[cfg(not(target_vendor = "apple"))]
 const BOOTSTRAP_SEALS: rustix::fs::SealFlags = rustix::fs::SealFlags::WRITE
     .union(rustix::fs::SealFlags::GROW)
     .union(rustix::fs::SealFlags::SHRINK);
 
-/// The whole content of `fd`, which must be a memfd sealed against writes,
-/// growth and shrinking ([`memfd_with`] makes one) of at most `max` bytes.
-/// Anything else (a pipe, a socket, a regular file, an unsealed memfd) is
-/// refused before a byte is read, so this never blocks.
-pub fn read_sealed(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+/// Whether `fd` may hold a bootstrap: a memfd sealed against writes and
+/// resizing (Linux, FreeBSD).
+#[cfg(not(target_vendor = "apple"))]
+fn check_bootstrap(fd: BorrowedFd<'_>) -> io::Result<()> {
     let seals = rustix::fs::fcntl_get_seals(fd).map_err(|_| {
         io::Error::new(io::ErrorKind::InvalidInput, "not a sealed memfd (it takes no seals)")
     })?;
@@ -425,6 +511,32 @@ pub fn read_sealed(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
             "a memfd not sealed against writes and resizing",
         ));
     }
+    Ok(())
+}
+
+/// Whether `fd` may hold a bootstrap (macOS, which has no memfd): a regular
+/// file with no name left (unlinked, so no one can open it to change it).
+#[cfg(target_vendor = "apple")]
+fn check_bootstrap(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let regular =
+        rustix::fs::FileType::from_raw_mode(st.st_mode as _) == rustix::fs::FileType::RegularFile;
+    if !regular || st.st_nlink != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an unlinked regular file (a pipe, a socket, or a file others can open)",
+        ));
+    }
+    Ok(())
+}
+
+/// The whole content of `fd`, which must be what [`memfd_with`] makes (a
+/// memfd sealed against writes, growth and shrinking; on macOS an unlinked
+/// file) of at most `max` bytes. Anything else (a pipe, a socket, a named
+/// file, an unsealed memfd) is refused before a byte is read, so this
+/// never blocks.
+pub fn read_sealed(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+    check_bootstrap(fd)?;
     let size = rustix::fs::fstat(fd)?.st_size;
     let size = usize::try_from(size)
         .ok()
@@ -443,26 +555,53 @@ pub fn read_sealed(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A sealed memfd holding `bytes`, positioned at 0: how a bootstrap message
-/// reaches a spawned child (no pipe to fill, no deadlock if it dies early).
+/// A file holding `bytes` that [`read_sealed`] accepts, positioned at 0: how
+/// a bootstrap message reaches a spawned child (no pipe to fill, no
+/// deadlock if it dies early). A sealed memfd; on macOS an unlinked file.
 pub fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
     use std::io::{Seek, Write};
-    let fd = rustix::fs::memfd_create(
-        "multiproc-bootstrap",
-        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-    )?;
-    let mut file = std::fs::File::from(fd);
+    let mut file = std::fs::File::from(bootstrap_file()?);
     file.write_all(bytes)?;
     file.rewind()?;
     let fd = OwnedFd::from(file);
-    rustix::fs::fcntl_add_seals(
-        &fd,
-        rustix::fs::SealFlags::WRITE
-            | rustix::fs::SealFlags::GROW
-            | rustix::fs::SealFlags::SHRINK
-            | rustix::fs::SealFlags::SEAL,
-    )?;
+    #[cfg(not(target_vendor = "apple"))]
+    rustix::fs::fcntl_add_seals(&fd, BOOTSTRAP_SEALS | rustix::fs::SealFlags::SEAL)?;
     Ok(fd)
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn bootstrap_file() -> io::Result<OwnedFd> {
+    let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+    Ok(rustix::fs::memfd_create("multiproc-bootstrap", flags)?)
+}
+
+#[cfg(target_vendor = "apple")]
+fn bootstrap_file() -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let name = format!(
+            "multiproc-bootstrap-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        match file {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file.into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -489,5 +628,28 @@ mod tests {
         child.signal(libc::SIGTERM).unwrap(); // no-op once reaped
         assert!(exe_identity().is_ok());
         assert!(thread_count() >= 1);
+    }
+
+    /// Each build takes the path it claims: pidfds on native Linux (this
+    /// kernel has them), `waitid` polling on the portable path.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn children_are_watched_the_way_the_build_says() {
+        #[allow(clippy::zombie_processes)]
+        let c = Command::new("true").spawn().unwrap();
+        let mut child = Child::adopt(c.id());
+        assert_eq!(child.pidfd().is_some(), !cfg!(multiproc_portable));
+        assert_eq!(child.wait_timeout(Some(Duration::from_secs(10))).unwrap(), Some(0));
+    }
+
+    #[test]
+    fn a_bootstrap_file_reads_back_and_others_are_refused() {
+        let fd = memfd_with(b"bootstrap").unwrap();
+        assert_eq!(read_sealed(fd.as_fd(), 100).unwrap(), b"bootstrap");
+        assert!(read_sealed(fd.as_fd(), 3).is_err(), "larger than the limit");
+        let (reader, _writer) = rustix::pipe::pipe().unwrap();
+        assert!(read_sealed(reader.as_fd(), 100).is_err(), "a pipe");
+        let file: OwnedFd = std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into();
+        assert!(read_sealed(file.as_fd(), usize::MAX).is_err(), "a named file");
     }
 }

@@ -1,28 +1,42 @@
 //! # multiproc-posix
 //!
-//! The Linux backend of `multiproc`: what `core` needs from the OS and what
-//! the facade needs to start processes and move handles.
+//! The Unix backend of `multiproc` (Linux, macOS, FreeBSD): what `core`
+//! needs from the OS and what the facade needs to start processes and move
+//! handles. Every module has the same items on every Unix; what differs
+//! lives behind them.
 //!
-//! - [`futex`]: [`Os`], the `core` [`Park`](multiproc_core::Park) (shared
-//!   futexes) and [`Liveness`](multiproc_core::Liveness) (`/proc` start times).
-//! - [`shm`]: anonymous, sealed memfd segments: nothing named in /dev/shm, so
-//!   a kill -9 leaks nothing.
-//! - [`ident`]: this task's ids and start-time stamps, cached across calls and
-//!   refreshed in a forked child.
-//! - [`image`]: the readable segments of this program's own image.
-//! - [`child`]: children by pidfd: wait with a timeout, signal without racing
-//!   pid reuse, fork, re-exec of this very executable.
+//! - [`park`]: [`Os`], the `core` [`Park`](multiproc_core::Park) (futex,
+//!   `__ulock`, `_umtx_op`, all in their shared forms) and
+//!   [`Liveness`](multiproc_core::Liveness) (start times).
+//! - [`shm`]: segments that no name keeps alive, so a kill -9 leaks
+//!   nothing: sealed memfds (Linux, FreeBSD), unlinked shm objects (macOS).
+//! - [`ident`]: this task's ids and start-time stamps, cached across calls
+//!   and refreshed in a forked child.
+//! - [`image`]: the read-only segments of this program's own image (ELF or
+//!   Mach-O).
+//! - [`child`]: children waited for with a timeout (pidfd, kqueue, or
+//!   `waitid` polling), signalled without racing pid reuse, fork, re-exec
+//!   of this very executable, the bootstrap file.
+//! - [`sock`]: the socket beside every channel (handle transfer, hang-up),
+//!   stream sockets and readiness.
+//! - [`sys`]: the process table, thread ids, gained privileges: per system.
 //!
-//! macOS and the BSDs have a seam here (this crate is empty there), not a
-//! promise.
-#![cfg(target_os = "linux")]
+//! The portable path: `--cfg multiproc_portable` makes a Linux build take
+//! what macOS and FreeBSD share with it instead of the Linux-only calls
+//! (unlinked shm objects, not memfds; `kill(0)` before the start-time check;
+//! `waitid` polling, not pidfds; full fences, not `membarrier`), so the
+//! whole test suite runs those paths on Linux. Only the wait-on-address
+//! call, the image format and the process-table queries differ per system,
+//! and those only compile here.
+#![cfg(unix)]
 #![deny(unsafe_code)]
 
 pub mod child;
-pub mod futex;
 pub mod ident;
 pub mod image;
+pub mod park;
 pub mod shm;
 pub mod sock;
+pub mod sys;
 
-pub use futex::Os;
+pub use park::Os;

@@ -46,7 +46,7 @@ pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>], tag: u64) -> io:
             return Err(io::Error::other("SCM_RIGHTS buffer too small"));
         }
         loop {
-            match sendmsg(socket, &[IoSlice::new(&header)], &mut control, SendFlags::NOSIGNAL) {
+            match sendmsg(socket, &[IoSlice::new(&header)], &mut control, NO_SIGPIPE) {
                 Ok(BATCH_HEADER) => break,
                 Ok(_) => return Err(io::Error::other("short SCM_RIGHTS send")),
                 Err(rustix::io::Errno::INTR) => continue,
@@ -106,12 +106,7 @@ pub fn recv_fds(socket: BorrowedFd<'_>, n: usize, tag: u64) -> io::Result<Vec<Ow
         }
         let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        match recvmsg(
-            socket,
-            &mut [IoSliceMut::new(&mut header)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match recvmsg(socket, &mut [IoSliceMut::new(&mut header)], &mut control, RECV_CLOEXEC) {
             Ok(got) if got.bytes == BATCH_HEADER => {}
             Ok(_) => return Err(io::Error::new(io::ErrorKind::InvalidData, "short fd batch")),
             Err(rustix::io::Errno::INTR) => continue,
@@ -122,7 +117,13 @@ pub fn recv_fds(socket: BorrowedFd<'_>, n: usize, tag: u64) -> io::Result<Vec<Ow
             _ => None,
         });
         if found == tag {
-            out.extend(batch.flatten());
+            for fd in batch.flatten() {
+                // Where the kernel cannot mark them at once (macOS), now: a
+                // spawn in between on another thread could inherit them.
+                #[cfg(target_vendor = "apple")]
+                rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+                out.push(fd);
+            }
         } else {
             // Stale: left by a message never published. Closed here.
             batch.for_each(drop);
@@ -138,13 +139,24 @@ pub fn recv_fds(socket: BorrowedFd<'_>, n: usize, tag: u64) -> io::Result<Vec<Ow
 /// it is refused (a live listener with a full backlog answers "try again",
 /// and a non-blocking connect never waits for it).
 pub fn is_stale(path: &std::path::Path) -> bool {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
     use std::os::unix::fs::FileTypeExt;
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
     let refused = || -> io::Result<bool> {
-        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let socket =
-            rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+        #[cfg(not(target_vendor = "apple"))]
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        #[cfg(target_vendor = "apple")]
+        let socket = {
+            let socket = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+            rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)?;
+            rustix::io::ioctl_fionbio(&socket, true)?;
+            socket
+        };
         let address = SocketAddrUnix::new(path)?;
         Ok(rustix::net::connect(&socket, &address) == Err(rustix::io::Errno::CONNREFUSED))
     };
@@ -223,8 +235,17 @@ pub fn send_some(socket: BorrowedFd<'_>, parts: &[IoSlice<'_>]) -> io::Result<us
     Ok(sendmsg(socket, parts, &mut SendAncillaryBuffer::default(), flags)?)
 }
 
-/// The flag that keeps a send to a closed peer from raising SIGPIPE (on
-/// macOS the socket carries `SO_NOSIGPIPE` instead).
+/// Asks `recvmsg` to make received descriptors close-on-exec at once (not
+/// on macOS: [`recv_fds`] marks them right after).
+#[cfg(not(target_vendor = "apple"))]
+const RECV_CLOEXEC: RecvFlags = RecvFlags::CMSG_CLOEXEC;
+#[cfg(target_vendor = "apple")]
+const RECV_CLOEXEC: RecvFlags = RecvFlags::empty();
+
+/// The flag that keeps a send to a closed peer from raising SIGPIPE. On
+/// macOS there is none (the socket option `SO_NOSIGPIPE` is its form there,
+/// and std sets it on the sockets it makes); Rust programs also ignore
+/// SIGPIPE from the start, so the send fails with EPIPE either way.
 #[cfg(not(target_vendor = "apple"))]
 const NO_SIGPIPE: SendFlags = SendFlags::NOSIGNAL;
 #[cfg(target_vendor = "apple")]

@@ -1,0 +1,53 @@
+//! Linux: `/proc`.
+use super::Task;
+use std::io;
+use std::path::PathBuf;
+
+/// Task `id` (a process or a thread: both are in `/proc`), from
+/// `/proc/<id>/stat`; `None` if there is no such task.
+pub fn task(id: u32) -> Option<Task> {
+    let stat = std::fs::read(format!("/proc/{id}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// Whether `/proc/<id>` exists (a task whose `stat` could not be read).
+pub fn task_listed(id: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{id}")).exists()
+}
+
+/// Parses a `/proc/<id>/stat` line: `pid (comm) state ppid ... starttime
+/// ...`. The command name may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub(crate) fn parse_stat(stat: &[u8]) -> Option<Task> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // `state` is field 3; `starttime` (clock ticks since boot) is field 22.
+    let start: u64 = fields.nth(22 - 4)?.parse().ok()?;
+    Some(Task { zombie: matches!(state, b'Z' | b'X' | b'x'), start })
+}
+
+/// The calling thread's id (in the pid namespace, like a pid).
+pub fn thread_id() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// Threads in this process now.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+}
+
+/// The executable process `pid` runs (a path that `stat` follows to it).
+pub fn exe_of(pid: u32) -> io::Result<PathBuf> {
+    Ok(PathBuf::from(format!("/proc/{pid}/exe")))
+}
+
+/// Whether this process runs with privileges it did not inherit from its
+/// caller (the kernel's `AT_SECURE`: setuid, setgid, file capabilities, or
+/// a security module's say).
+#[allow(unsafe_code)]
+pub fn secure_mode() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector the kernel gave.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
