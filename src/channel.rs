@@ -27,10 +27,11 @@ use crate::handles;
 use crate::os::transfer::{recv_handles, send_handles as send_batch};
 use crate::os::{ident, Os};
 use crate::os::{BorrowedHandle, RawHandle};
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::ring::spsc::{Channel, RecvError, SendError, Waiting};
 use multiproc_core::ring::Bytes;
-use multiproc_core::{Acquired, Deadline};
+use multiproc_core::Acquired;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::cell::Cell;
@@ -188,7 +189,7 @@ impl Link<'_> {
         }
         let side = &self.channel.sender;
         let me = ident::thread();
-        let how = side.lock.lock(&Os, me, deadline)?;
+        let how = side.lock.lock(&Os, me, deadline.core())?;
         let mut w = side.writer();
         if how == Acquired::OwnerDied {
             // The previous holder may have died inside a message.
@@ -207,12 +208,13 @@ impl Link<'_> {
                     message
                 }
             };
-            self.channel.ring.send(&Os, &self.data, &mut w, msg, deadline, connected).map_err(|e| {
-                match e {
+            self.channel
+                .ring
+                .send(&Os, &self.data, &mut w, msg, deadline.core(), connected)
+                .map_err(|e| match e {
                     SendError::Timeout => Error::timeout(),
                     SendError::Disconnected => disconnected(),
-                }
-            })
+                })
         })();
         if result.is_ok() {
             side.count_message();
@@ -290,7 +292,7 @@ impl Link<'_> {
     ) -> Result<R> {
         let side = &self.channel.receiver;
         let me = ident::thread();
-        let how = side.lock.lock(&Os, me, deadline)?;
+        let how = side.lock.lock(&Os, me, deadline.core())?;
         let kept = stash.take();
         let result = if let Some(message) = kept.complete {
             Ok(message)
@@ -315,7 +317,7 @@ impl Link<'_> {
                 &mut r,
                 &mut out,
                 MAX_MESSAGE,
-                deadline,
+                deadline.core(),
                 connected,
             );
             if got.is_ok() {
@@ -353,8 +355,8 @@ impl Link<'_> {
         mut connected: impl FnMut() -> bool,
     ) -> bool {
         let ring = &self.channel.ring;
-        let mut waiting = Waiting::new(&Os, deadline);
-        match ring.wait_for_data(&Os, deadline, &mut connected, &mut waiting) {
+        let mut waiting = Waiting::new(&Os, deadline.core());
+        match ring.wait_for_data(&Os, deadline.core(), &mut connected, &mut waiting) {
             Ok(()) | Err(RecvError::Disconnected) => true,
             Err(_) => false,
         }

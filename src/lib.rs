@@ -43,6 +43,7 @@ pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Tas
 pub mod __testing {
     pub use crate::channel::testing::stall_after_handles;
     pub use crate::manager::fuzzing::{examples as manager_requests, serve as serve_manager};
+    pub use crate::pool::testing::pool_task_entry;
     pub use crate::process::testing::*;
 }
 #[cfg(mp_transfer)]

@@ -20,12 +20,9 @@
 //! also means the fork start method can replace workers without forking a
 //! threaded parent.
 //!
-//! # Safety
 //! A task is named to a worker by a checked [`CodeRef`] to its entry's
-//! record (as a spawned child names its target: see `code_ref.rs`), and a
-//! task function, zero-sized by a compile-time assertion, is conjured from
-//! nothing. Obligation: `F` is a `fn` item or a capture-free closure.
-#![allow(unsafe_code)]
+//! record (as a spawned child names its target: see `code_ref.rs`), which
+//! also makes the task function's value (`code_ref::conjure`).
 
 use crate::connection::Connection;
 use crate::handles::from_exact;
@@ -33,7 +30,7 @@ use crate::pipe::Pipe;
 use crate::process::code_ref::{self, CodeRef, Record};
 use crate::process::{get_start_method, Process, StartMethod, Target};
 use crate::queue::Queue;
-use crate::time::deadline_after;
+use crate::time::Deadline;
 use crate::value::RawArray;
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
@@ -128,9 +125,7 @@ where
         Ok(args) => args,
         Err(e) => return fail(out, BAD_ARGS, &format!("the task's arguments: {e}")),
     };
-    // SAFETY: F is zero-sized (asserted in `entry_of`): a fn item or a
-    // capture-free closure, which holds no data.
-    let f: F = unsafe { std::mem::zeroed() };
+    let f: F = code_ref::conjure();
     let result = match catch_unwind(AssertUnwindSafe(|| f.run(args))) {
         Ok(r) => r,
         Err(payload) => return fail(out, PANICKED, &crate::error::panic_message(&*payload)),
@@ -162,6 +157,24 @@ where
         )
     };
     CodeRef::of(&TaskEntry::<F, A, R>::RECORD)
+}
+
+/// Code references of pool tasks, for the tests that check a spawned child
+/// refuses one where a spawn entry belongs.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// A pool's task entry for `F` (a reference of another kind than a
+    /// spawn entry), as (offset, fingerprint).
+    pub fn pool_task_entry<F, A, R>(_: F) -> (u64, u64)
+    where
+        F: Task<A, R>,
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        entry_of::<F, A, R>().parts()
+    }
 }
 
 /// Appends `value` to `buf` as one item: its length (u32 LE), its bytes.
@@ -246,9 +259,7 @@ struct WorkerCtx {
 }
 
 fn worker_main<F: Target<A>, A>(ctx: WorkerCtx, init: A) -> i32 {
-    // SAFETY: F is zero-sized (asserted in `PoolBuilder::initializer`; the
-    // default is a capture-free closure).
-    let f: F = unsafe { std::mem::zeroed() };
+    let f: F = code_ref::conjure();
     let code = f.call(init);
     if code != 0 {
         return code;
@@ -430,21 +441,16 @@ impl Shared {
 
     /// Drives the pool until `done` holds (`Ok(true)`) or `deadline` passes
     /// (`Ok(false)`).
-    fn wait(
-        &self,
-        deadline: Option<Instant>,
-        mut done: impl FnMut(&mut State) -> bool,
-    ) -> Result<bool> {
+    fn wait(&self, deadline: Deadline, mut done: impl FnMut(&mut State) -> bool) -> Result<bool> {
         let mut st = self.lock();
         loop {
             if done(&mut st) {
                 return Ok(true);
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.passed() {
                 return Ok(false);
             }
-            let slice = deadline.map_or(REPLY_SLICE, |d| (d - now).min(REPLY_SLICE));
+            let slice = deadline.left().map_or(REPLY_SLICE, |left| left.min(REPLY_SLICE));
             st.step(slice)?;
         }
     }
@@ -1028,16 +1034,16 @@ impl Pool {
     /// Waits for the work to finish and the workers to exit (after
     /// [`close`](Self::close), as Python requires).
     pub fn join(&self) -> Result<()> {
-        self.join_until(None).map(|_| ())
+        self.join_until(Deadline::NEVER).map(|_| ())
     }
 
     /// [`join`](Self::join), waiting at most `timeout`; `false` if it did
     /// not finish.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.join_until(deadline_after(timeout))
+        self.join_until(Deadline::after(timeout))
     }
 
-    fn join_until(&self, deadline: Option<Instant>) -> Result<bool> {
+    fn join_until(&self, deadline: Deadline) -> Result<bool> {
         {
             let st = self.shared.lock();
             if !st.closed && !st.terminated {
@@ -1054,8 +1060,7 @@ impl Pool {
         }
         let mut processes: Vec<Process> = slots.into_iter().map(|s| s.process).collect();
         for p in &mut processes {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match left {
+            match deadline.left() {
                 None => {
                     p.join()?;
                 }
@@ -1161,7 +1166,7 @@ impl Chunked<'_> {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.starmap_until(f, items, None)
+        self.starmap_until(f, items, Deadline::NEVER)
     }
 
     pub fn starmap_timeout<F, A, R>(
@@ -1175,14 +1180,14 @@ impl Chunked<'_> {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.starmap_until(f, items, deadline_after(timeout))
+        self.starmap_until(f, items, Deadline::after(timeout))
     }
 
     fn starmap_until<F, A, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = A>,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Result<Vec<R>>
     where
         F: Task<A, R>,
@@ -1295,16 +1300,16 @@ impl<R> AsyncResult<R> {
 
     /// Waits for the result and returns it.
     pub fn get(mut self) -> Result<R> {
-        self.get_until(None)
+        self.get_until(Deadline::NEVER)
     }
 
     /// Waits at most `timeout` for the result: [`ErrorKind::Timeout`] if it
     /// is not ready (the result can still be had later).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
-        self.get_until(deadline_after(timeout))
+        self.get_until(Deadline::after(timeout))
     }
 
-    fn get_until(&mut self, deadline: Option<Instant>) -> Result<R> {
+    fn get_until(&mut self, deadline: Deadline) -> Result<R> {
         if self.taken {
             return Err(Error::invalid("the result was already taken"));
         }
@@ -1320,12 +1325,12 @@ impl<R> AsyncResult<R> {
 
     /// Waits until the result is ready.
     pub fn wait(&self) -> Result<()> {
-        self.shared.wait(None, |st| self.done(st)).map(|_| ())
+        self.shared.wait(Deadline::NEVER, |st| self.done(st)).map(|_| ())
     }
 
     /// Waits at most `timeout`; whether the result is ready.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.shared.wait(deadline_after(timeout), |st| self.done(st))
+        self.shared.wait(Deadline::after(timeout), |st| self.done(st))
     }
 
     /// Whether the result is ready. Takes the replies already there (so a
@@ -1378,10 +1383,10 @@ impl<R: DeserializeOwned> Imap<R> {
     /// `Timeout` error leaves the item for the next call (Python's
     /// `next(timeout)`); `None` after the last.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_until(deadline_after(timeout))
+        self.next_until(Deadline::after(timeout))
     }
 
-    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+    fn next_until(&mut self, deadline: Deadline) -> Option<Result<R>> {
         if self.next >= self.len {
             return None;
         }
@@ -1404,7 +1409,7 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_until(None)
+        self.next_until(Deadline::NEVER)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -1430,10 +1435,10 @@ impl<R: DeserializeOwned> ImapUnordered<R> {
     /// The next finished item's `Result`, waiting at most `timeout`: a
     /// `Timeout` error takes nothing; `None` after the last.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        self.next_until(deadline_after(timeout))
+        self.next_until(Deadline::after(timeout))
     }
 
-    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+    fn next_until(&mut self, deadline: Deadline) -> Option<Result<R>> {
         if self.left == 0 {
             return None;
         }
@@ -1456,7 +1461,7 @@ impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_until(None)
+        self.next_until(Deadline::NEVER)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -27,12 +27,11 @@ use crate::handles::{HandleIn, HandleOut};
 use crate::object::{shared_object, Object};
 use crate::os::Os;
 use crate::os::{transfer, AsHandle, OwnedHandle};
-use crate::sync::after;
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::countdown::RawCountdown;
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::ring::spsc::{self, Channel};
-use multiproc_core::Deadline;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -268,12 +267,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts `item`, waiting at most `timeout`; `Full` if there was no room.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.raw.put_value(item, after(timeout))
+        self.raw.put_value(item, Deadline::after(timeout))
     }
 
     /// Puts `item` only if there is room now; `Full` otherwise.
     pub fn put_nowait(&self, item: &T) -> Result<()> {
-        self.raw.put_value(item, Deadline::now(&Os))
+        self.raw.put_value(item, Deadline::now())
     }
 
     /// Takes the oldest item, waiting while the queue is empty.
@@ -283,12 +282,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Takes the oldest item, waiting at most `timeout`; `Empty` if none came.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.raw.get_value(after(timeout))
+        self.raw.get_value(Deadline::after(timeout))
     }
 
     /// Takes the oldest item only if there is one now; `Empty` otherwise.
     pub fn get_nowait(&self) -> Result<T> {
-        self.raw.get_value(Deadline::now(&Os))
+        self.raw.get_value(Deadline::now())
     }
 
     /// Puts raw bytes as one message (read them with a `get_bytes`).
@@ -297,7 +296,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.raw.put(Outgoing::Bytes(bytes), after(timeout))
+        self.raw.put(Outgoing::Bytes(bytes), Deadline::after(timeout))
     }
 
     /// Takes one message's bytes.
@@ -306,7 +305,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.raw.get_bytes(after(timeout))
+        self.raw.get_bytes(Deadline::after(timeout))
     }
 
     /// About how many items are in the queue (exact when nobody is
@@ -471,13 +470,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<()> {
-        self.tasks().wait_zero(&Os, Deadline::NEVER);
+        self.tasks().wait_zero(&Os, Deadline::NEVER.core());
         Ok(())
     }
 
     /// [`join`](Self::join) waiting at most `timeout`; whether all were done.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        Ok(self.tasks().wait_zero(&Os, after(timeout)))
+        Ok(self.tasks().wait_zero(&Os, Deadline::after(timeout).core()))
     }
 
     pub fn qsize(&self) -> usize {

@@ -11,14 +11,13 @@
 #![allow(unsafe_code)]
 
 use crate::object::{shared_object, Object};
-use crate::os::Os;
-use crate::sync::{after, RLock, RLockGuard};
+use crate::sync::{RLock, RLockGuard};
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use bytemuck::Pod;
 use multiproc_core::header::{Corrupt, Header, Kind};
 use multiproc_core::rlock::RawRLock;
 use multiproc_core::value::ArrayLayout;
-use multiproc_core::Deadline;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -292,12 +291,12 @@ impl<T: Pod> Value<T> {
 
     /// [`lock`](Self::lock), waiting at most `timeout` (`Timeout`).
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
-        self.lock_until(after(timeout))
+        self.lock_until(Deadline::after(timeout))
     }
 
     /// [`lock`](Self::lock) only if the lock is free now (`Timeout` if not).
     pub fn try_lock(&self) -> Result<ValueGuard<'_, T>> {
-        self.lock_until(Deadline::now(&Os))
+        self.lock_until(Deadline::now())
     }
 
     fn lock_until(&self, deadline: Deadline) -> Result<ValueGuard<'_, T>> {
@@ -382,12 +381,12 @@ impl<T: Pod> Array<T> {
 
     /// [`lock`](Self::lock), waiting at most `timeout` (`Timeout`).
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>> {
-        self.lock_until(after(timeout))
+        self.lock_until(Deadline::after(timeout))
     }
 
     /// [`lock`](Self::lock) only if the lock is free now (`Timeout` if not).
     pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>> {
-        self.lock_until(Deadline::now(&Os))
+        self.lock_until(Deadline::now())
     }
 
     fn lock_until(&self, deadline: Deadline) -> Result<ArrayGuard<'_, T>> {

@@ -16,9 +16,9 @@
 
 use super::stream::Stream;
 use crate::os::random;
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use hmac::{Hmac, Mac};
-use std::time::Instant;
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
 const WELCOME: &[u8] = b"#WELCOME#";
@@ -145,7 +145,7 @@ fn answer_is_right(key: &[u8], challenge: &[u8], answer: &[u8]) -> bool {
 }
 
 /// The listener's half first: challenge the peer, check its answer, tell it.
-pub(crate) fn deliver(stream: &Stream, key: &[u8], deadline: Option<Instant>) -> Result<()> {
+pub(crate) fn deliver(stream: &Stream, key: &[u8], deadline: Deadline) -> Result<()> {
     let (message, challenge) = make_challenge()?;
     stream.send(&message, deadline)?;
     let answer = recv_message(stream, deadline)?;
@@ -153,7 +153,7 @@ pub(crate) fn deliver(stream: &Stream, key: &[u8], deadline: Option<Instant>) ->
 }
 
 /// Answers the peer's challenge and reads its verdict.
-pub(crate) fn answer(stream: &Stream, key: &[u8], deadline: Option<Instant>) -> Result<()> {
+pub(crate) fn answer(stream: &Stream, key: &[u8], deadline: Deadline) -> Result<()> {
     let challenge = recv_message(stream, deadline)?;
     stream.send(&respond(key, &challenge)?, deadline)?;
     check_verdict(&recv_message(stream, deadline)?)
@@ -161,7 +161,7 @@ pub(crate) fn answer(stream: &Stream, key: &[u8], deadline: Option<Instant>) -> 
 
 /// The next handshake message from the peer, by `deadline`. One over 256
 /// bytes, or bytes that are not a frame, fail the handshake (`Auth`).
-pub(crate) fn recv_message(stream: &Stream, deadline: Option<Instant>) -> Result<Vec<u8>> {
+pub(crate) fn recv_message(stream: &Stream, deadline: Deadline) -> Result<Vec<u8>> {
     stream.recv(HANDSHAKE_MAX, deadline).map_err(|e| match e.kind() {
         ErrorKind::TooLarge => {
             Error::new(ErrorKind::Auth, "handshake message over 256 bytes").with_source(e)
@@ -185,7 +185,7 @@ pub(crate) fn judge(
     key: &[u8],
     challenge: &[u8],
     answer: &[u8],
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Result<()> {
     if answer_is_right(key, challenge, answer) {
         stream.send(WELCOME, deadline)

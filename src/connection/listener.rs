@@ -19,17 +19,17 @@
 
 use super::address::bind_unix;
 use super::stream::{poll_many, Stream};
-use super::{auth, Address, Connection, Until, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE};
+use super::{auth, Address, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE};
 use crate::os::net::{Interest, LocalListener, LocalStream, Watch};
 use crate::os::{AsHandle, BorrowedHandle, OwnedHandle};
-use crate::time::deadline_after;
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The shortest key a TCP listener takes unless told otherwise: an empty
 /// key is no key, and a short one can be guessed.
@@ -57,14 +57,10 @@ impl Policy {
 
     /// The connection over `socket`, once the whole handshake (listener
     /// side: challenge first) has passed, blocking until `until` at most.
-    fn open(&self, socket: OwnedHandle, listening: bool, until: Until) -> Result<Connection> {
+    fn open(&self, socket: OwnedHandle, listening: bool, until: Deadline) -> Result<Connection> {
         let stream = Stream::new(socket, self.max_message);
         if let Some(key) = &self.authkey {
-            let own = Until::after(self.handshake_timeout);
-            let deadline = match (until.0, own.0) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = until.min(Deadline::after(self.handshake_timeout));
             if listening {
                 auth::deliver(&stream, key, deadline)?;
                 auth::answer(&stream, key, deadline)?;
@@ -88,7 +84,7 @@ pub fn __handshake(
 ) -> Result<Connection> {
     let mut policy = Policy::new(Some(authkey));
     policy.handshake_timeout = timeout;
-    policy.open(socket.into(), listening, Until::NEVER)
+    policy.open(socket.into(), listening, Deadline::NEVER)
 }
 
 /// Where a listener's handshake with one peer stands: what it waits for.
@@ -107,14 +103,14 @@ struct Handshake {
     step: Step,
     /// When it is given up (`None`: a handshake timeout past what the
     /// clock holds).
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
 impl Handshake {
     /// Accepted `socket`: challenged at once.
     fn start(socket: OwnedHandle, policy: &Policy) -> Result<Handshake> {
         let stream = Stream::new(socket, policy.max_message);
-        let deadline = deadline_after(policy.handshake_timeout);
+        let deadline = Deadline::after(policy.handshake_timeout);
         let (message, challenge) = auth::make_challenge()?;
         stream.send(&message, deadline)?;
         Ok(Handshake { stream, step: Step::Answer(challenge), deadline })
@@ -124,7 +120,7 @@ impl Handshake {
     /// passed the whole handshake.
     fn advance(&mut self, key: &[u8]) -> Result<bool> {
         loop {
-            let message = match auth::recv_message(&self.stream, Some(Instant::now())) {
+            let message = match auth::recv_message(&self.stream, Deadline::now()) {
                 Ok(message) => message,
                 Err(e) if e.is_timeout() => return Ok(false),
                 Err(e) => return Err(e),
@@ -290,15 +286,15 @@ impl Listener {
     /// usable); one that stalls is dropped after the handshake timeout
     /// without holding up anyone else.
     pub fn accept(&self) -> Result<Connection> {
-        self.accept_until(Until::NEVER)
+        self.accept_until(Deadline::NEVER)
     }
 
     /// [`accept`](Self::accept) waiting at most `timeout`.
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Until::after(timeout))
+        self.accept_until(Deadline::after(timeout))
     }
 
-    fn accept_until(&self, until: Until) -> Result<Connection> {
+    fn accept_until(&self, until: Deadline) -> Result<Connection> {
         let Some(key) = self.policy.authkey.clone() else {
             return self.accept_plain(until);
         };
@@ -307,15 +303,10 @@ impl Listener {
             if let Some(outcome) = shake.step(&key)? {
                 return outcome;
             }
-            let now = Instant::now();
-            if until.0.is_some_and(|t| t <= now) {
+            if until.passed() {
                 return Err(Error::timeout());
             }
-            let first_expiry = shake.under_way.iter().filter_map(|h| h.deadline).min();
-            let wake = match (until.0, first_expiry) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wake = shake.under_way.iter().fold(until, |wake, h| wake.min(h.deadline));
             let mut fds: Vec<Watch<'_>> = std::iter::once(self.fd())
                 .chain(shake.under_way.iter().map(|h| h.stream.socket()))
                 .map(|fd| Watch::new(fd, Interest::Read))
@@ -325,13 +316,13 @@ impl Listener {
     }
 
     /// Without a key: the next connection as it is.
-    fn accept_plain(&self, until: Until) -> Result<Connection> {
+    fn accept_plain(&self, until: Deadline) -> Result<Connection> {
         loop {
             if let Some(socket) = self.try_accept()? {
                 return Ok(Connection::stream(Stream::new(socket, self.policy.max_message)));
             }
             let mut fds = [Watch::new(self.fd(), Interest::Read)];
-            if poll_many(&mut fds, until.0)? == 0 && until.0.is_some() {
+            if poll_many(&mut fds, until)? == 0 && until != Deadline::NEVER {
                 return Err(Error::timeout());
             }
         }
@@ -406,13 +397,12 @@ impl Shake<'_> {
                 self.under_way.push_back(handshake);
             }
         }
-        let now = Instant::now();
         let mut outcome = None;
         let mut i = 0;
         while i < self.under_way.len() && outcome.is_none() {
             let handshake = &mut self.under_way[i];
             match handshake.advance(key) {
-                Ok(false) if handshake.deadline.is_none_or(|d| d > now) => i += 1,
+                Ok(false) if !handshake.deadline.passed() => i += 1,
                 Ok(false) => drop(self.under_way.remove(i)),
                 Ok(true) => {
                     let done = self.under_way.remove(i).expect("in range");
@@ -512,7 +502,7 @@ impl ClientBuilder {
     }
 
     pub fn connect(self) -> Result<Connection> {
-        let until = self.timeout.map_or(Until::NEVER, Until::after);
+        let until = self.timeout.map_or(Deadline::NEVER, Deadline::after);
         let refused = |e: std::io::Error| {
             use std::io::ErrorKind as K;
             match e.kind() {

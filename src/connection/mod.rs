@@ -27,6 +27,7 @@
 mod address;
 mod auth;
 mod listener;
+pub(crate) mod ring;
 mod stream;
 
 pub use address::Address;
@@ -43,16 +44,14 @@ use crate::channel::Outgoing;
 use crate::handles::{self, HandleIn, HandleOut};
 use crate::os::net::{Interest, LocalStream, Watch};
 use crate::os::BorrowedHandle;
-use crate::pipe::RingEnd;
-use crate::sync::after;
-use crate::time::deadline_after;
+use crate::time::Deadline;
 use crate::{Error, Result};
-use multiproc_core::Deadline;
+use ring::RingEnd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long an [`accept`](Listener::accept) waits for a peer's handshake
 /// unless told otherwise: a peer that connects and stalls must not hold the
@@ -84,25 +83,6 @@ pub struct Connection {
 enum Inner {
     Ring(RingEnd),
     Stream(Stream),
-}
-
-/// A point in time, in the form each backend waits with.
-#[derive(Clone, Copy)]
-struct Until(Option<Instant>);
-
-impl Until {
-    const NEVER: Until = Until(None);
-
-    fn after(timeout: Duration) -> Until {
-        Until(deadline_after(timeout))
-    }
-
-    fn ring(self) -> Deadline {
-        match self.0 {
-            None => Deadline::NEVER,
-            Some(t) => after(t.saturating_duration_since(Instant::now())),
-        }
-    }
 }
 
 impl Connection {
@@ -180,44 +160,44 @@ impl Connection {
         }
     }
 
-    fn send_message(&self, bytes: &[u8], until: Until) -> Result<()> {
+    fn send_message(&self, bytes: &[u8], until: Deadline) -> Result<()> {
         match &self.inner {
-            Inner::Ring(r) => r.send_message(Outgoing::Bytes(bytes), until.ring()),
-            Inner::Stream(s) => s.send(bytes, until.0),
+            Inner::Ring(r) => r.send_message(Outgoing::Bytes(bytes), until),
+            Inner::Stream(s) => s.send(bytes, until),
         }
     }
 
     /// Sends `bytes` as one message (Python's `send_bytes`).
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.send_message(bytes, Until::NEVER)
+        self.send_message(bytes, Deadline::NEVER)
     }
 
     /// [`send_bytes`](Self::send_bytes) waiting at most `timeout` for room.
     pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.send_message(bytes, Until::after(timeout))
+        self.send_message(bytes, Deadline::after(timeout))
     }
 
-    fn recv_message(&self, until: Until) -> Result<Vec<u8>> {
+    fn recv_message(&self, until: Deadline) -> Result<Vec<u8>> {
         match &self.inner {
-            Inner::Ring(r) => r.recv_bytes(until.ring()),
-            Inner::Stream(s) => s.recv(s.max_message(), until.0),
+            Inner::Ring(r) => r.recv_bytes(until),
+            Inner::Stream(s) => s.recv(s.max_message(), until),
         }
     }
 
     /// Receives one message's bytes (Python's `recv_bytes`).
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_message(Until::NEVER)
+        self.recv_message(Deadline::NEVER)
     }
 
     /// [`recv_bytes`](Self::recv_bytes) waiting at most `timeout`.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        self.recv_message(Until::after(timeout))
+        self.recv_message(Deadline::after(timeout))
     }
 
-    fn recv_into(&self, buf: &mut [u8], until: Until) -> Result<usize> {
+    fn recv_into(&self, buf: &mut [u8], until: Deadline) -> Result<usize> {
         match &self.inner {
-            Inner::Ring(r) => r.recv_bytes_into(buf, until.ring()),
-            Inner::Stream(s) => s.recv_into(buf, until.0),
+            Inner::Ring(r) => r.recv_bytes_into(buf, until),
+            Inner::Stream(s) => s.recv_into(buf, until),
         }
     }
 
@@ -225,12 +205,12 @@ impl Connection {
     /// `buf` is kept for the next receive and `TooLarge` is returned (Python
     /// raises `BufferTooShort` with the message).
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        self.recv_into(buf, Until::NEVER)
+        self.recv_into(buf, Deadline::NEVER)
     }
 
     /// [`recv_bytes_into`](Self::recv_bytes_into) waiting at most `timeout`.
     pub fn recv_bytes_into_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
-        self.recv_into(buf, Until::after(timeout))
+        self.recv_into(buf, Deadline::after(timeout))
     }
 
     /// Sends a value (serde, postcard). Through a Pipe, shared objects
@@ -239,35 +219,35 @@ impl Connection {
     /// not self-describing: the receiver must ask for the same type (a
     /// `[T; 3]` sent is a `[T; 3]` received, not a `Vec<T>`).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.send_value(value, Until::NEVER)
+        self.send_value(value, Deadline::NEVER)
     }
 
     /// [`send`](Self::send) waiting at most `timeout` for room.
     pub fn send_timeout<T: Serialize + ?Sized>(&self, value: &T, timeout: Duration) -> Result<()> {
-        self.send_value(value, Until::after(timeout))
+        self.send_value(value, Deadline::after(timeout))
     }
 
-    fn send_value<T: Serialize + ?Sized>(&self, value: &T, until: Until) -> Result<()> {
+    fn send_value<T: Serialize + ?Sized>(&self, value: &T, until: Deadline) -> Result<()> {
         match &self.inner {
-            Inner::Ring(r) => r.send_value(value, until.ring()),
-            Inner::Stream(s) => s.send(&encode_plain(value)?, until.0),
+            Inner::Ring(r) => r.send_value(value, until),
+            Inner::Stream(s) => s.send(&encode_plain(value)?, until),
         }
     }
 
     /// Receives a value sent by [`send`](Self::send).
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        self.recv_value(Until::NEVER)
+        self.recv_value(Deadline::NEVER)
     }
 
     /// [`recv`](Self::recv) waiting at most `timeout`.
     pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
-        self.recv_value(Until::after(timeout))
+        self.recv_value(Deadline::after(timeout))
     }
 
-    fn recv_value<T: DeserializeOwned>(&self, until: Until) -> Result<T> {
+    fn recv_value<T: DeserializeOwned>(&self, until: Deadline) -> Result<T> {
         match &self.inner {
-            Inner::Ring(r) => r.recv_value(until.ring()),
-            Inner::Stream(s) => decode_plain(&s.recv(s.max_message(), until.0)?),
+            Inner::Ring(r) => r.recv_value(until),
+            Inner::Stream(s) => decode_plain(&s.recv(s.max_message(), until)?),
         }
     }
 
@@ -379,7 +359,7 @@ impl fmt::Debug for Connection {
 /// arrive through shared memory, not a file descriptor, so while any Pipe
 /// is among them the wait wakes every 50 µs, backing off to 1 ms, to look.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let until = timeout.map_or(Until::NEVER, Until::after);
+    let until = timeout.map_or(Deadline::NEVER, Deadline::after);
     let has_ring = connections.iter().any(|c| !c.wake_fd().1);
     let mut step = Duration::from_micros(50);
     loop {
@@ -387,8 +367,7 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         if !ready.is_empty() {
             return Ok(ready);
         }
-        let now = Instant::now();
-        if until.0.is_some_and(|t| t <= now) {
+        if until.passed() {
             return Ok(ready);
         }
         let mut fds: Vec<Watch<'_>> = connections
@@ -399,11 +378,11 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
             })
             .collect();
         let slice_end = if has_ring {
-            let end = now + step;
+            let end = Deadline::after(step);
             step = (step * 2).min(Duration::from_millis(1));
-            Some(until.0.map_or(end, |t| t.min(end)))
+            until.min(end)
         } else {
-            until.0
+            until
         };
         poll_many(&mut fds, slice_end)?;
     }

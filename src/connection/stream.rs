@@ -18,11 +18,12 @@
 
 use crate::os::net::{self, Interest, Watch};
 use crate::os::{AsHandle, BorrowedHandle, OwnedHandle};
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The longest message a socket connection accepts unless told otherwise
 /// ([`Connection::set_max_message`](super::Connection::set_max_message)).
@@ -90,18 +91,15 @@ impl<T: Default> Default for Slot<T> {
 }
 
 impl<T> Slot<T> {
-    fn take(&self, deadline: Option<Instant>) -> Result<Taken<'_, T>> {
+    fn take(&self, deadline: Deadline) -> Result<Taken<'_, T>> {
         let mut state = lock(&self.state);
         loop {
             if let Some(value) = state.value.take() {
                 return Ok(Taken { slot: self, value: Some(value) });
             }
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.saturating_duration_since(Instant::now()) {
-                    left if left.is_zero() => return Err(Error::timeout()),
-                    left => Some(left),
-                },
+            let left = match deadline.left() {
+                Some(left) if left.is_zero() => return Err(Error::timeout()),
+                left => left,
             };
             state.waiting += 1;
             state = match left {
@@ -220,7 +218,7 @@ impl Stream {
     }
 
     /// Sends one message: the header, then `payload`.
-    pub(crate) fn send(&self, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
+    pub(crate) fn send(&self, payload: &[u8], deadline: Deadline) -> Result<()> {
         self.check_open()?;
         let mut pending = self.output.take(deadline)?;
         while !pending.is_empty() {
@@ -255,7 +253,7 @@ impl Stream {
 
     /// Receives one whole message, refused (and the connection dropped)
     /// if it is longer than `max`.
-    pub(crate) fn recv(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    pub(crate) fn recv(&self, max: usize, deadline: Deadline) -> Result<Vec<u8>> {
         self.check_open()?;
         let mut input = self.input.take(deadline)?;
         if let Some(kept) = input.kept.take() {
@@ -266,7 +264,7 @@ impl Stream {
 
     /// Receives one message into `buf`; a longer one is kept for the next
     /// receive and `TooLarge` returned, as Python's `BufferTooShort`.
-    pub(crate) fn recv_into(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
+    pub(crate) fn recv_into(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {
         self.check_open()?;
         let mut input = self.input.take(deadline)?;
         let message = match input.kept.take() {
@@ -289,12 +287,7 @@ impl Stream {
         }
     }
 
-    fn recv_locked(
-        &self,
-        input: &mut Input,
-        max: usize,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<u8>> {
+    fn recv_locked(&self, input: &mut Input, max: usize, deadline: Deadline) -> Result<Vec<u8>> {
         if input.buf.len() < READ_AHEAD {
             input.buf.resize(READ_AHEAD, 0);
         }
@@ -345,17 +338,12 @@ impl Stream {
 
     /// One `recv` of at least a byte. End of stream is `Disconnected`,
     /// marked as a truncated frame if `mid_frame`.
-    fn read_some(
-        &self,
-        buf: &mut [u8],
-        deadline: Option<Instant>,
-        mid_frame: bool,
-    ) -> Result<usize> {
+    fn read_some(&self, buf: &mut [u8], deadline: Deadline, mid_frame: bool) -> Result<usize> {
         // A call whose deadline has passed (a `_nowait`-like poll) looks once.
-        let spin = if deadline.is_some_and(|d| d <= Instant::now()) { 0 } else { SPIN_TRIES };
+        let spin = if deadline.passed() { 0 } else { SPIN_TRIES };
         let mut tries = 0;
         loop {
-            let blocking = deadline.is_none() && tries >= spin;
+            let blocking = deadline == Deadline::NEVER && tries >= spin;
             match net::recv_some(self.socket(), &mut *buf, blocking) {
                 Ok(0) => {
                     return Err(Error::new(
@@ -382,7 +370,7 @@ impl Stream {
     }
 
     /// One `sendmsg` of at least a byte.
-    fn write_some(&self, parts: &[IoSlice<'_>], deadline: Option<Instant>) -> Result<usize> {
+    fn write_some(&self, parts: &[IoSlice<'_>], deadline: Deadline) -> Result<usize> {
         loop {
             match net::send_some(self.socket(), parts) {
                 Ok(n) => return Ok(n),
@@ -397,7 +385,7 @@ impl Stream {
 
     /// Sleeps until the socket is ready for `flags` (or hung up), or the
     /// deadline passes.
-    fn wait(&self, interest: Interest, deadline: Option<Instant>) -> Result<()> {
+    fn wait(&self, interest: Interest, deadline: Deadline) -> Result<()> {
         if poll_fd(self.socket(), interest, deadline)? {
             Ok(())
         } else {
@@ -413,8 +401,7 @@ impl Stream {
             return true;
         }
         self.dropped.load(Ordering::Relaxed)
-            || poll_fd(self.socket(), Interest::Read, Instant::now().checked_add(timeout))
-                .unwrap_or(true)
+            || poll_fd(self.socket(), Interest::Read, Deadline::after(timeout)).unwrap_or(true)
     }
 }
 
@@ -423,15 +410,15 @@ impl Stream {
 pub(crate) fn poll_fd(
     fd: BorrowedHandle<'_>,
     interest: Interest,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Result<bool> {
     poll_many(&mut [Watch::new(fd, interest)], deadline).map(|n| n > 0)
 }
 
 /// Waits until one of `watches` is ready or `deadline` (none: forever)
 /// passes; how many are ready.
-pub(crate) fn poll_many(watches: &mut [Watch<'_>], deadline: Option<Instant>) -> Result<usize> {
-    net::poll_until(watches, deadline).map_err(|e| Error::io("poll", e))
+pub(crate) fn poll_many(watches: &mut [Watch<'_>], deadline: Deadline) -> Result<usize> {
+    net::poll_until(watches, deadline.instant()).map_err(|e| Error::io("poll", e))
 }
 
 fn socket_error(what: &'static str, e: io::Error) -> Error {

@@ -11,7 +11,7 @@
 use super::proto::{Builtin, Failure, Kind, Op, Reply, Request};
 use crate::connection::{decode_plain, encode_plain, Connection, Listener};
 use crate::process::code_ref::{self, CodeRef, Record};
-use crate::time::deadline_after;
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use indexmap::IndexMap;
 use serde_bytes::ByteBuf;
@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often a blocked method looks at its client, and the accept loop at
 /// its stop flag.
@@ -119,18 +119,16 @@ impl<T> Blocking<T> {
         timeout: Option<Duration>,
         mut attempt: impl FnMut(&mut T) -> Option<R>,
     ) -> Result<Option<R>> {
-        let deadline = timeout.and_then(deadline_after);
+        let deadline = timeout.map_or(Deadline::NEVER, Deadline::after);
         let mut state = lock(&self.state);
         loop {
             if let Some(r) = attempt(&mut state) {
                 return Ok(Some(r));
             }
-            let now = Instant::now();
-            let slice = match deadline {
-                Some(d) if d <= now => return Ok(None),
-                Some(d) => (d - now).min(SLICE),
-                None => SLICE,
-            };
+            if deadline.passed() {
+                return Ok(None);
+            }
+            let slice = deadline.left().map_or(SLICE, |left| left.min(SLICE));
             state = self.changed.wait_timeout(state, slice).unwrap_or_else(|e| e.into_inner()).0;
             if !cx.here() {
                 return Err(Error::new(ErrorKind::Disconnected, "the client went away"));

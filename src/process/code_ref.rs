@@ -29,8 +29,15 @@
 //! A reference that resolved is remembered (per process), so a pool
 //! worker pays the checks once per task type, not once per chunk.
 //!
+//! The function a reference names is a zero-sized type (a `fn` item or a
+//! closure that captures nothing); the side that runs it gets its value
+//! from [`conjure`], the one place such a value is made from nothing.
+//!
 //! # Safety
 //!
+//! [`conjure`] makes a value of a zero-sized type `F` from no bytes: sound
+//! because it is only called for callables (`fn` items and capture-free
+//! closures), which carry no data and no invariant beyond their type.
 //! [`CodeRef::resolve`] looks at an address computed from a possibly
 //! hostile offset. Obligation: it forms a `&Record<K::Code>` there only
 //! after the bytes, copied out by the kernel from inside the image's
@@ -83,6 +90,22 @@ pub(crate) struct Record<C: 'static> {
 /// `fingerprint` describes (a [`fingerprint`] instance).
 pub(crate) const fn record<K: Kind>(fingerprint: fn() -> u64, code: K::Code) -> Record<K::Code> {
     Record { tag: TAG, kind: K::ID, fingerprint, code }
+}
+
+/// The value of callable `F` (a `fn` item or a closure that captures
+/// nothing), made from nothing: what a child runs once a [`CodeRef`] to
+/// `F`'s entry resolved. Zero-sized is asserted at compile time.
+pub(crate) fn conjure<F>() -> F {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a function run in another process is a fn or a closure that captures nothing"
+        )
+    };
+    // SAFETY: F is zero-sized (asserted above) and a callable (every caller
+    // is an entry of a `Target`, `Task` or factory), which has no data and
+    // no invariant to break (module docs).
+    unsafe { std::mem::zeroed() }
 }
 
 /// A fingerprint of the type `T`, the same in every process running this

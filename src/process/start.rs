@@ -5,9 +5,6 @@
 //! - A spawned child calls only a spawn entry that a checked [`CodeRef`]
 //!   names (see `code_ref.rs`), and only after the checks of
 //!   [`run_if_child`] and [`prepare`] (who may start a child, below).
-//! - [`entry`] conjures its target from nothing only for zero-sized types
-//!   (asserted at compile time): `fn` items and closures that capture
-//!   nothing, which carry no data and no invariant.
 //! - A forked child runs only when the parent had one thread, or when the
 //!   caller opted in, and ends with `_exit`.
 #![allow(unsafe_code)]
@@ -91,9 +88,7 @@ fn entry<F: Target<A>, A: DeserializeOwned + 'static>(
         let cause = handles::take_failure().map_or_else(|| e.to_string(), |c| c.to_string());
         format!("could not deserialize the target's arguments: {cause}")
     })?;
-    // SAFETY: F is zero-sized (`encode` asserts it at compile time) and is
-    // a fn item or a capture-free closure, which hold no data.
-    let f: F = unsafe { std::mem::zeroed() };
+    let f: F = code_ref::conjure();
     Ok(Box::new(move || f.call(args)))
 }
 
@@ -169,16 +164,6 @@ pub mod testing {
     /// fingerprint).
     pub fn spawn_entry<F: Target<A>, A: DeserializeOwned + 'static>(_: F) -> (u64, u64) {
         SpawnEntry::<F, A>::code_ref().parts()
-    }
-
-    /// A pool's task entry for `F` (a reference of another kind).
-    pub fn pool_task_entry<F, A, R>(_: F) -> (u64, u64)
-    where
-        F: crate::Task<A, R>,
-        A: DeserializeOwned,
-        R: Serialize,
-    {
-        crate::pool::entry_of::<F, A, R>().parts()
     }
 
     /// Whether (offset, fingerprint) names a spawn entry here; why not.

@@ -1,13 +1,12 @@
 //! [`Barrier`]: Python's `multiprocessing.Barrier` (without `action`: a
 //! callable cannot cross processes; the waiter that gets index 0 can act).
 
-use super::after;
 use crate::object::{shared_object, Object};
 use crate::os::Os;
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::barrier::{RawBarrier, MAX_PARTIES};
 use multiproc_core::header::{Corrupt, Kind};
-use multiproc_core::Deadline;
 use std::time::Duration;
 
 /// A meeting point for `parties` threads or processes.
@@ -54,13 +53,13 @@ impl Barrier {
 
     /// Waits for all parties; the arrival index.
     pub fn wait(&self) -> Result<u32> {
-        Ok(self.obj.raw().wait(&Os, Deadline::NEVER)?)
+        Ok(self.obj.raw().wait(&Os, Deadline::NEVER.core())?)
     }
 
     /// Waits at most `timeout`; on timeout the barrier breaks and this
     /// waiter gets `Timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        self.obj.raw().wait(&Os, after(timeout)).map_err(|e| match e {
+        self.obj.raw().wait(&Os, Deadline::after(timeout).core()).map_err(|e| match e {
             multiproc_core::Error::Timeout => {
                 Error::new(ErrorKind::Timeout, "barrier wait timed out; the barrier is now broken")
             }

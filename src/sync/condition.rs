@@ -1,13 +1,12 @@
 //! [`Condition`]: Python's `multiprocessing.Condition`.
 
-use super::after;
 use crate::object::{shared_object, Object};
 use crate::os::Os;
 use crate::sync::{Lock, RLock};
+use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::condition::RawCondition;
 use multiproc_core::header::Kind;
-use multiproc_core::Deadline;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -137,11 +136,11 @@ impl Condition {
             Ok(depth) => depth,
             Err(e) => {
                 // Not parked: balance the registration.
-                let _ = self.raw().wait(&Os, token, Deadline::now(&Os));
+                let _ = self.raw().wait(&Os, token, Deadline::now().core());
                 return Err(e);
             }
         };
-        let notified = self.raw().wait(&Os, token, deadline);
+        let notified = self.raw().wait(&Os, token, deadline.core());
         match &self.lock {
             CondLock::Lock(l) => l.acquire()?,
             CondLock::RLock(r) => r.restore(depth)?,
@@ -156,7 +155,7 @@ impl Condition {
 
     /// [`wait`](Self::wait) at most `timeout`; `false` if it timed out.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.wait_until(after(timeout))
+        self.wait_until(Deadline::after(timeout))
     }
 
     /// Waits until `predicate()` holds, checking it after each wake-up.
@@ -173,7 +172,7 @@ impl Condition {
         mut predicate: impl FnMut() -> bool,
         timeout: Duration,
     ) -> Result<bool> {
-        let deadline = after(timeout);
+        let deadline = Deadline::after(timeout);
         loop {
             if predicate() {
                 return Ok(true);

@@ -1,12 +1,11 @@
 //! [`Event`]: Python's `multiprocessing.Event`.
 
-use super::after;
 use crate::object::{shared_object, Object};
 use crate::os::Os;
+use crate::time::Deadline;
 use crate::Result;
 use multiproc_core::event::RawEvent;
 use multiproc_core::header::Kind;
-use multiproc_core::Deadline;
 use std::time::Duration;
 
 /// A flag shared between processes that waiters block on until it is set.
@@ -51,13 +50,13 @@ impl Event {
 
     /// Blocks until the flag is set (or was set since the call began).
     pub fn wait(&self) {
-        let set = self.obj.raw().wait(&Os, Deadline::NEVER);
+        let set = self.obj.raw().wait(&Os, Deadline::NEVER.core());
         debug_assert!(set);
     }
 
     /// Blocks at most `timeout`; whether the flag was set.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.obj.raw().wait(&Os, after(timeout))
+        self.obj.raw().wait(&Os, Deadline::after(timeout).core())
     }
 }
 

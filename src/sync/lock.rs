@@ -1,12 +1,13 @@
 //! [`Lock`]: Python's `multiprocessing.Lock`.
 
-use super::{acquired, after};
+use super::acquired;
 use crate::object::{shared_object, Object};
 use crate::os::{ident, Os};
+use crate::time::Deadline;
 use crate::Result;
 use multiproc_core::header::Kind;
 use multiproc_core::lock::RawLock;
-use multiproc_core::{Acquired, Deadline};
+use multiproc_core::Acquired;
 use std::time::Duration;
 
 /// A non-recursive lock shared between processes.
@@ -50,7 +51,7 @@ impl Lock {
 
     #[inline]
     fn take(&self, deadline: Deadline) -> Result<Acquired, multiproc_core::Error> {
-        self.raw().lock(&Os, ident::process(), deadline)
+        self.raw().lock(&Os, ident::process(), deadline.core())
     }
 
     /// Blocks until acquired.
@@ -61,7 +62,7 @@ impl Lock {
 
     /// Blocks at most `timeout`; `Timeout` if it could not acquire.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        acquired(self.take(after(timeout)), "Lock")
+        acquired(self.take(Deadline::after(timeout)), "Lock")
     }
 
     /// Acquires only if free now (never checks whether the holder lives).
@@ -87,7 +88,7 @@ impl Lock {
 
     /// [`lock`](Self::lock) waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>> {
-        self.guard(after(timeout))
+        self.guard(Deadline::after(timeout))
     }
 
     /// [`lock`](Self::lock) only if free now.

@@ -25,15 +25,8 @@ pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 
-use crate::os::Os;
 use crate::{Error, ErrorKind, Result};
-use multiproc_core::{Acquired, Deadline};
-use std::time::Duration;
-
-/// A deadline `timeout` from now.
-pub(crate) fn after(timeout: Duration) -> Deadline {
-    Deadline::after(&Os, timeout)
-}
+use multiproc_core::Acquired;
 
 /// The acquire family's result: `Ok` when acquired cleanly; the lock is
 /// *held* on `Err(OwnerDied)` too, as with pthread's `EOWNERDEAD`.

@@ -1,12 +1,13 @@
 //! [`RLock`]: Python's `multiprocessing.RLock`.
 
-use super::{acquired, after};
+use super::acquired;
 use crate::object::{shared_object, Object};
 use crate::os::{ident, Os};
+use crate::time::Deadline;
 use crate::{Error, Result};
 use multiproc_core::header::Kind;
 use multiproc_core::rlock::RawRLock;
-use multiproc_core::{Acquired, Deadline};
+use multiproc_core::Acquired;
 use std::time::Duration;
 
 /// A recursive lock shared between processes: the owning thread may acquire
@@ -49,7 +50,7 @@ impl RLock {
     }
 
     fn take(&self, deadline: Deadline) -> Result<Acquired, multiproc_core::Error> {
-        self.raw().lock(&Os, ident::thread(), deadline)
+        self.raw().lock(&Os, ident::thread(), deadline.core())
     }
 
     /// Blocks until acquired (at once if this thread holds it).
@@ -59,7 +60,7 @@ impl RLock {
 
     /// Blocks at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        acquired(self.take(after(timeout)), "RLock")
+        acquired(self.take(Deadline::after(timeout)), "RLock")
     }
 
     /// Acquires only if free now or held by this thread.
@@ -78,7 +79,7 @@ impl RLock {
     }
 
     pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>> {
-        self.guard(after(timeout))
+        self.guard(Deadline::after(timeout))
     }
 
     fn guard(&self, deadline: Deadline) -> Result<RLockGuard<'_>> {

@@ -1,13 +1,12 @@
 //! [`Semaphore`] and [`BoundedSemaphore`]: Python's `multiprocessing`
 //! semaphores. Both are one layout; the bounded one records its bound.
 
-use super::after;
 use crate::object::{shared_object, Object};
 use crate::os::Os;
+use crate::time::Deadline;
 use crate::{Error, Result};
 use multiproc_core::header::{Corrupt, Kind};
 use multiproc_core::semaphore::{RawSemaphore, MAX_VALUE};
-use multiproc_core::Deadline;
 use std::time::Duration;
 
 fn check_value(value: u32) -> Result<()> {
@@ -21,12 +20,12 @@ macro_rules! semaphore_methods {
     () => {
         /// Takes one, blocking while the value is 0.
         pub fn acquire(&self) -> Result<()> {
-            Ok(self.raw().acquire(&Os, Deadline::NEVER)?)
+            Ok(self.raw().acquire(&Os, Deadline::NEVER.core())?)
         }
 
         /// Takes one, waiting at most `timeout`.
         pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-            Ok(self.raw().acquire(&Os, after(timeout))?)
+            Ok(self.raw().acquire(&Os, Deadline::after(timeout).core())?)
         }
 
         /// Takes one only if the value is positive now.
