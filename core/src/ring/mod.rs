@@ -1,7 +1,8 @@
 //! Rings in shared memory that carry variable-length messages.
 //!
-//! [`spsc`]: one producer, one consumer (each direction of a Pipe). The MPMC
-//! ring for Queue is still to come.
+//! [`spsc`]: one producer, one consumer. Each direction of a Pipe is one;
+//! a Queue is one too, each of its sides behind a biased lock
+//! ([`bias`](crate::bias)) so that any number of processes put and get.
 //!
 //! The ring's bytes live outside its control block, behind [`Bytes`], so
 //! the algorithm stays safe code: the facade implements it over a mapped
