@@ -67,6 +67,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` saying `message`.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Error {
         Error { kind, message: message.into(), source: None }
     }
@@ -79,22 +80,27 @@ impl Error {
         self
     }
 
+    /// What kind of outcome it is: what callers branch on.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// Whether the kind is [`ErrorKind::Timeout`].
     pub fn is_timeout(&self) -> bool {
         self.kind == ErrorKind::Timeout
     }
 
+    /// Whether the kind is [`ErrorKind::OwnerDied`] (the lock is held).
     pub fn is_owner_died(&self) -> bool {
         self.kind == ErrorKind::OwnerDied
     }
 
+    /// Whether the kind is [`ErrorKind::Corrupt`].
     pub fn is_corrupt(&self) -> bool {
         self.kind == ErrorKind::Corrupt
     }
 
+    /// Whether the kind is [`ErrorKind::Disconnected`].
     pub fn is_disconnected(&self) -> bool {
         self.kind == ErrorKind::Disconnected
     }

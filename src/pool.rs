@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 /// A function a pool runs: a `fn` or a closure that captures nothing, of up
 /// to six parameters, called with a tuple of its arguments.
 pub trait Task<Args, R>: Copy + Send + 'static {
+    /// Runs the task on its arguments.
     fn run(self, args: Args) -> R;
 }
 
@@ -852,6 +853,7 @@ impl Pool {
         Pool::builder().processes(processes).build()
     }
 
+    /// A pool to configure (workers, initializer, tasks per child) before it starts.
     pub fn builder() -> PoolBuilder {
         PoolBuilder {
             processes: None,
@@ -1137,6 +1139,7 @@ impl Chunked<'_> {
         self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize, unordered)
     }
 
+    /// Python's `map`: `f` of every item, in the workers; the results in order.
     pub fn map<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<R>>
     where
         F: Task<(T,), R>,
@@ -1146,6 +1149,7 @@ impl Chunked<'_> {
         self.starmap(f, items.into_iter().map(|t| (t,)))
     }
 
+    /// [`map`](Self::map) waiting at most `timeout` for all the results.
     pub fn map_timeout<F, T, R>(
         &self,
         f: F,
@@ -1160,6 +1164,7 @@ impl Chunked<'_> {
         self.starmap_timeout(f, items.into_iter().map(|t| (t,)), timeout)
     }
 
+    /// Python's `starmap`: each item is the tuple of `f`'s arguments.
     pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         F: Task<A, R>,
@@ -1169,6 +1174,7 @@ impl Chunked<'_> {
         self.starmap_until(f, items, Deadline::NEVER)
     }
 
+    /// [`starmap`](Self::starmap) waiting at most `timeout` for all the results.
     pub fn starmap_timeout<F, A, R>(
         &self,
         f: F,
@@ -1208,6 +1214,7 @@ impl Chunked<'_> {
         job_state.take_all(len)
     }
 
+    /// Python's `imap`: the results as an iterator, in order, as they come.
     pub fn imap<F, T, R>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Imap<R>>
     where
         F: Task<(T,), R>,
@@ -1218,6 +1225,7 @@ impl Chunked<'_> {
         Ok(Imap { shared: self.pool.shared.clone(), job, next: 0, len, _r: PhantomData })
     }
 
+    /// Python's `imap_unordered`: the results as an iterator, as they finish.
     pub fn imap_unordered<F, T, R>(
         &self,
         f: F,
@@ -1232,6 +1240,7 @@ impl Chunked<'_> {
         Ok(ImapUnordered { shared: self.pool.shared.clone(), job, left: len, _r: PhantomData })
     }
 
+    /// Python's `map_async`: the results later, through an [`AsyncResult`].
     pub fn map_async<F, T, R>(
         &self,
         f: F,

@@ -251,6 +251,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with the default capacity ([`DEFAULT_QUEUE_CAPACITY`] bytes).
     pub fn new() -> Result<Queue<T>> {
         Queue::with_capacity(DEFAULT_QUEUE_CAPACITY)
     }
@@ -295,6 +296,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.raw.put(Outgoing::Bytes(bytes), Deadline::NEVER)
     }
 
+    /// [`put_bytes`](Self::put_bytes) waiting at most `timeout` for room.
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
         self.raw.put(Outgoing::Bytes(bytes), Deadline::after(timeout))
     }
@@ -304,6 +306,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.raw.get_bytes(Deadline::NEVER)
     }
 
+    /// [`get_bytes`](Self::get_bytes) waiting at most `timeout` for a message.
     pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         self.raw.get_bytes(Deadline::after(timeout))
     }
@@ -369,26 +372,32 @@ pub struct SimpleQueue<T> {
 wraps_a_queue!(SimpleQueue);
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A simple queue with the default capacity.
     pub fn new() -> Result<SimpleQueue<T>> {
         Ok(SimpleQueue { queue: Queue::new()? })
     }
 
+    /// Puts `item`, waiting while the queue is full.
     pub fn put(&self, item: &T) -> Result<()> {
         self.queue.put(item)
     }
 
+    /// Takes the next item, waiting for one.
     pub fn get(&self) -> Result<T> {
         self.queue.get()
     }
 
+    /// Takes the next item, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.queue.get_timeout(timeout)
     }
 
+    /// Whether it holds no item now (a moment later it may).
     pub fn empty(&self) -> bool {
         self.queue.empty()
     }
 
+    /// This handle puts no more (Python's `close`); gets still work.
     pub fn close(&self) {
         self.queue.close()
     }
@@ -416,10 +425,12 @@ pub struct JoinableQueue<T> {
 wraps_a_queue!(JoinableQueue);
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue with the default capacity.
     pub fn new() -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue { queue: Queue::new()? })
     }
 
+    /// A joinable queue whose ring holds `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue { queue: Queue::with_capacity(capacity)? })
     }
@@ -436,26 +447,32 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         })
     }
 
+    /// Puts `item`, waiting while the queue is full.
     pub fn put(&self, item: &T) -> Result<()> {
         self.counted(|| self.queue.put(item))
     }
 
+    /// Puts `item`, waiting at most `timeout` for room.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
         self.counted(|| self.queue.put_timeout(item, timeout))
     }
 
+    /// Puts `item` if there is room now; `Full` if not.
     pub fn put_nowait(&self, item: &T) -> Result<()> {
         self.counted(|| self.queue.put_nowait(item))
     }
 
+    /// Takes the next item, waiting for one.
     pub fn get(&self) -> Result<T> {
         self.queue.get()
     }
 
+    /// Takes the next item, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.queue.get_timeout(timeout)
     }
 
+    /// Takes the next item if there is one now; `Empty` if not.
     pub fn get_nowait(&self) -> Result<T> {
         self.queue.get_nowait()
     }
@@ -479,14 +496,17 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         Ok(self.tasks().wait_zero(&Os, Deadline::after(timeout).core()))
     }
 
+    /// About how many items it holds now.
     pub fn qsize(&self) -> usize {
         self.queue.qsize()
     }
 
+    /// Whether it holds no item now (a moment later it may).
     pub fn empty(&self) -> bool {
         self.queue.empty()
     }
 
+    /// This handle puts no more (Python's `close`); gets still work.
     pub fn close(&self) {
         self.queue.close()
     }

@@ -269,6 +269,7 @@ pub struct Value<T: Pod> {
 cells_handle!(Value, Kind::Value);
 
 impl<T: Pod> Value<T> {
+    /// A shared value holding `value`, with its own lock.
     pub fn new(value: T) -> Result<Value<T>> {
         Ok(Value { obj: Cells::create(Kind::Value, &[value])? })
     }
@@ -345,10 +346,12 @@ impl<T: Pod> Array<T> {
         Array::new(&vec![T::zeroed(); len])
     }
 
+    /// How many elements it holds.
     pub fn len(&self) -> usize {
         self.obj.len()
     }
 
+    /// Whether it holds no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -416,14 +419,17 @@ pub struct RawValue<T: Pod> {
 cells_handle!(RawValue, Kind::Value);
 
 impl<T: Pod> RawValue<T> {
+    /// A shared value holding `value`, without a lock.
     pub fn new(value: T) -> Result<RawValue<T>> {
         Ok(RawValue { obj: Cells::create(Kind::Value, &[value])? })
     }
 
+    /// The value (no lock: a concurrent `set` may be seen half-written).
     pub fn get(&self) -> T {
         self.obj.read(0).expect("a Value holds one element")
     }
 
+    /// Sets the value (no lock: see the type's docs).
     pub fn set(&self, value: T) {
         self.obj.write(0, value).expect("a Value holds one element")
     }
@@ -438,26 +444,32 @@ pub struct RawArray<T: Pod> {
 cells_handle!(RawArray, Kind::Array);
 
 impl<T: Pod> RawArray<T> {
+    /// An array holding a copy of `init`, without a lock.
     pub fn new(init: &[T]) -> Result<RawArray<T>> {
         Ok(RawArray { obj: Cells::create(Kind::Array, init)? })
     }
 
+    /// `len` zeroed elements.
     pub fn zeroed(len: usize) -> Result<RawArray<T>> {
         RawArray::new(&vec![T::zeroed(); len])
     }
 
+    /// How many elements it holds.
     pub fn len(&self) -> usize {
         self.obj.len()
     }
 
+    /// Whether it holds no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Element `i` (`Invalid` past the end).
     pub fn get(&self, i: usize) -> Result<T> {
         self.obj.read(i)
     }
 
+    /// Sets element `i` (`Invalid` past the end).
     pub fn set(&self, i: usize, value: T) -> Result<()> {
         self.obj.write(i, value)
     }

@@ -84,6 +84,7 @@ impl RawBarrier {
         self.parties.store(parties, Ordering::Relaxed);
     }
 
+    /// How many waiters release each other.
     pub fn parties(&self) -> u32 {
         self.parties.load(Ordering::Relaxed)
     }
@@ -98,6 +99,7 @@ impl RawBarrier {
         }
     }
 
+    /// Whether the barrier is broken (aborted, or a waiter timed out).
     pub fn is_broken(&self) -> bool {
         is_broken(self.word.load(Ordering::Relaxed))
     }

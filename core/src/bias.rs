@@ -89,6 +89,7 @@ fn alive<L: Liveness>(os: &L, owner: u64) -> bool {
 }
 
 impl BiasedLock {
+    /// An unlocked lock with no side holding the bias.
     pub fn new() -> BiasedLock {
         BiasedLock::default()
     }

@@ -28,6 +28,7 @@ pub struct RawCondition {
 static_assertions::assert_eq_size!(RawCondition, u64);
 
 impl RawCondition {
+    /// A condition with no waiters.
     pub fn new() -> RawCondition {
         RawCondition::default()
     }

@@ -22,10 +22,12 @@ pub struct RawCountdown {
 static_assertions::assert_eq_size!(RawCountdown, u64);
 
 impl RawCountdown {
+    /// A count of zero.
     pub fn new() -> RawCountdown {
         RawCountdown::default()
     }
 
+    /// The count now.
     pub fn count(&self) -> u32 {
         self.count.load(Ordering::Acquire)
     }

@@ -33,6 +33,7 @@ pub struct RawEvent {
 static_assertions::assert_eq_size!(RawEvent, u64);
 
 impl RawEvent {
+    /// An event that is not set.
     pub fn new() -> RawEvent {
         RawEvent::default()
     }

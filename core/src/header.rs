@@ -15,14 +15,23 @@ pub const HEADER_SIZE: usize = 64;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A [`RawLock`](crate::lock::RawLock).
     Lock = 1,
+    /// A [`RawRLock`](crate::rlock::RawRLock).
     RLock = 2,
+    /// A [`RawSemaphore`](crate::semaphore::RawSemaphore) without a bound.
     Semaphore = 3,
+    /// A [`RawSemaphore`](crate::semaphore::RawSemaphore) with a bound.
     BoundedSemaphore = 4,
+    /// A [`RawEvent`](crate::event::RawEvent).
     Event = 5,
+    /// A [`RawCondition`](crate::condition::RawCondition) beside its lock.
     Condition = 6,
+    /// A [`RawBarrier`](crate::barrier::RawBarrier).
     Barrier = 7,
+    /// One plain-data value behind an RLock.
     Value = 8,
+    /// An array of plain-data values behind an RLock.
     Array = 9,
     /// A Pipe: one or two SPSC channels and their data areas.
     Pipe = 10,
@@ -36,11 +45,22 @@ pub enum Corrupt {
     /// Not a multiproc segment at all.
     BadMagic,
     /// Written by a build with another layout version.
-    BadVersion { found: u32 },
+    BadVersion {
+        /// The version the header holds.
+        found: u32,
+    },
     /// A segment of another kind (say, a Lock opened as a Barrier).
-    WrongKind { found: u32 },
+    WrongKind {
+        /// The kind number the header holds.
+        found: u32,
+    },
     /// The header's size disagrees with the mapping, or is too small.
-    WrongSize { header: u64, mapped: u64 },
+    WrongSize {
+        /// The size the header claims.
+        header: u64,
+        /// The size mapped.
+        mapped: u64,
+    },
     /// Kind-specific parameters out of range or not what the opener expects.
     BadParams,
 }
@@ -66,8 +86,11 @@ impl core::fmt::Display for Corrupt {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Header {
+    /// [`MAGIC`]: a multiproc segment.
     pub magic: u64,
+    /// The layout version ([`VERSION`]).
     pub version: u32,
+    /// The [`Kind`] of object, as its number.
     pub kind: u32,
     /// Total bytes of the segment, header included.
     pub size: u64,
@@ -79,6 +102,7 @@ pub struct Header {
 static_assertions::const_assert_eq!(core::mem::size_of::<Header>(), HEADER_SIZE);
 
 impl Header {
+    /// The header of a new segment of `kind`, `size` bytes in all, with the kind's parameters.
     pub fn new(kind: Kind, size: u64, params: [u64; 5]) -> Header {
         Header { magic: MAGIC, version: VERSION, kind: kind as u32, size, params }
     }

@@ -14,6 +14,7 @@
 //! and the models in `tests/` check every algorithm.
 #![cfg_attr(not(any(feature = "std", loom)), no_std)]
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

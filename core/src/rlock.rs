@@ -24,6 +24,7 @@ pub struct RawRLock {
 static_assertions::assert_eq_size!(RawRLock, [u64; 3]);
 
 impl RawRLock {
+    /// An unlocked RLock.
     pub fn new() -> RawRLock {
         RawRLock::default()
     }

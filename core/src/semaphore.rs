@@ -36,12 +36,14 @@ pub struct RawSemaphore {
 static_assertions::assert_eq_size!(RawSemaphore, [u32; 4]);
 
 impl RawSemaphore {
+    /// A semaphore holding `value` permits, without a bound.
     pub fn new(value: u32) -> RawSemaphore {
         let s = RawSemaphore::default();
         s.init(value, false);
         s
     }
 
+    /// A semaphore holding `value` permits that refuses a release above `value`.
     pub fn new_bounded(value: u32) -> RawSemaphore {
         let s = RawSemaphore::default();
         s.init(value, true);

@@ -199,6 +199,7 @@ pub struct TestBytes {
 unsafe impl Sync for TestBytes {}
 
 impl TestBytes {
+    /// `len` zero bytes.
     pub fn new(len: usize) -> TestBytes {
         TestBytes { cells: (0..len).map(|_| Default::default()).collect() }
     }

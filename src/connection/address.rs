@@ -23,7 +23,9 @@ use std::sync::Mutex;
 /// or a Unix socket's path (Python's `AF_INET` tuple and `AF_UNIX` string).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Address {
+    /// A TCP address (Python's `AF_INET`/`AF_INET6` family).
     Tcp(SocketAddr),
+    /// A Unix socket path (Python's `AF_UNIX` family).
     Unix(PathBuf),
 }
 
@@ -49,6 +51,7 @@ impl Address {
         Ok(Address::Unix(private_dir()?.join(format!("listener-{}.sock", hex(&random::<8>()?)))))
     }
 
+    /// Whether it is a TCP address.
     pub fn is_tcp(&self) -> bool {
         matches!(self, Address::Tcp(_))
     }

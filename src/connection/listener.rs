@@ -209,6 +209,7 @@ impl ListenerBuilder {
         self
     }
 
+    /// Binds the listener as configured.
     pub fn bind(self) -> Result<Listener> {
         let weak = self.policy.authkey.as_ref().is_none_or(|k| k.len() < MIN_AUTHKEY);
         if self.address.is_tcp() && weak && !self.unauthenticated_tcp {
@@ -501,6 +502,7 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects as configured, and passes the handshake if there is a key.
     pub fn connect(self) -> Result<Connection> {
         let until = self.timeout.map_or(Deadline::NEVER, Deadline::after);
         let refused = |e: std::io::Error| {

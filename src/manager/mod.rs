@@ -518,6 +518,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         self.handle.maybe(Op::Remove(encode(key)?))
     }
 
+    /// Whether `key` is in the dict (Python's `key in d`).
     pub fn contains_key(&self, key: &K) -> Result<bool> {
         self.handle.boolean(Op::Contains(encode(key)?), None)
     }
@@ -535,10 +536,12 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         self.handle.unit(Op::Update(pairs))
     }
 
+    /// How many entries it holds.
     pub fn len(&self) -> Result<usize> {
         self.handle.count(Op::Len)
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -553,14 +556,17 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         }
     }
 
+    /// The keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>> {
         Ok(self.items()?.into_iter().map(|(k, _)| k).collect())
     }
 
+    /// The values, in insertion order.
     pub fn values(&self) -> Result<Vec<V>> {
         Ok(self.items()?.into_iter().map(|(_, v)| v).collect())
     }
 
+    /// Removes everything.
     pub fn clear(&self) -> Result<()> {
         self.handle.unit(Op::Clear)
     }
@@ -577,10 +583,12 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.handle.unit(Op::SetAt(index, encode(value)?))
     }
 
+    /// Adds `value` at the end.
     pub fn append(&self, value: &T) -> Result<()> {
         self.handle.unit(Op::Append(encode(value)?))
     }
 
+    /// Adds `values` at the end, in order.
     pub fn extend(&self, values: &[T]) -> Result<()> {
         let values = values.iter().map(encode).collect::<Result<_>>()?;
         self.handle.unit(Op::Extend(values))
@@ -601,14 +609,17 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.handle.value(Op::Pop(Some(index)), None)
     }
 
+    /// Reverses the list in place.
     pub fn reverse(&self) -> Result<()> {
         self.handle.unit(Op::Reverse)
     }
 
+    /// How many entries it holds.
     pub fn len(&self) -> Result<usize> {
         self.handle.count(Op::Len)
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -618,6 +629,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.handle.values(Op::All)
     }
 
+    /// Removes everything.
     pub fn clear(&self) -> Result<()> {
         self.handle.unit(Op::Clear)
     }
@@ -652,6 +664,7 @@ impl NamespaceProxy {
 }
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    /// Puts `item`, waiting while the queue is full.
     pub fn put(&self, item: &T) -> Result<()> {
         self.put_wait(item, None)
     }
@@ -661,6 +674,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.put_wait(item, Some(timeout))
     }
 
+    /// Puts `item` if there is room now; `Full` if not.
     pub fn put_nowait(&self, item: &T) -> Result<()> {
         self.put_wait(item, Some(Duration::ZERO))
     }
@@ -672,6 +686,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         }
     }
 
+    /// Takes the next item, waiting for one.
     pub fn get(&self) -> Result<T> {
         self.handle.value(Op::Take(None), None)
     }
@@ -681,14 +696,17 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.handle.value(Op::Take(Some(timeout)), Some(timeout))
     }
 
+    /// Takes the next item if there is one now; `Empty` if not.
     pub fn get_nowait(&self) -> Result<T> {
         self.get_timeout(Duration::ZERO)
     }
 
+    /// How many items it holds now.
     pub fn qsize(&self) -> Result<usize> {
         self.handle.count(Op::Len)
     }
 
+    /// Whether it holds no item now.
     pub fn empty(&self) -> Result<bool> {
         Ok(self.qsize()? == 0)
     }
@@ -713,6 +731,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
 macro_rules! acquire_methods {
     ($name:ident) => {
         impl $name {
+            /// Acquires, waiting as long as it takes.
             pub fn acquire(&self) -> Result<()> {
                 self.handle.boolean(Op::Acquire(None), None).map(drop)
             }
@@ -726,10 +745,12 @@ macro_rules! acquire_methods {
                 }
             }
 
+            /// Acquires if that is possible now; `Timeout` if not.
             pub fn try_acquire(&self) -> Result<()> {
                 self.acquire_timeout(Duration::ZERO)
             }
 
+            /// Releases.
             pub fn release(&self) -> Result<()> {
                 self.handle.unit(Op::Release)
             }
@@ -759,6 +780,7 @@ acquire_methods!(SemaphoreProxy);
 acquire_methods!(ConditionProxy);
 
 impl LockProxy {
+    /// Whether someone holds the lock now.
     pub fn is_locked(&self) -> Result<bool> {
         self.handle.boolean(Op::IsSet, None)
     }
@@ -775,10 +797,12 @@ impl ConditionProxy {
         self.handle.boolean(Op::Wait(Some(timeout)), Some(timeout))
     }
 
+    /// Wakes up to `n` waiters (the caller holds the lock).
     pub fn notify(&self, n: u32) -> Result<()> {
         self.handle.unit(Op::Notify(n))
     }
 
+    /// Wakes every waiter (the caller holds the lock).
     pub fn notify_all(&self) -> Result<()> {
         self.handle.unit(Op::NotifyAll)
     }
@@ -800,24 +824,29 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 }
 
 impl SemaphoreProxy {
+    /// The permits it holds now.
     pub fn get_value(&self) -> Result<usize> {
         self.handle.count(Op::Value)
     }
 }
 
 impl EventProxy {
+    /// Sets the event: every waiter wakes.
     pub fn set(&self) -> Result<()> {
         self.handle.unit(Op::SetFlag)
     }
 
+    /// Clears the event: later waits block until the next `set`.
     pub fn clear(&self) -> Result<()> {
         self.handle.unit(Op::ClearFlag)
     }
 
+    /// Whether the event is set.
     pub fn is_set(&self) -> Result<bool> {
         self.handle.boolean(Op::IsSet, None)
     }
 
+    /// Waits until the event is set.
     pub fn wait(&self) -> Result<()> {
         self.handle.boolean(Op::Wait(None), None).map(drop)
     }
@@ -866,6 +895,7 @@ impl ObjectProxy {
         blob(self.handle.call_within(op, Some(timeout))?)
     }
 
+    /// A proxy whose calls give up after `timeout` (none by default).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.handle.timeout = Some(timeout);
         self
@@ -1008,6 +1038,7 @@ impl Manager {
         ManagerBuilder::default().start()
     }
 
+    /// A manager to configure (address, authkey, registered types) before it starts.
     pub fn builder() -> ManagerBuilder {
         ManagerBuilder::default()
     }
@@ -1069,14 +1100,17 @@ impl Manager {
         self.create_handle(kind, name, arg).map(P::from_handle)
     }
 
+    /// A new, empty dict in the server (Python's `manager.dict()`).
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
         self.make(Kind::Builtin(Builtin::Dict), None, 0)
     }
 
+    /// A new, empty list in the server (Python's `manager.list()`).
     pub fn list<T>(&self) -> Result<ListProxy<T>> {
         self.make(Kind::Builtin(Builtin::List), None, 0)
     }
 
+    /// A new namespace in the server (Python's `manager.Namespace()`).
     pub fn namespace(&self) -> Result<NamespaceProxy> {
         self.make(Kind::Builtin(Builtin::Namespace), None, 0)
     }
@@ -1094,10 +1128,12 @@ impl Manager {
         self.make(Kind::Builtin(Builtin::Queue), None, maxsize as u64)
     }
 
+    /// A new lock in the server (Python's `manager.Lock()`).
     pub fn lock(&self) -> Result<LockProxy> {
         self.make(Kind::Builtin(Builtin::Lock), None, 0)
     }
 
+    /// A new reentrant lock in the server (Python's `manager.RLock()`).
     pub fn rlock(&self) -> Result<RLockProxy> {
         self.make(Kind::Builtin(Builtin::RLock), None, 0)
     }
@@ -1109,14 +1145,17 @@ impl Manager {
         Ok(proxy)
     }
 
+    /// A new event in the server (Python's `manager.Event()`).
     pub fn event(&self) -> Result<EventProxy> {
         self.make(Kind::Builtin(Builtin::Event), None, 0)
     }
 
+    /// A new semaphore holding `value` permits in the server.
     pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
         self.make(Kind::Builtin(Builtin::Semaphore), None, u64::from(value))
     }
 
+    /// A new condition (with its own lock) in the server.
     pub fn condition(&self) -> Result<ConditionProxy> {
         self.make(Kind::Builtin(Builtin::Condition), None, 0)
     }

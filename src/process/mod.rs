@@ -262,6 +262,7 @@ impl Process {
         &self.name
     }
 
+    /// Whether it is a daemon (terminated when its parent exits).
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }
@@ -419,10 +420,12 @@ impl CurrentProcess {
         &self.name
     }
 
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         std::process::id()
     }
 
+    /// Whether it runs as a daemon.
     pub fn daemon(&self) -> bool {
         self.daemon
     }
@@ -457,10 +460,12 @@ pub struct ParentProcess {
 }
 
 impl ParentProcess {
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
+    /// Its name.
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -37,6 +37,7 @@ impl_target!(A, B, C, D, E, F);
 
 /// What a target's return value means as the child's exit code.
 pub trait Exit {
+    /// The exit code the child ends with.
     fn exit_code(self) -> i32;
 }
 

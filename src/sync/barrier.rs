@@ -77,14 +77,17 @@ impl Barrier {
         self.obj.raw().reset(&Os)
     }
 
+    /// How many waiters release each other.
     pub fn parties(&self) -> u32 {
         self.obj.raw().parties()
     }
 
+    /// How many are waiting now.
     pub fn n_waiting(&self) -> u32 {
         self.obj.raw().n_waiting()
     }
 
+    /// Whether the barrier is broken.
     pub fn broken(&self) -> bool {
         self.obj.raw().is_broken()
     }

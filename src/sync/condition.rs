@@ -96,6 +96,7 @@ impl Condition {
         }
     }
 
+    /// Acquires the condition's lock, waiting at most `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
         match &self.lock {
             CondLock::Lock(l) => l.acquire_timeout(timeout),
@@ -211,18 +212,22 @@ pub struct ConditionGuard<'a> {
 }
 
 impl ConditionGuard<'_> {
+    /// Releases the lock, waits for a notify, and takes the lock again.
     pub fn wait(&self) -> Result<()> {
         self.cond.wait()
     }
 
+    /// [`wait`](Self::wait) at most `timeout`; whether it was notified.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
         self.cond.wait_timeout(timeout)
     }
 
+    /// Waits until `predicate` holds (checked with the lock held).
     pub fn wait_for(&self, predicate: impl FnMut() -> bool) -> Result<()> {
         self.cond.wait_for(predicate)
     }
 
+    /// [`wait_for`](Self::wait_for) at most `timeout`; the predicate's last value.
     pub fn wait_for_timeout(
         &self,
         predicate: impl FnMut() -> bool,
@@ -231,10 +236,12 @@ impl ConditionGuard<'_> {
         self.cond.wait_for_timeout(predicate, timeout)
     }
 
+    /// Wakes up to `n` waiters.
     pub fn notify(&self, n: u32) -> Result<()> {
         self.cond.notify(n)
     }
 
+    /// Wakes every waiter.
     pub fn notify_all(&self) -> Result<()> {
         self.cond.notify_all()
     }

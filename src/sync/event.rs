@@ -27,6 +27,7 @@ pub struct Event {
 shared_object!(Event, &[Kind::Event], |_, _| Ok(()));
 
 impl Event {
+    /// An event that is not set.
     pub fn new() -> Result<Event> {
         Ok(Event { obj: Object::create(Kind::Event, [0; 5], 0, |_, _| {})? })
     }
@@ -35,6 +36,7 @@ impl Event {
         Event { obj }
     }
 
+    /// Whether it is set.
     pub fn is_set(&self) -> bool {
         self.obj.raw().is_set()
     }
@@ -44,6 +46,7 @@ impl Event {
         self.obj.raw().set(&Os)
     }
 
+    /// Clears it: later waits block until the next `set`.
     pub fn clear(&self) {
         self.obj.raw().clear()
     }

@@ -36,6 +36,7 @@ pub struct Lock {
 shared_object!(Lock, &[Kind::Lock], |_, _| Ok(()));
 
 impl Lock {
+    /// An unlocked lock in a segment of its own.
     pub fn new() -> Result<Lock> {
         Ok(Lock { obj: Object::create(Kind::Lock, [0; 5], 0, |_, _| {})? })
     }

@@ -33,6 +33,7 @@ pub struct RLock {
 shared_object!(RLock, &[Kind::RLock, Kind::Value, Kind::Array], |_, _| Ok(()));
 
 impl RLock {
+    /// An unlocked reentrant lock in a segment of its own.
     pub fn new() -> Result<RLock> {
         Ok(RLock { obj: Object::create(Kind::RLock, [0; 5], 0, |_, _| {})? })
     }
@@ -78,6 +79,7 @@ impl RLock {
         self.guard(Deadline::NEVER)
     }
 
+    /// [`lock`](Self::lock) waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>> {
         self.guard(Deadline::after(timeout))
     }

@@ -15,7 +15,9 @@ pub mod spsc;
 /// ring's Release/Acquire on its indices orders each write before the reads
 /// of the same bytes.
 pub trait Bytes {
+    /// The data area's length in bytes.
     fn len(&self) -> usize;
+    /// Whether the data area has no bytes.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

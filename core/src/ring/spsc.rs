@@ -20,7 +20,7 @@
 //! up to the caller's limit ([`RecvError::TooLarge`]).
 //!
 //! # Waiting
-//! Each direction of waking is a [`Signal`] on its own cache line: a futex
+//! Each direction of waking is a `Signal` on its own cache line: a futex
 //! word and a count of waiters, which lets the other side skip the wake
 //! system call when nobody parks. The waker's publish and its read of the
 //! count, and the waiter's registration and its re-check, are split by the
@@ -284,6 +284,7 @@ impl Signal {
 }
 
 impl SpscRing {
+    /// An empty ring (all indices zero).
     pub fn new() -> SpscRing {
         SpscRing::default()
     }
@@ -674,6 +675,7 @@ impl SpscRing {
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct Endpoint {
+    /// Serializes the processes that share this side.
     pub lock: crate::bias::BiasedLock,
     /// `cached_head` (sender) or `cached_tail` (receiver).
     cached: AtomicU64,
@@ -719,6 +721,7 @@ impl Endpoint {
         }
     }
 
+    /// Publishes a producer's cached state, for the next holder of this side.
     pub fn store_writer(&self, w: &Writer) {
         self.cached.store(w.cached_head, Ordering::Relaxed);
         self.flags.store(u32::from(w.must_abort), Ordering::Relaxed);
@@ -736,6 +739,7 @@ impl Endpoint {
         }
     }
 
+    /// Publishes a consumer's cached state, for the next holder of this side.
     pub fn store_reader(&self, r: &Reader) {
         self.cached.store(r.cached_tail, Ordering::Relaxed);
         let flags = u32::from(r.assembling) | u32::from(r.skipping) << 1 | u32::from(r.resync) << 2;
@@ -786,8 +790,11 @@ impl Reader {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct Channel {
+    /// The ring's indices.
     pub ring: SpscRing,
+    /// The sending side: its lock and cached state.
     pub sender: Endpoint,
+    /// The receiving side: its lock and cached state.
     pub receiver: Endpoint,
 }
 
