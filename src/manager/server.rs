@@ -476,194 +476,234 @@ fn not_for(op: &Op) -> Error {
 
 fn call(object: &Arc<Object>, op: Op, client: &mut Client) -> Result<Reply> {
     match &**object {
-        Object::Map(map) => {
-            let mut map = lock(map);
-            Ok(match op {
-                Op::Get(k) => Reply::Maybe(map.get(k.as_slice()).cloned().map(blob)),
-                Op::Set(k, v) => {
-                    map.insert(k.into_vec(), v.into_vec());
-                    Reply::Unit
-                }
-                Op::Remove(k) => Reply::Maybe(map.shift_remove(k.as_slice()).map(blob)),
-                Op::Contains(k) => Reply::Bool(map.contains_key(k.as_slice())),
-                Op::SetDefault(k, v) => {
-                    Reply::Blob(blob(map.entry(k.into_vec()).or_insert(v.into_vec()).clone()))
-                }
-                Op::Update(pairs) => {
-                    map.extend(pairs.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec())));
-                    Reply::Unit
-                }
-                Op::Items => Reply::Pairs(
-                    map.iter().map(|(k, v)| (blob(k.clone()), blob(v.clone()))).collect(),
-                ),
-                Op::Len => Reply::Count(map.len() as u64),
-                Op::Clear => {
-                    map.clear();
-                    Reply::Unit
-                }
-                op => return Err(not_for(&op)),
-            })
-        }
-        Object::List(list) => {
-            let mut list = lock(list);
-            let len = list.len();
-            Ok(match op {
-                Op::At(i) => Reply::Blob(blob(list[index(i, len)?].clone())),
-                Op::SetAt(i, v) => {
-                    list[index(i, len)?] = v.into_vec();
-                    Reply::Unit
-                }
-                Op::Append(v) => {
-                    list.push(v.into_vec());
-                    Reply::Unit
-                }
-                Op::Extend(vs) => {
-                    list.extend(vs.into_iter().map(ByteBuf::into_vec));
-                    Reply::Unit
-                }
-                Op::Insert(i, v) => {
-                    // As Python's insert: out-of-range indices clamp.
-                    let at = if i < 0 {
-                        (i + len as i64).max(0) as usize
-                    } else {
-                        (i as u64).min(len as u64) as usize
-                    };
-                    list.insert(at, v.into_vec());
-                    Reply::Unit
-                }
-                Op::Pop(i) => {
-                    if len == 0 {
-                        return Err(invalid("pop from an empty list"));
-                    }
-                    let at = index(i.unwrap_or(-1), len)?;
-                    Reply::Blob(blob(list.remove(at)))
-                }
-                Op::Reverse => {
-                    list.reverse();
-                    Reply::Unit
-                }
-                Op::All => Reply::Blobs(list.iter().cloned().map(blob).collect()),
-                Op::Len => Reply::Count(len as u64),
-                Op::Clear => {
-                    list.clear();
-                    Reply::Unit
-                }
-                op => return Err(not_for(&op)),
-            })
-        }
-        Object::Queue(q) => match op {
-            Op::Put(v, timeout) => {
-                let mut item = Some(v.into_vec());
-                let put = q.wait_for(client, timeout, |s| {
-                    (s.max == 0 || s.items.len() < s.max).then(|| {
-                        s.items.extend(item.take());
-                        s.unfinished += 1;
-                    })
-                })?;
-                q.changed.notify_all();
-                put.map(|()| Reply::Unit)
-                    .ok_or_else(|| Error::new(ErrorKind::Full, "queue is full"))
-            }
-            Op::Take(timeout) => {
-                let got = q.wait_for(client, timeout, |s| s.items.pop_front())?;
-                q.changed.notify_all();
-                got.map(|v| Reply::Blob(blob(v)))
-                    .ok_or_else(|| Error::new(ErrorKind::Empty, "queue is empty"))
-            }
-            Op::Len => Ok(Reply::Count(lock(&q.state).items.len() as u64)),
-            Op::TaskDone => q.update(|s| {
-                if s.unfinished == 0 {
-                    return Err(invalid("task_done() called more times than items were put"));
-                }
-                s.unfinished -= 1;
-                Ok(Reply::Unit)
-            }),
-            Op::Join(timeout) => {
-                let done = q.wait_for(client, timeout, |s| (s.unfinished == 0).then_some(()))?;
-                Ok(Reply::Bool(done.is_some()))
-            }
-            op => Err(not_for(&op)),
-        },
-        Object::Lock(l) => match op {
-            Op::Acquire(timeout) => {
-                let me = client.id;
-                let got = l.wait_for(client, timeout, |h| h.is_none().then(|| *h = Some(me)))?;
-                if got.is_some() {
-                    client.hold(object);
-                }
-                Ok(Reply::Bool(got.is_some()))
-            }
-            Op::Release => l.update(|h| match h.take() {
-                Some(_) => Ok(Reply::Unit),
-                None => Err(invalid("release of an unlocked lock")),
-            }),
-            Op::IsSet => Ok(Reply::Bool(lock(&l.state).is_some())),
-            op => Err(not_for(&op)),
-        },
-        Object::RLock(r) => match op {
-            Op::Acquire(timeout) => {
-                let me = client.id;
-                let got = r.wait_for(client, timeout, |s| match s.holder {
-                    None => {
-                        *s = Reentrant { holder: Some(me), depth: 1 };
-                        Some(())
-                    }
-                    Some(h) if h == me => s.depth.checked_add(1).map(|d| s.depth = d),
-                    Some(_) => None,
-                })?;
-                if got.is_some() {
-                    client.hold(object);
-                }
-                Ok(Reply::Bool(got.is_some()))
-            }
-            Op::Release => r.update(|s| {
-                if s.holder != Some(client.id) {
-                    return Err(Error::new(
-                        ErrorKind::NotOwner,
-                        "this connection does not hold the RLock",
-                    ));
-                }
-                s.depth -= 1;
-                if s.depth == 0 {
-                    s.holder = None;
-                }
-                Ok(Reply::Unit)
-            }),
-            op => Err(not_for(&op)),
-        },
-        Object::Semaphore(s) => match op {
-            Op::Acquire(timeout) => {
-                let got = s.wait_for(client, timeout, |n| (*n > 0).then(|| *n -= 1))?;
-                Ok(Reply::Bool(got.is_some()))
-            }
-            Op::Release => {
-                s.update(|n| *n = n.saturating_add(1));
-                Ok(Reply::Unit)
-            }
-            Op::Value => Ok(Reply::Count(*lock(&s.state))),
-            op => Err(not_for(&op)),
-        },
-        Object::Event(e) => match op {
-            Op::SetFlag => Ok(e.update(|f| {
-                *f = true;
-                Reply::Unit
-            })),
-            Op::ClearFlag => Ok(e.update(|f| {
-                *f = false;
-                Reply::Unit
-            })),
-            Op::IsSet => Ok(Reply::Bool(*lock(&e.state))),
-            Op::Wait(timeout) => {
-                let set = e.wait_for(client, timeout, |f| f.then_some(()))?;
-                Ok(Reply::Bool(set.is_some()))
-            }
-            op => Err(not_for(&op)),
-        },
+        Object::Map(map) => map_op(map, op),
+        Object::List(list) => list_op(list, op),
+        Object::Queue(q) => queue_op(q, op, client),
+        Object::Lock(l) => lock_op(object, l, op, client),
+        Object::RLock(r) => rlock_op(object, r, op, client),
+        Object::Semaphore(s) => semaphore_op(s, op, client),
+        Object::Event(e) => event_op(e, op, client),
         Object::Condition(c) => condition(object, c, op, client),
         Object::Registered(served) => match op {
             Op::Method(name, args) => Ok(Reply::Blob(blob(lock(served).call(&name, &args)?))),
             op => Err(not_for(&op)),
         },
+    }
+}
+
+/// A dict's operations.
+fn map_op(map: &Mutex<IndexMap<Vec<u8>, Vec<u8>>>, op: Op) -> Result<Reply> {
+    let mut map = lock(map);
+    Ok(match op {
+        Op::Get(k) => Reply::Maybe(map.get(k.as_slice()).cloned().map(blob)),
+        Op::Set(k, v) => {
+            map.insert(k.into_vec(), v.into_vec());
+            Reply::Unit
+        }
+        Op::Remove(k) => Reply::Maybe(map.shift_remove(k.as_slice()).map(blob)),
+        Op::Contains(k) => Reply::Bool(map.contains_key(k.as_slice())),
+        Op::SetDefault(k, v) => {
+            Reply::Blob(blob(map.entry(k.into_vec()).or_insert(v.into_vec()).clone()))
+        }
+        Op::Update(pairs) => {
+            map.extend(pairs.into_iter().map(|(k, v)| (k.into_vec(), v.into_vec())));
+            Reply::Unit
+        }
+        Op::Items => {
+            Reply::Pairs(map.iter().map(|(k, v)| (blob(k.clone()), blob(v.clone()))).collect())
+        }
+        Op::Len => Reply::Count(map.len() as u64),
+        Op::Clear => {
+            map.clear();
+            Reply::Unit
+        }
+        op => return Err(not_for(&op)),
+    })
+}
+
+/// A list's operations.
+fn list_op(list: &Mutex<Vec<Vec<u8>>>, op: Op) -> Result<Reply> {
+    let mut list = lock(list);
+    let len = list.len();
+    Ok(match op {
+        Op::At(i) => Reply::Blob(blob(list[index(i, len)?].clone())),
+        Op::SetAt(i, v) => {
+            list[index(i, len)?] = v.into_vec();
+            Reply::Unit
+        }
+        Op::Append(v) => {
+            list.push(v.into_vec());
+            Reply::Unit
+        }
+        Op::Extend(vs) => {
+            list.extend(vs.into_iter().map(ByteBuf::into_vec));
+            Reply::Unit
+        }
+        Op::Insert(i, v) => {
+            // As Python's insert: out-of-range indices clamp.
+            let at = if i < 0 {
+                (i + len as i64).max(0) as usize
+            } else {
+                (i as u64).min(len as u64) as usize
+            };
+            list.insert(at, v.into_vec());
+            Reply::Unit
+        }
+        Op::Pop(i) => {
+            if len == 0 {
+                return Err(invalid("pop from an empty list"));
+            }
+            let at = index(i.unwrap_or(-1), len)?;
+            Reply::Blob(blob(list.remove(at)))
+        }
+        Op::Reverse => {
+            list.reverse();
+            Reply::Unit
+        }
+        Op::All => Reply::Blobs(list.iter().cloned().map(blob).collect()),
+        Op::Len => Reply::Count(len as u64),
+        Op::Clear => {
+            list.clear();
+            Reply::Unit
+        }
+        op => return Err(not_for(&op)),
+    })
+}
+
+/// A queue's operations (puts and takes wait, as long as the client is there).
+fn queue_op(q: &Blocking<QueueState>, op: Op, client: &Client) -> Result<Reply> {
+    match op {
+        Op::Put(v, timeout) => {
+            let mut item = Some(v.into_vec());
+            let put = q.wait_for(client, timeout, |s| {
+                (s.max == 0 || s.items.len() < s.max).then(|| {
+                    s.items.extend(item.take());
+                    s.unfinished += 1;
+                })
+            })?;
+            q.changed.notify_all();
+            put.map(|()| Reply::Unit).ok_or_else(|| Error::new(ErrorKind::Full, "queue is full"))
+        }
+        Op::Take(timeout) => {
+            let got = q.wait_for(client, timeout, |s| s.items.pop_front())?;
+            q.changed.notify_all();
+            got.map(|v| Reply::Blob(blob(v)))
+                .ok_or_else(|| Error::new(ErrorKind::Empty, "queue is empty"))
+        }
+        Op::Len => Ok(Reply::Count(lock(&q.state).items.len() as u64)),
+        Op::TaskDone => q.update(|s| {
+            if s.unfinished == 0 {
+                return Err(invalid("task_done() called more times than items were put"));
+            }
+            s.unfinished -= 1;
+            Ok(Reply::Unit)
+        }),
+        Op::Join(timeout) => {
+            let done = q.wait_for(client, timeout, |s| (s.unfinished == 0).then_some(()))?;
+            Ok(Reply::Bool(done.is_some()))
+        }
+        op => Err(not_for(&op)),
+    }
+}
+
+/// A lock's operations; the client holding it is noted, so its going away releases it.
+fn lock_op(
+    object: &Arc<Object>,
+    l: &Blocking<Option<u64>>,
+    op: Op,
+    client: &mut Client,
+) -> Result<Reply> {
+    match op {
+        Op::Acquire(timeout) => {
+            let me = client.id;
+            let got = l.wait_for(client, timeout, |h| h.is_none().then(|| *h = Some(me)))?;
+            if got.is_some() {
+                client.hold(object);
+            }
+            Ok(Reply::Bool(got.is_some()))
+        }
+        Op::Release => l.update(|h| match h.take() {
+            Some(_) => Ok(Reply::Unit),
+            None => Err(invalid("release of an unlocked lock")),
+        }),
+        Op::IsSet => Ok(Reply::Bool(lock(&l.state).is_some())),
+        op => Err(not_for(&op)),
+    }
+}
+
+/// A reentrant lock's operations, owned by a client connection.
+fn rlock_op(
+    object: &Arc<Object>,
+    r: &Blocking<Reentrant>,
+    op: Op,
+    client: &mut Client,
+) -> Result<Reply> {
+    match op {
+        Op::Acquire(timeout) => {
+            let me = client.id;
+            let got = r.wait_for(client, timeout, |s| match s.holder {
+                None => {
+                    *s = Reentrant { holder: Some(me), depth: 1 };
+                    Some(())
+                }
+                Some(h) if h == me => s.depth.checked_add(1).map(|d| s.depth = d),
+                Some(_) => None,
+            })?;
+            if got.is_some() {
+                client.hold(object);
+            }
+            Ok(Reply::Bool(got.is_some()))
+        }
+        Op::Release => r.update(|s| {
+            if s.holder != Some(client.id) {
+                return Err(Error::new(
+                    ErrorKind::NotOwner,
+                    "this connection does not hold the RLock",
+                ));
+            }
+            s.depth -= 1;
+            if s.depth == 0 {
+                s.holder = None;
+            }
+            Ok(Reply::Unit)
+        }),
+        op => Err(not_for(&op)),
+    }
+}
+
+/// A semaphore's operations.
+fn semaphore_op(s: &Blocking<u64>, op: Op, client: &Client) -> Result<Reply> {
+    match op {
+        Op::Acquire(timeout) => {
+            let got = s.wait_for(client, timeout, |n| (*n > 0).then(|| *n -= 1))?;
+            Ok(Reply::Bool(got.is_some()))
+        }
+        Op::Release => {
+            s.update(|n| *n = n.saturating_add(1));
+            Ok(Reply::Unit)
+        }
+        Op::Value => Ok(Reply::Count(*lock(&s.state))),
+        op => Err(not_for(&op)),
+    }
+}
+
+/// An event's operations.
+fn event_op(e: &Blocking<bool>, op: Op, client: &Client) -> Result<Reply> {
+    match op {
+        Op::SetFlag => Ok(e.update(|f| {
+            *f = true;
+            Reply::Unit
+        })),
+        Op::ClearFlag => Ok(e.update(|f| {
+            *f = false;
+            Reply::Unit
+        })),
+        Op::IsSet => Ok(Reply::Bool(*lock(&e.state))),
+        Op::Wait(timeout) => {
+            let set = e.wait_for(client, timeout, |f| f.then_some(()))?;
+            Ok(Reply::Bool(set.is_some()))
+        }
+        op => Err(not_for(&op)),
     }
 }
 
