@@ -210,7 +210,8 @@ impl Link<'_> {
             };
             self.channel
                 .ring
-                .send(&Os, &self.data, &mut w, msg, deadline.core(), connected)
+                .producer(&Os, &self.data, &mut w)
+                .send(msg, deadline.core(), connected)
                 .map_err(|e| match e {
                     SendError::Timeout => Error::timeout(),
                     SendError::Disconnected => disconnected(),
@@ -311,10 +312,7 @@ impl Link<'_> {
                 // is not here, so the rest is skipped.
                 r.skip_message();
             }
-            let got = self.channel.ring.recv(
-                &Os,
-                &self.data,
-                &mut r,
+            let got = self.channel.ring.consumer(&Os, &self.data, &mut r).recv(
                 &mut out,
                 MAX_MESSAGE,
                 deadline.core(),

@@ -20,6 +20,7 @@ pub(crate) enum Deadline {
     At(Instant),
 }
 
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 impl Deadline {
     /// Block as long as it takes.
     pub(crate) const NEVER: Deadline = Deadline::Never;

@@ -42,7 +42,7 @@ pub fn spsc_consumer(input: &[u8]) {
     // At most one message per 8 bytes of ring, then it must have stopped.
     for _ in 0..=CAP / 8 + 1 {
         let got =
-            ring.recv(&park, &data, &mut reader, &mut out, limit, Deadline::now(&park), || true);
+            ring.consumer(&park, &data, &mut reader).recv(&mut out, limit, Deadline::now(&park), || true);
         match got {
             Ok(()) => assert!(out.len() <= limit),
             Err(RecvError::TooLarge) => {}
@@ -66,20 +66,12 @@ pub fn spsc_model(input: &[u8]) {
         if kind % 2 == 0 {
             let len = usize::from(arg) * usize::from(kind >> 1 & 7);
             let msg: Vec<u8> = (0..len).map(|i| (i + n) as u8).collect();
-            let sent = ring.send(&park, &data, &mut writer, &msg, Deadline::now(&park), || true);
+            let sent = ring.producer(&park, &data, &mut writer).send(&msg, Deadline::now(&park), || true);
             if sent.is_ok() {
                 model.push_back(msg);
             }
         } else {
-            let got = ring.recv(
-                &park,
-                &data,
-                &mut reader,
-                &mut out,
-                usize::MAX,
-                Deadline::now(&park),
-                || true,
-            );
+            let got = ring.consumer(&park, &data, &mut reader).recv(&mut out, usize::MAX, Deadline::now(&park), || true);
             match got {
                 Ok(()) => assert_eq!(Some(&out), model.pop_front().as_ref()),
                 Err(RecvError::Timeout) => {

@@ -43,7 +43,10 @@ fn delivers_every_message_in_order_across_wraps_and_fragments() {
         let producer = thread::spawn(move || {
             let mut w = Writer::default();
             for m in messages() {
-                p.ring.send(&p.park, &p.data, &mut w, &m, Deadline::NEVER, || true).unwrap();
+                p.ring
+                    .producer(&p.park, &p.data, &mut w)
+                    .send(&m, Deadline::NEVER, || true)
+                    .unwrap();
             }
             p.ring.close_producer(&p.park);
         });
@@ -51,12 +54,17 @@ fn delivers_every_message_in_order_across_wraps_and_fragments() {
         let mut out = Vec::new();
         for m in messages() {
             r.ring
-                .recv(&r.park, &r.data, &mut reader, &mut out, usize::MAX, Deadline::NEVER, || true)
+                .consumer(&r.park, &r.data, &mut reader)
+                .recv(&mut out, usize::MAX, Deadline::NEVER, || true)
                 .unwrap();
             assert_eq!(out, m);
         }
-        let end =
-            r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 1 << 20, Deadline::NEVER, || true);
+        let end = r.ring.consumer(&r.park, &r.data, &mut reader).recv(
+            &mut out,
+            1 << 20,
+            Deadline::NEVER,
+            || true,
+        );
         assert_eq!(end, Err(RecvError::Disconnected));
         producer.join().unwrap();
     });
@@ -71,18 +79,23 @@ fn timeouts_return_and_a_cut_message_is_withdrawn() {
         let mut out = Vec::new();
         let soon = |r: &Ring| Deadline::after(&r.park, Duration::from_millis(2));
         // Empty: recv times out.
-        let got = r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 100, soon(&r), || true);
+        let got =
+            r.ring.consumer(&r.park, &r.data, &mut reader).recv(&mut out, 100, soon(&r), || true);
         assert_eq!(got, Err(RecvError::Timeout));
         // Larger than the ring with nobody reading: send times out midway.
         let big = vec![7u8; 100];
-        let sent = r.ring.send(&r.park, &r.data, &mut w, &big, soon(&r), || true);
+        let sent = r.ring.producer(&r.park, &r.data, &mut w).send(&big, soon(&r), || true);
         assert_eq!(sent, Err(SendError::Timeout));
         // The consumer takes the fragments so far, then times out inside it.
-        let got = r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 1000, soon(&r), || true);
+        let got =
+            r.ring.consumer(&r.park, &r.data, &mut reader).recv(&mut out, 1000, soon(&r), || true);
         assert_eq!(got, Err(RecvError::Timeout));
         // The next send withdraws the cut message; only the new one arrives.
-        r.ring.send(&r.park, &r.data, &mut w, b"next", soon(&r), || true).unwrap();
-        r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 1000, soon(&r), || true).unwrap();
+        r.ring.producer(&r.park, &r.data, &mut w).send(b"next", soon(&r), || true).unwrap();
+        r.ring
+            .consumer(&r.park, &r.data, &mut reader)
+            .recv(&mut out, 1000, soon(&r), || true)
+            .unwrap();
         assert_eq!(out, b"next");
     });
 }
@@ -94,15 +107,28 @@ fn too_large_is_skipped_and_the_next_message_arrives() {
         let p = r.clone();
         let producer = thread::spawn(move || {
             let mut w = Writer::default();
-            p.ring.send(&p.park, &p.data, &mut w, &[1; 20], Deadline::NEVER, || true).unwrap();
-            p.ring.send(&p.park, &p.data, &mut w, &[2; 5], Deadline::NEVER, || true).unwrap();
+            p.ring
+                .producer(&p.park, &p.data, &mut w)
+                .send(&[1; 20], Deadline::NEVER, || true)
+                .unwrap();
+            p.ring
+                .producer(&p.park, &p.data, &mut w)
+                .send(&[2; 5], Deadline::NEVER, || true)
+                .unwrap();
         });
         let mut reader = Reader::default();
         let mut out = Vec::new();
-        let first =
-            r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 10, Deadline::NEVER, || true);
+        let first = r.ring.consumer(&r.park, &r.data, &mut reader).recv(
+            &mut out,
+            10,
+            Deadline::NEVER,
+            || true,
+        );
         assert_eq!(first, Err(RecvError::TooLarge));
-        r.ring.recv(&r.park, &r.data, &mut reader, &mut out, 10, Deadline::NEVER, || true).unwrap();
+        r.ring
+            .consumer(&r.park, &r.data, &mut reader)
+            .recv(&mut out, 10, Deadline::NEVER, || true)
+            .unwrap();
         assert_eq!(out, [2; 5]);
         producer.join().unwrap();
     });
@@ -118,7 +144,11 @@ fn a_closed_consumer_fails_sends() {
             // Fill the ring, then block until the consumer closes.
             let mut sent = 0;
             loop {
-                match p.ring.send(&p.park, &p.data, &mut w, &[0; 8], Deadline::NEVER, || true) {
+                match p.ring.producer(&p.park, &p.data, &mut w).send(
+                    &[0; 8],
+                    Deadline::NEVER,
+                    || true,
+                ) {
                     Ok(()) => sent += 1,
                     Err(e) => return (sent, e),
                 }
@@ -139,23 +169,26 @@ fn a_dead_producer_is_disconnected_and_garbage_is_corrupt() {
     let park = TestPark::<true>::default();
     let (ring, data) = (SpscRing::new(), TestBytes::new(CAP));
     let (mut reader, mut out) = (Reader::default(), Vec::new());
-    let got = ring.recv(&park, &data, &mut reader, &mut out, 100, Deadline::NEVER, || false);
+    let got =
+        ring.consumer(&park, &data, &mut reader).recv(&mut out, 100, Deadline::NEVER, || false);
     assert_eq!(got, Err(RecvError::Disconnected));
 
     // A header a producer of ours never writes: unknown flags.
     let mut w = Writer::default();
-    ring.send(&park, &data, &mut w, b"abc", Deadline::NEVER, || true).unwrap();
+    ring.producer(&park, &data, &mut w).send(b"abc", Deadline::NEVER, || true).unwrap();
     data.write(4, &0x8000u32.to_le_bytes());
-    let got = ring.recv(&park, &data, &mut reader, &mut out, 100, Deadline::NEVER, || true);
+    let got =
+        ring.consumer(&park, &data, &mut reader).recv(&mut out, 100, Deadline::NEVER, || true);
     assert_eq!(got, Err(RecvError::Corrupt));
 
     // A length past the published bytes.
     let (ring, data) = (SpscRing::new(), TestBytes::new(CAP));
     let mut w = Writer::default();
-    ring.send(&park, &data, &mut w, b"abc", Deadline::NEVER, || true).unwrap();
+    ring.producer(&park, &data, &mut w).send(b"abc", Deadline::NEVER, || true).unwrap();
     data.write(0, &12u32.to_le_bytes());
     let mut reader = Reader::default();
-    let got = ring.recv(&park, &data, &mut reader, &mut out, 100, Deadline::NEVER, || true);
+    let got =
+        ring.consumer(&park, &data, &mut reader).recv(&mut out, 100, Deadline::NEVER, || true);
     assert_eq!(got, Err(RecvError::Corrupt));
 }
 
@@ -187,7 +220,8 @@ fn locked_producers_share_one_ring() {
                         let msg = [p, seq, 0, 0, 0, 0, 0, 0, 0, 0];
                         channel
                             .ring
-                            .send(&*park, &*data, &mut w, &msg, Deadline::NEVER, || true)
+                            .producer(&*park, &*data, &mut w)
+                            .send(&msg, Deadline::NEVER, || true)
                             .unwrap();
                         side.store_writer(&w);
                         side.lock.unlock(&*park, me).unwrap();
@@ -200,7 +234,8 @@ fn locked_producers_share_one_ring() {
         for _ in 0..u32::from(PRODUCERS) * u32::from(per) {
             channel
                 .ring
-                .recv(&*park, &*data, &mut reader, &mut out, 64, Deadline::NEVER, || true)
+                .consumer(&*park, &*data, &mut reader)
+                .recv(&mut out, 64, Deadline::NEVER, || true)
                 .unwrap();
             let (p, seq) = (out[0] as usize, out[1]);
             assert_eq!(seq, next[p], "producer {p} out of order or repeated");
@@ -221,15 +256,24 @@ fn a_stale_reader_cache_after_a_dead_consumer_recovers() {
         let r = ring();
         let mut w = Writer::default();
         for m in [b"one".as_slice(), b"two", b"three"] {
-            r.ring.send(&r.park, &r.data, &mut w, m, Deadline::NEVER, || true).unwrap();
+            r.ring.producer(&r.park, &r.data, &mut w).send(m, Deadline::NEVER, || true).unwrap();
         }
         let (mut first, mut out) = (Reader::default(), Vec::new());
-        r.ring.recv(&r.park, &r.data, &mut first, &mut out, 100, Deadline::NEVER, || true).unwrap();
-        r.ring.recv(&r.park, &r.data, &mut first, &mut out, 100, Deadline::NEVER, || true).unwrap();
+        r.ring
+            .consumer(&r.park, &r.data, &mut first)
+            .recv(&mut out, 100, Deadline::NEVER, || true)
+            .unwrap();
+        r.ring
+            .consumer(&r.park, &r.data, &mut first)
+            .recv(&mut out, 100, Deadline::NEVER, || true)
+            .unwrap();
         // `first` dies here; its state was never stored.
         let mut next = Reader::default();
         next.resync();
-        r.ring.recv(&r.park, &r.data, &mut next, &mut out, 100, Deadline::NEVER, || true).unwrap();
+        r.ring
+            .consumer(&r.park, &r.data, &mut next)
+            .recv(&mut out, 100, Deadline::NEVER, || true)
+            .unwrap();
         assert_eq!(out, b"three");
     });
 }

@@ -6,8 +6,10 @@
 //!
 //! - Linux: the futex system call (through rustix), without
 //!   `FUTEX_PRIVATE_FLAG`.
-//! - macOS: `__ulock_wait2`/`__ulock_wake` with `UL_COMPARE_AND_WAIT_SHARED`
-//!   (macOS 11+), the calls libc++ and Rust's std park on there.
+//! - macOS: `os_sync_wait_on_address` and `os_sync_wake_by_address_*` with
+//!   the shared flag where the system has them (14.4+, looked up at run
+//!   time), else `__ulock_wait2`/`__ulock_wake` with
+//!   `UL_COMPARE_AND_WAIT_SHARED` (11+), what libc++ parks on there.
 //! - FreeBSD: `_umtx_op` with `UMTX_OP_WAIT_UINT`/`UMTX_OP_WAKE` (the
 //!   non-`_PRIVATE` ops are the shared ones).
 //!
@@ -107,17 +109,87 @@ mod ulock {
 }
 
 #[cfg(target_vendor = "apple")]
+mod os_sync {
+    //! macOS 14.4's public wait-on-address (`<os/os_sync_wait_on_address.h>`),
+    //! looked up at run time so that older systems fall back to `__ulock`.
+    use core::ffi::{c_int, c_void, CStr};
+    use std::sync::OnceLock;
+
+    /// `OS_SYNC_WAIT_ON_ADDRESS_SHARED` and `OS_SYNC_WAKE_BY_ADDRESS_SHARED`.
+    pub const SHARED: u32 = 1;
+    /// `OS_CLOCK_MACH_ABSOLUTE_TIME`: the clock a timeout runs on.
+    pub const MACH_ABSOLUTE_TIME: u32 = 32;
+
+    type WaitFn = unsafe extern "C" fn(*mut c_void, u64, usize, u32) -> c_int;
+    type WaitTimeoutFn = unsafe extern "C" fn(*mut c_void, u64, usize, u32, u32, u64) -> c_int;
+    type WakeFn = unsafe extern "C" fn(*mut c_void, usize, u32) -> c_int;
+
+    /// The four calls, where the system has them.
+    pub struct Api {
+        pub wait: WaitFn,
+        pub wait_timeout: WaitTimeoutFn,
+        pub wake_any: WakeFn,
+        pub wake_all: WakeFn,
+    }
+
+    pub fn api() -> Option<&'static Api> {
+        static API: OnceLock<Option<Api>> = OnceLock::new();
+        API.get_or_init(|| {
+            let find = |name: &CStr| {
+                // SAFETY: a NUL-terminated name looked up in every image.
+                let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+                (!p.is_null()).then_some(p)
+            };
+            let wait = find(c"os_sync_wait_on_address")?;
+            let wait_timeout = find(c"os_sync_wait_on_address_with_timeout")?;
+            let wake_any = find(c"os_sync_wake_by_address_any")?;
+            let wake_all = find(c"os_sync_wake_by_address_all")?;
+            // SAFETY: these symbols are the functions of the header named
+            // above, with exactly these C signatures.
+            Some(unsafe {
+                Api {
+                    wait: core::mem::transmute::<*mut c_void, WaitFn>(wait),
+                    wait_timeout: core::mem::transmute::<*mut c_void, WaitTimeoutFn>(wait_timeout),
+                    wake_any: core::mem::transmute::<*mut c_void, WakeFn>(wake_any),
+                    wake_all: core::mem::transmute::<*mut c_void, WakeFn>(wake_all),
+                }
+            })
+        })
+        .as_ref()
+    }
+}
+
+#[cfg(target_vendor = "apple")]
 fn word_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    // 0 waits forever; a timeout that rounds to 0 ns waits 1 ns instead.
-    let ns = timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
-    // SAFETY: `word` is a live, aligned 32-bit atomic for the call; the
-    // kernel only compares it with `expected` and sleeps on its address.
+    let addr = word.as_ptr().cast();
+    // A timeout that rounds to 0 ns waits 1 ns instead (0 is refused, or
+    // means forever).
+    let ns = timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
+    if let Some(api) = os_sync::api() {
+        // SAFETY: `word` is a live, aligned 32-bit atomic for the call; the
+        // kernel only compares it with `expected` and sleeps on its address.
+        unsafe {
+            match ns {
+                None => (api.wait)(addr, u64::from(expected), 4, os_sync::SHARED),
+                Some(ns) => (api.wait_timeout)(
+                    addr,
+                    u64::from(expected),
+                    4,
+                    os_sync::SHARED,
+                    os_sync::MACH_ABSOLUTE_TIME,
+                    ns,
+                ),
+            }
+        };
+        return;
+    }
+    // SAFETY: as above.
     unsafe {
         ulock::__ulock_wait2(
             ulock::UL_COMPARE_AND_WAIT_SHARED | ulock::ULF_NO_ERRNO,
-            word.as_ptr().cast(),
+            addr,
             u64::from(expected),
-            ns,
+            ns.unwrap_or(0),
             0,
         )
     };
@@ -125,14 +197,17 @@ fn word_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
 
 #[cfg(target_vendor = "apple")]
 fn word_wake(word: &AtomicU32, all: bool) {
+    let addr = word.as_ptr().cast();
+    if let Some(api) = os_sync::api() {
+        let wake = if all { api.wake_all } else { api.wake_any };
+        // SAFETY: the kernel only uses the address as a key.
+        unsafe { wake(addr, 4, os_sync::SHARED) };
+        return;
+    }
     let all = if all { ulock::ULF_WAKE_ALL } else { 0 };
-    // SAFETY: as in `word_wait`: the kernel only uses the address as a key.
+    // SAFETY: as above.
     unsafe {
-        ulock::__ulock_wake(
-            ulock::UL_COMPARE_AND_WAIT_SHARED | ulock::ULF_NO_ERRNO | all,
-            word.as_ptr().cast(),
-            0,
-        )
+        ulock::__ulock_wake(ulock::UL_COMPARE_AND_WAIT_SHARED | ulock::ULF_NO_ERRNO | all, addr, 0)
     };
 }
 

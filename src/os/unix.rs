@@ -1,11 +1,6 @@
 //! The Unix side of the platform layer: `multiproc-posix` and the standard
 //! library's Unix extensions, under the layer's names.
 //!
-//! # Safety
-//!
-//! One unsafe attribute: the child constructor's `link_section`, a plain
-//! `extern "C" fn()` in the section the loader calls at start-up.
-#![allow(unsafe_code)]
 
 pub(crate) use multiproc_posix::shm::{OpenError, Segment};
 pub(crate) use multiproc_posix::{ident, image, Os};
@@ -69,14 +64,22 @@ pub(crate) mod launch {
         thread_count, Child, Forked, BAD_REQUEST, FAILED,
     };
 
-    /// How a child's code learns of being one before `main`: a constructor
-    /// the loader runs (`.init_array` on ELF, `__mod_init_func` on Mach-O).
-    #[used]
-    #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
-    #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
-    pub(crate) static CHILD_CONSTRUCTOR: extern "C" fn() = child_constructor;
-
-    extern "C" fn child_constructor() {
-        crate::process::run_if_child();
+    /// Declares `$name`, a static the loader calls before `main` in every
+    /// binary that keeps it (`.init_array` on ELF, `__mod_init_func` on
+    /// Mach-O), which runs `$f`: how a spawned child's code learns of being
+    /// one before the program's own.
+    macro_rules! before_main {
+        ($name:ident = $f:path) => {
+            #[used]
+            #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__mod_init_func")]
+            #[cfg_attr(not(target_vendor = "apple"), link_section = ".init_array")]
+            pub(crate) static $name: extern "C" fn() = {
+                extern "C" fn run() {
+                    $f()
+                }
+                run
+            };
+        };
     }
+    pub(crate) use before_main;
 }

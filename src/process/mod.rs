@@ -14,8 +14,6 @@ mod state;
 mod target;
 
 #[cfg(mp_spawn)]
-pub(crate) use start::run_if_child;
-#[cfg(mp_spawn)]
 #[doc(hidden)]
 pub use start::testing;
 #[cfg(mp_spawn)]

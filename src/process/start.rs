@@ -7,6 +7,9 @@
 //!   [`run_if_child`] and [`prepare`] (who may start a child, below).
 //! - A forked child runs only when the parent had one thread, or when the
 //!   caller opted in, and ends with `_exit`.
+//! - `CHILD_CONSTRUCTOR` sits in the section the loader calls before
+//!   `main` (`link_section`, through `os::launch::before_main!`): a plain
+//!   `extern "C" fn()` that takes and returns nothing.
 #![allow(unsafe_code)]
 
 use super::code_ref::{self, CodeRef, Record};
@@ -150,7 +153,7 @@ pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
     inherit.push(boot.as_raw_handle());
     let fd = boot.as_raw_handle().to_string();
     // Keep the child's constructor linked into every binary that spawns.
-    std::hint::black_box(&child::CHILD_CONSTRUCTOR);
+    std::hint::black_box(&CHILD_CONSTRUCTOR);
     child::spawn_self(&[(BOOTSTRAP_ENV, &fd)], &inherit)
         .map_err(|e| Error::io("starting a child process", e))
 }
@@ -269,6 +272,10 @@ pub(crate) fn finish(code: i32) -> ! {
     // No atexit handlers or destructors: they belong to the parent.
     child::exit_now(code)
 }
+
+// Runs before `main` in every binary linking this crate: if this process
+// is a spawned child, it becomes that child and never returns to `main`.
+child::before_main!(CHILD_CONSTRUCTOR = run_if_child);
 
 /// The child's side of spawn; returns only if this is not a spawned child.
 ///

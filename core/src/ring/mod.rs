@@ -8,7 +8,9 @@
 //! the algorithm stays safe code: the facade implements it over a mapped
 //! segment, and the models over loom-checked cells.
 
+mod frame;
 pub mod spsc;
+mod wait;
 
 /// The data area of a ring: `len()` bytes that the producer writes and the
 /// consumer reads. Offsets and lengths passed in are always in bounds; the

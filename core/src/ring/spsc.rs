@@ -26,56 +26,26 @@
 //! count, and the waiter's registration and its re-check, are split by the
 //! two halves of an asymmetric barrier ([`Park::light_barrier`] on the
 //! fast path, [`Park::heavy_barrier`] before parking).
+//!
+//! # Layout of the code
+//! The frame codec is `frame.rs`, the waiting policy `wait.rs`. A call on
+//! the ring works through a [`Producer`] or a [`Consumer`]: the ring, the
+//! OS's services, the data area and the side's cached state, together for
+//! the length of the call.
 
+use super::frame::*;
+use super::wait::{Signal, SpinPace, BACKOFF_BUDGET, BATCH_PACE, FIRST_PACE};
+pub use super::wait::Waiting;
 use super::{Bytes, CachePadded};
 use crate::park::{park_slice, Deadline, Liveness, Park};
-use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-const HEADER: usize = 8;
-/// First fragment of a message.
-const FIRST: u32 = 1;
-/// Last fragment of a message.
-const LAST: u32 = 2;
-/// Filler up to the end of the buffer: nothing to deliver.
-const PAD: u32 = 4;
-/// Drop the fragments of the message in progress.
-const ABORT: u32 = 8;
-const KNOWN: u32 = FIRST | LAST | PAD | ABORT;
+pub use super::frame::{max_frame_payload, valid_capacity, MIN_CAPACITY};
 
 /// `closed` bit: the producer side closed.
 const PRODUCER_CLOSED: u32 = 1;
 /// `closed` bit: the consumer side closed.
 const CONSUMER_CLOSED: u32 = 2;
-
-/// Smallest capacity a ring may have.
-pub const MIN_CAPACITY: usize = 64;
-
-/// Largest payload of one frame for a data area of `capacity` bytes: a
-/// quarter, so a frame plus the padding before it always fits an empty ring.
-pub fn max_frame_payload(capacity: usize) -> usize {
-    capacity / 4 - HEADER
-}
-
-/// Whether `capacity` is usable: a power of two of at least [`MIN_CAPACITY`].
-pub fn valid_capacity(capacity: usize) -> bool {
-    capacity.is_power_of_two() && capacity >= MIN_CAPACITY && capacity <= u32::MAX as usize
-}
-
-fn align8(n: usize) -> usize {
-    (n + 7) & !7
-}
-
-fn encode(len: usize, flags: u32) -> [u8; HEADER] {
-    let mut h = [0; HEADER];
-    h[..4].copy_from_slice(&(len as u32).to_le_bytes());
-    h[4..].copy_from_slice(&flags.to_le_bytes());
-    h
-}
-
-fn decode(h: [u8; HEADER]) -> (usize, u32) {
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    (len, u32::from_le_bytes([h[4], h[5], h[6], h[7]]))
-}
 
 /// Why a send failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,101 +70,9 @@ pub enum RecvError {
     Corrupt,
 }
 
-/// What one frame did to the message in progress.
-enum Frame {
-    /// Nothing to return yet.
-    More,
-    /// A message is complete in `out`.
-    Complete,
-    /// The message passed the limit; its rest will be skipped.
-    TooLarge,
-}
-
-/// The progress of one blocking call: spins left, last liveness check.
-#[derive(Debug)]
-pub struct Waiting {
-    /// Pauses left before parking.
-    spins: u32,
-    /// Pauses between two looks, when backing off.
-    pace: u32,
-    last_check: Option<core::time::Duration>,
-}
-
-/// How often a spinning side looks at the other's index.
-#[derive(Clone, Copy)]
-enum SpinPace {
-    /// Every `pace` pauses: a consumer waiting for data. 1 where latency
-    /// counts (a Pipe); [`BATCH_PACE`] for a reader that asked to batch (a
-    /// Queue), which lets a producer fill some lines before the consumer
-    /// pulls them: a consumer that looked at every pause pulled each
-    /// message's lines alone, and a typed 1-to-1 Queue ran at 4 M msg/s
-    /// instead of 9.
-    Steady,
-    /// Ever less often ([`FIRST_PACE`], twice that … [`MAX_PACE`] pauses):
-    /// a producer waiting for space. Each look pulls `head`'s line from the
-    /// consumer's core, and the consumer's next store of `head` then waits
-    /// for it back: a producer that looked at every pause slowed a
-    /// draining consumer from 12 to 4 M frames/s.
-    Backoff,
-}
-
-/// Pauses before a full producer's second look at `head` (a pause is
-/// 10-140 cycles, by CPU).
-const FIRST_PACE: u32 = 64;
-/// The most pauses between two looks at `head`.
-const MAX_PACE: u32 = 256;
-
-/// Pauses between a batching consumer's looks at `tail` (0.75 µs on a CPU
-/// whose pause is 12 ns; ~3 µs where it is 140 cycles): the most a get
-/// that finds a Queue empty waits beyond the put it waits for.
-const BATCH_PACE: u32 = 64;
-
-/// A producer waiting for space spins this many times longer than a
-/// consumer waiting for data.
-const BACKOFF_BUDGET: u32 = 8;
-
 /// Bytes a producer found full waits for beyond its frame while it spins,
 /// so that it then writes many frames without reading `head` again.
 const SLACK: usize = 4096;
-
-impl Waiting {
-    /// A new blocking call: it spins first (unless its deadline has passed
-    /// already: a `try_` form does not spin), and checks the peer at its
-    /// first park, then every `interval`.
-    pub fn new<P: Park>(park: &P, deadline: Deadline) -> Waiting {
-        let spins = if deadline.passed(park) { 0 } else { SPIN_LIMIT };
-        Waiting { spins, pace: 1, last_check: None }
-    }
-
-    /// Spins once more (`true`), or reports that the spin budget is spent.
-    fn spin(&mut self, pace: SpinPace) -> bool {
-        if self.spins == 0 {
-            return false;
-        }
-        let n = match pace {
-            SpinPace::Steady => self.pace.min(self.spins),
-            SpinPace::Backoff => {
-                let n = self.pace.min(self.spins);
-                self.pace = (self.pace * 2).min(MAX_PACE);
-                n
-            }
-        };
-        self.spins -= n;
-        for _ in 0..n {
-            spin_loop();
-        }
-        true
-    }
-
-    fn check_due<P: Park>(&mut self, park: &P, interval: core::time::Duration) -> bool {
-        let now = park.now();
-        let due = self.last_check.is_none_or(|last| now.saturating_sub(last) >= interval);
-        if due {
-            self.last_check = Some(now);
-        }
-        due
-    }
-}
 
 /// The producer's private state.
 #[derive(Debug, Default)]
@@ -242,46 +120,8 @@ pub struct SpscRing {
     closed: CachePadded<AtomicU32>,
 }
 
-/// One direction of waking: a futex word and how many may park on it.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct Signal {
-    /// Bumped by the other side after progress that may have a waiter.
-    seq: AtomicU32,
-    /// Waiters registered to park on `seq`.
-    waiting: AtomicU32,
-}
-
 #[cfg(not(loom))]
 static_assertions::assert_eq_size!(SpscRing, [u8; 320]);
-
-impl Signal {
-    /// Registers a waiter, and returns the value of `seq` to park on. The
-    /// caller then re-checks its condition, parks, and unregisters.
-    fn register<P: Park>(&self, park: &P) -> u32 {
-        let seq = self.seq.load(Ordering::Acquire);
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        // SYNC POINT: the registration and the re-check that follows are
-        // ordered against `notify`'s publish and read of `waiting`.
-        park.heavy_barrier();
-        seq
-    }
-
-    fn unregister(&self) {
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Called after publishing progress: wakes whoever parked, and makes no
-    /// system call when nobody did.
-    fn notify<P: Park>(&self, park: &P) {
-        // SYNC POINT: the waker's half of the Dekker pair with `register`.
-        park.light_barrier();
-        if self.waiting.load(Ordering::Relaxed) > 0 {
-            self.seq.fetch_add(1, Ordering::Release);
-            park.wake_all(&self.seq);
-        }
-    }
-}
 
 impl SpscRing {
     /// An empty ring (all indices zero).
@@ -298,145 +138,24 @@ impl SpscRing {
         ring
     }
 
-    // ---- producer ----
-
-    /// Sends `msg` whole, fragmenting it if needed, waiting for space until
-    /// `deadline`. `connected` is asked, while waiting, whether the consumer
-    /// still exists (at [`Liveness::CHECK_INTERVAL`]).
-    pub fn send<O: Park + Liveness, B: Bytes>(
-        &self,
-        os: &O,
-        data: &B,
-        w: &mut Writer,
-        msg: &[u8],
-        deadline: Deadline,
-        mut connected: impl FnMut() -> bool,
-    ) -> Result<(), SendError> {
-        let max = max_frame_payload(data.len());
-        if w.must_abort {
-            self.wait_write(os, data, w, &[], ABORT, deadline, &mut connected)?;
-            w.must_abort = false;
-        }
-        let mut chunks = msg.chunks(max).peekable();
-        let mut flags = FIRST;
-        if chunks.peek().is_none() {
-            return self.wait_write(os, data, w, &[], FIRST | LAST, deadline, &mut connected);
-        }
-        while let Some(chunk) = chunks.next() {
-            if chunks.peek().is_none() {
-                flags |= LAST;
-            }
-            if let Err(e) = self.wait_write(os, data, w, chunk, flags, deadline, &mut connected) {
-                w.must_abort = flags & FIRST == 0;
-                return Err(e);
-            }
-            flags = 0;
-        }
-        Ok(())
+    /// The producer's side for one call: sends go through it.
+    pub fn producer<'a, O, B>(
+        &'a self,
+        os: &'a O,
+        data: &'a B,
+        writer: &'a mut Writer,
+    ) -> Producer<'a, O, B> {
+        Producer { ring: self, os, data, w: writer }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn wait_write<O: Park + Liveness, B: Bytes>(
-        &self,
-        os: &O,
-        data: &B,
-        w: &mut Writer,
-        chunk: &[u8],
-        flags: u32,
-        deadline: Deadline,
-        connected: &mut impl FnMut() -> bool,
-    ) -> Result<(), SendError> {
-        let mut waiting = Waiting::new(os, deadline);
-        // A consumer draining a full ring frees `SLACK` in tens of µs:
-        // spin that long rather than park and be woken per frame.
-        waiting.spins = waiting.spins.saturating_mul(BACKOFF_BUDGET);
-        waiting.pace = FIRST_PACE;
-        // Found full: while spinning, wait for some slack as well, so that
-        // the producer then writes many frames without reading `head`
-        // (each read pulls its line from the consumer's core, and a
-        // producer that reads it per frame pays that per message).
-        let mut slack = 0;
-        loop {
-            if self.closed() & CONSUMER_CLOSED != 0 {
-                return Err(SendError::Disconnected);
-            }
-            if self.try_write(os, data, w, chunk, flags, slack) {
-                return Ok(());
-            }
-            if waiting.spin(SpinPace::Backoff) {
-                slack = SLACK.min(data.len() / 8);
-                continue;
-            }
-            slack = 0;
-            if deadline.passed(os) {
-                // Nothing to park for: skip registering (and its barrier).
-                return if self.try_write(os, data, w, chunk, flags, 0) {
-                    Ok(())
-                } else if O::CHECKS && !connected() {
-                    Err(SendError::Disconnected)
-                } else {
-                    Err(SendError::Timeout)
-                };
-            }
-            let seq = self.to_producer.register(os);
-            let wrote = self.try_write(os, data, w, chunk, flags, 0);
-            let outcome = if wrote {
-                Some(Ok(()))
-            } else if park_slice(os, &self.to_producer.seq, seq, deadline) {
-                None
-            } else {
-                Some(Err(SendError::Timeout))
-            };
-            self.to_producer.unregister();
-            let timed_out = outcome == Some(Err(SendError::Timeout));
-            if O::CHECKS && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL)) && !connected()
-            {
-                return Err(SendError::Disconnected);
-            }
-            if let Some(outcome) = outcome {
-                return outcome;
-            }
-        }
-    }
-
-    /// Writes one frame if it fits now. When `head` must be read, it must
-    /// also leave `slack` bytes free.
-    fn try_write<P: Park, B: Bytes>(
-        &self,
-        park: &P,
-        data: &B,
-        w: &mut Writer,
-        chunk: &[u8],
-        flags: u32,
-        slack: usize,
-    ) -> bool {
-        let cap = data.len();
-        let tail = self.tail.load(Ordering::Relaxed);
-        let pos = (tail % cap as u64) as usize;
-        let size = HEADER + align8(chunk.len());
-        let to_end = cap - pos;
-        let need = if size <= to_end { size } else { to_end + size };
-        let free = |head: u64| (cap as u64).saturating_sub(tail.wrapping_sub(head));
-        if free(w.cached_head) < need as u64 {
-            // SYNC POINT: the consumer is done with the bytes before `head`.
-            w.cached_head = self.head.load(Ordering::Acquire);
-            if free(w.cached_head) < (need + slack).min(cap) as u64 {
-                return false;
-            }
-        }
-        let mut at = tail;
-        let mut pos = pos;
-        if size > to_end {
-            data.write(pos, &encode(to_end - HEADER, PAD));
-            at = at.wrapping_add(to_end as u64);
-            pos = 0;
-        }
-        data.write(pos, &encode(chunk.len(), flags));
-        data.write(pos + HEADER, chunk);
-        // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
-        self.tail.store(at.wrapping_add(size as u64), Ordering::Release);
-        self.to_consumer.notify(park);
-        true
+    /// The consumer's side for one call: receives go through it.
+    pub fn consumer<'a, O, B>(
+        &'a self,
+        os: &'a O,
+        data: &'a B,
+        reader: &'a mut Reader,
+    ) -> Consumer<'a, O, B> {
+        Consumer { ring: self, os, data, r: reader }
     }
 
     /// The producer closes: the consumer gets what was sent, then
@@ -447,43 +166,11 @@ impl SpscRing {
         park.wake_all(&self.to_consumer.seq);
     }
 
-    // ---- consumer ----
-
-    /// Receives one whole message into `out` (cleared first unless a
-    /// message was in progress), waiting until `deadline`. `limit` bounds
-    /// its size. `connected` is asked, while waiting, whether a producer
-    /// still exists.
-    #[allow(clippy::too_many_arguments)]
-    pub fn recv<O: Park + Liveness, B: Bytes>(
-        &self,
-        os: &O,
-        data: &B,
-        r: &mut Reader,
-        out: &mut alloc::vec::Vec<u8>,
-        limit: usize,
-        deadline: Deadline,
-        mut connected: impl FnMut() -> bool,
-    ) -> Result<(), RecvError> {
-        if !r.assembling {
-            out.clear();
-        }
-        let mut waiting = Waiting::new(os, deadline);
-        if r.batched {
-            waiting.pace = BATCH_PACE;
-        }
-        loop {
-            if self.take_frames(os, data, r, out, limit)? {
-                return Ok(());
-            }
-            if let Err(e) = self.wait_for_data(os, deadline, &mut connected, &mut waiting) {
-                if e == RecvError::Disconnected {
-                    // A message cut by the producer's end is never returned.
-                    r.assembling = false;
-                    out.clear();
-                }
-                return Err(e);
-            }
-        }
+    /// The consumer closes: the producer's sends fail with `Disconnected`.
+    pub fn close_consumer<P: Park>(&self, park: &P) {
+        self.closed.fetch_or(CONSUMER_CLOSED, Ordering::SeqCst);
+        self.to_producer.seq.fetch_add(1, Ordering::Release);
+        park.wake_all(&self.to_producer.seq);
     }
 
     /// Waits until a frame is published (`Ok`), the producer is gone and
@@ -546,28 +233,213 @@ impl SpscRing {
         self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed)
     }
 
+    fn closed(&self) -> u32 {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// The producer's side of a ring for one call: the ring, the OS's
+/// services, the data area, and the producer's state.
+pub struct Producer<'a, O, B> {
+    ring: &'a SpscRing,
+    os: &'a O,
+    data: &'a B,
+    w: &'a mut Writer,
+}
+
+impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
+    /// Sends `msg` whole, fragmenting it if needed, waiting for space until
+    /// `deadline`. `connected` is asked, while waiting, whether the consumer
+    /// still exists (at [`Liveness::CHECK_INTERVAL`]).
+    pub fn send(
+        &mut self,
+        msg: &[u8],
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+    ) -> Result<(), SendError> {
+        let max = max_frame_payload(self.data.len());
+        if self.w.must_abort {
+            self.wait_write(&[], ABORT, deadline, &mut connected)?;
+            self.w.must_abort = false;
+        }
+        let mut chunks = msg.chunks(max).peekable();
+        let mut flags = FIRST;
+        if chunks.peek().is_none() {
+            return self.wait_write(&[], FIRST | LAST, deadline, &mut connected);
+        }
+        while let Some(chunk) = chunks.next() {
+            if chunks.peek().is_none() {
+                flags |= LAST;
+            }
+            if let Err(e) = self.wait_write(chunk, flags, deadline, &mut connected) {
+                self.w.must_abort = flags & FIRST == 0;
+                return Err(e);
+            }
+            flags = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes one frame, waiting for space until `deadline`.
+    fn wait_write(
+        &mut self,
+        chunk: &[u8],
+        flags: u32,
+        deadline: Deadline,
+        connected: &mut impl FnMut() -> bool,
+    ) -> Result<(), SendError> {
+        let (ring, os) = (self.ring, self.os);
+        let mut waiting = Waiting::new(os, deadline);
+        // A consumer draining a full ring frees `SLACK` in tens of µs:
+        // spin that long rather than park and be woken per frame.
+        waiting.spins = waiting.spins.saturating_mul(BACKOFF_BUDGET);
+        waiting.pace = FIRST_PACE;
+        // Found full: while spinning, wait for some slack as well, so that
+        // the producer then writes many frames without reading `head`
+        // (each read pulls its line from the consumer's core, and a
+        // producer that reads it per frame pays that per message).
+        let mut slack = 0;
+        loop {
+            if ring.closed() & CONSUMER_CLOSED != 0 {
+                return Err(SendError::Disconnected);
+            }
+            if self.try_write(chunk, flags, slack) {
+                return Ok(());
+            }
+            if waiting.spin(SpinPace::Backoff) {
+                slack = SLACK.min(self.data.len() / 8);
+                continue;
+            }
+            slack = 0;
+            if deadline.passed(os) {
+                // Nothing to park for: skip registering (and its barrier).
+                return if self.try_write(chunk, flags, 0) {
+                    Ok(())
+                } else if O::CHECKS && !connected() {
+                    Err(SendError::Disconnected)
+                } else {
+                    Err(SendError::Timeout)
+                };
+            }
+            let seq = ring.to_producer.register(os);
+            let wrote = self.try_write(chunk, flags, 0);
+            let outcome = if wrote {
+                Some(Ok(()))
+            } else if park_slice(os, &ring.to_producer.seq, seq, deadline) {
+                None
+            } else {
+                Some(Err(SendError::Timeout))
+            };
+            ring.to_producer.unregister();
+            let timed_out = outcome == Some(Err(SendError::Timeout));
+            if O::CHECKS && (timed_out || waiting.check_due(os, O::CHECK_INTERVAL)) && !connected()
+            {
+                return Err(SendError::Disconnected);
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+    }
+
+    /// Writes one frame if it fits now. When `head` must be read, it must
+    /// also leave `slack` bytes free.
+    fn try_write(&mut self, chunk: &[u8], flags: u32, slack: usize) -> bool {
+        let (ring, data, w) = (self.ring, self.data, &mut *self.w);
+        let cap = data.len();
+        let tail = ring.tail.load(Ordering::Relaxed);
+        let pos = (tail % cap as u64) as usize;
+        let size = HEADER + align8(chunk.len());
+        let to_end = cap - pos;
+        let need = if size <= to_end { size } else { to_end + size };
+        let free = |head: u64| (cap as u64).saturating_sub(tail.wrapping_sub(head));
+        if free(w.cached_head) < need as u64 {
+            // SYNC POINT: the consumer is done with the bytes before `head`.
+            w.cached_head = ring.head.load(Ordering::Acquire);
+            if free(w.cached_head) < (need + slack).min(cap) as u64 {
+                return false;
+            }
+        }
+        let mut at = tail;
+        let mut pos = pos;
+        if size > to_end {
+            data.write(pos, &encode(to_end - HEADER, PAD));
+            at = at.wrapping_add(to_end as u64);
+            pos = 0;
+        }
+        data.write(pos, &encode(chunk.len(), flags));
+        data.write(pos + HEADER, chunk);
+        // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
+        ring.tail.store(at.wrapping_add(size as u64), Ordering::Release);
+        ring.to_consumer.notify(self.os);
+        true
+    }
+}
+
+/// The consumer's side of a ring for one call: the ring, the OS's
+/// services, the data area, and the consumer's state.
+pub struct Consumer<'a, O, B> {
+    ring: &'a SpscRing,
+    os: &'a O,
+    data: &'a B,
+    r: &'a mut Reader,
+}
+
+impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
+    /// Receives one whole message into `out` (cleared first unless a
+    /// message was in progress), waiting until `deadline`. `limit` bounds
+    /// its size. `connected` is asked, while waiting, whether a producer
+    /// still exists.
+    pub fn recv(
+        &mut self,
+        out: &mut alloc::vec::Vec<u8>,
+        limit: usize,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+    ) -> Result<(), RecvError> {
+        if !self.r.assembling {
+            out.clear();
+        }
+        let mut waiting = Waiting::new(self.os, deadline);
+        if self.r.batched {
+            waiting.pace = BATCH_PACE;
+        }
+        loop {
+            if self.take_frames(out, limit)? {
+                return Ok(());
+            }
+            let waited = self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting);
+            if let Err(e) = waited {
+                if e == RecvError::Disconnected {
+                    // A message cut by the producer's end is never returned.
+                    self.r.assembling = false;
+                    out.clear();
+                }
+                return Err(e);
+            }
+        }
+    }
+
     /// Takes published frames until a message is complete (`true`) or none
     /// is left (`false`).
-    fn take_frames<P: Park, B: Bytes>(
-        &self,
-        park: &P,
-        data: &B,
-        r: &mut Reader,
+    fn take_frames(
+        &mut self,
         out: &mut alloc::vec::Vec<u8>,
         limit: usize,
     ) -> Result<bool, RecvError> {
-        let cap = data.len();
+        let ring = self.ring;
+        let cap = self.data.len();
         let max = max_frame_payload(cap);
-        let mut head = self.head.load(Ordering::Relaxed);
+        let mut head = ring.head.load(Ordering::Relaxed);
         loop {
-            let mut available = r.cached_tail.wrapping_sub(head);
+            let mut available = self.r.cached_tail.wrapping_sub(head);
             // Nothing known to be there, or a cache that is behind `head` (a
             // consumer that died mid-call advanced `head` without storing
             // its state): look at `tail` itself.
             if available == 0 || available > cap as u64 {
                 // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
-                r.cached_tail = self.tail.load(Ordering::Acquire);
-                available = r.cached_tail.wrapping_sub(head);
+                self.r.cached_tail = ring.tail.load(Ordering::Acquire);
+                available = self.r.cached_tail.wrapping_sub(head);
                 if available == 0 {
                     return Ok(false);
                 }
@@ -580,7 +452,7 @@ impl SpscRing {
             if available < HEADER as u64 || pos + HEADER > cap {
                 return Err(RecvError::Corrupt);
             }
-            data.read(pos, &mut h);
+            self.data.read(pos, &mut h);
             let (len, flags) = decode(h);
             let size = HEADER + align8(len);
             let outcome = if flags & PAD != 0 {
@@ -593,12 +465,12 @@ impl SpscRing {
                 if flags & !KNOWN != 0 || len > max || size as u64 > available || pos + size > cap {
                     return Err(RecvError::Corrupt);
                 }
-                self.deliver(data, r, out, limit, pos, len, flags)?
+                self.deliver(out, limit, pos, len, flags)?
             };
             head = head.wrapping_add(size as u64);
             // SYNC POINT: the consumer is done with the bytes before `head`.
-            self.head.store(head, Ordering::Release);
-            self.to_producer.notify(park);
+            ring.head.store(head, Ordering::Release);
+            ring.to_producer.notify(self.os);
             match outcome {
                 Frame::More => {}
                 Frame::Complete => return Ok(true),
@@ -607,19 +479,17 @@ impl SpscRing {
         }
     }
 
-    /// Applies one data frame to the message in progress; whether the
-    /// message is now complete.
-    #[allow(clippy::too_many_arguments)]
-    fn deliver<B: Bytes>(
-        &self,
-        data: &B,
-        r: &mut Reader,
+    /// Applies one data frame (`len` bytes at `pos`, with `flags`) to the
+    /// message in progress; whether the message is now complete.
+    fn deliver(
+        &mut self,
         out: &mut alloc::vec::Vec<u8>,
         limit: usize,
         pos: usize,
         len: usize,
         flags: u32,
     ) -> Result<Frame, RecvError> {
+        let r = &mut *self.r;
         if r.resync {
             if flags & FIRST == 0 {
                 return Ok(Frame::More);
@@ -652,20 +522,9 @@ impl SpscRing {
         }
         let start = out.len();
         out.resize(start + len, 0);
-        data.read(pos + HEADER, &mut out[start..]);
+        self.data.read(pos + HEADER, &mut out[start..]);
         r.assembling = !last;
         Ok(if last { Frame::Complete } else { Frame::More })
-    }
-
-    /// The consumer closes: the producer's sends fail with `Disconnected`.
-    pub fn close_consumer<P: Park>(&self, park: &P) {
-        self.closed.fetch_or(CONSUMER_CLOSED, Ordering::SeqCst);
-        self.to_producer.seq.fetch_add(1, Ordering::Release);
-        park.wake_all(&self.to_producer.seq);
-    }
-
-    fn closed(&self) -> u32 {
-        self.closed.load(Ordering::SeqCst)
     }
 }
 
