@@ -24,7 +24,6 @@
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use rustix::process::Pid;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -334,7 +333,7 @@ pub unsafe fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
 fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     #[cfg(all(target_os = "linux", not(multiproc_portable)))]
     {
-        use rustix::process::{pidfd_open, PidfdFlags};
+        use rustix::process::{pidfd_open, Pid, PidfdFlags};
         Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
     }
     #[cfg(not(all(target_os = "linux", not(multiproc_portable))))]
@@ -368,7 +367,7 @@ fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
 #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
 fn wait_exit_event(pid: i32, timeout: Option<Duration>) -> bool {
     use rustix::event::kqueue::{kevent, kqueue, Event, EventFilter, EventFlags, ProcessEvents};
-    let Some(pid) = Pid::from_raw(pid) else { return false };
+    let Some(pid) = rustix::process::Pid::from_raw(pid) else { return false };
     let Ok(queue) = kqueue() else { return false };
     let filter = EventFilter::Proc { pid, flags: ProcessEvents::EXIT };
     let change = [Event::new(filter, EventFlags::ADD | EventFlags::ONESHOT, std::ptr::null_mut())];
