@@ -28,16 +28,19 @@ impl Deadline {
     /// `timeout` from now; [`NEVER`](Self::NEVER) when that is past what the
     /// clock can hold (`Duration::MAX` means "as long as it takes", not a
     /// panic).
+    #[inline]
     pub(crate) fn after(timeout: Duration) -> Deadline {
         Instant::now().checked_add(timeout).map_or(Deadline::Never, Deadline::At)
     }
 
     /// Already passed: for the `try_` forms.
+    #[inline]
     pub(crate) fn now() -> Deadline {
         Deadline::Passed
     }
 
     /// The moment, for a poll (`None`: never).
+    #[inline]
     pub(crate) fn instant(self) -> Option<Instant> {
         match self {
             Deadline::Never => None,
@@ -47,11 +50,13 @@ impl Deadline {
     }
 
     /// The time left (`None`: no limit; zero once passed).
+    #[inline]
     pub(crate) fn left(self) -> Option<Duration> {
         self.instant().map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Whether it has passed.
+    #[inline]
     pub(crate) fn passed(self) -> bool {
         match self {
             Deadline::Never => false,
@@ -61,6 +66,7 @@ impl Deadline {
     }
 
     /// The earlier of two deadlines.
+    #[inline]
     pub(crate) fn min(self, other: Deadline) -> Deadline {
         match (self, other) {
             (Deadline::Never, d) | (d, Deadline::Never) => d,
@@ -70,6 +76,7 @@ impl Deadline {
     }
 
     /// The same deadline on `core`'s park clock.
+    #[inline]
     pub(crate) fn core(self) -> multiproc_core::Deadline {
         match self {
             Deadline::Never => multiproc_core::Deadline::NEVER,
