@@ -1,6 +1,5 @@
 //! The Unix side of the platform layer: `multiproc-posix` and the standard
 //! library's Unix extensions, under the layer's names.
-//!
 
 pub(crate) use multiproc_posix::shm::{OpenError, Segment};
 pub(crate) use multiproc_posix::{ident, image, Os};
