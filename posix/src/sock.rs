@@ -174,7 +174,7 @@ pub enum Interest {
     HangUp,
 }
 
-/// One descriptor [`poll`] watches, and whether it turned out ready.
+/// One descriptor [`poll_until`] watches, and whether it turned out ready.
 pub struct Watch<'a> {
     pub fd: BorrowedFd<'a>,
     pub interest: Interest,
