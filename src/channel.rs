@@ -395,7 +395,7 @@ pub(crate) fn send_handles(socket: BorrowedHandle<'_>, fds: &[RawHandle], tag: u
     let borrowed: Vec<BorrowedHandle<'_>> = fds
         .iter()
         // SAFETY: the fds belong to objects alive for this call (above).
-        .map(|&fd| unsafe { BorrowedHandle::borrow_raw(fd) })
+        .map(|&fd| unsafe { crate::os::borrow_raw(fd) })
         .collect();
     send_batch(socket, &borrowed, tag).map_err(|e| match e.kind() {
         std::io::ErrorKind::BrokenPipe => disconnected(),

@@ -9,10 +9,10 @@
 
 use std::cell::RefCell;
 
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 use crate::os::{AsHandle, BorrowedHandle, OwnedHandle, RawHandle};
 
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<RawHandle>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<OwnedHandle>>> = const { RefCell::new(None) };
@@ -22,7 +22,7 @@ thread_local! {
 
 /// As [`collect`], for bytes bound for a socket connection: objects that
 /// see [`is_remote`] leave out what must stay on this machine.
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     collect(|| {
         let saved = REMOTE.with(|r| r.replace(true));
@@ -34,7 +34,7 @@ pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
 
 /// Whether the value being serialized goes to a socket connection (to
 /// another machine, maybe), rather than to a child or through a Pipe.
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 pub(crate) fn is_remote() -> bool {
     REMOTE.with(|r| r.get())
 }
@@ -42,7 +42,7 @@ pub(crate) fn is_remote() -> bool {
 /// Runs `f` (which serializes) with an outgoing table; returns the fds that
 /// serialized objects recorded, each once, in index order. The fds are
 /// borrowed from the objects, so they must outlive the transfer.
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     let saved = OUTGOING.with(|t| t.replace(Some(Vec::new())));
     let remote = REMOTE.with(|r| r.replace(false));
@@ -54,7 +54,7 @@ pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
 
 /// Runs `f` (which deserializes) with `fds` as the incoming table; they are
 /// closed when it returns (objects keep their own duplicates).
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 pub(crate) fn provide<R>(fds: Vec<OwnedHandle>, f: impl FnOnce() -> R) -> R {
     let saved = INCOMING.with(|t| t.replace(Some(fds)));
     let result = f();
@@ -77,7 +77,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 
 /// Why [`from_exact`] refused its bytes.
 #[derive(Debug)]
-#[cfg_attr(not(mp_transfer), allow(dead_code))]
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
 pub(crate) enum Inexact {
     /// They are not a `T` at all.
     Malformed(postcard::Error),
@@ -102,7 +102,7 @@ impl std::error::Error for Inexact {}
 /// Deserializes postcard `bytes` as a `T` that uses every one of them, so
 /// that a message encoded as another type is an error rather than a
 /// wrong value (`send(&300i64)` is not a `u8`).
-#[cfg_attr(not(mp_transfer), allow(dead_code))]
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
 pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Inexact> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
@@ -112,7 +112,7 @@ pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 }
 
 /// Records `fd` for transfer; returns its index.
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 pub(crate) fn export(fd: BorrowedHandle<'_>) -> Result<u32, &'static str> {
     OUTGOING.with(|t| {
         let mut table = t.borrow_mut();
@@ -130,7 +130,7 @@ pub(crate) fn export(fd: BorrowedHandle<'_>) -> Result<u32, &'static str> {
 }
 
 /// A duplicate of the incoming handle at `index`.
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 pub(crate) fn import(index: u32) -> Result<OwnedHandle, &'static str> {
     INCOMING.with(|t| {
         let table = t.borrow();
@@ -146,7 +146,7 @@ thread_local! {
     static FAILURE: RefCell<Option<crate::Error>> = const { RefCell::new(None) };
 }
 
-#[cfg_attr(not(mp_transfer), allow(dead_code))]
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
 /// Records why a shared object was refused; returns serde's error for it.
 pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
     let e = E::custom(&error);
@@ -154,7 +154,7 @@ pub(crate) fn refuse<E: serde::de::Error>(error: crate::Error) -> E {
     e
 }
 
-#[cfg_attr(not(mp_transfer), allow(dead_code))]
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
 /// The cause recorded by the last [`refuse`] on this thread, if any.
 pub(crate) fn take_failure() -> Option<crate::Error> {
     FAILURE.with(|f| f.borrow_mut().take())
@@ -187,27 +187,27 @@ impl<'de> serde::Deserialize<'de> for HandleIn {
     }
 }
 
-#[cfg_attr(not(mp_transfer), allow(dead_code))]
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
 const NOT_IN_TRANSFER: &str = "multiproc objects are serialized only to pass them to a \
      process (as Process arguments) or through a Connection";
 
-#[cfg(not(mp_transfer))]
+#[cfg(not(mp_spawn))]
 pub(crate) fn export<T>(_: T) -> Result<u32, &'static str> {
     Err("handle transfer is not implemented on this platform yet")
 }
 
 /// An owned file descriptor that passes to another process as a handle.
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 pub(crate) struct HandleOwned(pub(crate) OwnedHandle);
 
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 impl serde::Serialize for HandleOwned {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         HandleOut(self.0.as_handle()).serialize(s)
     }
 }
 
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 impl<'de> serde::Deserialize<'de> for HandleOwned {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         HandleIn::deserialize(d).map(|HandleIn(fd)| HandleOwned(fd))

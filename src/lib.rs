@@ -8,7 +8,7 @@ mod channel;
 pub mod connection;
 mod error;
 mod handles;
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 pub mod manager;
 mod object;
 mod os;
@@ -31,7 +31,7 @@ pub use channel::MAX_MESSAGE;
 #[cfg(mp_transfer)]
 pub use connection::Connection;
 pub use error::{Error, ErrorKind, Result};
-#[cfg(mp_transfer)]
+#[cfg(mp_sockets)]
 pub use manager::{Manager, ManagerServer};
 #[cfg(mp_transfer)]
 pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
@@ -39,15 +39,18 @@ pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
 pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Task};
 /// Hooks for the crate's own tests (forging bootstraps, stopping a sender
 /// at a chosen point): not part of the API.
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 #[doc(hidden)]
 pub mod __testing {
+    #[cfg(mp_transfer)]
     pub use crate::channel::testing::stall_after_handles;
+    #[cfg(mp_sockets)]
     pub use crate::manager::fuzzing::{examples as manager_requests, serve as serve_manager};
+    #[cfg(mp_transfer)]
     pub use crate::pool::testing::pool_task_entry;
     pub use crate::process::testing::*;
 }
-#[cfg(mp_transfer)]
+#[cfg(mp_spawn)]
 pub use process::BOOTSTRAP_FAILED;
 pub use process::{
     cpu_count, current_process, get_start_method, init, parent_process, set_start_method,

@@ -56,7 +56,7 @@ impl<L: Shared> Object<L> {
         Ok(object)
     }
 
-    #[cfg_attr(not(mp_transfer), allow(dead_code))]
+    #[cfg_attr(not(mp_spawn), allow(dead_code))]
     /// Validates a segment received from elsewhere: its header for `kind`
     /// (one of `kinds`) and size, then `check` for the kind's parameters.
     pub(crate) fn open(
@@ -113,19 +113,19 @@ impl<L: Shared> Object<L> {
         self.segment.as_ptr()
     }
 
-    #[cfg(mp_transfer)]
+    #[cfg(mp_spawn)]
     pub(crate) fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let index =
             crate::handles::export(self.segment.handle()).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }
 
-    #[cfg(not(mp_transfer))]
+    #[cfg(not(mp_spawn))]
     pub(crate) fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
         Err(serde::ser::Error::custom(crate::handles::export(()).unwrap_err()))
     }
 
-    #[cfg(mp_transfer)]
+    #[cfg(mp_spawn)]
     pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
         kinds: &[Kind],
@@ -148,7 +148,7 @@ impl<L: Shared> Object<L> {
         Object::open(segment, kinds, check).map_err(refuse)
     }
 
-    #[cfg(not(mp_transfer))]
+    #[cfg(not(mp_spawn))]
     pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         _d: D,
         _kinds: &[Kind],
@@ -182,7 +182,7 @@ pub(crate) use shared_object;
 mod tests {
     //! Segments that are not what they claim: each is refused with `Corrupt`.
     use crate::handles::{collect, provide, take_failure};
-    use crate::os::{BorrowedHandle, OwnedHandle, RawHandle};
+    use crate::os::{OwnedHandle, RawHandle};
     use crate::{Array, Barrier, BoundedSemaphore, ErrorKind, Lock, Value};
     use serde::{de::DeserializeOwned, Serialize};
 
@@ -198,7 +198,7 @@ mod tests {
 
     fn duplicate(fd: RawHandle) -> OwnedHandle {
         // SAFETY: the fd belongs to an object alive for the caller's call.
-        let fd = unsafe { BorrowedHandle::borrow_raw(fd) };
+        let fd = unsafe { crate::os::borrow_raw(fd) };
         fd.try_clone_to_owned().unwrap()
     }
 

@@ -1,6 +1,7 @@
 //! `multiproc::connection`: Listener and Client against Python's own
 //! `multiprocessing.connection` (both directions, TCP and Unix), against
 //! ourselves across processes, and against a hostile peer.
+#![cfg(mp_sockets)] // Listener, Client, Manager: not on Windows yet
 
 mod common;
 

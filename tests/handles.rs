@@ -75,7 +75,7 @@ fn a_producer_killed_between_handles_and_frame_leaves_no_handle() {
         p.start().unwrap();
         assert!(reached.wait_timeout(BOUND), "{method:?}: the put never sent its handle");
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), -9);
+        assert_eq!(finish(&mut p), KILLED);
         // The next producer takes the dead one's lock over (OwnerDied).
         q.put_timeout(&Value::new(2).unwrap(), BOUND).unwrap();
         assert_eq!(q.get_timeout(BOUND).unwrap().get().unwrap(), 2, "{method:?}");
@@ -92,7 +92,7 @@ fn a_sender_killed_between_handles_and_frame_leaves_no_handle() {
     p.start().unwrap();
     assert!(reached.wait_timeout(BOUND), "the send never sent its handle");
     p.kill().unwrap();
-    assert_eq!(finish(&mut p), -9);
+    assert_eq!(finish(&mut p), KILLED);
     theirs.send_timeout(&Value::new(2u64).unwrap(), BOUND).unwrap();
     assert_eq!(ours.recv_timeout::<Value<u64>>(BOUND).unwrap().get().unwrap(), 2);
 }

@@ -1,6 +1,7 @@
 //! The Manager: its server process, proxies passed to children under every
 //! start method, registered types, a remote server on TCP, and a server
 //! that dies or stalls.
+#![cfg(mp_sockets)] // Listener, Client, Manager: not on Windows yet
 
 mod common;
 

@@ -46,7 +46,7 @@ fn kill_holder(holder: &mut Process, holding: &Event) {
     holder.start().unwrap();
     assert!(holding.wait_timeout(BOUND), "holder never took the lock");
     holder.kill().unwrap();
-    assert_eq!(finish(holder), -9);
+    assert_eq!(finish(holder), KILLED);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn waiters_parked_behind_a_killed_holder_all_proceed() {
         }
         std::thread::sleep(Duration::from_millis(30)); // let them park
         holder.kill().unwrap();
-        assert_eq!(finish(&mut holder), -9);
+        assert_eq!(finish(&mut holder), KILLED);
         for w in &mut waiters {
             assert_eq!(finish(w), 0, "{method:?}");
         }

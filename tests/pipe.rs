@@ -124,7 +124,7 @@ fn disconnected_after_the_peer_is_killed() {
         p.start().unwrap();
         assert_eq!(parent.recv_bytes_timeout(BOUND).unwrap(), b"first");
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), -9);
+        assert_eq!(finish(&mut p), KILLED);
         let t = Instant::now();
         let err = parent.recv_bytes_timeout(BOUND).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Disconnected, "{method:?}");

@@ -217,12 +217,10 @@ fn matrix(a: Arg) -> Out {
         3001 => panic!("task 3001 panics"),
         3002 => std::process::exit(9),
         3003 => std::process::abort(),
-        // SAFETY: signals this process; no memory is involved.
-        #[allow(unsafe_code)]
-        3004 => unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
+        3004 => {
+            kill_pid(std::process::id());
             unreachable!()
-        },
+        }
         v => Out(v),
     }
 }
@@ -269,11 +267,7 @@ fn a_worker_killed_from_outside_fails_its_task_and_is_replaced() {
         let rest = p.map_async(double, 0..100).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         for pid in p.pids() {
-            // SAFETY: signals a worker of this pool; no memory is involved.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+            kill_pid(pid);
         }
         let t = Instant::now();
         assert_eq!(r.get_timeout(BOUND).unwrap_err().kind(), ErrorKind::WorkerDied);
@@ -366,10 +360,7 @@ fn dropping_a_pool_ends_its_workers() {
         let _r = p.map_async(slow, [10_000]).unwrap();
         drop(p);
         for pid in pids {
-            // SAFETY: probes a pid with signal 0; no memory is involved.
-            #[allow(unsafe_code)]
-            let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
-            assert!(!alive, "worker {pid} outlived its pool");
+            assert!(!pid_alive(pid), "worker {pid} outlived its pool");
         }
     });
 }

@@ -3,7 +3,9 @@
 
 mod common;
 use common::*;
-use multiproc::{parent_process, ErrorKind, Event, Process, StartMethod, Value};
+#[cfg(any(mp_fork, mp_transfer))]
+use multiproc::StartMethod;
+use multiproc::{parent_process, ErrorKind, Event, Process, Value};
 use std::time::{Duration, Instant};
 
 fn busy(stop: Event) {
@@ -36,7 +38,7 @@ fn sigkill_reports_minus_nine_and_sigterm_minus_fifteen() {
         let mut p = with(method, Process::new(busy, (stop.clone(),)));
         p.start().unwrap();
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), -9, "{method:?}");
+        assert_eq!(finish(&mut p), KILLED, "{method:?}");
         p.kill().unwrap(); // a no-op once it ended
 
         let mut p = with(method, Process::new(busy, (stop.clone(),)));
@@ -79,11 +81,21 @@ fn panic_reports_one_and_return_values_are_exit_codes() {
 /// is a file and read it back.
 fn panic_to_file(path: String) {
     let file = std::fs::File::create(&path).unwrap();
-    use std::os::fd::AsRawFd;
-    // Safe wrapper-free dup2 via the standard library is not available;
-    // libc is a dev-dependency for this one call.
-    // SAFETY: dup2 onto stderr with a valid open fd.
-    unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    // The standard library cannot redirect stderr; libc (windows-sys) is a
+    // dev-dependency for this one call.
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto stderr with a valid open fd.
+        unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::IntoRawHandle;
+        use windows_sys::Win32::System::Console::{SetStdHandle, STD_ERROR_HANDLE};
+        // SAFETY: an open file handle, given up to be stderr for good.
+        unsafe { SetStdHandle(STD_ERROR_HANDLE, file.into_raw_handle()) };
+    }
     panic!("the message {}", 42);
 }
 
@@ -123,6 +135,7 @@ fn a_child_knows_its_parent() {
 }
 
 #[test]
+#[cfg(mp_fork)]
 fn fork_is_refused_with_threads_unless_allowed() {
     // The test harness runs this on a thread of its own: more than one.
     let mut p = Process::new(exits_with, (0,)).start_method(StartMethod::Fork);
@@ -140,6 +153,20 @@ fn fork_is_refused_with_threads_unless_allowed() {
 }
 
 #[test]
+#[cfg(not(mp_fork))]
+fn fork_and_forkserver_are_unsupported_here() {
+    for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::ForkServer] {
+        let mut p = Process::new(exits_with, (0,)).start_method(method);
+        let err = p.start().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{method:?}");
+        assert!(err.to_string().to_lowercase().contains("spawn"), "{err}");
+    }
+    let mut p = Process::with_closure(|| 0);
+    assert_eq!(p.start().unwrap_err().kind(), ErrorKind::Unsupported);
+}
+
+#[test]
+#[cfg(mp_fork)]
 fn forkserver_starts_children_from_a_threaded_parent() {
     // No opt-in needed: the fork happens in the single-threaded server.
     let stop = Event::new().unwrap();
@@ -229,6 +256,7 @@ fn children_inherit_the_authkey_or_get_the_one_given() {
 }
 
 /// The name a child sees for itself, sent back.
+#[cfg(mp_transfer)]
 fn say_name(names: multiproc::Queue<String>) {
     names.put(&multiproc::current_process().name().to_string()).unwrap();
 }
@@ -236,6 +264,7 @@ fn say_name(names: multiproc::Queue<String>) {
 /// In a fresh process: two children under `method` are numbered 1 and 2
 /// (their parent's identity, then their own number), whatever the method
 /// starts first (the forkserver's own process takes no number).
+#[cfg(mp_transfer)]
 fn first_two_children_are_one_and_two(method: StartMethod) -> i32 {
     let me = multiproc::current_process().name().trim_start_matches("Process-").to_string();
     let names = multiproc::Queue::<String>::new().unwrap();
@@ -257,6 +286,7 @@ fn first_two_children_are_one_and_two(method: StartMethod) -> i32 {
 }
 
 #[test]
+#[cfg(mp_transfer)]
 fn children_are_numbered_alike_under_every_start_method() {
     for method in METHODS {
         let mut p = child(Process::new(first_two_children_are_one_and_two, (method,)));

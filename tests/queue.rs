@@ -188,7 +188,9 @@ fn producers_killed_mid_put_never_tear_or_block_consumers() {
     for round in 0..12u32 {
         let mut p = child(Process::new(put_forever, (q.clone(), round)));
         p.start().unwrap();
-        // Drain for a moment, then kill it wherever it is.
+        // Once it has begun (starts are slow under Wine), drain for a
+        // moment, then kill it wherever it is.
+        check(q.get_bytes_timeout(BOUND).unwrap());
         let until = std::time::Instant::now() + Duration::from_millis(20 + u64::from(round) * 3);
         while std::time::Instant::now() < until {
             if let Ok(m) = q.get_bytes_timeout(Duration::from_millis(5)) {
@@ -196,7 +198,7 @@ fn producers_killed_mid_put_never_tear_or_block_consumers() {
             }
         }
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), -9);
+        assert_eq!(finish(&mut p), KILLED);
     }
     // Whatever the dead producers committed is still delivered, once.
     while let Ok(m) = q.get_bytes_timeout(Duration::from_millis(100)) {
@@ -208,10 +210,12 @@ fn producers_killed_mid_put_never_tear_or_block_consumers() {
     assert!(received > 12, "{received}");
 }
 
-/// Gets a queue over `control`, then answers through it.
-fn use_a_passed_queue(control: Connection) -> i32 {
+/// Gets a queue over `control`, then answers through it (saying `asked`
+/// once it took the question).
+fn use_a_passed_queue(control: Connection, asked: Event) -> i32 {
     let q: Queue<String> = control.recv_timeout(BOUND).unwrap();
     let question = q.get_timeout(BOUND).unwrap();
+    asked.set();
     q.put(&format!("answer to {question}")).unwrap();
     0
 }
@@ -220,14 +224,15 @@ fn use_a_passed_queue(control: Connection) -> i32 {
 fn a_queue_sent_over_a_pipe_to_a_running_child() {
     for method in METHODS {
         let (control, theirs) = Pipe::new().unwrap();
-        let mut p = with(method, Process::new(use_a_passed_queue, (theirs,)));
+        let asked = Event::new().unwrap();
+        let mut p = with(method, Process::new(use_a_passed_queue, (theirs, asked.clone())));
         p.start().unwrap();
         let q = Queue::<String>::new().unwrap();
         control.send(&q).unwrap();
         q.put(&"question".to_string()).unwrap();
-        // The child may take its own answer back before us only if it gets
-        // twice; it gets once, so the next item is its answer.
-        std::thread::sleep(Duration::from_millis(20));
+        // Once the child has taken the question, the next item is its
+        // answer (it gets once).
+        assert!(asked.wait_timeout(BOUND), "{method:?}: the child never took the question");
         let answer = q.get_timeout(BOUND).unwrap();
         assert_eq!(answer, "answer to question", "{method:?}");
         assert_eq!(finish(&mut p), 0);
@@ -331,7 +336,7 @@ fn consumers_killed_mid_get_never_tear_the_stream() {
         consumer.start().unwrap();
         std::thread::sleep(Duration::from_millis(15));
         consumer.kill().unwrap();
-        assert_eq!(finish(&mut consumer), -9);
+        assert_eq!(finish(&mut consumer), KILLED);
         // We take over the get side (the dead consumer held it, likely in
         // the middle of a message) and get only whole messages, in order.
         for _ in 0..3 {
@@ -343,5 +348,5 @@ fn consumers_killed_mid_get_never_tear_the_stream() {
         }
     }
     producer.kill().unwrap();
-    assert_eq!(finish(&mut producer), -9);
+    assert_eq!(finish(&mut producer), KILLED);
 }

@@ -438,16 +438,26 @@ pub fn exe_identity() -> io::Result<[u64; 5]> {
 }
 
 /// Starts this same executable again (through its fd, see [`exe_identity`])
-/// with `env` added, stdin from /dev/null, and the fds in `inherit` kept open
-/// at the same numbers.
-pub fn spawn_self(env: &[(&str, &str)], inherit: &[RawFd]) -> io::Result<Child> {
+/// with stdin from /dev/null and the fds of `table` kept open at the same
+/// numbers. `bootstrap` gets the numbers the child will find them at (the
+/// same) and returns the bootstrap, which reaches the child in a sealed
+/// memfd whose number is in environment variable `env`.
+pub fn spawn_self(
+    env: &str,
+    table: &[RawFd],
+    bootstrap: impl FnOnce(&[RawFd]) -> io::Result<Vec<u8>>,
+) -> io::Result<Child> {
+    let boot = memfd_with(&bootstrap(table)?)?;
+    let mut inherit = table.to_vec();
+    inherit.push(boot.as_raw_fd());
+    let env = [(env, boot.as_raw_fd().to_string())];
     let mut cmd = Command::new(exe_to_run()?);
     cmd.arg0(std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc-child")));
     cmd.stdin(Stdio::null());
-    for (key, value) in env {
+    for (key, value) in &env {
         cmd.env(key, value);
     }
-    let fds = inherit.to_vec();
+    let fds = inherit;
     // SAFETY: the closure runs between fork and exec and calls only fcntl,
     // which is async-signal-safe; it allocates nothing (`fds` was built
     // before the fork).

@@ -24,25 +24,37 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 
+#[cfg(mp_sockets)]
 mod address;
+#[cfg(mp_sockets)]
 mod auth;
+#[cfg(mp_sockets)]
 mod listener;
 pub(crate) mod ring;
+#[cfg(mp_sockets)]
 mod stream;
 
+#[cfg(mp_sockets)]
 pub use address::Address;
+#[cfg(mp_sockets)]
 #[doc(hidden)]
 pub use listener::__handshake;
+#[cfg(mp_sockets)]
 pub use listener::{
     Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_MAX_PENDING, MIN_AUTHKEY,
 };
+#[cfg(mp_sockets)]
 pub use stream::DEFAULT_MAX_MESSAGE;
 
+#[cfg(mp_sockets)]
 use stream::{poll_many, Stream};
 
 use crate::channel::Outgoing;
+#[cfg(mp_sockets)]
 use crate::handles::{self, HandleIn, HandleOut};
+#[cfg(mp_sockets)]
 use crate::os::net::{Interest, LocalStream, Watch};
+#[cfg(mp_sockets)]
 use crate::os::BorrowedHandle;
 use crate::time::Deadline;
 use crate::{Error, Result};
@@ -50,6 +62,7 @@ use ring::RingEnd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+#[cfg(mp_sockets)]
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -82,6 +95,7 @@ pub struct Connection {
 
 enum Inner {
     Ring(RingEnd),
+    #[cfg(mp_sockets)]
     Stream(Stream),
 }
 
@@ -90,17 +104,20 @@ impl Connection {
         Connection { inner: Inner::Ring(end) }
     }
 
+    #[cfg(mp_sockets)]
     fn stream(stream: Stream) -> Connection {
         Connection { inner: Inner::Stream(stream) }
     }
 
     /// A connection over an already connected socket, speaking Python's
     /// framing with no handshake (both ends must agree on that).
+    #[cfg(mp_sockets)]
     pub fn from_unix_stream(socket: LocalStream) -> Connection {
         Connection::stream(Stream::new(socket.into(), DEFAULT_MAX_MESSAGE))
     }
 
     /// As [`from_unix_stream`](Self::from_unix_stream), over TCP.
+    #[cfg(mp_sockets)]
     pub fn from_tcp_stream(socket: TcpStream) -> Connection {
         let _ = socket.set_nodelay(true);
         Connection::stream(Stream::new(socket.into(), DEFAULT_MAX_MESSAGE))
@@ -111,6 +128,7 @@ impl Connection {
     pub fn try_clone(&self) -> Result<Connection> {
         Ok(match &self.inner {
             Inner::Ring(r) => Connection::ring(r.try_clone()?),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => Connection::stream(s.try_clone()?),
         })
     }
@@ -119,6 +137,7 @@ impl Connection {
     pub fn writable(&self) -> bool {
         match &self.inner {
             Inner::Ring(r) => r.writable(),
+            #[cfg(mp_sockets)]
             Inner::Stream(_) => true,
         }
     }
@@ -127,6 +146,7 @@ impl Connection {
     pub fn readable(&self) -> bool {
         match &self.inner {
             Inner::Ring(r) => r.readable(),
+            #[cfg(mp_sockets)]
             Inner::Stream(_) => true,
         }
     }
@@ -136,6 +156,7 @@ impl Connection {
     pub fn max_message(&self) -> usize {
         match &self.inner {
             Inner::Ring(_) => crate::MAX_MESSAGE,
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.max_message(),
         }
     }
@@ -143,8 +164,11 @@ impl Connection {
     /// Sets [`max_message`](Self::max_message) for a socket connection;
     /// `InvalidArgument` for a Pipe, whose limit is fixed.
     pub fn set_max_message(&self, max: usize) -> Result<()> {
+        #[cfg(not(mp_sockets))]
+        let _ = max;
         match &self.inner {
             Inner::Ring(_) => Err(Error::invalid("a Pipe's message limit is fixed")),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => {
                 s.set_max_message(max);
                 Ok(())
@@ -156,6 +180,7 @@ impl Connection {
     pub(crate) fn send_room(&self) -> usize {
         match &self.inner {
             Inner::Ring(r) => r.send_room(),
+            #[cfg(mp_sockets)]
             Inner::Stream(_) => 0,
         }
     }
@@ -163,6 +188,7 @@ impl Connection {
     fn send_message(&self, bytes: &[u8], until: Deadline) -> Result<()> {
         match &self.inner {
             Inner::Ring(r) => r.send_message(Outgoing::Bytes(bytes), until),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.send(bytes, until),
         }
     }
@@ -180,6 +206,7 @@ impl Connection {
     fn recv_message(&self, until: Deadline) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Ring(r) => r.recv_bytes(until),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.recv(s.max_message(), until),
         }
     }
@@ -197,6 +224,7 @@ impl Connection {
     fn recv_into(&self, buf: &mut [u8], until: Deadline) -> Result<usize> {
         match &self.inner {
             Inner::Ring(r) => r.recv_bytes_into(buf, until),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.recv_into(buf, until),
         }
     }
@@ -230,6 +258,7 @@ impl Connection {
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, until: Deadline) -> Result<()> {
         match &self.inner {
             Inner::Ring(r) => r.send_value(value, until),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.send(&encode_plain(value)?, until),
         }
     }
@@ -247,6 +276,7 @@ impl Connection {
     fn recv_value<T: DeserializeOwned>(&self, until: Deadline) -> Result<T> {
         match &self.inner {
             Inner::Ring(r) => r.recv_value(until),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => decode_plain(&s.recv(s.max_message(), until)?),
         }
     }
@@ -261,29 +291,35 @@ impl Connection {
     pub fn poll_timeout(&self, timeout: Duration) -> bool {
         match &self.inner {
             Inner::Ring(r) => r.poll_timeout(timeout),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.poll(timeout),
         }
     }
 
     /// A socket connection's socket (for handles sent beside the stream).
+    #[cfg(mp_sockets)]
     pub(crate) fn stream_socket(&self) -> Option<BorrowedHandle<'_>> {
         match &self.inner {
             Inner::Ring(_) => None,
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => Some(s.socket()),
         }
     }
 
     /// The socket [`wait`] sleeps on, and whether its readability means a
     /// message (a stream) or only a hang-up (a Pipe's companion socket).
+    #[cfg(mp_sockets)]
     fn wake_fd(&self) -> (BorrowedHandle<'_>, bool) {
         match &self.inner {
             Inner::Ring(r) => (r.socket(), false),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => (s.socket(), true),
         }
     }
 }
 
 /// A value as postcard bytes with no handle table: what a socket carries.
+#[cfg(mp_sockets)]
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let (bytes, fds) = handles::collect_remote(|| postcard::to_allocvec(value));
     let bytes = bytes.map_err(|e| Error::codec("serializing a message", e))?;
@@ -297,6 +333,7 @@ pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> 
 }
 
 /// Postcard bytes from a peer, which may hold anything.
+#[cfg(mp_sockets)]
 pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     handles::decode(Vec::new(), bytes, "deserializing a message")
 }
@@ -304,19 +341,28 @@ pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 #[derive(Serialize)]
 enum WireRef<'a> {
     Ring(&'a RingEnd),
-    Stream { socket: HandleOut<'a>, max: u64 },
+    #[cfg(mp_sockets)]
+    Stream {
+        socket: HandleOut<'a>,
+        max: u64,
+    },
 }
 
 #[derive(Deserialize)]
 enum Wire {
     Ring(RingEnd),
-    Stream { socket: HandleIn, max: u64 },
+    #[cfg(mp_sockets)]
+    Stream {
+        socket: HandleIn,
+        max: u64,
+    },
 }
 
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.inner {
             Inner::Ring(r) => WireRef::Ring(r),
+            #[cfg(mp_sockets)]
             Inner::Stream(st) => {
                 WireRef::Stream { socket: HandleOut(st.socket()), max: st.max_message() as u64 }
             }
@@ -329,6 +375,7 @@ impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(match Wire::deserialize(d)? {
             Wire::Ring(r) => Connection::ring(r),
+            #[cfg(mp_sockets)]
             Wire::Stream { socket, max } => Connection::stream(Stream::new(
                 socket.0,
                 usize::try_from(max).unwrap_or(usize::MAX),
@@ -341,6 +388,7 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Ring(r) => r.fmt(f),
+            #[cfg(mp_sockets)]
             Inner::Stream(s) => f
                 .debug_struct("Connection")
                 .field("socket", &s.socket())
@@ -360,6 +408,7 @@ impl fmt::Debug for Connection {
 /// is among them the wait wakes every 50 µs, backing off to 1 ms, to look.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
+    #[cfg(mp_sockets)]
     let has_ring = connections.iter().any(|c| !c.wake_fd().1);
     let mut step = Duration::from_micros(50);
     loop {
@@ -370,20 +419,22 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         if until.passed() {
             return Ok(ready);
         }
-        let mut fds: Vec<Watch<'_>> = connections
-            .iter()
-            .map(|c| {
-                let (fd, data) = c.wake_fd();
-                Watch::new(fd, if data { Interest::Read } else { Interest::HangUp })
-            })
-            .collect();
-        let slice_end = if has_ring {
-            let end = Deadline::after(step);
-            step = (step * 2).min(Duration::from_millis(1));
-            until.min(end)
-        } else {
-            until
-        };
-        poll_many(&mut fds, slice_end)?;
+        let slice_end = until.min(Deadline::after(step));
+        step = (step * 2).min(Duration::from_millis(1));
+        #[cfg(mp_sockets)]
+        {
+            let mut fds: Vec<Watch<'_>> = connections
+                .iter()
+                .map(|c| {
+                    let (fd, data) = c.wake_fd();
+                    Watch::new(fd, if data { Interest::Read } else { Interest::HangUp })
+                })
+                .collect();
+            poll_many(&mut fds, if has_ring { slice_end } else { until })?;
+        }
+        // Without sockets, every connection is a Pipe: look again after
+        // the slice.
+        #[cfg(not(mp_sockets))]
+        std::thread::sleep(slice_end.left().unwrap_or(Duration::ZERO));
     }
 }

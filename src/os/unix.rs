@@ -23,6 +23,16 @@ impl<T: std::os::fd::AsFd + ?Sized> AsHandle for T {
     }
 }
 
+/// Borrows the handle whose number is `raw`.
+///
+/// # Safety
+/// The handle is open, and stays open for the borrow's life.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn borrow_raw<'a>(raw: RawHandle) -> BorrowedHandle<'a> {
+    // SAFETY: the caller's contract.
+    unsafe { BorrowedHandle::borrow_raw(raw) }
+}
+
 pub(crate) mod transfer {
     //! The link beside every channel: a socket pair. The kernel counts the
     //! handles of each end, so a peer that closed or died shows as a
@@ -58,9 +68,9 @@ pub(crate) mod launch {
     //! Starting, waiting for and signalling children; the spawned child's
     //! side of the bootstrap.
     pub(crate) use multiproc_posix::child::{
-        at_exit, close_forever, exe_identity, exit_now, fork, memfd_with as sealed_bootstrap,
-        parent_pid, read_sealed, runs_our_exe, secure_mode, spawn_self, take_inherited,
-        thread_count, Child, Forked, BAD_REQUEST, FAILED,
+        at_exit, close_forever, exe_identity, exit_now, fork, parent_pid, read_sealed,
+        runs_our_exe, secure_mode, spawn_self, take_inherited, thread_count, Child, Forked,
+        BAD_REQUEST, FAILED,
     };
 
     /// Declares `$name`, a static the loader calls before `main` in every

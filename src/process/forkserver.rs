@@ -122,7 +122,7 @@ fn request(control: &mut UnixStream, bytes: &[u8], fds: &[RawHandle]) -> Result<
     if !fds.is_empty() {
         // SAFETY: the fds belong to the job's arguments, alive for this call.
         let borrowed: Vec<BorrowedHandle<'_>> =
-            fds.iter().map(|&fd| unsafe { BorrowedHandle::borrow_raw(fd) }).collect();
+            fds.iter().map(|&fd| unsafe { crate::os::borrow_raw(fd) }).collect();
         send_handles(control.as_handle(), &borrowed, 0).map_err(io("forkserver request"))?;
     }
     control.write_all(bytes).map_err(io("forkserver request"))?;

@@ -18,7 +18,7 @@ mod target;
 pub use start::testing;
 #[cfg(mp_spawn)]
 pub use start::BOOTSTRAP_FAILED;
-#[cfg(mp_spawn)]
+#[cfg(mp_sockets)]
 pub(crate) use state::at_exit;
 pub use target::{Exit, Target};
 
@@ -66,6 +66,7 @@ pub fn get_start_method() -> StartMethod {
 /// What a child runs, for either start method.
 trait Job: Send {
     /// Runs in a forked child; the exit code.
+    #[cfg_attr(not(mp_fork), allow(dead_code))]
     fn run(self: Box<Self>) -> i32;
     /// Serializes for a spawned child.
     #[cfg(mp_spawn)]
@@ -78,6 +79,7 @@ trait Job: Send {
 }
 
 struct Call<F, A> {
+    #[cfg_attr(not(mp_fork), allow(dead_code))]
     f: F,
     args: A,
 }

@@ -30,8 +30,11 @@ const BOOTSTRAP_ENV: &str = "MULTIPROC_BOOTSTRAP";
 /// Exit code of a spawned child whose bootstrap was unusable.
 pub const BOOTSTRAP_FAILED: i32 = 255;
 const MAGIC: u64 = u64::from_le_bytes(*b"MPBOOT02");
-/// The largest bootstrap a child reads (its arguments are most of it).
-const MAX_BOOTSTRAP: usize = crate::MAX_MESSAGE;
+/// The largest bootstrap a child reads (its arguments are most of it): the
+/// largest channel message.
+const MAX_BOOTSTRAP: usize = 1 << 30;
+#[cfg(mp_transfer)]
+const _: () = assert!(MAX_BOOTSTRAP == crate::MAX_MESSAGE);
 
 /// What a spawned child needs to become the process its parent meant.
 #[derive(Serialize, Deserialize)]
@@ -145,17 +148,17 @@ pub(crate) fn bootstrap_message(job: Encoded, who: Identity) -> Result<Bootstrap
 
 /// Starts this executable again to run `job`.
 pub(crate) fn spawn(job: Encoded, who: Identity) -> Result<Child> {
-    let message = bootstrap_message(job, who)?;
-    let bytes = postcard::to_allocvec(&message).map_err(|e| Error::codec("bootstrap", e))?;
-    let boot =
-        child::sealed_bootstrap(&bytes).map_err(|e| Error::io("writing the bootstrap", e))?;
-    let mut inherit = message.fds;
-    inherit.push(boot.as_raw_handle());
-    let fd = boot.as_raw_handle().to_string();
+    let mut message = bootstrap_message(job, who)?;
+    let table = std::mem::take(&mut message.fds);
     // Keep the child's constructor linked into every binary that spawns.
     std::hint::black_box(&CHILD_CONSTRUCTOR);
-    child::spawn_self(&[(BOOTSTRAP_ENV, &fd)], &inherit)
-        .map_err(|e| Error::io("starting a child process", e))
+    // The platform says where the child will find the table's handles (the
+    // same numbers on Unix, inherited duplicates on Windows).
+    child::spawn_self(BOOTSTRAP_ENV, &table, |in_child| {
+        message.fds = in_child.to_vec();
+        postcard::to_allocvec(&message).map_err(std::io::Error::other)
+    })
+    .map_err(|e| Error::io("starting a child process", e))
 }
 
 /// Forging bootstraps, for the tests that check a child refuses them.
@@ -397,6 +400,7 @@ fn check(message: &Bootstrap) -> Result<EntryFn, String> {
 
 /// Resolves the bootstrap's target in this process (a forkserver, before
 /// it forks), so that its children find it resolved already.
+#[cfg(mp_fork)]
 pub(crate) fn warm_up(message: &Bootstrap) {
     let _ = message.entry.resolve::<Spawn>();
 }

@@ -49,6 +49,7 @@ pub(crate) fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
 
 /// Holds this module's locks across a fork, so a child never inherits one
 /// that another thread held mid-update (the pthread_atfork discipline).
+#[cfg(mp_fork)]
 pub(crate) fn hold_for_fork() -> impl Sized {
     let me = ME.lock().unwrap_or_else(|e| e.into_inner());
     let daemons = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,6 +124,7 @@ static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
 /// Has `hook` run as this process exits normally (after its daemons are
 /// terminated); asking again for the same hook changes nothing.
 #[cfg(mp_spawn)]
+#[cfg_attr(not(mp_sockets), allow(dead_code))]
 pub(crate) fn at_exit(hook: fn()) {
     register_exit_handler();
     let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner());

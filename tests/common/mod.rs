@@ -5,13 +5,21 @@
 use multiproc::{Process, StartMethod};
 use std::time::Duration;
 
+/// What a child ended by `kill` reads back as: minus SIGKILL's number; on
+/// Windows, where kill is terminate (Python's too), minus SIGTERM's.
+pub const KILLED: i32 = if cfg!(windows) { -15 } else { -9 };
+
 /// Long enough for a loaded 2-core CI machine, short enough to fail fast.
 pub const BOUND: Duration = Duration::from_secs(60);
 
 /// Every start method. Fork is opted into threads: the test harness runs
 /// tests on threads, and these children touch nothing another thread holds.
+#[cfg(mp_fork)]
 pub const METHODS: [StartMethod; 3] =
     [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer];
+/// Every start method this platform has (spawn alone on Windows).
+#[cfg(not(mp_fork))]
+pub const METHODS: [StartMethod; 1] = [StartMethod::Spawn];
 
 /// Applies `method` (and the fork opt-in) to a process, and makes it a
 /// daemon: if a test fails before it reaps its children, they are
@@ -44,4 +52,51 @@ pub fn run_all(ps: &mut [Process]) -> Vec<i32> {
         p.start().expect("start");
     }
     ps.iter_mut().map(finish).collect()
+}
+
+/// Ends process `pid` at once and for good: SIGKILL, or on Windows
+/// `TerminateProcess` (exit code 9).
+pub fn kill_pid(pid: u32) {
+    #[cfg(unix)]
+    // SAFETY: signals a process; no memory is involved.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    #[cfg(windows)]
+    // SAFETY: opens, ends and closes a process by id; no memory is involved.
+    unsafe {
+        use windows_sys::Win32::Foundation::CloseHandle;
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, TerminateProcess, PROCESS_TERMINATE,
+        };
+        let h = OpenProcess(PROCESS_TERMINATE, 0, pid);
+        if !h.is_null() {
+            TerminateProcess(h, 9);
+            CloseHandle(h);
+        }
+    }
+}
+
+/// Whether process `pid` exists and has not ended.
+pub fn pid_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    // SAFETY: probes a pid with signal 0; no memory is involved.
+    unsafe {
+        libc::kill(pid as i32, 0) == 0
+    }
+    #[cfg(windows)]
+    // SAFETY: opens, waits on (not at all) and closes a process by id.
+    unsafe {
+        use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
+        use windows_sys::Win32::System::Threading::{
+            OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+        };
+        let h = OpenProcess(PROCESS_SYNCHRONIZE, 0, pid);
+        if h.is_null() {
+            return false;
+        }
+        let alive = WaitForSingleObject(h, 0) == WAIT_TIMEOUT;
+        CloseHandle(h);
+        alive
+    }
 }
