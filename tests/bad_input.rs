@@ -163,7 +163,7 @@ fn a_genuine_bootstrap_runs_its_target() {
 #[test]
 fn a_bootstrap_that_is_not_an_fd_is_refused() {
     let exe = std::env::current_exe().unwrap();
-    assert_refused(&run_with(&exe, "not-a-number", None), "is not an fd");
+    assert_refused(&run_with(&exe, "not-a-number", None), "is not a handle number");
     assert_refused(&run_with(&exe, "1", None), "not an open descriptor");
     assert_refused(&run_with(&exe, "99", None), "not an open descriptor");
 }

@@ -12,9 +12,17 @@
 //! `--quick` (under 2 minutes) is CI's smoke test: it fails if any side
 //! printed no figure, and asserts no timing.
 
+// Windows measures a subset of the workloads (and no Python or rival
+// sides): the rest is compiled there but unused.
+#![cfg_attr(windows, allow(dead_code))]
+
+#[cfg(unix)]
 mod floor;
+#[cfg(windows)]
+mod floor_windows;
 mod ours;
 mod report;
+#[cfg(unix)]
 mod rivals;
 
 use multiproc::StartMethod;
@@ -96,6 +104,56 @@ fn workload(
     Workload { name, unit, higher_is_better, sides }
 }
 
+/// Under Windows (Wine in CI): multiproc and Windows's own floor on the
+/// workloads whose primitives differ there. No Python or rival sides:
+/// neither runs under Wine here.
+#[cfg(windows)]
+fn workloads() -> Vec<Workload> {
+    let rt = |s: Scale| s.n(2_000, 20_000);
+    vec![
+        workload(
+            "Lock acquire+release",
+            "ns",
+            false,
+            vec![ours(|s| ours::lock_uncontended(s.n(1_000_000, 20_000_000)))],
+        ),
+        workload(
+            "Event ping-pong round trip",
+            "us",
+            false,
+            vec![
+                ours(move |s| ours::event_ping_pong(rt(s))),
+                floor("semaphores", move |s| floor_windows::semaphore_round_trip(rt(s))),
+            ],
+        ),
+        workload(
+            "Pipe round trip, 8 B",
+            "us",
+            false,
+            vec![
+                ours(move |s| ours::pipe_round_trip(rt(s))),
+                floor("semaphores", move |s| floor_windows::semaphore_round_trip(rt(s))),
+            ],
+        ),
+        workload(
+            "Queue 1->1, 8 B",
+            "M msg/s",
+            true,
+            vec![ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8))],
+        ),
+        workload(
+            "Process start+join, spawn",
+            "us",
+            false,
+            vec![
+                ours(|s| ours::start_join(StartMethod::Spawn, s.n(5, 30))),
+                floor("CreateProcessW+wait", |s| floor_windows::create_process_wait(s.n(5, 30))),
+            ],
+        ),
+    ]
+}
+
+#[cfg(unix)]
 fn workloads() -> Vec<Workload> {
     let rt = |s: Scale| s.n(2_000, 20_000);
     vec![
@@ -366,8 +424,11 @@ fn measure(args: &[String]) -> ! {
 
 fn main() {
     multiproc::init();
+    #[cfg(unix)]
     procspawn::init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    #[cfg(windows)]
+    floor_windows::serve_if_asked(&args);
     if args.first().is_some_and(|a| a == "--measure") {
         measure(&args[1..]);
     }

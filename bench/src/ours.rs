@@ -1,8 +1,11 @@
 //! multiproc's side of each workload: the figures its users would get.
 
+#[cfg(unix)]
 use multiproc::connection::{Address, Client, Listener};
+#[cfg(unix)]
+use multiproc::Manager;
 use multiproc::{
-    Array, Barrier, Connection, Event, Manager, Pipe, Pool, Process, Queue, StartMethod, Value,
+    Array, Barrier, Connection, Event, Pipe, Pool, Process, Queue, StartMethod, Value,
 };
 use std::hint::black_box;
 use std::time::Instant;
@@ -267,11 +270,13 @@ pub fn start_join(method: StartMethod, n: u32) -> f64 {
     t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
 }
 
+#[cfg(unix)]
 fn connection_echo(address: Address, key: Vec<u8>, rounds: u64) {
     let conn = Client::connect(address, &key).unwrap();
     echo(conn, rounds);
 }
 
+#[cfg(unix)]
 /// Microseconds per 8-byte round trip over a Unix-socket connection made
 /// by Listener/Client with an authkey (Python's framing).
 pub fn connection_round_trip(rounds: u64) -> f64 {
@@ -283,6 +288,7 @@ pub fn connection_round_trip(rounds: u64) -> f64 {
     timed_round_trips(&listener.accept().unwrap(), p, rounds)
 }
 
+#[cfg(unix)]
 /// Microseconds per operation on a Manager's dict at a Unix-socket
 /// address, alternating `d[k] = v` and `d[k]`; `shared_memory`: whether
 /// the connection moves to a Pipe once made (the default), or stays on

@@ -317,7 +317,8 @@ fn bootstrap(fd: &str) -> Result<Box<dyn FnOnce() -> i32>, String> {
              (setuid, setgid or file capabilities)"
         ));
     }
-    let fd: RawHandle = fd.parse().map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not an fd"))?;
+    let fd: RawHandle =
+        fd.parse().map_err(|_| format!("{BOOTSTRAP_ENV}={fd:?} is not a handle number"))?;
     // The standard streams and anything not open are refused.
     // SAFETY: the parent passed this fd for us to own; nothing else uses it.
     let file = unsafe { child::take_inherited(fd) }
