@@ -4,18 +4,15 @@
 //!   notices a dead peer (channels, pipes, queues, pools, managers,
 //!   connections, spawn with arguments);
 //! - `mp_spawn`: children can be started (spawn), waited for, signalled;
-//! - `mp_fork`: the fork and forkserver start methods;
-//! - `mp_sockets`: stream sockets for `connection` (Listener, Client: TCP
-//!   and local) and the Manager over them.
+//! - `mp_fork`: the fork and forkserver start methods.
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_sockets)");
+    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork)");
     println!("cargo::rerun-if-changed=build.rs");
     let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
     if family.split(',').any(|f| f == "unix") {
         println!("cargo::rustc-cfg=mp_transfer");
         println!("cargo::rustc-cfg=mp_spawn");
         println!("cargo::rustc-cfg=mp_fork");
-        println!("cargo::rustc-cfg=mp_sockets");
     }
     if family.split(',').any(|f| f == "windows") {
         println!("cargo::rustc-cfg=mp_transfer");

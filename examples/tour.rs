@@ -2,11 +2,8 @@
 //!
 //! `cargo run --release --example tour`
 
-#[cfg(mp_sockets)]
 use multiproc::connection::{Address, Client, Listener};
-#[cfg(mp_sockets)]
 use multiproc::manager::{DictProxy, ListProxy};
-#[cfg(mp_sockets)]
 use multiproc::Manager;
 use multiproc::{
     current_process, parent_process, Array, Barrier, BoundedSemaphore, Condition, Connection,
@@ -134,7 +131,6 @@ fn dies_on_13(x: u32) -> u32 {
     x
 }
 
-#[cfg(mp_sockets)]
 fn visit(visits: DictProxy<String, u32>, log: ListProxy<String>) -> multiproc::Result<()> {
     let me = current_process();
     visits.insert(&me.name().to_string(), &me.pid())?;
@@ -142,7 +138,6 @@ fn visit(visits: DictProxy<String, u32>, log: ListProxy<String>) -> multiproc::R
 }
 
 /// Python's own `multiprocessing.connection`, as a client or a listener.
-#[cfg(mp_sockets)]
 const PYTHON_CLIENT: &str = "
 import sys
 from multiprocessing import AuthenticationError
@@ -154,7 +149,6 @@ except AuthenticationError as e:
     sys.exit(0)
 c.send_bytes(b'python ' + sys.version.split()[0].encode() + b' got: ' + c.recv_bytes())
 ";
-#[cfg(mp_sockets)]
 const PYTHON_LISTENER: &str = "
 import sys
 from multiprocessing.connection import Listener
@@ -164,7 +158,6 @@ c = l.accept()
 c.send_bytes(c.recv_bytes()[::-1])
 ";
 
-#[cfg(mp_sockets)]
 fn python(script: &str, address: &Address, key: &str) -> Option<std::process::Child> {
     std::process::Command::new("python3")
         .args(["-c", script, &address.to_string(), key])
@@ -385,19 +378,13 @@ fn main() -> Result {
     pool.close();
     pool.join()?;
 
-    #[cfg(mp_sockets)]
-    {
-        manager_section()?;
-        connection_section()?;
-    }
-    #[cfg(not(mp_sockets))]
-    println!("\nManager, connection (Listener/Client): not on this platform yet");
+    manager_section()?;
+    connection_section()?;
 
     println!("\ndone");
     Ok(())
 }
 
-#[cfg(mp_sockets)]
 fn manager_section() -> Result {
     println!("\nManager: a dict and a list in a server process, shared by 3 children");
     let mut manager = Manager::start()?;
@@ -424,7 +411,6 @@ fn manager_section() -> Result {
     Ok(())
 }
 
-#[cfg(mp_sockets)]
 fn connection_section() -> Result {
     println!("\nconnection: Rust and Python's multiprocessing.connection, authkey both ways");
     let key = "tour key";

@@ -22,7 +22,6 @@ thread_local! {
 
 /// As [`collect`], for bytes bound for a socket connection: objects that
 /// see [`is_remote`] leave out what must stay on this machine.
-#[cfg(mp_sockets)]
 pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     collect(|| {
         let saved = REMOTE.with(|r| r.replace(true));
@@ -34,7 +33,6 @@ pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
 
 /// Whether the value being serialized goes to a socket connection (to
 /// another machine, maybe), rather than to a child or through a Pipe.
-#[cfg(mp_sockets)]
 pub(crate) fn is_remote() -> bool {
     REMOTE.with(|r| r.get())
 }
@@ -197,17 +195,14 @@ pub(crate) fn export<T>(_: T) -> Result<u32, &'static str> {
 }
 
 /// An owned file descriptor that passes to another process as a handle.
-#[cfg(mp_sockets)]
 pub(crate) struct HandleOwned(pub(crate) OwnedHandle);
 
-#[cfg(mp_sockets)]
 impl serde::Serialize for HandleOwned {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         HandleOut(self.0.as_handle()).serialize(s)
     }
 }
 
-#[cfg(mp_sockets)]
 impl<'de> serde::Deserialize<'de> for HandleOwned {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         HandleIn::deserialize(d).map(|HandleIn(fd)| HandleOwned(fd))

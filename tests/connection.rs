@@ -1,18 +1,26 @@
 //! `multiproc::connection`: Listener and Client against Python's own
 //! `multiprocessing.connection` (both directions, TCP and Unix), against
 //! ourselves across processes, and against a hostile peer.
-#![cfg(mp_sockets)] // Listener, Client, Manager: not on Windows yet
+//!
+//! On Windows (under Wine) there is no Python to talk to, and local
+//! addresses are named pipes: the Python and Unix-listener tests are
+//! Unix's; the rest run on both.
 
 mod common;
 
 use common::{child, finish, BOUND};
-use multiproc::connection::{self, Address, Client, Listener};
+use multiproc::connection::{self, Address, Client, Listener, LocalStream};
 use multiproc::{Connection, ErrorKind, Pipe, Process};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
+#[cfg(unix)]
+use std::io::{BufRead, BufReader};
+#[cfg(unix)]
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(unix)]
+use std::time::Instant;
 
+#[cfg(unix)]
 const SIZES: [usize; 5] = [0, 1, 16 * 1024, 16 * 1024 + 1, 1 << 20];
 const KEY: &[u8] = b"the right key, 16 bytes or more";
 const SHORT: Duration = Duration::from_secs(20);
@@ -21,19 +29,28 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| ((i * 7) % 251) as u8).collect()
 }
 
+#[cfg(unix)]
 fn unix_address(tag: &str) -> Address {
     let path = std::env::temp_dir().join(format!("mp-conn-{tag}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     Address::Unix(path)
 }
 
+/// A fresh local address (a named pipe on Windows).
+#[cfg(windows)]
+fn unix_address(_tag: &str) -> Address {
+    Address::arbitrary_unix().unwrap()
+}
+
 fn tcp_address() -> Address {
     "127.0.0.1:0".into()
 }
 
+#[cfg(unix)]
 /// python3 running tests/python/conn_peer.py, killed if it outlives BOUND.
 struct Python(Child);
 
+#[cfg(unix)]
 impl Python {
     fn start(role: &str, address: &str, key: &[u8]) -> Python {
         Python::start_with(role, address, key, None)
@@ -72,6 +89,7 @@ impl Python {
     }
 }
 
+#[cfg(unix)]
 impl Drop for Python {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -80,6 +98,7 @@ impl Drop for Python {
 }
 
 /// Sends each size and expects it echoed.
+#[cfg(unix)]
 fn exchange(conn: &Connection) {
     for n in SIZES {
         let message = pattern(n);
@@ -89,6 +108,7 @@ fn exchange(conn: &Connection) {
     }
 }
 
+#[cfg(unix)]
 fn rust_listener_python_client(address: Address) {
     let listener = Listener::bind(address, KEY).unwrap();
     let python = Python::start("client", &listener.address().to_string(), KEY);
@@ -97,6 +117,7 @@ fn rust_listener_python_client(address: Address) {
     assert_eq!(python.finish(), ("OK".to_string(), 0));
 }
 
+#[cfg(unix)]
 fn python_listener_rust_client(address: Address) {
     let mut python = Python::start("listener", &address.to_string(), KEY);
     let shown = python.lines().next().expect("the listener's address");
@@ -106,26 +127,31 @@ fn python_listener_rust_client(address: Address) {
 }
 
 #[test]
+#[cfg(unix)]
 fn rust_listener_python_client_unix() {
     rust_listener_python_client(unix_address("rl-pc"));
 }
 
 #[test]
+#[cfg(unix)]
 fn rust_listener_python_client_tcp() {
     rust_listener_python_client(tcp_address());
 }
 
 #[test]
+#[cfg(unix)]
 fn python_listener_rust_client_unix() {
     python_listener_rust_client(unix_address("pl-rc"));
 }
 
 #[test]
+#[cfg(unix)]
 fn python_listener_rust_client_tcp() {
     python_listener_rust_client("127.0.0.1:0".into());
 }
 
 #[test]
+#[cfg(unix)]
 fn the_modern_handshake_both_ways() {
     for digest in ["sha256", "sha3_384", "md5"] {
         let listener = Listener::bind(unix_address("modern-1"), KEY).unwrap();
@@ -153,6 +179,7 @@ fn the_modern_handshake_both_ways() {
 }
 
 #[test]
+#[cfg(unix)]
 fn wrong_key_is_refused_on_both_sides_with_python_connecting() {
     for address in [unix_address("wk-1"), tcp_address()] {
         let listener = Listener::bind(address, KEY).unwrap();
@@ -163,6 +190,7 @@ fn wrong_key_is_refused_on_both_sides_with_python_connecting() {
 
 /// Both ends saw the handshake fail: ours as `Auth`, Python's with its
 /// AuthenticationError.
+#[cfg(unix)]
 fn refused_on_both_sides(ours: multiproc::Error, python: Python) {
     assert_eq!(ours.kind(), ErrorKind::Auth, "{ours}");
     let (line, code) = python.finish();
@@ -171,6 +199,7 @@ fn refused_on_both_sides(ours: multiproc::Error, python: Python) {
 }
 
 #[test]
+#[cfg(unix)]
 fn wrong_key_is_refused_on_both_sides_with_python_listening() {
     for address in [unix_address("wk-2"), "127.0.0.1:0".into()] {
         let mut python = Python::start("listener", &address.to_string(), KEY);
@@ -237,7 +266,7 @@ fn a_socket_connection_passes_to_a_child() {
 
 #[test]
 fn shared_objects_do_not_cross_a_socket() {
-    let (a, _b) = UnixStream::pair().unwrap();
+    let (a, _b) = LocalStream::pair().unwrap();
     let conn = Connection::from_unix_stream(a);
     let lock = multiproc::Lock::new().unwrap();
     let err = conn.send(&lock).unwrap_err();
@@ -274,7 +303,7 @@ fn nothing_listening_is_disconnected() {
 fn accept_and_receive_time_out() {
     let listener = Listener::bind(unix_address("to"), KEY).unwrap();
     assert!(listener.accept_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = LocalStream::pair().unwrap();
     let (a, b) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
     assert!(b.recv_bytes_timeout(Duration::from_millis(20)).unwrap_err().is_timeout());
     assert!(!b.poll());
@@ -284,8 +313,8 @@ fn accept_and_receive_time_out() {
 }
 
 /// A raw socket as the peer: writes whatever the test says.
-fn raw_peer() -> (UnixStream, Connection) {
-    let (raw, ours) = UnixStream::pair().unwrap();
+fn raw_peer() -> (LocalStream, Connection) {
+    let (raw, ours) = LocalStream::pair().unwrap();
     (raw, Connection::from_unix_stream(ours))
 }
 
@@ -363,8 +392,9 @@ fn a_message_too_long_for_the_buffer_is_kept() {
     assert_eq!(&big[..10], b"0123456789");
 }
 
+#[cfg(unix)]
 /// A hostile listener: accepts one connection and runs `script` on it.
-fn hostile_listener(script: impl FnOnce(UnixStream) + Send + 'static) -> Address {
+fn hostile_listener(script: impl FnOnce(LocalStream) + Send + 'static) -> Address {
     let address = unix_address(&format!("hostile-{:?}", std::thread::current().id()));
     let Address::Unix(path) = &address else { unreachable!() };
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
@@ -378,6 +408,7 @@ fn hostile_listener(script: impl FnOnce(UnixStream) + Send + 'static) -> Address
 }
 
 #[test]
+#[cfg(unix)]
 fn a_bad_handshake_is_an_auth_error() {
     // A challenge over 256 bytes.
     let address = hostile_listener(|mut s| {
@@ -409,11 +440,12 @@ fn a_bad_handshake_is_an_auth_error() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_stalled_client_does_not_hold_the_listener() {
     // The silent peer comes first and has the default 10 s to speak.
     let listener = Listener::bind(unix_address("stall"), KEY).unwrap();
     let Address::Unix(path) = listener.address().clone() else { unreachable!() };
-    let _silent = UnixStream::connect(&path).unwrap();
+    let _silent = LocalStream::connect(&path).unwrap();
     assert!(listener.accept_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
     let address = listener.address().clone();
     let good = std::thread::spawn(move || Client::connect_timeout(address, KEY, SHORT));
@@ -425,7 +457,7 @@ fn a_stalled_client_does_not_hold_the_listener() {
 
 #[test]
 fn wait_on_sockets_and_pipes() {
-    let (a, b) = UnixStream::pair().unwrap();
+    let (a, b) = LocalStream::pair().unwrap();
     let (sa, sb) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
     let (pa, pb) = Pipe::new().unwrap();
     let all = [&sb, &pb];

@@ -3,7 +3,10 @@
 //! keys are refused on TCP, default socket files live in a private
 //! directory that goes with its process, and a killed server's socket file
 //! neither lingers nor blocks the next bind.
-#![cfg(mp_sockets)] // Listener, Client, Manager: not on Windows yet
+//!
+//! On Windows local addresses are named pipes: no file, no directory; the
+//! socket-file tests are Unix's, and a pipe name's own rule is tested
+//! there instead.
 
 mod common;
 use common::*;
@@ -11,8 +14,9 @@ use multiproc::connection::{Address, Client, Listener};
 use multiproc::manager::DictProxy;
 use multiproc::{Connection, ErrorKind, Event, Manager, ManagerServer, Pipe, Process};
 use std::net::TcpStream;
+#[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
+#[cfg(unix)]
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,13 +29,20 @@ enum Silent {
     #[allow(dead_code)]
     Tcp(TcpStream),
     #[allow(dead_code)]
-    Unix(UnixStream),
+    Local(LocalPeer),
 }
+
+/// A raw local connection: a Unix socket, or on Windows a named pipe's
+/// client end.
+type LocalPeer = multiproc::connection::LocalStream;
 
 fn silent(address: &Address) -> Silent {
     match address {
         Address::Tcp(a) => Silent::Tcp(TcpStream::connect(a).unwrap()),
-        Address::Unix(p) => Silent::Unix(UnixStream::connect(p).unwrap()),
+        #[cfg(unix)]
+        Address::Unix(p) => Silent::Local(LocalPeer::connect(p).unwrap()),
+        #[cfg(windows)]
+        Address::Unix(p) => Silent::Local(LocalPeer::connect(p).unwrap()),
     }
 }
 
@@ -149,6 +160,7 @@ fn empty_and_short_keys_are_refused_on_tcp() {
     assert_eq!(finish(&mut p), 0);
 }
 
+#[cfg(unix)]
 fn unix_path(address: &Address) -> PathBuf {
     match address {
         Address::Unix(p) => p.clone(),
@@ -157,6 +169,7 @@ fn unix_path(address: &Address) -> PathBuf {
 }
 
 #[test]
+#[cfg(unix)]
 fn default_addresses_live_in_a_private_directory() {
     let (a, b) = (Address::arbitrary_unix().unwrap(), Address::arbitrary_unix().unwrap());
     let (a, b) = (unix_path(&a), unix_path(&b));
@@ -177,6 +190,7 @@ fn default_addresses_live_in_a_private_directory() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_killed_manager_server_leaves_no_socket_file() {
     for _ in 0..12 {
         let mut manager = Manager::start().unwrap();
@@ -193,6 +207,7 @@ fn a_killed_manager_server_leaves_no_socket_file() {
 
 /// Makes a default address, a listener on it and a manager, tells the
 /// parent where their directory is, and ends normally.
+#[cfg(unix)]
 fn makes_a_private_directory(out: Connection) -> multiproc::Result<()> {
     let address = Address::arbitrary_unix()?;
     let _listener = Listener::bind(address.clone(), KEY)?;
@@ -201,6 +216,7 @@ fn makes_a_private_directory(out: Connection) -> multiproc::Result<()> {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_childs_private_directory_goes_when_it_ends() {
     let ours = unix_path(&Address::arbitrary_unix().unwrap()).parent().unwrap().to_path_buf();
     for method in METHODS {
@@ -223,6 +239,7 @@ fn a_childs_private_directory_goes_when_it_ends() {
 /// Run as a main process of its own by the next test: makes a default
 /// address and a manager, prints the directory, returns from `main`.
 #[test]
+#[cfg(unix)]
 fn main_process_helper() {
     if std::env::var_os("MULTIPROC_PRIVATE_DIR_HELPER").is_none() {
         return;
@@ -233,6 +250,7 @@ fn main_process_helper() {
 }
 
 #[test]
+#[cfg(unix)]
 fn the_main_processs_private_directory_goes_at_exit() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "main_process_helper", "--nocapture", "--test-threads=1"])
@@ -253,6 +271,7 @@ fn listens_until_killed(address: Address, ready: Event) {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
     let address = Address::arbitrary_unix().unwrap();
     let ready = Event::new().unwrap();
@@ -275,4 +294,23 @@ fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
     std::fs::write(&plain, b"not a socket").unwrap();
     assert!(Listener::bind(Address::Unix(plain.clone()), KEY).is_err());
     assert_eq!(std::fs::read(&plain).unwrap(), b"not a socket");
+}
+
+#[test]
+#[cfg(windows)]
+fn a_live_listeners_pipe_name_is_refused_and_a_dead_ones_is_free() {
+    let address = Address::arbitrary_unix().unwrap();
+    let ready = Event::new().unwrap();
+    let mut p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
+    p.start().unwrap();
+    assert!(ready.wait_timeout(BOUND));
+    let e = Listener::bind(address.clone(), KEY).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    p.kill().unwrap();
+    assert_eq!(finish(&mut p), KILLED);
+    // The name went with its last instance: bound again, and it works.
+    let listener = Listener::bind(address.clone(), KEY).unwrap();
+    let client = std::thread::spawn(move || Client::connect_timeout(address, KEY, BOUND));
+    listener.accept_timeout(BOUND).unwrap();
+    client.join().unwrap().unwrap();
 }

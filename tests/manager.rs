@@ -1,7 +1,6 @@
 //! The Manager: its server process, proxies passed to children under every
 //! start method, registered types, a remote server on TCP, and a server
 //! that dies or stalls.
-#![cfg(mp_sockets)] // Listener, Client, Manager: not on Windows yet
 
 mod common;
 
@@ -407,6 +406,7 @@ fn a_proxy_used_after_the_server_is_killed_is_disconnected() {
 }
 
 #[test]
+#[cfg(unix)] // SIGSTOP
 fn a_stalled_server_times_out_a_bounded_proxy() {
     let mut manager = Manager::start().unwrap();
     let d = manager.dict::<u32, u32>().unwrap().with_timeout(Duration::from_millis(100));
@@ -451,12 +451,26 @@ fn a_released_object_is_gone_and_a_shared_one_stays() {
     drop(clone);
 }
 
+/// Two ends of a local socket connection (a named pipe on Windows).
+fn socket_pair() -> (Connection, Connection) {
+    let listener = multiproc::connection::Listener::builder(
+        multiproc::connection::Address::arbitrary_unix().unwrap(),
+    )
+    .bind()
+    .unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || {
+        multiproc::connection::Client::connect_timeout(address, b"", BOUND).unwrap()
+    });
+    let ours = listener.accept_timeout(BOUND).unwrap();
+    (ours, client.join().unwrap())
+}
+
 #[test]
 fn proxies_over_a_socket_leave_the_authkey_behind() {
     let manager = Manager::builder().authkey(b"not the process key").start().unwrap();
     let d = manager.dict::<u8, u8>().unwrap();
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let (a, b) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
+    let (a, b) = socket_pair();
     a.send(&d).unwrap();
     let received: DictProxy<u8, u8> = b.recv_timeout(SHORT).unwrap();
     // It came without the key, so it uses this process's: refused.
@@ -476,8 +490,7 @@ fn a_process_with_the_key_uses_a_proxy_that_came_without_it() {
     let key = b"shared out of band".to_vec();
     let manager = Manager::builder().authkey(&key).start().unwrap();
     let d = manager.dict::<u8, u8>().unwrap();
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let (a, b) = (Connection::from_unix_stream(a), Connection::from_unix_stream(b));
+    let (a, b) = socket_pair();
     a.send(&d).unwrap();
     let mut p = child(Process::new(use_with_key, (b, key)));
     assert_eq!(run_all(std::slice::from_mut(&mut p)), [0]);
@@ -602,6 +615,7 @@ fn an_rlock_and_a_value_across_processes() {
     assert_eq!(unset.get().unwrap_err().kind(), ErrorKind::InvalidArgument);
 }
 
+#[cfg(mp_fork)]
 fn use_later(d: DictProxy<u8, u8>, go: EventProxy) -> multiproc::Result<()> {
     if !go.wait_timeout(BOUND)? {
         return Err(Error::new(ErrorKind::Timeout, "never told to go"));
@@ -611,6 +625,7 @@ fn use_later(d: DictProxy<u8, u8>, go: EventProxy) -> multiproc::Result<()> {
 }
 
 #[test]
+#[cfg(mp_fork)]
 fn a_forked_childs_proxies_outlive_the_parents() {
     let manager = Manager::start().unwrap();
     let go = manager.event().unwrap();

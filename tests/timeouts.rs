@@ -2,7 +2,6 @@
 //! past what the clock holds) as "no deadline": it waits and returns, it
 //! never panics on the deadline's arithmetic. Each call below really waits
 //! on another process, which makes it succeed a little later.
-#![cfg(mp_sockets)] // Listener, Client, Manager: not on Windows yet
 
 mod common;
 use common::*;

@@ -5,11 +5,8 @@
 
 mod common;
 use common::*;
-#[cfg(mp_sockets)]
 use multiproc::connection::{Address, Client, Listener};
-#[cfg(mp_sockets)]
 use multiproc::manager::{DictProxy, ValueProxy};
-#[cfg(mp_sockets)]
 use multiproc::Manager;
 use multiproc::{Connection, ErrorKind, Pipe, Process, Queue};
 
@@ -37,13 +34,11 @@ fn a_pipe_refuses_a_message_of_another_type() {
     assert_eq!(finish(&mut p), 0);
 }
 
-#[cfg(mp_sockets)]
 fn connects_and_sends(address: Address, key: Vec<u8>) {
     sends_other_types(Client::connect_timeout(address, &key, BOUND).unwrap());
 }
 
 #[test]
-#[cfg(mp_sockets)]
 fn a_socket_connection_refuses_a_message_of_another_type() {
     let key = b"a key of sixteen bytes or more".to_vec();
     let listener = Listener::bind(Address::arbitrary_unix().unwrap(), &key).unwrap();
@@ -79,7 +74,6 @@ fn a_queue_refuses_an_item_of_another_type() {
 }
 
 #[test]
-#[cfg(mp_sockets)]
 fn a_manager_value_read_as_another_type_is_refused() {
     let manager = Manager::start().unwrap();
     let v: ValueProxy<i64> = manager.named("v").unwrap();

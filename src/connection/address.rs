@@ -47,8 +47,15 @@ impl Address {
     /// Python's `arbitrary_address('AF_UNIX')`: the directory (mode 0700,
     /// in the temporary directory) is made on first use and removed, with
     /// whatever is left in it, when this process exits normally.
+    ///
+    /// On Windows, a fresh named pipe (`\\.\pipe\multiproc-...`), as
+    /// Python's `arbitrary_address('AF_PIPE')` there.
     pub fn arbitrary_unix() -> Result<Address> {
-        Ok(Address::Unix(private_dir()?.join(format!("listener-{}.sock", hex(&random::<8>()?)))))
+        let name = format!("listener-{}", hex(&random::<8>()?));
+        Ok(Address::Unix(match crate::os::net::LOCAL_PREFIX {
+            Some(prefix) => PathBuf::from(format!("{prefix}{name}")),
+            None => private_dir()?.join(name + ".sock"),
+        }))
     }
 
     /// Whether it is a TCP address.

@@ -20,8 +20,8 @@
 use super::address::bind_unix;
 use super::stream::{poll_many, Stream};
 use super::{auth, Address, Connection, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE};
-use crate::os::net::{Interest, LocalListener, LocalStream, Watch};
-use crate::os::{AsHandle, BorrowedHandle, OwnedHandle};
+use crate::os::net::{self, Interest, LocalListener, LocalStream, Socket, Watch};
+use crate::os::OwnedHandle;
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use std::collections::VecDeque;
@@ -57,7 +57,7 @@ impl Policy {
 
     /// The connection over `socket`, once the whole handshake (listener
     /// side: challenge first) has passed, blocking until `until` at most.
-    fn open(&self, socket: OwnedHandle, listening: bool, until: Deadline) -> Result<Connection> {
+    fn open(&self, socket: Socket, listening: bool, until: Deadline) -> Result<Connection> {
         let stream = Stream::new(socket, self.max_message);
         if let Some(key) = &self.authkey {
             let deadline = until.min(Deadline::after(self.handshake_timeout));
@@ -108,7 +108,7 @@ struct Handshake {
 
 impl Handshake {
     /// Accepted `socket`: challenged at once.
-    fn start(socket: OwnedHandle, policy: &Policy) -> Result<Handshake> {
+    fn start(socket: Socket, policy: &Policy) -> Result<Handshake> {
         let stream = Stream::new(socket, policy.max_message);
         let deadline = Deadline::after(policy.handshake_timeout);
         let (message, challenge) = auth::make_challenge()?;
@@ -275,10 +275,11 @@ impl Listener {
         &self.address
     }
 
-    fn fd(&self) -> BorrowedHandle<'_> {
+    /// The listening socket, watched for a peer to accept.
+    fn watch(&self) -> Watch<'_> {
         match &self.socket {
-            ListenSocket::Tcp(l) => l.as_handle(),
-            ListenSocket::Unix(l) => l.as_handle(),
+            ListenSocket::Tcp(l) => net::listener_watch(l),
+            ListenSocket::Unix(l) => net::listener_watch(l),
         }
     }
 
@@ -308,9 +309,13 @@ impl Listener {
                 return Err(Error::timeout());
             }
             let wake = shake.under_way.iter().fold(until, |wake, h| wake.min(h.deadline));
-            let mut fds: Vec<Watch<'_>> = std::iter::once(self.fd())
-                .chain(shake.under_way.iter().map(|h| h.stream.socket()))
-                .map(|fd| Watch::new(fd, Interest::Read))
+            let mut fds: Vec<Watch<'_>> = std::iter::once(self.watch())
+                .chain(
+                    shake
+                        .under_way
+                        .iter()
+                        .map(|h| net::socket_watch(h.stream.socket(), Interest::Read)),
+                )
                 .collect();
             poll_many(&mut fds, wake)?;
         }
@@ -322,7 +327,7 @@ impl Listener {
             if let Some(socket) = self.try_accept()? {
                 return Ok(Connection::stream(Stream::new(socket, self.policy.max_message)));
             }
-            let mut fds = [Watch::new(self.fd(), Interest::Read)];
+            let mut fds = [self.watch()];
             if poll_many(&mut fds, until)? == 0 && until != Deadline::NEVER {
                 return Err(Error::timeout());
             }
@@ -330,13 +335,13 @@ impl Listener {
     }
 
     /// A connection waiting in the backlog, if there is one.
-    fn try_accept(&self) -> Result<Option<OwnedHandle>> {
+    fn try_accept(&self) -> Result<Option<Socket>> {
         let accepted = match &self.socket {
             ListenSocket::Tcp(l) => l.accept().map(|(s, _)| {
                 let _ = s.set_nodelay(true);
-                OwnedHandle::from(s)
+                Socket::from(s)
             }),
-            ListenSocket::Unix(l) => l.accept().map(|(s, _)| OwnedHandle::from(s)),
+            ListenSocket::Unix(l) => l.accept().map(|(s, _)| Socket::from(s)),
         };
         match accepted {
             Ok(socket) => Ok(Some(socket)),
@@ -355,7 +360,11 @@ impl Listener {
     /// accept on it (the socket file stays until that one drops it).
     pub(crate) fn into_parts(mut self) -> Result<(OwnedHandle, Address)> {
         self.unlink = None;
-        let fd = self.fd().try_clone_to_owned().map_err(|e| Error::io("dup", e))?;
+        let fd = match &self.socket {
+            ListenSocket::Tcp(l) => net::listener_handle(l),
+            ListenSocket::Unix(l) => net::listener_handle(l),
+        }
+        .map_err(|e| Error::io("passing a listener on", e))?;
         Ok((fd, self.address.clone()))
     }
 
@@ -366,11 +375,15 @@ impl Listener {
         address: Address,
         key: Option<Vec<u8>>,
     ) -> Result<Self> {
+        let taken = |e| Error::io("taking a listener over", e);
         let (socket, unlink) = match &address {
-            Address::Tcp(_) => (ListenSocket::Tcp(fd.into()), None),
-            Address::Unix(p) => {
-                (ListenSocket::Unix(fd.into()), Some((p.clone(), std::process::id())))
+            Address::Tcp(_) => {
+                (ListenSocket::Tcp(net::tcp_listener_from_handle(fd).map_err(taken)?), None)
             }
+            Address::Unix(p) => (
+                ListenSocket::Unix(net::local_listener_from_handle(fd, p).map_err(taken)?),
+                Some((p.clone(), std::process::id())),
+            ),
         };
         let policy = Policy::new(key.as_deref());
         Listener::new(socket, address, policy, unlink, DEFAULT_MAX_PENDING)
@@ -517,7 +530,7 @@ impl ClientBuilder {
                 _ => Error::io("connect", e),
             }
         };
-        let socket: OwnedHandle = match &self.address {
+        let socket: Socket = match &self.address {
             Address::Tcp(a) => {
                 let s = match self.timeout {
                     Some(t) => TcpStream::connect_timeout(a, t.max(Duration::from_millis(1))),

@@ -24,37 +24,29 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 
-#[cfg(mp_sockets)]
 mod address;
-#[cfg(mp_sockets)]
 mod auth;
-#[cfg(mp_sockets)]
 mod listener;
 pub(crate) mod ring;
-#[cfg(mp_sockets)]
 mod stream;
 
-#[cfg(mp_sockets)]
+/// A connected local stream, for [`Connection::from_unix_stream`]: std's
+/// `UnixStream` on Unix; on Windows a named pipe end (`connect`, `pair`,
+/// `Read` and `Write`).
+pub use crate::os::net::LocalStream;
 pub use address::Address;
-#[cfg(mp_sockets)]
 #[doc(hidden)]
 pub use listener::__handshake;
-#[cfg(mp_sockets)]
 pub use listener::{
     Client, ClientBuilder, Listener, ListenerBuilder, DEFAULT_MAX_PENDING, MIN_AUTHKEY,
 };
-#[cfg(mp_sockets)]
 pub use stream::DEFAULT_MAX_MESSAGE;
 
-#[cfg(mp_sockets)]
 use stream::{poll_many, Stream};
 
 use crate::channel::Outgoing;
-#[cfg(mp_sockets)]
 use crate::handles::{self, HandleIn, HandleOut};
-#[cfg(mp_sockets)]
-use crate::os::net::{Interest, LocalStream, Watch};
-#[cfg(mp_sockets)]
+use crate::os::net::{self, Interest, Watch};
 use crate::os::BorrowedHandle;
 use crate::time::Deadline;
 use crate::{Error, Result};
@@ -62,7 +54,6 @@ use ring::RingEnd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-#[cfg(mp_sockets)]
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -95,7 +86,6 @@ pub struct Connection {
 
 enum Inner {
     Ring(RingEnd),
-    #[cfg(mp_sockets)]
     Stream(Stream),
 }
 
@@ -104,20 +94,17 @@ impl Connection {
         Connection { inner: Inner::Ring(end) }
     }
 
-    #[cfg(mp_sockets)]
     fn stream(stream: Stream) -> Connection {
         Connection { inner: Inner::Stream(stream) }
     }
 
     /// A connection over an already connected socket, speaking Python's
     /// framing with no handshake (both ends must agree on that).
-    #[cfg(mp_sockets)]
     pub fn from_unix_stream(socket: LocalStream) -> Connection {
         Connection::stream(Stream::new(socket.into(), DEFAULT_MAX_MESSAGE))
     }
 
     /// As [`from_unix_stream`](Self::from_unix_stream), over TCP.
-    #[cfg(mp_sockets)]
     pub fn from_tcp_stream(socket: TcpStream) -> Connection {
         let _ = socket.set_nodelay(true);
         Connection::stream(Stream::new(socket.into(), DEFAULT_MAX_MESSAGE))
@@ -128,7 +115,6 @@ impl Connection {
     pub fn try_clone(&self) -> Result<Connection> {
         Ok(match &self.inner {
             Inner::Ring(r) => Connection::ring(r.try_clone()?),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => Connection::stream(s.try_clone()?),
         })
     }
@@ -137,7 +123,6 @@ impl Connection {
     pub fn writable(&self) -> bool {
         match &self.inner {
             Inner::Ring(r) => r.writable(),
-            #[cfg(mp_sockets)]
             Inner::Stream(_) => true,
         }
     }
@@ -146,7 +131,6 @@ impl Connection {
     pub fn readable(&self) -> bool {
         match &self.inner {
             Inner::Ring(r) => r.readable(),
-            #[cfg(mp_sockets)]
             Inner::Stream(_) => true,
         }
     }
@@ -156,7 +140,6 @@ impl Connection {
     pub fn max_message(&self) -> usize {
         match &self.inner {
             Inner::Ring(_) => crate::MAX_MESSAGE,
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.max_message(),
         }
     }
@@ -164,11 +147,8 @@ impl Connection {
     /// Sets [`max_message`](Self::max_message) for a socket connection;
     /// `InvalidArgument` for a Pipe, whose limit is fixed.
     pub fn set_max_message(&self, max: usize) -> Result<()> {
-        #[cfg(not(mp_sockets))]
-        let _ = max;
         match &self.inner {
             Inner::Ring(_) => Err(Error::invalid("a Pipe's message limit is fixed")),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => {
                 s.set_max_message(max);
                 Ok(())
@@ -180,7 +160,6 @@ impl Connection {
     pub(crate) fn send_room(&self) -> usize {
         match &self.inner {
             Inner::Ring(r) => r.send_room(),
-            #[cfg(mp_sockets)]
             Inner::Stream(_) => 0,
         }
     }
@@ -188,7 +167,6 @@ impl Connection {
     fn send_message(&self, bytes: &[u8], until: Deadline) -> Result<()> {
         match &self.inner {
             Inner::Ring(r) => r.send_message(Outgoing::Bytes(bytes), until),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.send(bytes, until),
         }
     }
@@ -206,7 +184,6 @@ impl Connection {
     fn recv_message(&self, until: Deadline) -> Result<Vec<u8>> {
         match &self.inner {
             Inner::Ring(r) => r.recv_bytes(until),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.recv(s.max_message(), until),
         }
     }
@@ -224,7 +201,6 @@ impl Connection {
     fn recv_into(&self, buf: &mut [u8], until: Deadline) -> Result<usize> {
         match &self.inner {
             Inner::Ring(r) => r.recv_bytes_into(buf, until),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.recv_into(buf, until),
         }
     }
@@ -258,7 +234,6 @@ impl Connection {
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, until: Deadline) -> Result<()> {
         match &self.inner {
             Inner::Ring(r) => r.send_value(value, until),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.send(&encode_plain(value)?, until),
         }
     }
@@ -276,7 +251,6 @@ impl Connection {
     fn recv_value<T: DeserializeOwned>(&self, until: Deadline) -> Result<T> {
         match &self.inner {
             Inner::Ring(r) => r.recv_value(until),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => decode_plain(&s.recv(s.max_message(), until)?),
         }
     }
@@ -291,35 +265,30 @@ impl Connection {
     pub fn poll_timeout(&self, timeout: Duration) -> bool {
         match &self.inner {
             Inner::Ring(r) => r.poll_timeout(timeout),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => s.poll(timeout),
         }
     }
 
-    /// A socket connection's socket (for handles sent beside the stream).
-    #[cfg(mp_sockets)]
+    /// A socket connection's socket as a handle (for handles sent beside
+    /// the stream), where it is one.
     pub(crate) fn stream_socket(&self) -> Option<BorrowedHandle<'_>> {
         match &self.inner {
             Inner::Ring(_) => None,
-            #[cfg(mp_sockets)]
-            Inner::Stream(s) => Some(s.socket()),
+            Inner::Stream(s) => net::socket_handle(s.socket()),
         }
     }
 
-    /// The socket [`wait`] sleeps on, and whether its readability means a
-    /// message (a stream) or only a hang-up (a Pipe's companion socket).
-    #[cfg(mp_sockets)]
-    fn wake_fd(&self) -> (BorrowedHandle<'_>, bool) {
+    /// What [`wait`] sleeps on: a stream's readability (a message), or a
+    /// Pipe's companion link's hang-up; and whether it is a stream.
+    fn wake_watch(&self) -> (Watch<'_>, bool) {
         match &self.inner {
-            Inner::Ring(r) => (r.socket(), false),
-            #[cfg(mp_sockets)]
-            Inner::Stream(s) => (s.socket(), true),
+            Inner::Ring(r) => (net::link_watch(r.socket(), Interest::HangUp), false),
+            Inner::Stream(s) => (net::socket_watch(s.socket(), Interest::Read), true),
         }
     }
 }
 
 /// A value as postcard bytes with no handle table: what a socket carries.
-#[cfg(mp_sockets)]
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let (bytes, fds) = handles::collect_remote(|| postcard::to_allocvec(value));
     let bytes = bytes.map_err(|e| Error::codec("serializing a message", e))?;
@@ -333,7 +302,6 @@ pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> 
 }
 
 /// Postcard bytes from a peer, which may hold anything.
-#[cfg(mp_sockets)]
 pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     handles::decode(Vec::new(), bytes, "deserializing a message")
 }
@@ -341,30 +309,26 @@ pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 #[derive(Serialize)]
 enum WireRef<'a> {
     Ring(&'a RingEnd),
-    #[cfg(mp_sockets)]
-    Stream {
-        socket: HandleOut<'a>,
-        max: u64,
-    },
+    Stream { socket: HandleOut<'a>, max: u64 },
 }
 
 #[derive(Deserialize)]
 enum Wire {
     Ring(RingEnd),
-    #[cfg(mp_sockets)]
-    Stream {
-        socket: HandleIn,
-        max: u64,
-    },
+    Stream { socket: HandleIn, max: u64 },
 }
 
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match &self.inner {
             Inner::Ring(r) => WireRef::Ring(r),
-            #[cfg(mp_sockets)]
             Inner::Stream(st) => {
-                WireRef::Stream { socket: HandleOut(st.socket()), max: st.max_message() as u64 }
+                let socket = net::socket_handle(st.socket()).ok_or_else(|| {
+                    serde::ser::Error::custom(
+                        "a TCP connection cannot pass to another process on this platform",
+                    )
+                })?;
+                WireRef::Stream { socket: HandleOut(socket), max: st.max_message() as u64 }
             }
         }
         .serialize(s)
@@ -375,9 +339,10 @@ impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(match Wire::deserialize(d)? {
             Wire::Ring(r) => Connection::ring(r),
-            #[cfg(mp_sockets)]
             Wire::Stream { socket, max } => Connection::stream(Stream::new(
-                socket.0,
+                net::socket_from_handle(socket.0).map_err(|e| {
+                    handles::refuse(Error::io("taking a received connection's socket", e))
+                })?,
                 usize::try_from(max).unwrap_or(usize::MAX),
             )),
         })
@@ -388,7 +353,6 @@ impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             Inner::Ring(r) => r.fmt(f),
-            #[cfg(mp_sockets)]
             Inner::Stream(s) => f
                 .debug_struct("Connection")
                 .field("socket", &s.socket())
@@ -408,8 +372,7 @@ impl fmt::Debug for Connection {
 /// is among them the wait wakes every 50 µs, backing off to 1 ms, to look.
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
-    #[cfg(mp_sockets)]
-    let has_ring = connections.iter().any(|c| !c.wake_fd().1);
+    let has_ring = connections.iter().any(|c| !c.wake_watch().1);
     let mut step = Duration::from_micros(50);
     loop {
         let ready: Vec<usize> = (0..connections.len()).filter(|&i| connections[i].poll()).collect();
@@ -419,22 +382,14 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         if until.passed() {
             return Ok(ready);
         }
-        let slice_end = until.min(Deadline::after(step));
-        step = (step * 2).min(Duration::from_millis(1));
-        #[cfg(mp_sockets)]
-        {
-            let mut fds: Vec<Watch<'_>> = connections
-                .iter()
-                .map(|c| {
-                    let (fd, data) = c.wake_fd();
-                    Watch::new(fd, if data { Interest::Read } else { Interest::HangUp })
-                })
-                .collect();
-            poll_many(&mut fds, if has_ring { slice_end } else { until })?;
-        }
-        // Without sockets, every connection is a Pipe: look again after
-        // the slice.
-        #[cfg(not(mp_sockets))]
-        std::thread::sleep(slice_end.left().unwrap_or(Duration::ZERO));
+        let mut fds: Vec<Watch<'_>> = connections.iter().map(|c| c.wake_watch().0).collect();
+        let slice_end = if has_ring {
+            let end = Deadline::after(step);
+            step = (step * 2).min(Duration::from_millis(1));
+            until.min(end)
+        } else {
+            until
+        };
+        poll_many(&mut fds, slice_end)?;
     }
 }

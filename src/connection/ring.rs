@@ -179,7 +179,6 @@ impl RingEnd {
         !transfer::peer_gone(self.socket.as_handle())
     }
 
-    #[cfg_attr(not(mp_sockets), allow(dead_code))]
     pub(crate) fn socket(&self) -> BorrowedHandle<'_> {
         self.socket.as_handle()
     }

@@ -16,8 +16,7 @@
 //! a reply to a request usually arrives within microseconds and a sleep
 //! and wake-up would cost more.
 
-use crate::os::net::{self, Interest, Watch};
-use crate::os::{AsHandle, BorrowedHandle, OwnedHandle};
+use crate::os::net::{self, Interest, Socket, SocketRef, Watch};
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use std::io::{self, IoSlice};
@@ -162,7 +161,7 @@ struct Input {
 }
 
 pub(crate) struct Stream {
-    socket: OwnedHandle,
+    socket: Socket,
     max: AtomicUsize,
     input: Slot<Input>,
     /// The unsent tail of a message whose send timed out part-way.
@@ -172,7 +171,7 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(socket: OwnedHandle, max: usize) -> Stream {
+    pub(crate) fn new(socket: Socket, max: usize) -> Stream {
         Stream {
             socket,
             max: AtomicUsize::new(max),
@@ -182,8 +181,8 @@ impl Stream {
         }
     }
 
-    pub(crate) fn socket(&self) -> BorrowedHandle<'_> {
-        self.socket.as_handle()
+    pub(crate) fn socket(&self) -> SocketRef<'_> {
+        net::socket_ref(&self.socket)
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -408,11 +407,11 @@ impl Stream {
 /// Waits for `interest` on `fd` until `deadline`; whether it is ready (an
 /// error or hang-up counts as ready: the next call reports it).
 pub(crate) fn poll_fd(
-    fd: BorrowedHandle<'_>,
+    socket: SocketRef<'_>,
     interest: Interest,
     deadline: Deadline,
 ) -> Result<bool> {
-    poll_many(&mut [Watch::new(fd, interest)], deadline).map(|n| n > 0)
+    poll_many(&mut [net::socket_watch(socket, interest)], deadline).map(|n| n > 0)
 }
 
 /// Waits until one of `watches` is ready or `deadline` (none: forever)

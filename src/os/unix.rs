@@ -44,10 +44,69 @@ pub(crate) mod transfer {
 
 pub(crate) mod net {
     //! Stream sockets for `connection`: local (Unix domain) and TCP.
+    use super::{BorrowedHandle, OwnedHandle};
     pub(crate) use multiproc_posix::sock::{
         is_disconnect, is_stale, poll_until, recv_some, send_some, shut_down, Interest, Watch,
     };
-    pub(crate) use std::os::unix::net::{UnixListener as LocalListener, UnixStream as LocalStream};
+    use std::io;
+    use std::net::TcpListener;
+    use std::os::fd::AsFd;
+    pub(crate) use std::os::unix::net::UnixListener as LocalListener;
+    pub use std::os::unix::net::UnixStream as LocalStream;
+
+    /// A connected stream socket (TCP or local).
+    pub(crate) type Socket = OwnedHandle;
+    /// A stream socket, borrowed.
+    pub(crate) type SocketRef<'a> = BorrowedHandle<'a>;
+
+    /// Where default local addresses live: `None`, a private directory of
+    /// socket files (Windows names pipes instead).
+    pub(crate) const LOCAL_PREFIX: Option<&str> = None;
+
+    pub(crate) fn socket_ref(socket: &Socket) -> SocketRef<'_> {
+        socket.as_fd()
+    }
+
+    /// Watches a stream socket.
+    pub(crate) fn socket_watch(socket: SocketRef<'_>, interest: Interest) -> Watch<'_> {
+        Watch::new(socket, interest)
+    }
+
+    /// Watches the link beside a channel.
+    pub(crate) fn link_watch(link: BorrowedHandle<'_>, interest: Interest) -> Watch<'_> {
+        Watch::new(link, interest)
+    }
+
+    /// Watches a listener for a peer to accept.
+    pub(crate) fn listener_watch(listener: &impl AsFd) -> Watch<'_> {
+        Watch::new(listener.as_fd(), Interest::Read)
+    }
+
+    /// The handle a stream socket passes to another process as.
+    pub(crate) fn socket_handle(socket: SocketRef<'_>) -> Option<BorrowedHandle<'_>> {
+        Some(socket)
+    }
+
+    /// A stream socket received from another process.
+    pub(crate) fn socket_from_handle(handle: OwnedHandle) -> io::Result<Socket> {
+        Ok(handle)
+    }
+
+    /// A listener's handle, to go on listening in another process.
+    pub(crate) fn listener_handle(listener: &impl AsFd) -> io::Result<OwnedHandle> {
+        listener.as_fd().try_clone_to_owned()
+    }
+
+    pub(crate) fn tcp_listener_from_handle(handle: OwnedHandle) -> io::Result<TcpListener> {
+        Ok(handle.into())
+    }
+
+    pub(crate) fn local_listener_from_handle(
+        handle: OwnedHandle,
+        _path: &std::path::Path,
+    ) -> io::Result<LocalListener> {
+        Ok(handle.into())
+    }
 }
 
 pub(crate) mod fs {

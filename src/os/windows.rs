@@ -46,6 +46,106 @@ pub(crate) mod transfer {
     pub(crate) use multiproc_windows::link::{pair, peer_gone, recv_handles, send_handles};
 }
 
+pub(crate) mod net {
+    //! Stream connections for `connection`: named pipes (local) and TCP.
+    use super::{BorrowedHandle, OwnedHandle};
+    pub use multiproc_windows::net::LocalStream;
+    pub(crate) use multiproc_windows::net::{
+        is_disconnect, is_stale, poll_until, recv_some, send_some, shut_down, Interest,
+        LocalListener, Socket, Watch,
+    };
+    use std::io;
+    use std::net::TcpListener;
+
+    /// A stream, borrowed.
+    pub(crate) type SocketRef<'a> = &'a Socket;
+
+    /// Where default local addresses live: named pipes with this prefix.
+    pub(crate) const LOCAL_PREFIX: Option<&str> = Some(multiproc_windows::net::LOCAL_PREFIX);
+
+    pub(crate) fn socket_ref(socket: &Socket) -> SocketRef<'_> {
+        socket
+    }
+
+    /// Watches a stream.
+    pub(crate) fn socket_watch(socket: SocketRef<'_>, interest: Interest) -> Watch<'_> {
+        Watch::socket(socket, interest)
+    }
+
+    /// Watches the link beside a channel.
+    pub(crate) fn link_watch(link: BorrowedHandle<'_>, interest: Interest) -> Watch<'_> {
+        Watch::pipe(link, interest)
+    }
+
+    /// What a listener is watched through.
+    pub(crate) trait Listen {
+        fn watch(&self) -> Watch<'_>;
+        fn handle(&self) -> io::Result<OwnedHandle>;
+    }
+
+    impl Listen for TcpListener {
+        fn watch(&self) -> Watch<'_> {
+            Watch::tcp_listener(self)
+        }
+        fn handle(&self) -> io::Result<OwnedHandle> {
+            multiproc_windows::net::tcp_listener_handle(self)
+        }
+    }
+
+    impl Listen for LocalListener {
+        fn watch(&self) -> Watch<'_> {
+            Watch::local_listener(self)
+        }
+        fn handle(&self) -> io::Result<OwnedHandle> {
+            self.waiting_handle()
+        }
+    }
+
+    /// Watches a listener for a peer to accept.
+    pub(crate) fn listener_watch(listener: &impl Listen) -> Watch<'_> {
+        listener.watch()
+    }
+
+    /// The handle a stream passes to another process as: a pipe end's (a
+    /// TCP socket does not pass on Windows yet).
+    pub(crate) fn socket_handle(socket: SocketRef<'_>) -> Option<BorrowedHandle<'_>> {
+        socket.handle()
+    }
+
+    /// A stream received from another process.
+    pub(crate) fn socket_from_handle(handle: OwnedHandle) -> io::Result<Socket> {
+        Socket::from_handle(handle)
+    }
+
+    /// A listener's handle, to go on listening in another process.
+    pub(crate) fn listener_handle(listener: &impl Listen) -> io::Result<OwnedHandle> {
+        listener.handle()
+    }
+
+    pub(crate) fn tcp_listener_from_handle(handle: OwnedHandle) -> io::Result<TcpListener> {
+        multiproc_windows::net::tcp_listener_from_handle(handle)
+    }
+
+    pub(crate) fn local_listener_from_handle(
+        handle: OwnedHandle,
+        path: &std::path::Path,
+    ) -> io::Result<LocalListener> {
+        LocalListener::from_handle(handle, path)
+    }
+}
+
+pub(crate) mod fs {
+    //! Files the facade makes.
+    use std::io;
+    use std::path::Path;
+
+    /// Makes directory `path` (under the temporary directory, which is the
+    /// user's own on Windows).
+    pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+}
+
 pub(crate) mod launch {
     //! Starting, waiting for and ending children; the spawned child's side
     //! of the bootstrap.

@@ -18,7 +18,6 @@ mod target;
 pub use start::testing;
 #[cfg(mp_spawn)]
 pub use start::BOOTSTRAP_FAILED;
-#[cfg(mp_sockets)]
 pub(crate) use state::at_exit;
 pub use target::{Exit, Target};
 

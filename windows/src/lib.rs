@@ -18,6 +18,8 @@
 //! - [`image`]: the read-only sections of this program's PE image.
 //! - [`link`]: the named pipe beside every channel (handle transfer into a
 //!   running process, a dead peer's hang-up).
+//! - [`net`]: TCP sockets and named pipes for `connection`, non-blocking,
+//!   with readiness.
 //!
 //! Everything here was run under Wine 8 (the crate's CI); no real Windows
 //! machine has run it.
@@ -28,6 +30,7 @@ pub mod child;
 pub mod ident;
 pub mod image;
 pub mod link;
+pub mod net;
 pub mod park;
 pub mod shm;
 mod sys;

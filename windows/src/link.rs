@@ -29,17 +29,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE,
-    ERROR_NO_DATA, ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE,
-    HANDLE,
+    ERROR_NO_DATA, ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, HANDLE,
 };
-use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, OPEN_EXISTING,
-    PIPE_ACCESS_DUPLEX,
-};
-use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, PeekNamedPipe, PIPE_READMODE_BYTE,
-    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_WAIT,
-};
+use windows_sys::Win32::Storage::FileSystem::{ReadFile, WriteFile};
+use windows_sys::Win32::System::Pipes::{ConnectNamedPipe, PeekNamedPipe};
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE, PROCESS_QUERY_LIMITED_INFORMATION,
 };
@@ -52,8 +45,6 @@ const HEADER: usize = 21;
 /// How long [`recv_handles`] waits for a batch a message says was sent
 /// before it (an honest peer wrote it already).
 const WAIT: Duration = Duration::from_secs(5);
-/// Each end's buffer.
-const BUFFER: u32 = 64 * 1024;
 
 /// A connected pair of link ends.
 pub fn pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
@@ -66,39 +57,14 @@ pub fn pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
             .map_or(0, |d| d.subsec_nanos());
         let name = format!(r"\\.\pipe\multiproc-{}-{:08x}-{n}-{nanos:08x}", me.id, me.stamp);
         let wide = sys::wide(name.as_ref());
-        // SAFETY: a NUL-terminated name; default security, not inheritable.
-        let server = unsafe {
-            CreateNamedPipeW(
-                wide.as_ptr(),
-                PIPE_ACCESS_DUPLEX | FILE_FLAG_FIRST_PIPE_INSTANCE,
-                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
-                1,
-                BUFFER,
-                BUFFER,
-                0,
-                std::ptr::null(),
-            )
-        };
-        let Ok(server) = sys::owned(server) else {
+        let Ok(server) = crate::net::instance(&wide, true, true) else {
             // The name was taken (by a squatter, or a clash): another one.
             if n % 64 == 63 {
                 return Err(io::Error::last_os_error());
             }
             continue;
         };
-        // SAFETY: as above; opens the one instance just made.
-        let client = unsafe {
-            CreateFileW(
-                wide.as_ptr(),
-                GENERIC_READ | GENERIC_WRITE,
-                0,
-                std::ptr::null(),
-                OPEN_EXISTING,
-                0,
-                std::ptr::null_mut(),
-            )
-        };
-        let client = sys::owned(client)?;
+        let client = crate::net::open_client(&wide)?;
         // SAFETY: our server end; the client is already there.
         if unsafe { ConnectNamedPipe(server.as_raw_handle() as HANDLE, std::ptr::null_mut()) } == 0
         {

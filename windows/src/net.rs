@@ -1,0 +1,715 @@
+//! Stream connections for `connection` on Windows: TCP sockets and named
+//! pipes (`\\.\pipe\...`, the local address form Python's
+//! `multiprocessing.connection` uses there), behind one [`Socket`] type
+//! with the non-blocking calls the facade's stream layer is written for.
+//!
+//! - A TCP socket is switched to non-blocking mode; a pipe end to
+//!   `PIPE_NOWAIT` (a read of an empty pipe and a write to a full one
+//!   return at once). Nothing blocks inside the system, so one thread's
+//!   wait never holds up another's send on the same end (a synchronous
+//!   pipe handle would serialise them).
+//! - Readiness ([`poll_until`]): `WSAPoll` for sockets and TCP listeners
+//!   (with the whole timeout when nothing else is watched); a pipe is
+//!   looked at with `PeekNamedPipe`, a pipe listener with a non-blocking
+//!   `ConnectNamedPipe`, and the loop naps between looks (20 µs, backing
+//!   off to 1 ms).
+//! - A pipe listener keeps one instance waiting for a client; accepting
+//!   hands that instance over and makes the next. The first instance is
+//!   made with `FILE_FLAG_FIRST_PIPE_INSTANCE` after a look that nobody
+//!   serves the name, so a name someone else holds is refused
+//!   (`AddrInUse`), not shared (Wine 8 ignores the flag: the look is what
+//!   refuses it there).
+//! - Frames are the socket framing in byte mode on both (Python's own
+//!   pipe connections use message mode instead: a Python peer over a named
+//!   pipe is not supported yet).
+#![allow(unsafe_code)]
+
+use crate::sys;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::windows::io::{AsRawHandle, AsRawSocket, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_PIPE_LISTENING, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ,
+    GENERIC_WRITE, HANDLE,
+};
+use windows_sys::Win32::Networking::WinSock::{
+    WSAPoll, POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM, WSAPOLLFD,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, OPEN_EXISTING,
+    PIPE_ACCESS_DUPLEX,
+};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, PeekNamedPipe,
+    SetNamedPipeHandleState, WaitNamedPipeW, PIPE_NOWAIT, PIPE_READMODE_BYTE,
+    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES,
+};
+
+/// Each pipe end's buffer: about what a Unix socket pair holds (Linux's
+/// default is 208 KiB), so a peer may write a large frame's head before
+/// the other end reads.
+const BUFFER: u32 = 256 * 1024;
+
+/// Where default local addresses live: a pipe name's prefix.
+pub const LOCAL_PREFIX: &str = r"\\.\pipe\multiproc-";
+
+/// A connected stream: a TCP socket or a named pipe end.
+#[derive(Debug)]
+pub enum Socket {
+    Pipe(OwnedHandle),
+    Tcp(TcpStream),
+}
+
+/// A named pipe end connected to another (what `connect` and a pipe
+/// listener's `accept` give).
+#[derive(Debug)]
+pub struct LocalStream(OwnedHandle);
+
+impl Socket {
+    /// A received pipe end (a pipe connection passed from another
+    /// process), made non-blocking.
+    pub fn from_handle(handle: OwnedHandle) -> io::Result<Socket> {
+        set_nowait(&handle)?;
+        Ok(Socket::Pipe(handle))
+    }
+
+    /// Another handle to the same stream.
+    pub fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Pipe(h) => Socket::Pipe(h.try_clone()?),
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// The handle of a pipe end, which can pass to another process; `None`
+    /// for a TCP socket (a socket is not a handle to duplicate).
+    pub fn handle(&self) -> Option<BorrowedHandle<'_>> {
+        match self {
+            Socket::Pipe(h) => Some(std::os::windows::io::AsHandle::as_handle(h)),
+            Socket::Tcp(_) => None,
+        }
+    }
+}
+
+impl From<TcpStream> for Socket {
+    fn from(s: TcpStream) -> Socket {
+        // Without it, a receive would block in the system (see the docs);
+        // a socket that refuses stays usable for blocking use only.
+        let _ = s.set_nonblocking(true);
+        Socket::Tcp(s)
+    }
+}
+
+impl From<LocalStream> for Socket {
+    fn from(s: LocalStream) -> Socket {
+        Socket::Pipe(s.0)
+    }
+}
+
+fn raw(h: &OwnedHandle) -> HANDLE {
+    h.as_raw_handle() as HANDLE
+}
+
+/// Switches a pipe end to byte reads and non-blocking calls.
+fn set_nowait(h: &OwnedHandle) -> io::Result<()> {
+    let mode = PIPE_READMODE_BYTE | PIPE_NOWAIT;
+    // SAFETY: a pipe handle and a mode word.
+    sys::check(unsafe {
+        SetNamedPipeHandleState(raw(h), &mode, std::ptr::null(), std::ptr::null())
+    })
+}
+
+fn is_broken_code(code: u32) -> bool {
+    [ERROR_BROKEN_PIPE, ERROR_PIPE_NOT_CONNECTED].contains(&code)
+}
+
+/// Bytes waiting in a pipe; `None` once the other end is gone and nothing
+/// is left.
+fn pipe_available(h: HANDLE) -> io::Result<Option<usize>> {
+    let mut avail = 0u32;
+    // SAFETY: a pipe handle; only the count is asked for.
+    let ok = unsafe {
+        PeekNamedPipe(
+            h,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            &mut avail,
+            std::ptr::null_mut(),
+        )
+    };
+    if ok != 0 {
+        return Ok(Some(avail as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(c) if is_broken_code(c as u32) => Ok(None),
+        _ => Err(e),
+    }
+}
+
+/// One receive into `buf`: waits for bytes if `block`, else reports
+/// `WouldBlock`. `Ok(0)` is the end of the stream.
+pub fn recv_some(socket: &Socket, buf: &mut [u8], block: bool) -> io::Result<usize> {
+    loop {
+        let got = match socket {
+            Socket::Tcp(s) => (&*s).read(buf),
+            Socket::Pipe(h) => read_pipe(raw(h), buf),
+        };
+        match got {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && block => {
+                let mut watch = [Watch::socket(socket, Interest::Read)];
+                poll_until(&mut watch, None)?;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn read_pipe(h: HANDLE, buf: &mut [u8]) -> io::Result<usize> {
+    match pipe_available(h)? {
+        None => return Ok(0),
+        Some(0) => return Err(io::ErrorKind::WouldBlock.into()),
+        Some(_) => {}
+    }
+    let mut got = 0u32;
+    let n = buf.len().min(u32::MAX as usize) as u32;
+    // SAFETY: a pipe handle and a buffer of `n` bytes; bytes are waiting,
+    // and the end is non-blocking anyway.
+    let ok = unsafe { ReadFile(h, buf.as_mut_ptr(), n, &mut got, std::ptr::null_mut()) };
+    if ok != 0 {
+        return Ok(got as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(c) if is_broken_code(c) => Ok(0),
+        Some(ERROR_NO_DATA) => Err(io::ErrorKind::WouldBlock.into()),
+        _ => Err(e),
+    }
+}
+
+/// One non-blocking send of `parts`; `WouldBlock` when there is no room.
+pub fn send_some(socket: &Socket, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    match socket {
+        Socket::Tcp(s) => (&*s).write_vectored(parts),
+        Socket::Pipe(h) => {
+            let Some(part) = parts.iter().find(|p| !p.is_empty()) else { return Ok(0) };
+            let mut wrote = 0u32;
+            let n = part.len().min(BUFFER as usize) as u32;
+            // SAFETY: a pipe handle and a buffer of `n` bytes; the end is
+            // non-blocking, so a full pipe takes what fits (or nothing).
+            let ok =
+                unsafe { WriteFile(raw(h), part.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
+            if ok == 0 {
+                let e = io::Error::last_os_error();
+                return Err(match e.raw_os_error().map(|c| c as u32) {
+                    Some(c) if is_broken_code(c) || c == ERROR_NO_DATA => {
+                        io::ErrorKind::BrokenPipe.into()
+                    }
+                    _ => e,
+                });
+            }
+            if wrote == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(wrote as usize)
+        }
+    }
+}
+
+/// Shuts a stream: the peer sees it end. (A pipe end can be disconnected
+/// only from the listener's side; a client's end ends when it is closed.)
+pub fn shut_down(socket: &Socket) -> io::Result<()> {
+    match socket {
+        Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        // SAFETY: a pipe handle; a client end refuses, harmlessly.
+        Socket::Pipe(h) => sys::check(unsafe { DisconnectNamedPipe(raw(h)) }),
+    }
+}
+
+/// Whether `e` says the peer closed the connection.
+pub fn is_disconnect(e: &io::Error) -> bool {
+    use io::ErrorKind as K;
+    matches!(e.kind(), K::BrokenPipe | K::ConnectionReset | K::ConnectionAborted | K::NotConnected)
+        || e.raw_os_error().is_some_and(|c| is_broken_code(c as u32) || c as u32 == ERROR_NO_DATA)
+}
+
+/// What a [`Watch`] waits for (a hang-up or an error always counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Bytes to read (or a peer to accept).
+    Read,
+    /// Room to write.
+    Write,
+    /// Only the hang-up or error.
+    HangUp,
+}
+
+enum Target<'a> {
+    Socket(&'a Socket),
+    Pipe(BorrowedHandle<'a>),
+    TcpListener(&'a TcpListener),
+    LocalListener(&'a LocalListener),
+}
+
+/// One thing [`poll_until`] watches, and whether it turned out ready.
+pub struct Watch<'a> {
+    target: Target<'a>,
+    pub interest: Interest,
+    pub ready: bool,
+}
+
+impl<'a> Watch<'a> {
+    pub fn socket(socket: &'a Socket, interest: Interest) -> Watch<'a> {
+        Watch { target: Target::Socket(socket), interest, ready: false }
+    }
+
+    /// A pipe handle (the link beside a channel): readable, or hung up.
+    pub fn pipe(handle: BorrowedHandle<'a>, interest: Interest) -> Watch<'a> {
+        Watch { target: Target::Pipe(handle), interest, ready: false }
+    }
+
+    pub fn tcp_listener(listener: &'a TcpListener) -> Watch<'a> {
+        Watch { target: Target::TcpListener(listener), interest: Interest::Read, ready: false }
+    }
+
+    pub fn local_listener(listener: &'a LocalListener) -> Watch<'a> {
+        Watch { target: Target::LocalListener(listener), interest: Interest::Read, ready: false }
+    }
+
+    /// The socket to ask `WSAPoll` about, if it is one.
+    fn raw_socket(&self) -> Option<usize> {
+        match self.target {
+            Target::Socket(Socket::Tcp(s)) => Some(s.as_raw_socket() as usize),
+            Target::TcpListener(l) => Some(l.as_raw_socket() as usize),
+            _ => None,
+        }
+    }
+
+    /// Whether a pipe or pipe listener is ready now. A pipe's room to
+    /// write cannot be asked for: after a nap, [`poll_until`] says it is
+    /// ready, and the next write finds out.
+    fn look(&self, napped: bool) -> bool {
+        let pipe = |h: HANDLE| match pipe_available(h) {
+            Ok(Some(n)) => match self.interest {
+                Interest::Read => n > 0,
+                Interest::Write => napped,
+                Interest::HangUp => false,
+            },
+            Ok(None) | Err(_) => true,
+        };
+        match self.target {
+            Target::Socket(Socket::Pipe(h)) => pipe(raw(h)),
+            Target::Pipe(h) => pipe(h.as_raw_handle() as HANDLE),
+            Target::LocalListener(l) => l.has_client(),
+            _ => false,
+        }
+    }
+
+    /// A pipe waited on for room to write.
+    fn is_pipe_write(&self) -> bool {
+        self.interest == Interest::Write
+            && matches!(self.target, Target::Socket(Socket::Pipe(_)) | Target::Pipe(_))
+    }
+}
+
+/// Waits until one of `watches` is ready or `deadline` (`None`: never)
+/// passes; sets each one's `ready` and returns how many are.
+pub fn poll_until(watches: &mut [Watch<'_>], deadline: Option<Instant>) -> io::Result<usize> {
+    let sockets: Vec<usize> = watches.iter().filter_map(Watch::raw_socket).collect();
+    let only_sockets = sockets.len() == watches.len();
+    // A full pipe is looked at again after 200 µs (the reader needs the
+    // time); anything else after 20 µs, backing off to 1 ms.
+    let mut nap = if watches.iter().any(Watch::is_pipe_write) {
+        Duration::from_micros(200)
+    } else {
+        Duration::from_micros(20)
+    };
+    let mut napped = false;
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut fds: Vec<WSAPOLLFD> = watches
+            .iter()
+            .filter_map(|w| {
+                let events = match w.interest {
+                    Interest::Read => POLLRDNORM,
+                    Interest::Write => POLLWRNORM,
+                    Interest::HangUp => 0,
+                };
+                w.raw_socket().map(|fd| WSAPOLLFD { fd, events, revents: 0 })
+            })
+            .collect();
+        if !fds.is_empty() {
+            // Only sockets: one WSAPoll for the whole wait (in slices an
+            // `i32` of milliseconds holds); else a look, between naps.
+            let timeout = if only_sockets {
+                left.map_or(-1, |l| sys::millis(Some(l)).min(i32::MAX as u32) as i32)
+            } else {
+                0
+            };
+            // SAFETY: `fds` is a valid array of its length.
+            if unsafe { WSAPoll(fds.as_mut_ptr(), fds.len() as u32, timeout) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let mut polled = fds.iter();
+        let mut n = 0;
+        for w in watches.iter_mut() {
+            w.ready = if w.raw_socket().is_some() {
+                let fd = polled.next().expect("one per socket");
+                fd.revents & (fd.events | POLLHUP | POLLERR) != 0
+            } else {
+                w.look(napped)
+            };
+            n += usize::from(w.ready);
+        }
+        if n > 0 || left.is_some_and(|l| l.is_zero()) {
+            return Ok(n);
+        }
+        if !only_sockets {
+            std::thread::sleep(left.map_or(nap, |l| l.min(nap)));
+            nap = (nap * 2).min(Duration::from_millis(1));
+            napped = true;
+        }
+    }
+}
+
+/// A pipe name as the system takes it, if `path` is one (`\\.\pipe\...`).
+fn pipe_name(path: &Path) -> io::Result<Vec<u16>> {
+    let text = path.to_string_lossy();
+    if !text.to_ascii_lowercase().starts_with(r"\\.\pipe\") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{text} is not a named pipe (\\\\.\\pipe\\NAME)"),
+        ));
+    }
+    Ok(sys::wide(path.as_os_str()))
+}
+
+/// A new instance of pipe `name`, non-blocking unless `wait`; the first
+/// of its name (refused if the name is taken) if `first`.
+pub(crate) fn instance(name: &[u16], first: bool, wait: bool) -> io::Result<OwnedHandle> {
+    let flags = if first { FILE_FLAG_FIRST_PIPE_INSTANCE } else { 0 };
+    let mode = PIPE_TYPE_BYTE
+        | PIPE_READMODE_BYTE
+        | PIPE_REJECT_REMOTE_CLIENTS
+        | if wait { 0 } else { PIPE_NOWAIT };
+    // SAFETY: a NUL-terminated name; default security, not inheritable.
+    let h = unsafe {
+        CreateNamedPipeW(
+            name.as_ptr(),
+            PIPE_ACCESS_DUPLEX | flags,
+            mode,
+            PIPE_UNLIMITED_INSTANCES,
+            BUFFER,
+            BUFFER,
+            0,
+            std::ptr::null(),
+        )
+    };
+    sys::owned(h).map_err(|e| {
+        if first && e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) {
+            io::Error::new(io::ErrorKind::AddrInUse, "the pipe name is taken")
+        } else {
+            e
+        }
+    })
+}
+
+/// Opens the client end of pipe `name`.
+pub(crate) fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
+    // SAFETY: a NUL-terminated name.
+    let h = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            0,
+            std::ptr::null(),
+            OPEN_EXISTING,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    sys::owned(h)
+}
+
+impl LocalStream {
+    /// Connects to the pipe listener at `path`; `NotFound` if nothing
+    /// listens there. A listener busy handing over its instance is waited
+    /// for (a few seconds at most).
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<LocalStream> {
+        let name = pipe_name(path.as_ref())?;
+        let start = Instant::now();
+        loop {
+            match open_client(&name) {
+                Ok(h) => {
+                    set_nowait(&h)?;
+                    return Ok(LocalStream(h));
+                }
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                    if start.elapsed() > Duration::from_secs(5) {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the pipe is busy"));
+                    }
+                    // SAFETY: a NUL-terminated name.
+                    unsafe { WaitNamedPipeW(name.as_ptr(), 50) };
+                }
+                Err(e) if e.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) => {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A connected pair of pipe ends: a client's, then a listener's (only
+    /// the second can [`shut_down`] the pair while the other is open).
+    pub fn pair() -> io::Result<(LocalStream, LocalStream)> {
+        let (server, client) = crate::link::pair()?;
+        set_nowait(&server)?;
+        set_nowait(&client)?;
+        Ok((LocalStream(client), LocalStream(server)))
+    }
+}
+
+/// Blocking reads and writes (a test's raw peer): the end is
+/// non-blocking, so they look again after a short nap.
+impl Read for &LocalStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match read_pipe(raw(&self.0), buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(100))
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Write for &LocalStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let socket = Socket::Pipe(self.0.try_clone()?);
+        loop {
+            match send_some(&socket, &[IoSlice::new(buf)]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(100))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for LocalStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for LocalStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A named pipe listener: one instance waiting for a client.
+#[derive(Debug)]
+pub struct LocalListener {
+    name: Vec<u16>,
+    waiting: Mutex<OwnedHandle>,
+}
+
+impl LocalListener {
+    /// Listens at pipe `path` (`\\.\pipe\NAME`); `AddrInUse` if another
+    /// listener has the name.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<LocalListener> {
+        let name = pipe_name(path.as_ref())?;
+        // Windows refuses a first instance of a taken name; Wine 8 does not
+        // (seen here), so look first: only a name nobody serves is free.
+        // SAFETY: a NUL-terminated name.
+        let free = unsafe { WaitNamedPipeW(name.as_ptr(), 1) } == 0
+            && io::Error::last_os_error().raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32);
+        if !free {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "the pipe name is taken"));
+        }
+        let waiting = instance(&name, true, false)?;
+        Ok(LocalListener { name, waiting: Mutex::new(waiting) })
+    }
+
+    /// A listener on the waiting instance
+    /// [`waiting_handle`](Self::waiting_handle) gave, for pipe `path`.
+    pub fn from_handle(handle: OwnedHandle, path: &Path) -> io::Result<LocalListener> {
+        let name = pipe_name(path)?;
+        let mode = PIPE_READMODE_BYTE | PIPE_NOWAIT;
+        // SAFETY: a pipe handle and a mode word.
+        sys::check(unsafe {
+            SetNamedPipeHandleState(raw(&handle), &mode, std::ptr::null(), std::ptr::null())
+        })?;
+        Ok(LocalListener { name, waiting: Mutex::new(handle) })
+    }
+
+    /// A handle to the waiting instance, to go on listening in another
+    /// process ([`from_handle`](Self::from_handle)).
+    pub fn waiting_handle(&self) -> io::Result<OwnedHandle> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).try_clone()
+    }
+
+    /// Always non-blocking (accepting never waits).
+    pub fn set_nonblocking(&self, _: bool) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The waiting instance's state: `Ok(true)` once a client connected.
+    fn state(h: HANDLE) -> io::Result<bool> {
+        // SAFETY: a non-blocking pipe instance: this only reports its state.
+        if unsafe { ConnectNamedPipe(h, std::ptr::null_mut()) } != 0 {
+            return Ok(false);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error().map(|c| c as u32) {
+            // A client that connected and already left (ERROR_NO_DATA) is
+            // accepted too: what it wrote is still there to read, as on a
+            // Unix socket.
+            Some(ERROR_PIPE_CONNECTED | ERROR_NO_DATA) => Ok(true),
+            Some(ERROR_PIPE_LISTENING) => Ok(false),
+            _ => Err(e),
+        }
+    }
+
+    fn has_client(&self) -> bool {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        Self::state(raw(&waiting)).unwrap_or(true)
+    }
+
+    /// The next client, if one connected; `WouldBlock` otherwise.
+    pub fn accept(&self) -> io::Result<(LocalStream, ())> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if !Self::state(raw(&waiting))? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let next = instance(&self.name, false, false)?;
+        let connected = std::mem::replace(&mut *waiting, next);
+        Ok((LocalStream(connected), ()))
+    }
+}
+
+/// A socket from a handle another process passed (a pipe end).
+pub fn socket_from_handle(handle: OwnedHandle) -> io::Result<Socket> {
+    Socket::from_handle(handle)
+}
+
+/// A listening TCP socket cannot pass to another process as a handle here.
+pub fn tcp_listener_handle(_: &TcpListener) -> io::Result<OwnedHandle> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a TCP listener cannot be handed to another process on Windows yet",
+    ))
+}
+
+/// As [`tcp_listener_handle`], the other way.
+pub fn tcp_listener_from_handle(_: OwnedHandle) -> io::Result<TcpListener> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a TCP listener cannot be handed to another process on Windows yet",
+    ))
+}
+
+/// Named pipes vanish with their last instance: no file is left behind.
+pub fn is_stale(_: &Path) -> bool {
+    false
+}
+
+#[doc(hidden)]
+/// For tests: a raw handle as owned (the caller owns it).
+///
+/// # Safety
+/// `h` is an open handle owned by nobody else.
+pub unsafe fn owned_from_raw(h: HANDLE) -> OwnedHandle {
+    // SAFETY: the caller's contract.
+    unsafe { OwnedHandle::from_raw_handle(h) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_listener_accepts_and_bytes_cross_both_ways() {
+        let path = format!(r"{LOCAL_PREFIX}test-{}", std::process::id());
+        let listener = LocalListener::bind(&path).unwrap();
+        assert_eq!(LocalListener::bind(&path).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        let client = Socket::from(LocalStream::connect(&path).unwrap());
+        let mut w = [Watch::local_listener(&listener)];
+        assert_eq!(poll_until(&mut w, Some(Instant::now() + Duration::from_secs(5))).unwrap(), 1);
+        let server = Socket::from(listener.accept().unwrap().0);
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            recv_some(&server, &mut buf, false).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert_eq!(send_some(&client, &[IoSlice::new(b"hello")]).unwrap(), 5);
+        assert_eq!(recv_some(&server, &mut buf, true).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        // A full pipe takes what fits, then says WouldBlock.
+        let big = vec![7u8; 1 << 20];
+        let mut sent = 0;
+        loop {
+            match send_some(&server, &[IoSlice::new(&big[sent..])]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(sent > 0 && sent < big.len(), "{sent}");
+        drop(server);
+        let mut got = 0;
+        loop {
+            match recv_some(&client, &mut vec![0; 1 << 16], true).unwrap() {
+                0 => break,
+                n => got += n,
+            }
+        }
+        assert_eq!(got, sent, "what was sent is read, then the end");
+        let e = send_some(&client, &[IoSlice::new(b"x")]).unwrap_err();
+        assert!(is_disconnect(&e), "{e}");
+        let (a, b) = LocalStream::pair().unwrap();
+        let (a, b) = (Socket::from(a), Socket::from(b));
+        drop(a);
+        let e = send_some(&b, &[IoSlice::new(b"x")]).unwrap_err();
+        assert!(is_disconnect(&e), "{e}");
+        assert!(LocalStream::connect(r"\\.\pipe\multiproc-nobody-listens").is_err());
+    }
+
+    #[test]
+    fn tcp_sockets_do_not_block() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = Socket::from(TcpStream::connect(addr).unwrap());
+        let mut w = [Watch::tcp_listener(&listener)];
+        assert_eq!(poll_until(&mut w, Some(Instant::now() + Duration::from_secs(5))).unwrap(), 1);
+        let server = Socket::from(listener.accept().unwrap().0);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            recv_some(&server, &mut buf, false).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        send_some(&client, &[IoSlice::new(b"abc")]).unwrap();
+        assert_eq!(recv_some(&server, &mut buf, true).unwrap(), 3);
+        drop(client);
+        assert_eq!(recv_some(&server, &mut buf, true).unwrap(), 0);
+    }
+}
