@@ -294,3 +294,35 @@ fn children_are_numbered_alike_under_every_start_method() {
         assert_eq!(finish(&mut p), 0, "{method:?}");
     }
 }
+
+/// Run as a main process of its own by the next test: starts a daemon,
+/// prints its pid, and returns from `main` (the test harness's).
+#[test]
+fn main_with_a_daemon_helper() {
+    if std::env::var_os("MULTIPROC_DAEMON_HELPER").is_none() {
+        return;
+    }
+    let mut d = child(Process::new(busy, (Event::new().unwrap(),)));
+    d.start().unwrap();
+    println!("DAEMON={}", d.pid().unwrap());
+}
+
+#[test]
+fn a_main_processs_daemons_are_terminated_when_main_returns() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "main_with_a_daemon_helper", "--nocapture", "--test-threads=1"])
+        .env("MULTIPROC_DAEMON_HELPER", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.split("DAEMON=").nth(1))
+        .expect("the helper ran")
+        .trim()
+        .parse()
+        .unwrap();
+    // Its parent terminated and waited for it on the way out.
+    assert!(!pid_alive(pid), "daemon {pid} outlived its main process");
+}
