@@ -12,7 +12,6 @@
 //! build the rest of the suite.
 #![cfg(target_os = "linux")]
 
-use multiproc::{Target, BOOTSTRAP_FAILED};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -22,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::forge::*;
 
 /// The bound on one forged child: it must be refused (or run) long before.
 const BOUND: Duration = common::BOUND;
@@ -122,33 +122,8 @@ fn run_sealed(bootstrap: &[u8]) -> Output {
     run_with(&exe, "7", Some(&memfd(bootstrap, true)))
 }
 
-fn assert_refused(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(BOOTSTRAP_FAILED), "stderr: {stderr}");
-    assert!(stderr.contains("multiproc: cannot start this child"), "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    // It never reached the test harness.
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("running"), "{out:?}");
-}
-
-fn exits_with(code: u8) -> i32 {
-    i32::from(code)
-}
-
-fn adds(a: u8, b: u8) -> i32 {
-    i32::from(a) + i32::from(b)
-}
-
 fn task(x: u8) -> u8 {
     x * x
-}
-
-fn entry<F: Target<A>, A: serde::de::DeserializeOwned + 'static>(f: F) -> (u64, u64) {
-    multiproc::__testing::spawn_entry(f)
-}
-
-fn bootstrap(entry: (u64, u64), args: &[u8]) -> Vec<u8> {
-    multiproc::__testing::bootstrap(entry, args.to_vec(), None)
 }
 
 #[test]

@@ -8,7 +8,6 @@
 #![cfg(windows)]
 #![allow(unsafe_code)]
 
-use multiproc::{Target, BOOTSTRAP_FAILED};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::process::{Command, Output, Stdio};
 use windows_sys::Win32::Foundation::{
@@ -21,6 +20,7 @@ use windows_sys::Win32::System::Memory::{
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
 
 mod common;
+use common::forge::*;
 
 /// A section holding `bytes` after their length, as a parent writes a
 /// bootstrap; its handle is inheritable, read-only if `sealed`.
@@ -88,30 +88,6 @@ fn run(env: Option<&str>, handle: Option<&OwnedHandle>) -> Output {
 
 fn run_sealed(bootstrap: &[u8]) -> Output {
     run(None, Some(&section(bootstrap, true)))
-}
-
-fn assert_refused(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(BOOTSTRAP_FAILED), "stderr: {stderr}");
-    assert!(stderr.contains("multiproc: cannot start this child"), "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("running"), "{out:?}");
-}
-
-fn exits_with(code: u8) -> i32 {
-    i32::from(code)
-}
-
-fn adds(a: u8, b: u8) -> i32 {
-    i32::from(a) + i32::from(b)
-}
-
-fn entry<F: Target<A>, A: serde::de::DeserializeOwned + 'static>(f: F) -> (u64, u64) {
-    multiproc::__testing::spawn_entry(f)
-}
-
-fn bootstrap(entry: (u64, u64), args: &[u8]) -> Vec<u8> {
-    multiproc::__testing::bootstrap(entry, args.to_vec(), None)
 }
 
 #[test]

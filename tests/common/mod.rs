@@ -2,6 +2,8 @@
 //! child that outlives its bound is killed and fails the test.
 #![allow(dead_code)]
 
+pub mod forge;
+
 use multiproc::{Process, StartMethod};
 use std::time::Duration;
 

@@ -41,8 +41,8 @@ use windows_sys::Win32::System::Console::{
     GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
 };
 use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
-    FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
+    MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ, FILE_MAP_WRITE,
+    MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS,
 };
 use windows_sys::Win32::System::Threading::{
     CreateProcessW, DeleteProcThreadAttributeList, GetCurrentProcess, GetExitCodeProcess,
@@ -340,17 +340,7 @@ fn inheritable(h: HANDLE, access: Option<u32>) -> io::Result<OwnedHandle> {
 /// inheritable for a child.
 fn sealed_section(bytes: &[u8]) -> io::Result<OwnedHandle> {
     let total = bytes.len() + 8;
-    // SAFETY: a pagefile-backed section, unnamed, not inheritable.
-    let writable = sys::owned(unsafe {
-        CreateFileMappingW(
-            INVALID_HANDLE_VALUE,
-            std::ptr::null(),
-            PAGE_READWRITE,
-            (total as u64 >> 32) as u32,
-            total as u32,
-            std::ptr::null(),
-        )
-    })?;
+    let writable = crate::shm::new_section(total)?;
     // SAFETY: maps the section just made, `total` bytes.
     let view =
         unsafe { MapViewOfFile(writable.as_raw_handle() as HANDLE, FILE_MAP_WRITE, 0, 0, total) };

@@ -93,18 +93,7 @@ impl Segment {
             .and_then(|l| l.checked_add(PAGE))
             .filter(|_| len > 0)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad segment size"))?;
-        // SAFETY: a pagefile-backed section (INVALID_HANDLE_VALUE), no name,
-        // default security (not inheritable); sizes are plain numbers.
-        let handle = sys::owned(unsafe {
-            CreateFileMappingW(
-                windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE,
-                std::ptr::null(),
-                PAGE_READWRITE,
-                (total as u64 >> 32) as u32,
-                total as u32,
-                std::ptr::null(),
-            )
-        })?;
+        let handle = new_section(total)?;
         let base = map(&handle).map_err(|e| match e {
             OpenError::Io(e) => e,
             OpenError::Foreign(why) => io::Error::other(why),
@@ -170,6 +159,23 @@ impl Drop for Segment {
         // it any more (views borrow the segment).
         unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: self.base.cast() }) };
     }
+}
+
+/// A new unnamed, zero-filled, pagefile-backed section of `total` bytes,
+/// not inheritable.
+pub(crate) fn new_section(total: usize) -> io::Result<OwnedHandle> {
+    // SAFETY: a pagefile-backed section (INVALID_HANDLE_VALUE), no name,
+    // default security (not inheritable); sizes are plain numbers.
+    sys::owned(unsafe {
+        CreateFileMappingW(
+            windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            (total as u64 >> 32) as u32,
+            total as u32,
+            std::ptr::null(),
+        )
+    })
 }
 
 /// Maps all of section `handle`, read and write.
