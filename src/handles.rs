@@ -22,6 +22,7 @@ thread_local! {
 
 /// As [`collect`], for bytes bound for a socket connection: objects that
 /// see [`is_remote`] leave out what must stay on this machine.
+#[cfg(mp_transfer)]
 pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     collect(|| {
         let saved = REMOTE.with(|r| r.replace(true));
@@ -33,6 +34,7 @@ pub(crate) fn collect_remote<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
 
 /// Whether the value being serialized goes to a socket connection (to
 /// another machine, maybe), rather than to a child or through a Pipe.
+#[cfg(mp_transfer)]
 pub(crate) fn is_remote() -> bool {
     REMOTE.with(|r| r.get())
 }
@@ -195,14 +197,17 @@ pub(crate) fn export<T>(_: T) -> Result<u32, &'static str> {
 }
 
 /// An owned file descriptor that passes to another process as a handle.
+#[cfg(mp_transfer)]
 pub(crate) struct HandleOwned(pub(crate) OwnedHandle);
 
+#[cfg(mp_transfer)]
 impl serde::Serialize for HandleOwned {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         HandleOut(self.0.as_handle()).serialize(s)
     }
 }
 
+#[cfg(mp_transfer)]
 impl<'de> serde::Deserialize<'de> for HandleOwned {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         HandleIn::deserialize(d).map(|HandleIn(fd)| HandleOwned(fd))

@@ -8,6 +8,7 @@ mod channel;
 pub mod connection;
 mod error;
 mod handles;
+#[cfg(mp_transfer)]
 pub mod manager;
 mod object;
 mod os;
@@ -30,6 +31,7 @@ pub use channel::MAX_MESSAGE;
 #[cfg(mp_transfer)]
 pub use connection::Connection;
 pub use error::{Error, ErrorKind, Result};
+#[cfg(mp_transfer)]
 pub use manager::{Manager, ManagerServer};
 #[cfg(mp_transfer)]
 pub use pipe::{Pipe, DEFAULT_PIPE_CAPACITY};
@@ -42,6 +44,7 @@ pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Tas
 pub mod __testing {
     #[cfg(mp_transfer)]
     pub use crate::channel::testing::stall_after_handles;
+    #[cfg(mp_transfer)]
     pub use crate::manager::fuzzing::{examples as manager_requests, serve as serve_manager};
     #[cfg(mp_transfer)]
     pub use crate::pool::testing::pool_task_entry;

@@ -62,6 +62,7 @@ pub(crate) trait Kind {
 pub(crate) const SPAWN_ENTRY: u64 = 1;
 #[cfg_attr(not(mp_transfer), allow(dead_code))]
 pub(crate) const POOL_TASK: u64 = 2;
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 pub(crate) const MANAGER_FACTORY: u64 = 3;
 
 /// The tag, as two halves and masks: `TAG[i] == HALF[i] ^ MASK[i]`. Only

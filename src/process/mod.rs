@@ -18,6 +18,7 @@ mod target;
 pub use start::testing;
 #[cfg(mp_spawn)]
 pub use start::BOOTSTRAP_FAILED;
+#[cfg(mp_transfer)]
 pub(crate) use state::at_exit;
 pub use target::{Exit, Target};
 

@@ -124,6 +124,7 @@ static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
 /// Has `hook` run as this process exits normally (after its daemons are
 /// terminated); asking again for the same hook changes nothing.
 #[cfg(mp_spawn)]
+#[cfg_attr(not(mp_transfer), allow(dead_code))]
 pub(crate) fn at_exit(hook: fn()) {
     register_exit_handler();
     let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner());

@@ -18,6 +18,7 @@
 //! message was never published) and its handles are taken and closed.
 #![allow(unsafe_code)]
 
+use crate::net::{is_disconnect, pipe_available};
 use crate::sys;
 use std::collections::BTreeSet;
 use std::io;
@@ -28,8 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_BROKEN_PIPE,
-    ERROR_NO_DATA, ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, HANDLE,
+    DuplicateHandle, DUPLICATE_CLOSE_SOURCE, DUPLICATE_SAME_ACCESS, ERROR_PIPE_CONNECTED, HANDLE,
 };
 use windows_sys::Win32::Storage::FileSystem::{ReadFile, WriteFile};
 use windows_sys::Win32::System::Pipes::{ConnectNamedPipe, PeekNamedPipe};
@@ -77,37 +77,13 @@ pub fn pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
     }
 }
 
-/// Bytes waiting on `link`; `Err` once the other end is gone and nothing
-/// is left.
-fn available(link: HANDLE) -> io::Result<usize> {
-    let mut avail = 0u32;
-    // SAFETY: a pipe handle; only the count is asked for.
-    let ok = unsafe {
-        PeekNamedPipe(
-            link,
-            std::ptr::null_mut(),
-            0,
-            std::ptr::null_mut(),
-            &mut avail,
-            std::ptr::null_mut(),
-        )
-    };
-    sys::check(ok)?;
-    Ok(avail as usize)
-}
-
-fn is_broken(e: &io::Error) -> bool {
-    e.raw_os_error().is_some_and(|c| {
-        [ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED].contains(&(c as u32))
-    })
-}
-
 /// Whether every handle of the link's other end is closed (its holders
 /// closed it or died).
 pub fn peer_gone(link: BorrowedHandle<'_>) -> bool {
-    match available(link.as_raw_handle() as HANDLE) {
-        Ok(_) => false,
-        Err(e) => is_broken(&e),
+    match pipe_available(link.as_raw_handle() as HANDLE) {
+        Ok(Some(_)) => false,
+        Ok(None) => true,
+        Err(e) => is_disconnect(&e),
     }
 }
 
@@ -118,7 +94,7 @@ fn write_all(link: HANDLE, mut bytes: &[u8]) -> io::Result<()> {
         let n = bytes.len().min(u32::MAX as usize) as u32;
         // SAFETY: a pipe handle and a buffer of `n` bytes.
         sys::check(unsafe { WriteFile(link, bytes.as_ptr(), n, &mut wrote, std::ptr::null_mut()) })
-            .map_err(|e| if is_broken(&e) { io::ErrorKind::BrokenPipe.into() } else { e })?;
+            .map_err(|e| if is_disconnect(&e) { io::ErrorKind::BrokenPipe.into() } else { e })?;
         bytes = &bytes[wrote as usize..];
     }
     Ok(())
@@ -228,10 +204,13 @@ fn take(source: Option<&OwnedHandle>, value: u64) -> io::Result<OwnedHandle> {
 fn wait_for(link: HANDLE, n: usize, deadline: Instant) -> io::Result<()> {
     let mut nap = Duration::from_micros(20);
     loop {
-        match available(link) {
-            Ok(avail) if avail >= n => return Ok(()),
-            Ok(_) => {}
-            Err(e) if is_broken(&e) => {
+        match pipe_available(link) {
+            Ok(Some(avail)) if avail >= n => return Ok(()),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link"))
+            }
+            Err(e) if is_disconnect(&e) => {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the link"))
             }
             Err(e) => return Err(e),

@@ -27,7 +27,7 @@
 use crate::sys;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::windows::io::{AsRawHandle, AsRawSocket, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsRawHandle, AsRawSocket, BorrowedHandle, OwnedHandle};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -129,7 +129,7 @@ fn is_broken_code(code: u32) -> bool {
 
 /// Bytes waiting in a pipe; `None` once the other end is gone and nothing
 /// is left.
-fn pipe_available(h: HANDLE) -> io::Result<Option<usize>> {
+pub(crate) fn pipe_available(h: HANDLE) -> io::Result<Option<usize>> {
     let mut avail = 0u32;
     // SAFETY: a pipe handle; only the count is asked for.
     let ok = unsafe {
@@ -196,29 +196,32 @@ fn read_pipe(h: HANDLE, buf: &mut [u8]) -> io::Result<usize> {
 pub fn send_some(socket: &Socket, parts: &[IoSlice<'_>]) -> io::Result<usize> {
     match socket {
         Socket::Tcp(s) => (&*s).write_vectored(parts),
-        Socket::Pipe(h) => {
-            let Some(part) = parts.iter().find(|p| !p.is_empty()) else { return Ok(0) };
-            let mut wrote = 0u32;
-            let n = part.len().min(BUFFER as usize) as u32;
-            // SAFETY: a pipe handle and a buffer of `n` bytes; the end is
-            // non-blocking, so a full pipe takes what fits (or nothing).
-            let ok =
-                unsafe { WriteFile(raw(h), part.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
-            if ok == 0 {
-                let e = io::Error::last_os_error();
-                return Err(match e.raw_os_error().map(|c| c as u32) {
-                    Some(c) if is_broken_code(c) || c == ERROR_NO_DATA => {
-                        io::ErrorKind::BrokenPipe.into()
-                    }
-                    _ => e,
-                });
-            }
-            if wrote == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(wrote as usize)
-        }
+        Socket::Pipe(h) => match parts.iter().find(|p| !p.is_empty()) {
+            Some(part) => write_pipe(raw(h), part),
+            None => Ok(0),
+        },
     }
+}
+
+/// One non-blocking write of (the head of) `part` to a pipe end;
+/// `WouldBlock` when the pipe is full.
+fn write_pipe(h: HANDLE, part: &[u8]) -> io::Result<usize> {
+    let mut wrote = 0u32;
+    let n = part.len().min(BUFFER as usize) as u32;
+    // SAFETY: a pipe handle and a buffer of `n` bytes; the end is
+    // non-blocking, so a full pipe takes what fits (or nothing).
+    let ok = unsafe { WriteFile(h, part.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
+    if ok == 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error().map(|c| c as u32) {
+            Some(c) if is_broken_code(c) || c == ERROR_NO_DATA => io::ErrorKind::BrokenPipe.into(),
+            _ => e,
+        });
+    }
+    if wrote == 0 {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    Ok(wrote as usize)
 }
 
 /// Shuts a stream: the peer sees it end. (A pipe end can be disconnected
@@ -492,9 +495,11 @@ impl Read for &LocalStream {
 
 impl Write for &LocalStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let socket = Socket::Pipe(self.0.try_clone()?);
+        if buf.is_empty() {
+            return Ok(0);
+        }
         loop {
-            match send_some(&socket, &[IoSlice::new(buf)]) {
+            match write_pipe(raw(&self.0), buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_micros(100))
                 }
@@ -605,40 +610,27 @@ impl LocalListener {
     }
 }
 
-/// A socket from a handle another process passed (a pipe end).
-pub fn socket_from_handle(handle: OwnedHandle) -> io::Result<Socket> {
-    Socket::from_handle(handle)
+/// Why a TCP listener does not pass to another process here.
+fn tcp_listener_stays() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a TCP listener cannot be handed to another process on Windows yet",
+    )
 }
 
 /// A listening TCP socket cannot pass to another process as a handle here.
 pub fn tcp_listener_handle(_: &TcpListener) -> io::Result<OwnedHandle> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "a TCP listener cannot be handed to another process on Windows yet",
-    ))
+    Err(tcp_listener_stays())
 }
 
 /// As [`tcp_listener_handle`], the other way.
 pub fn tcp_listener_from_handle(_: OwnedHandle) -> io::Result<TcpListener> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "a TCP listener cannot be handed to another process on Windows yet",
-    ))
+    Err(tcp_listener_stays())
 }
 
 /// Named pipes vanish with their last instance: no file is left behind.
 pub fn is_stale(_: &Path) -> bool {
     false
-}
-
-#[doc(hidden)]
-/// For tests: a raw handle as owned (the caller owns it).
-///
-/// # Safety
-/// `h` is an open handle owned by nobody else.
-pub unsafe fn owned_from_raw(h: HANDLE) -> OwnedHandle {
-    // SAFETY: the caller's contract.
-    unsafe { OwnedHandle::from_raw_handle(h) }
 }
 
 #[cfg(test)]
