@@ -250,17 +250,47 @@ fn reply_on(conn: Connection) -> multiproc::Result<()> {
     conn.send(&(n * 2))
 }
 
-#[test]
-fn a_socket_connection_passes_to_a_child() {
-    let listener = Listener::bind(unix_address("pass"), KEY).unwrap();
+/// Both ends of a connection made by a listener at `address`.
+fn connected(address: Address) -> (Connection, Connection) {
+    let listener = Listener::bind(address, KEY).unwrap();
     let address = listener.address().clone();
     let client = std::thread::spawn(move || Client::connect_timeout(address, KEY, SHORT));
     let server = listener.accept_timeout(SHORT).unwrap();
-    let client = client.join().unwrap().unwrap();
-    let mut p = child(Process::new(reply_on, (server,)));
+    (server, client.join().unwrap().unwrap())
+}
+
+#[test]
+fn a_socket_connection_passes_to_a_child() {
+    for address in [unix_address("pass"), tcp_address()] {
+        let (server, client) = connected(address);
+        let mut p = child(Process::new(reply_on, (server,)));
+        p.start().unwrap();
+        client.send(&21u32).unwrap();
+        assert_eq!(client.recv_timeout::<u32>(BOUND).unwrap(), 42);
+        assert_eq!(finish(&mut p), 0);
+    }
+}
+
+/// Takes connections off `inbox` and answers one request on each.
+fn replies_on_received(inbox: Connection, n: usize) -> multiproc::Result<()> {
+    for _ in 0..n {
+        reply_on(inbox.recv_timeout::<Connection>(BOUND)?)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_socket_connection_passes_to_a_running_process_through_a_pipe() {
+    let (inbox, outbox) = Pipe::new().unwrap();
+    let mut p = child(Process::new(replies_on_received, (inbox, 2usize)));
     p.start().unwrap();
-    client.send(&21u32).unwrap();
-    assert_eq!(client.recv_timeout::<u32>(BOUND).unwrap(), 42);
+    for (i, address) in [unix_address("pass-run"), tcp_address()].into_iter().enumerate() {
+        let (server, client) = connected(address);
+        outbox.send(&server).unwrap();
+        drop(server);
+        client.send(&(i as u32 + 1)).unwrap();
+        assert_eq!(client.recv_timeout::<u32>(BOUND).unwrap(), 2 * (i as u32 + 1));
+    }
     assert_eq!(finish(&mut p), 0);
 }
 

@@ -497,6 +497,28 @@ fn a_process_with_the_key_uses_a_proxy_that_came_without_it() {
     assert_eq!(d.get(&7).unwrap(), Some(49));
 }
 
+fn count_in(d: DictProxy<String, u32>, n: u32) -> multiproc::Result<()> {
+    d.insert(&format!("child-{n}"), &n)
+}
+
+#[test]
+fn a_started_manager_listens_on_tcp() {
+    let key = b"a tcp manager's key, 16 bytes+".to_vec();
+    let manager = Manager::builder().address("127.0.0.1:0").authkey(&key).start().unwrap();
+    assert!(manager.address().is_tcp(), "{}", manager.address());
+    let d = manager.named::<DictProxy<String, u32>>("counts").unwrap();
+    let mut ps: Vec<Process> =
+        (1..=2).map(|n| child(Process::new(count_in, (d.clone(), n)))).collect();
+    assert_eq!(run_all(&mut ps), [0, 0]);
+    assert_eq!(d.len().unwrap(), 2);
+    // A client from elsewhere, with the key, sees the same server.
+    let other = Manager::connect_timeout(manager.address().clone(), &key, BOUND).unwrap();
+    let counts = other.named::<DictProxy<String, u32>>("counts").unwrap();
+    let mut keys: Vec<String> = counts.keys().unwrap();
+    keys.sort();
+    assert_eq!(keys, ["child-1", "child-2"]);
+}
+
 fn semaphore_proxy_is_serde(_: SemaphoreProxy) {}
 
 #[test]

@@ -274,7 +274,7 @@ impl Connection {
     pub(crate) fn stream_socket(&self) -> Option<BorrowedHandle<'_>> {
         match &self.inner {
             Inner::Ring(_) => None,
-            Inner::Stream(s) => net::socket_handle(s.socket()),
+            Inner::Stream(s) => Some(net::socket_handle(s.socket())),
         }
     }
 
@@ -323,11 +323,7 @@ impl Serialize for Connection {
         match &self.inner {
             Inner::Ring(r) => WireRef::Ring(r),
             Inner::Stream(st) => {
-                let socket = net::socket_handle(st.socket()).ok_or_else(|| {
-                    serde::ser::Error::custom(
-                        "a TCP connection cannot pass to another process on this platform",
-                    )
-                })?;
+                let socket = net::socket_handle(st.socket());
                 WireRef::Stream { socket: HandleOut(socket), max: st.max_message() as u64 }
             }
         }

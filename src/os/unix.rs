@@ -83,8 +83,8 @@ pub(crate) mod net {
     }
 
     /// The handle a stream socket passes to another process as.
-    pub(crate) fn socket_handle(socket: SocketRef<'_>) -> Option<BorrowedHandle<'_>> {
-        Some(socket)
+    pub(crate) fn socket_handle(socket: SocketRef<'_>) -> BorrowedHandle<'_> {
+        socket
     }
 
     /// A stream socket received from another process.

@@ -1,8 +1,7 @@
 //! The Windows side of the platform layer: `multiproc-windows` and the
-//! standard library's Windows extensions, under the layer's names. What the
-//! backend does not provide yet (the transfer link beside channels, sockets
-//! for `connection`) is absent, and `build.rs` gates off the facade's
-//! modules that need it.
+//! standard library's Windows extensions, under the layer's names. What
+//! Windows has no form of (fork) is absent, and `build.rs` gates off the
+//! facade's code that needs it.
 
 pub(crate) use multiproc_windows::shm::{OpenError, Segment};
 pub(crate) use multiproc_windows::{ident, image, Os};
@@ -106,9 +105,9 @@ pub(crate) mod net {
         listener.watch()
     }
 
-    /// The handle a stream passes to another process as: a pipe end's (a
-    /// TCP socket does not pass on Windows yet).
-    pub(crate) fn socket_handle(socket: SocketRef<'_>) -> Option<BorrowedHandle<'_>> {
+    /// The handle a stream passes to another process as: a pipe end's or
+    /// a TCP socket's.
+    pub(crate) fn socket_handle(socket: SocketRef<'_>) -> BorrowedHandle<'_> {
         socket.handle()
     }
 

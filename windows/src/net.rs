@@ -27,7 +27,10 @@
 use crate::sys;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::windows::io::{AsRawHandle, AsRawSocket, BorrowedHandle, OwnedHandle};
+use std::os::windows::io::{
+    AsRawHandle, AsRawSocket, BorrowedHandle, BorrowedSocket, IntoRawHandle, OwnedHandle,
+    OwnedSocket, RawHandle, RawSocket,
+};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,7 +40,8 @@ use windows_sys::Win32::Foundation::{
     GENERIC_WRITE, HANDLE,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    WSAPoll, POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM, WSAPOLLFD,
+    closesocket, WSAPoll, WSAStartup, POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM, SOCKET, WSADATA,
+    WSAPOLLFD,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, OPEN_EXISTING,
@@ -70,11 +74,16 @@ pub enum Socket {
 pub struct LocalStream(OwnedHandle);
 
 impl Socket {
-    /// A received pipe end (a pipe connection passed from another
-    /// process), made non-blocking.
+    /// A received stream (a connection passed from another process): a
+    /// TCP socket if the handle is one, else a pipe end; made non-blocking.
     pub fn from_handle(handle: OwnedHandle) -> io::Result<Socket> {
-        set_nowait(&handle)?;
-        Ok(Socket::Pipe(handle))
+        match adopt_socket(handle) {
+            Ok(socket) => Ok(Socket::from(TcpStream::from(socket))),
+            Err(handle) => {
+                set_nowait(&handle)?;
+                Ok(Socket::Pipe(handle))
+            }
+        }
     }
 
     /// Another handle to the same stream.
@@ -85,12 +94,12 @@ impl Socket {
         })
     }
 
-    /// The handle of a pipe end, which can pass to another process; `None`
-    /// for a TCP socket (a socket is not a handle to duplicate).
-    pub fn handle(&self) -> Option<BorrowedHandle<'_>> {
+    /// The stream's handle, to pass to another process: a pipe end's, or
+    /// a TCP socket's (see [`socket_as_handle`]).
+    pub fn handle(&self) -> BorrowedHandle<'_> {
         match self {
-            Socket::Pipe(h) => Some(std::os::windows::io::AsHandle::as_handle(h)),
-            Socket::Tcp(_) => None,
+            Socket::Pipe(h) => std::os::windows::io::AsHandle::as_handle(h),
+            Socket::Tcp(s) => socket_as_handle(s),
         }
     }
 }
@@ -610,22 +619,76 @@ impl LocalListener {
     }
 }
 
-/// Why a TCP listener does not pass to another process here.
-fn tcp_listener_stays() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "a TCP listener cannot be handed to another process on Windows yet",
-    )
+/// A socket as the handle it is, to move to another process as handles
+/// move (`DuplicateHandle`, inheritance).
+///
+/// A Winsock socket of the system's own providers is a file handle of the
+/// kernel's socket driver, and a process that meets one it did not make
+/// takes it up on first use (as it does an inherited one). The documented
+/// alternative, `WSADuplicateSocketW`, needs the receiving process's id
+/// before sending, which a Queue's sender does not know. What this does
+/// not cover: a layered service provider (deprecated since Windows 8)
+/// that wraps sockets in handles of its own.
+pub fn socket_as_handle(socket: &impl AsRawSocket) -> BorrowedHandle<'_> {
+    // SAFETY: the socket is open for the borrow's life (it is borrowed
+    // from `socket`), and its value is a handle (above).
+    unsafe { BorrowedHandle::borrow_raw(socket.as_raw_socket() as RawHandle) }
 }
 
-/// A listening TCP socket cannot pass to another process as a handle here.
-pub fn tcp_listener_handle(_: &TcpListener) -> io::Result<OwnedHandle> {
-    Err(tcp_listener_stays())
+/// A socket of this process's Winsock made from `handle`, a socket that
+/// came as a handle (moved from another process, or inherited), which is
+/// then closed; the handle back if it is not a socket.
+///
+/// Winsock keeps its own record of the sockets a process uses; one that
+/// arrives as a bare handle is entered there by duplicating it for this
+/// very process (`WSADuplicateSocketW`, then `WSASocketW` from the
+/// description), as the standard library's `try_clone` does. Wine refuses
+/// a socket it has no record of, so this step is needed there; Windows
+/// takes up an unknown socket handle by itself, and the step costs a
+/// duplicate.
+fn adopt_socket(handle: OwnedHandle) -> Result<OwnedSocket, OwnedHandle> {
+    winsock_ready();
+    let raw = handle.as_raw_handle() as RawSocket;
+    // SAFETY: `handle` stays open for the borrow, which ends here.
+    let adopted = unsafe { BorrowedSocket::borrow_raw(raw) }.try_clone_to_owned();
+    let Ok(adopted) = adopted else {
+        return Err(handle);
+    };
+    // The handle it came as goes: as a socket where Winsock knows it
+    // (Windows, after the duplicate), else as a plain handle (Wine).
+    // SAFETY: `raw` is `handle`'s, which is owned here and not used after.
+    if unsafe { closesocket(raw as SOCKET) } == 0 {
+        let _ = handle.into_raw_handle();
+    }
+    Ok(adopted)
 }
 
-/// As [`tcp_listener_handle`], the other way.
-pub fn tcp_listener_from_handle(_: OwnedHandle) -> io::Result<TcpListener> {
-    Err(tcp_listener_stays())
+/// Starts Winsock in this process once (the standard library does so only
+/// when it makes a socket itself; a process may first meet one received).
+fn winsock_ready() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        // SAFETY: a zeroed WSADATA for the call to fill. Winsock counts
+        // starts; this one is never undone (it lasts the process).
+        unsafe {
+            let mut data: WSADATA = std::mem::zeroed();
+            WSAStartup(0x202, &mut data);
+        }
+    });
+}
+
+/// A listening TCP socket's handle, to go on listening in another process.
+pub fn tcp_listener_handle(listener: &TcpListener) -> io::Result<OwnedHandle> {
+    socket_as_handle(listener).try_clone_to_owned()
+}
+
+/// A listener from the handle [`tcp_listener_handle`] gave (moved here).
+pub fn tcp_listener_from_handle(handle: OwnedHandle) -> io::Result<TcpListener> {
+    let socket = adopt_socket(handle)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a socket"))?;
+    let l = TcpListener::from(socket);
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// Named pipes vanish with their last instance: no file is left behind.
