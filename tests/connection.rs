@@ -372,26 +372,47 @@ fn the_long_length_escape_is_read() {
     assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap(), [1, 2, 3]);
 }
 
+/// A negative length other than -1, and a length no message can have.
+const BAD_HEADERS: [&[u8]; 2] =
+    [&[0xff, 0xff, 0xff, 0xfe], &[0xff, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0]];
+
 #[test]
-fn bad_frames_are_typed_errors_and_drop_the_connection() {
-    // A negative length other than -1.
+#[cfg(unix)]
+fn bad_headers_are_typed_errors_and_drop_the_connection() {
     let (mut raw, conn) = raw_peer();
-    raw.write_all(&(-2i32).to_be_bytes()).unwrap();
+    raw.write_all(BAD_HEADERS[0]).unwrap();
     assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::Corrupt);
     assert!(conn.recv_bytes_timeout(SHORT).unwrap_err().is_disconnected());
     let mut rest = Vec::new();
     std::io::Read::read_to_end(&mut raw, &mut rest).unwrap();
     assert!(rest.is_empty(), "the peer sees the connection closed");
-
     // A length above the maximum: refused before any allocation.
+    let (mut raw, conn) = raw_peer();
+    raw.write_all(BAD_HEADERS[1]).unwrap();
+    assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::TooLarge);
+}
+
+/// A named pipe's messages carry no header (the pipe keeps their
+/// lengths), so a bad one cannot reach the other end: the writer refuses.
+#[test]
+#[cfg(windows)]
+fn bad_headers_cannot_be_written_to_a_pipe() {
+    for header in BAD_HEADERS {
+        let (mut raw, _conn) = raw_peer();
+        let err = raw.write_all(header).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    }
+}
+
+#[test]
+fn bad_frames_are_typed_errors_and_drop_the_connection() {
+    // A message above the maximum: refused, and the connection dropped.
     let (mut raw, conn) = raw_peer();
     conn.set_max_message(1000).unwrap();
     raw.write_all(&1001i32.to_be_bytes()).unwrap();
+    raw.write_all(&pattern(1001)).unwrap();
     assert_eq!(conn.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::TooLarge);
-    let (mut raw2, conn2) = raw_peer();
-    raw2.write_all(&[0xff, 0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
-        .unwrap();
-    assert_eq!(conn2.recv_bytes_timeout(SHORT).unwrap_err().kind(), ErrorKind::TooLarge);
+    assert!(conn.recv_bytes_timeout(SHORT).unwrap_err().is_disconnected());
     drop(raw);
 
     // A truncated frame: the peer closes inside it.

@@ -19,7 +19,8 @@
 //! - [`link`]: the named pipe beside every channel (handle transfer into a
 //!   running process, a dead peer's hang-up).
 //! - [`net`]: TCP sockets and named pipes for `connection`, non-blocking,
-//!   with readiness.
+//!   with readiness; [`pipe`]: the named pipes' ends, Python's message
+//!   pipes behind the socket framing.
 //!
 //! Everything here was run under Wine 8 (the crate's CI); no real Windows
 //! machine has run it.
@@ -32,6 +33,7 @@ pub mod image;
 pub mod link;
 pub mod net;
 pub mod park;
+pub mod pipe;
 pub mod shm;
 mod sys;
 

@@ -18,7 +18,7 @@
 //! message was never published) and its handles are taken and closed.
 #![allow(unsafe_code)]
 
-use crate::net::{is_disconnect, pipe_available};
+use crate::net::{is_disconnect, pipe_available, Kind};
 use crate::sys;
 use std::collections::BTreeSet;
 use std::io;
@@ -48,6 +48,12 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A connected pair of link ends.
 pub fn pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    pair_of(Kind::Link)
+}
+
+/// A connected pair of pipe ends made for `kind`: the server's, then the
+/// client's.
+pub(crate) fn pair_of(kind: Kind) -> io::Result<(OwnedHandle, OwnedHandle)> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let me = crate::ident::process();
     loop {
@@ -57,14 +63,14 @@ pub fn pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
             .map_or(0, |d| d.subsec_nanos());
         let name = format!(r"\\.\pipe\multiproc-{}-{:08x}-{n}-{nanos:08x}", me.id, me.stamp);
         let wide = sys::wide(name.as_ref());
-        let Ok(server) = crate::net::instance(&wide, true, true) else {
+        let Ok(server) = crate::net::instance(&wide, true, kind) else {
             // The name was taken (by a squatter, or a clash): another one.
             if n % 64 == 63 {
                 return Err(io::Error::last_os_error());
             }
             continue;
         };
-        let client = crate::net::open_client(&wide)?;
+        let client = crate::net::open_client(&wide, kind)?;
         // SAFETY: our server end; the client is already there.
         if unsafe { ConnectNamedPipe(server.as_raw_handle() as HANDLE, std::ptr::null_mut()) } == 0
         {

@@ -3,27 +3,28 @@
 //! `multiprocessing.connection` uses there), behind one [`Socket`] type
 //! with the non-blocking calls the facade's stream layer is written for.
 //!
-//! - A TCP socket is switched to non-blocking mode; a pipe end to
-//!   `PIPE_NOWAIT` (a read of an empty pipe and a write to a full one
-//!   return at once). Nothing blocks inside the system, so one thread's
-//!   wait never holds up another's send on the same end (a synchronous
-//!   pipe handle would serialise them).
+//! - A TCP socket is switched to non-blocking mode; a pipe end's reads and
+//!   writes are overlapped and looked at, not waited in ([`PipeEnd`]).
+//!   Nothing blocks inside the system, so one thread's wait never holds up
+//!   another's send on the same end (a synchronous handle would serialise
+//!   them).
 //! - Readiness ([`poll_until`]): `WSAPoll` for sockets and TCP listeners
 //!   (with the whole timeout when nothing else is watched); a pipe is
-//!   looked at with `PeekNamedPipe`, a pipe listener with a non-blocking
-//!   `ConnectNamedPipe`, and the loop naps between looks (20 µs, backing
-//!   off to 1 ms).
+//!   looked at with `PeekNamedPipe` and a pending zero-byte read, a pipe
+//!   listener with a non-blocking `ConnectNamedPipe`, and the loop naps
+//!   between looks (20 µs, backing off to 1 ms).
 //! - A pipe listener keeps one instance waiting for a client; accepting
 //!   hands that instance over and makes the next. The first instance is
 //!   made with `FILE_FLAG_FIRST_PIPE_INSTANCE` after a look that nobody
 //!   serves the name, so a name someone else holds is refused
 //!   (`AddrInUse`), not shared (Wine 8 ignores the flag: the look is what
 //!   refuses it there).
-//! - Frames are the socket framing in byte mode on both (Python's own
-//!   pipe connections use message mode instead: a Python peer over a named
-//!   pipe is not supported yet).
+//! - Pipes are Python's: message pipes on overlapped handles, one message
+//!   a message, no header ([`crate::pipe`], which translates to and from
+//!   the socket framing the facade speaks on both).
 #![allow(unsafe_code)]
 
+use crate::pipe::{is_broken_code, PipeEnd};
 use crate::sys;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,22 +36,22 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_PIPE_LISTENING, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ,
-    GENERIC_WRITE, HANDLE,
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_NO_DATA, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_PIPE_LISTENING, GENERIC_READ, GENERIC_WRITE, HANDLE,
 };
 use windows_sys::Win32::Networking::WinSock::{
     closesocket, WSAPoll, WSAStartup, POLLERR, POLLHUP, POLLRDNORM, POLLWRNORM, SOCKET, WSADATA,
     WSAPOLLFD,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, OPEN_EXISTING,
+    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
     PIPE_ACCESS_DUPLEX,
 };
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, PeekNamedPipe,
     SetNamedPipeHandleState, WaitNamedPipeW, PIPE_NOWAIT, PIPE_READMODE_BYTE,
-    PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES,
+    PIPE_READMODE_MESSAGE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_TYPE_MESSAGE,
+    PIPE_UNLIMITED_INSTANCES,
 };
 
 /// Each pipe end's buffer: about what a Unix socket pair holds (Linux's
@@ -64,14 +65,14 @@ pub const LOCAL_PREFIX: &str = r"\\.\pipe\multiproc-";
 /// A connected stream: a TCP socket or a named pipe end.
 #[derive(Debug)]
 pub enum Socket {
-    Pipe(OwnedHandle),
+    Pipe(PipeEnd),
     Tcp(TcpStream),
 }
 
 /// A named pipe end connected to another (what `connect` and a pipe
 /// listener's `accept` give).
 #[derive(Debug)]
-pub struct LocalStream(OwnedHandle);
+pub struct LocalStream(PipeEnd);
 
 impl Socket {
     /// A received stream (a connection passed from another process): a
@@ -79,17 +80,14 @@ impl Socket {
     pub fn from_handle(handle: OwnedHandle) -> io::Result<Socket> {
         match adopt_socket(handle) {
             Ok(socket) => Ok(Socket::from(TcpStream::from(socket))),
-            Err(handle) => {
-                set_nowait(&handle)?;
-                Ok(Socket::Pipe(handle))
-            }
+            Err(handle) => Ok(Socket::Pipe(PipeEnd::new(handle)?)),
         }
     }
 
     /// Another handle to the same stream.
     pub fn try_clone(&self) -> io::Result<Socket> {
         Ok(match self {
-            Socket::Pipe(h) => Socket::Pipe(h.try_clone()?),
+            Socket::Pipe(p) => Socket::Pipe(p.try_clone()?),
             Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
         })
     }
@@ -98,7 +96,7 @@ impl Socket {
     /// a TCP socket's (see [`socket_as_handle`]).
     pub fn handle(&self) -> BorrowedHandle<'_> {
         match self {
-            Socket::Pipe(h) => std::os::windows::io::AsHandle::as_handle(h),
+            Socket::Pipe(p) => std::os::windows::io::AsHandle::as_handle(p.handle()),
             Socket::Tcp(s) => socket_as_handle(s),
         }
     }
@@ -121,19 +119,6 @@ impl From<LocalStream> for Socket {
 
 fn raw(h: &OwnedHandle) -> HANDLE {
     h.as_raw_handle() as HANDLE
-}
-
-/// Switches a pipe end to byte reads and non-blocking calls.
-fn set_nowait(h: &OwnedHandle) -> io::Result<()> {
-    let mode = PIPE_READMODE_BYTE | PIPE_NOWAIT;
-    // SAFETY: a pipe handle and a mode word.
-    sys::check(unsafe {
-        SetNamedPipeHandleState(raw(h), &mode, std::ptr::null(), std::ptr::null())
-    })
-}
-
-fn is_broken_code(code: u32) -> bool {
-    [ERROR_BROKEN_PIPE, ERROR_PIPE_NOT_CONNECTED].contains(&code)
 }
 
 /// Bytes waiting in a pipe; `None` once the other end is gone and nothing
@@ -167,7 +152,7 @@ pub fn recv_some(socket: &Socket, buf: &mut [u8], block: bool) -> io::Result<usi
     loop {
         let got = match socket {
             Socket::Tcp(s) => (&*s).read(buf),
-            Socket::Pipe(h) => read_pipe(raw(h), buf),
+            Socket::Pipe(p) => p.recv(buf),
         };
         match got {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && block => {
@@ -179,58 +164,12 @@ pub fn recv_some(socket: &Socket, buf: &mut [u8], block: bool) -> io::Result<usi
     }
 }
 
-fn read_pipe(h: HANDLE, buf: &mut [u8]) -> io::Result<usize> {
-    match pipe_available(h)? {
-        None => return Ok(0),
-        Some(0) => return Err(io::ErrorKind::WouldBlock.into()),
-        Some(_) => {}
-    }
-    let mut got = 0u32;
-    let n = buf.len().min(u32::MAX as usize) as u32;
-    // SAFETY: a pipe handle and a buffer of `n` bytes; bytes are waiting,
-    // and the end is non-blocking anyway.
-    let ok = unsafe { ReadFile(h, buf.as_mut_ptr(), n, &mut got, std::ptr::null_mut()) };
-    if ok != 0 {
-        return Ok(got as usize);
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error().map(|c| c as u32) {
-        Some(c) if is_broken_code(c) => Ok(0),
-        Some(ERROR_NO_DATA) => Err(io::ErrorKind::WouldBlock.into()),
-        _ => Err(e),
-    }
-}
-
 /// One non-blocking send of `parts`; `WouldBlock` when there is no room.
 pub fn send_some(socket: &Socket, parts: &[IoSlice<'_>]) -> io::Result<usize> {
     match socket {
         Socket::Tcp(s) => (&*s).write_vectored(parts),
-        Socket::Pipe(h) => match parts.iter().find(|p| !p.is_empty()) {
-            Some(part) => write_pipe(raw(h), part),
-            None => Ok(0),
-        },
+        Socket::Pipe(p) => p.send(parts),
     }
-}
-
-/// One non-blocking write of (the head of) `part` to a pipe end;
-/// `WouldBlock` when the pipe is full.
-fn write_pipe(h: HANDLE, part: &[u8]) -> io::Result<usize> {
-    let mut wrote = 0u32;
-    let n = part.len().min(BUFFER as usize) as u32;
-    // SAFETY: a pipe handle and a buffer of `n` bytes; the end is
-    // non-blocking, so a full pipe takes what fits (or nothing).
-    let ok = unsafe { WriteFile(h, part.as_ptr(), n, &mut wrote, std::ptr::null_mut()) };
-    if ok == 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error().map(|c| c as u32) {
-            Some(c) if is_broken_code(c) || c == ERROR_NO_DATA => io::ErrorKind::BrokenPipe.into(),
-            _ => e,
-        });
-    }
-    if wrote == 0 {
-        return Err(io::ErrorKind::WouldBlock.into());
-    }
-    Ok(wrote as usize)
 }
 
 /// Shuts a stream: the peer sees it end. (A pipe end can be disconnected
@@ -239,7 +178,7 @@ pub fn shut_down(socket: &Socket) -> io::Result<()> {
     match socket {
         Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
         // SAFETY: a pipe handle; a client end refuses, harmlessly.
-        Socket::Pipe(h) => sys::check(unsafe { DisconnectNamedPipe(raw(h)) }),
+        Socket::Pipe(p) => sys::check(unsafe { DisconnectNamedPipe(raw(p.handle())) }),
     }
 }
 
@@ -315,7 +254,11 @@ impl<'a> Watch<'a> {
             Ok(None) | Err(_) => true,
         };
         match self.target {
-            Target::Socket(Socket::Pipe(h)) => pipe(raw(h)),
+            Target::Socket(Socket::Pipe(p)) => match self.interest {
+                Interest::Read => p.readable(),
+                Interest::Write => p.writable(),
+                Interest::HangUp => pipe(raw(p.handle())),
+            },
             Target::Pipe(h) => pipe(h.as_raw_handle() as HANDLE),
             Target::LocalListener(l) => l.has_client(),
             _ => false,
@@ -324,8 +267,7 @@ impl<'a> Watch<'a> {
 
     /// A pipe waited on for room to write.
     fn is_pipe_write(&self) -> bool {
-        self.interest == Interest::Write
-            && matches!(self.target, Target::Socket(Socket::Pipe(_)) | Target::Pipe(_))
+        self.interest == Interest::Write && matches!(self.target, Target::Pipe(_))
     }
 }
 
@@ -402,14 +344,33 @@ fn pipe_name(path: &Path) -> io::Result<Vec<u16>> {
     Ok(sys::wide(path.as_os_str()))
 }
 
-/// A new instance of pipe `name`, non-blocking unless `wait`; the first
-/// of its name (refused if the name is taken) if `first`.
-pub(crate) fn instance(name: &[u16], first: bool, wait: bool) -> io::Result<OwnedHandle> {
-    let flags = if first { FILE_FLAG_FIRST_PIPE_INSTANCE } else { 0 };
-    let mode = PIPE_TYPE_BYTE
-        | PIPE_READMODE_BYTE
-        | PIPE_REJECT_REMOTE_CLIENTS
-        | if wait { 0 } else { PIPE_NOWAIT };
+/// What a pipe is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The link beside a channel: bytes, synchronous handles.
+    Link,
+    /// A connection: messages, overlapped handles ([`PipeEnd`]).
+    Message,
+    /// A listener's waiting instance: as `Message`, but non-blocking until
+    /// accepted, so that whether a client came can be asked.
+    Listening,
+}
+
+/// A new instance of pipe `name` for `kind`; the first of its name
+/// (refused if the name is taken) if `first`.
+pub(crate) fn instance(name: &[u16], first: bool, kind: Kind) -> io::Result<OwnedHandle> {
+    let mut flags = if first { FILE_FLAG_FIRST_PIPE_INSTANCE } else { 0 };
+    let mut mode = PIPE_REJECT_REMOTE_CLIENTS;
+    match kind {
+        Kind::Link => mode |= PIPE_TYPE_BYTE | PIPE_READMODE_BYTE,
+        Kind::Message | Kind::Listening => {
+            flags |= FILE_FLAG_OVERLAPPED;
+            mode |= PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE;
+        }
+    }
+    if kind == Kind::Listening {
+        mode |= PIPE_NOWAIT;
+    }
     // SAFETY: a NUL-terminated name; default security, not inheritable.
     let h = unsafe {
         CreateNamedPipeW(
@@ -432,8 +393,9 @@ pub(crate) fn instance(name: &[u16], first: bool, wait: bool) -> io::Result<Owne
     })
 }
 
-/// Opens the client end of pipe `name`.
-pub(crate) fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
+/// Opens the client end of pipe `name`, made for `kind`.
+pub(crate) fn open_client(name: &[u16], kind: Kind) -> io::Result<OwnedHandle> {
+    let flags = if kind == Kind::Link { 0 } else { FILE_FLAG_OVERLAPPED };
     // SAFETY: a NUL-terminated name.
     let h = unsafe {
         CreateFileW(
@@ -442,7 +404,7 @@ pub(crate) fn open_client(name: &[u16]) -> io::Result<OwnedHandle> {
             0,
             std::ptr::null(),
             OPEN_EXISTING,
-            0,
+            flags,
             std::ptr::null_mut(),
         )
     };
@@ -457,11 +419,8 @@ impl LocalStream {
         let name = pipe_name(path.as_ref())?;
         let start = Instant::now();
         loop {
-            match open_client(&name) {
-                Ok(h) => {
-                    set_nowait(&h)?;
-                    return Ok(LocalStream(h));
-                }
+            match open_client(&name, Kind::Message) {
+                Ok(h) => return Ok(LocalStream(PipeEnd::new(h)?)),
                 Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
                     if start.elapsed() > Duration::from_secs(5) {
                         return Err(io::Error::new(io::ErrorKind::TimedOut, "the pipe is busy"));
@@ -480,19 +439,18 @@ impl LocalStream {
     /// A connected pair of pipe ends: a client's, then a listener's (only
     /// the second can [`shut_down`] the pair while the other is open).
     pub fn pair() -> io::Result<(LocalStream, LocalStream)> {
-        let (server, client) = crate::link::pair()?;
-        set_nowait(&server)?;
-        set_nowait(&client)?;
-        Ok((LocalStream(client), LocalStream(server)))
+        let (server, client) = crate::link::pair_of(Kind::Message)?;
+        Ok((LocalStream(PipeEnd::new(client)?), LocalStream(PipeEnd::new(server)?)))
     }
 }
 
-/// Blocking reads and writes (a test's raw peer): the end is
-/// non-blocking, so they look again after a short nap.
+/// Blocking reads and writes of the socket framing (a test's raw peer;
+/// see [`PipeEnd`]): they look again after a short nap. A write that
+/// completes a message returns when the message is written.
 impl Read for &LocalStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match read_pipe(raw(&self.0), buf) {
+            match self.0.recv(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_micros(100))
                 }
@@ -508,7 +466,7 @@ impl Write for &LocalStream {
             return Ok(0);
         }
         loop {
-            match write_pipe(raw(&self.0), buf) {
+            match self.0.send(&[IoSlice::new(buf)]) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_micros(100))
                 }
@@ -558,7 +516,7 @@ impl LocalListener {
         if !free {
             return Err(io::Error::new(io::ErrorKind::AddrInUse, "the pipe name is taken"));
         }
-        let waiting = instance(&name, true, false)?;
+        let waiting = instance(&name, true, Kind::Listening)?;
         Ok(LocalListener { name, waiting: Mutex::new(waiting) })
     }
 
@@ -566,7 +524,7 @@ impl LocalListener {
     /// [`waiting_handle`](Self::waiting_handle) gave, for pipe `path`.
     pub fn from_handle(handle: OwnedHandle, path: &Path) -> io::Result<LocalListener> {
         let name = pipe_name(path)?;
-        let mode = PIPE_READMODE_BYTE | PIPE_NOWAIT;
+        let mode = PIPE_READMODE_MESSAGE | PIPE_NOWAIT;
         // SAFETY: a pipe handle and a mode word.
         sys::check(unsafe {
             SetNamedPipeHandleState(raw(&handle), &mode, std::ptr::null(), std::ptr::null())
@@ -613,9 +571,9 @@ impl LocalListener {
         if !Self::state(raw(&waiting))? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let next = instance(&self.name, false, false)?;
+        let next = instance(&self.name, false, Kind::Listening)?;
         let connected = std::mem::replace(&mut *waiting, next);
-        Ok((LocalStream(connected), ()))
+        Ok((LocalStream(PipeEnd::new(connected)?), ()))
     }
 }
 
@@ -700,8 +658,42 @@ pub fn is_stale(_: &Path) -> bool {
 mod tests {
     use super::*;
 
+    /// `payload` in the socket framing.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Sends all of `bytes`, waiting while a message is being written.
+    fn send_all(socket: &Socket, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match send_some(socket, &[IoSlice::new(bytes)]) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut w = [Watch::socket(socket, Interest::Write)];
+                    poll_until(&mut w, Some(Instant::now() + Duration::from_secs(5))).unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes.
+    fn recv_exactly(socket: &Socket, n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        let mut got = 0;
+        while got < n {
+            match recv_some(socket, &mut out[got..], true).unwrap() {
+                0 => panic!("ended after {got} of {n}"),
+                k => got += k,
+            }
+        }
+        out
+    }
+
     #[test]
-    fn a_pipe_listener_accepts_and_bytes_cross_both_ways() {
+    fn a_pipe_listener_accepts_and_messages_cross_both_ways() {
         let path = format!(r"{LOCAL_PREFIX}test-{}", std::process::id());
         let listener = LocalListener::bind(&path).unwrap();
         assert_eq!(LocalListener::bind(&path).unwrap_err().kind(), io::ErrorKind::AddrInUse);
@@ -715,35 +707,36 @@ mod tests {
             recv_some(&server, &mut buf, false).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
-        assert_eq!(send_some(&client, &[IoSlice::new(b"hello")]).unwrap(), 5);
-        assert_eq!(recv_some(&server, &mut buf, true).unwrap(), 5);
-        assert_eq!(&buf[..5], b"hello");
-        // A full pipe takes what fits, then says WouldBlock.
-        let big = vec![7u8; 1 << 20];
-        let mut sent = 0;
-        loop {
-            match send_some(&server, &[IoSlice::new(&big[sent..])]) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert!(sent > 0 && sent < big.len(), "{sent}");
+        // A message, then an empty one (which no peek sees: the pending
+        // zero-byte read does), each read back in the socket framing.
+        send_all(&client, &framed(b"hello"));
+        assert_eq!(recv_exactly(&server, 9), framed(b"hello"));
+        let mut r = [Watch::socket(&server, Interest::Read)];
+        assert_eq!(poll_until(&mut r, Some(Instant::now())).unwrap(), 0);
+        send_all(&client, &framed(b""));
+        assert_eq!(poll_until(&mut r, Some(Instant::now() + Duration::from_secs(5))).unwrap(), 1);
+        assert_eq!(recv_exactly(&server, 4), framed(b""));
+        // A message larger than the pipe's buffer is written while read.
+        let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let frame = framed(&big);
+        std::thread::scope(|s| {
+            s.spawn(|| send_all(&server, &frame));
+            assert!(recv_exactly(&client, frame.len()) == frame);
+        });
+        // The end, once what was sent is read.
+        send_all(&server, &framed(b"last"));
         drop(server);
-        let mut got = 0;
-        loop {
-            match recv_some(&client, &mut vec![0; 1 << 16], true).unwrap() {
-                0 => break,
-                n => got += n,
-            }
-        }
-        assert_eq!(got, sent, "what was sent is read, then the end");
-        let e = send_some(&client, &[IoSlice::new(b"x")]).unwrap_err();
+        assert_eq!(recv_exactly(&client, 8), framed(b"last"));
+        assert_eq!(recv_some(&client, &mut buf, true).unwrap(), 0);
+        let e = send_some(&client, &[IoSlice::new(&framed(b"x"))]).unwrap_err();
         assert!(is_disconnect(&e), "{e}");
+        // A bad header is refused.
         let (a, b) = LocalStream::pair().unwrap();
         let (a, b) = (Socket::from(a), Socket::from(b));
+        let e = send_some(&a, &[IoSlice::new(&(-2i32).to_be_bytes())]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         drop(a);
-        let e = send_some(&b, &[IoSlice::new(b"x")]).unwrap_err();
+        let e = send_some(&b, &[IoSlice::new(&framed(b"x"))]).unwrap_err();
         assert!(is_disconnect(&e), "{e}");
         assert!(LocalStream::connect(r"\\.\pipe\multiproc-nobody-listens").is_err());
     }
