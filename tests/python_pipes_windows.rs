@@ -90,28 +90,24 @@ fn send_bytes(h: &OwnedHandle, buf: &[u8]) {
     assert!(ok != 0 && wrote as usize == buf.len(), "{}", std::io::Error::last_os_error());
 }
 
+/// `PeekNamedPipe`'s counts: bytes waiting, and bytes left of the message
+/// being read.
+fn peek(h: &OwnedHandle) -> (u32, u32) {
+    let (mut avail, mut left) = (0, 0);
+    // SAFETY: a pipe handle; only the counts are asked for.
+    let ok = unsafe {
+        PeekNamedPipe(raw(h), std::ptr::null_mut(), 0, std::ptr::null_mut(), &mut avail, &mut left)
+    };
+    assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
+    (avail, left)
+}
+
 /// `_recv_bytes()`: a read of 128 bytes; if the message is longer, a peek
 /// for what is left of it and a read of that. Waits (bounded) for a
 /// message to be there first, so the test cannot hang.
 fn recv_bytes(h: &OwnedHandle) -> Vec<u8> {
     let deadline = Instant::now() + BOUND;
-    loop {
-        let mut avail = 0;
-        // SAFETY: a pipe handle; only the count is asked for.
-        let ok = unsafe {
-            PeekNamedPipe(
-                raw(h),
-                std::ptr::null_mut(),
-                0,
-                std::ptr::null_mut(),
-                &mut avail,
-                std::ptr::null_mut(),
-            )
-        };
-        assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
-        if avail > 0 {
-            break;
-        }
+    while peek(h).0 == 0 {
         assert!(Instant::now() < deadline, "no message came");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -125,19 +121,7 @@ fn recv_bytes(h: &OwnedHandle) -> Vec<u8> {
     }
     // SAFETY: no preconditions.
     assert_eq!(unsafe { GetLastError() }, ERROR_MORE_DATA);
-    let mut left = 0;
-    // SAFETY: as above.
-    let ok = unsafe {
-        PeekNamedPipe(
-            raw(h),
-            std::ptr::null_mut(),
-            0,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            &mut left,
-        )
-    };
-    assert_ne!(ok, 0);
+    let left = peek(h).1;
     buf.resize(128 + left as usize, 0);
     let mut rest = 0;
     // SAFETY: a buffer of `left` bytes after the first 128.
