@@ -166,7 +166,7 @@ fn python(script: &str, address: &Address, key: &str) -> Option<std::process::Ch
         .ok()
 }
 
-fn run(p: &mut Process) -> Result<i32> {
+fn run(p: &Process) -> Result<i32> {
     p.start()?;
     match p.join_timeout(Duration::from_secs(30))? {
         Some(code) => Ok(code),
@@ -193,15 +193,15 @@ fn main() -> Result {
             continue;
         }
         let t = Instant::now();
-        let mut p = Process::new(greet, (format!("{method:?}"),))
+        let p = Process::new(greet, (format!("{method:?}"),))
             .start_method(method)
             .name(format!("greeter-{method:?}"));
-        let code = run(&mut p)?;
+        let code = run(&p)?;
         println!("  {method:?}: exit code {code}, start+join {:?}", t.elapsed());
     }
-    let mut p = Process::new(panics, ());
-    println!("  a panicking child exits with {}", run(&mut p)?);
-    let mut p = Process::new(hold_and_die, (Lock::new()?, Event::new()?));
+    let p = Process::new(panics, ());
+    println!("  a panicking child exits with {}", run(&p)?);
+    let p = Process::new(hold_and_die, (Lock::new()?, Event::new()?));
     p.start()?;
     p.kill()?;
     println!("  a killed child reports {}", p.join()?);
@@ -217,11 +217,11 @@ fn main() -> Result {
     println!("  total = {}", total.get()?);
 
     println!("\nRLock: a child takes it 3 deep");
-    run(&mut Process::new(recurse, (RLock::new()?, 3)))?;
+    run(&Process::new(recurse, (RLock::new()?, 3)))?;
 
     println!("\nArray: a child squares [1.5, 2, 3] in place");
     let array = Array::new(&[1.5f64, 2.0, 3.0])?;
-    run(&mut Process::new(square_all, (array.clone(),)))?;
+    run(&Process::new(square_all, (array.clone(),)))?;
     println!("  array = {:?}", array.to_vec()?);
     let raw = RawArray::new(&[0u8; 4])?;
     raw.set(2, 7)?;
@@ -258,7 +258,7 @@ fn main() -> Result {
 
     println!("\nCondition: the parent produces 3 items, a child consumes them");
     let (cond, queue, count) = (Condition::new()?, Array::<u32>::zeroed(8)?, Value::new(0u32)?);
-    let mut consumer = Process::new(consume, (cond.clone(), queue.clone(), count.clone(), 3));
+    let consumer = Process::new(consume, (cond.clone(), queue.clone(), count.clone(), 3));
     consumer.start()?;
     for item in [10, 20, 30] {
         let guard = cond.lock()?;
@@ -283,7 +283,7 @@ fn main() -> Result {
 
     println!("\nPipe: a child answers over a duplex pipe");
     let (mine, theirs) = Pipe::new()?;
-    let mut child = Process::new(pipe_child, (theirs,));
+    let child = Process::new(pipe_child, (theirs,));
     child.start()?;
     mine.send("how long is this question?")?;
     let (len, words): (usize, Vec<String>) = mine.recv()?;
@@ -296,7 +296,7 @@ fn main() -> Result {
     child.join()?;
     let (mine, theirs) = Pipe::new()?;
     let ready = Event::new()?;
-    let mut child = Process::new(hold_end, (theirs, ready.clone()));
+    let child = Process::new(hold_end, (theirs, ready.clone()));
     child.start()?;
     ready.wait();
     mine.recv_bytes()?; // what it sent before it died is still delivered
@@ -328,7 +328,7 @@ fn main() -> Result {
 
     println!("\nOwner death: a child holding a Lock is killed");
     let (lock, holding) = (Lock::new()?, Event::new()?);
-    let mut holder = Process::new(hold_and_die, (lock.clone(), holding.clone()));
+    let holder = Process::new(hold_and_die, (lock.clone(), holding.clone()));
     holder.start()?;
     holding.wait();
     holder.kill()?;
@@ -387,7 +387,7 @@ fn main() -> Result {
 
 fn manager_section() -> Result {
     println!("\nManager: a dict and a list in a server process, shared by 3 children");
-    let mut manager = Manager::start()?;
+    let manager = Manager::start()?;
     let (visits, log) = (manager.dict::<String, u32>()?, manager.list::<String>()?);
     let mut ps: Vec<_> =
         (0..3).map(|_| Process::new(visit, (visits.clone(), log.clone()))).collect();

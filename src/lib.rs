@@ -53,8 +53,9 @@ pub mod __testing {
 #[cfg(mp_spawn)]
 pub use process::BOOTSTRAP_FAILED;
 pub use process::{
-    cpu_count, current_process, get_start_method, init, parent_process, set_start_method,
-    CurrentProcess, Exit, ParentProcess, Process, StartMethod, Target,
+    cpu_count, current_process, get_start_method, init, parent_process, set_children_at_exit,
+    set_start_method, ChildrenAtExit, CurrentProcess, Exit, ParentProcess, Process, StartMethod,
+    Target,
 };
 #[cfg(mp_transfer)]
 pub use queue::{JoinableQueue, Queue, SimpleQueue, DEFAULT_QUEUE_CAPACITY};

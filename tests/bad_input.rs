@@ -260,7 +260,7 @@ fn seccomp_helper() {
     // SAFETY: reads our own buffer into itself (it is refused anyway).
     let r = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
     assert_eq!(r, -1, "the filter is in place");
-    let mut p = multiproc::Process::new(exits_with, (42,));
+    let p = multiproc::Process::new(exits_with, (42,));
     p.start().unwrap();
     let code = p.join_timeout(BOUND).unwrap();
     let pool = multiproc::Pool::new(1).unwrap();

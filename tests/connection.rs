@@ -231,7 +231,7 @@ fn rust_ends_in_two_processes_over_tcp_and_unix() {
     for address in [unix_address("procs"), tcp_address()] {
         let listener = Listener::bind(address, KEY).unwrap();
         let args = (listener.address().clone(), KEY.to_vec());
-        let mut p = child(Process::new(echo_child, args));
+        let p = child(Process::new(echo_child, args));
         p.start().unwrap();
         let conn = listener.accept_timeout(BOUND).unwrap();
         conn.send(&(41u64, "hello".to_string())).unwrap();
@@ -239,7 +239,7 @@ fn rust_ends_in_two_processes_over_tcp_and_unix() {
         let big = pattern(3 << 20);
         conn.send_bytes(&big).unwrap();
         assert!(conn.recv_bytes_timeout(BOUND).unwrap() == big);
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
         // The child is gone: its end closed.
         assert!(conn.recv_bytes_timeout(BOUND).unwrap_err().is_disconnected());
     }
@@ -263,11 +263,11 @@ fn connected(address: Address) -> (Connection, Connection) {
 fn a_socket_connection_passes_to_a_child() {
     for address in [unix_address("pass"), tcp_address()] {
         let (server, client) = connected(address);
-        let mut p = child(Process::new(reply_on, (server,)));
+        let p = child(Process::new(reply_on, (server,)));
         p.start().unwrap();
         client.send(&21u32).unwrap();
         assert_eq!(client.recv_timeout::<u32>(BOUND).unwrap(), 42);
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
     }
 }
 
@@ -282,7 +282,7 @@ fn replies_on_received(inbox: Connection, n: usize) -> multiproc::Result<()> {
 #[test]
 fn a_socket_connection_passes_to_a_running_process_through_a_pipe() {
     let (inbox, outbox) = Pipe::new().unwrap();
-    let mut p = child(Process::new(replies_on_received, (inbox, 2usize)));
+    let p = child(Process::new(replies_on_received, (inbox, 2usize)));
     p.start().unwrap();
     for (i, address) in [unix_address("pass-run"), tcp_address()].into_iter().enumerate() {
         let (server, client) = connected(address);
@@ -291,7 +291,7 @@ fn a_socket_connection_passes_to_a_running_process_through_a_pipe() {
         client.send(&(i as u32 + 1)).unwrap();
         assert_eq!(client.recv_timeout::<u32>(BOUND).unwrap(), 2 * (i as u32 + 1));
     }
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 #[test]

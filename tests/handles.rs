@@ -23,9 +23,9 @@ fn fail_a_put(q: Queue<Value<u64>>) -> i32 {
 fn a_put_that_failed_full_leaves_no_handle_for_the_next_message() {
     for method in METHODS {
         let q = Queue::<Value<u64>>::with_capacity(4096).unwrap();
-        let mut p = with(method, Process::new(fail_a_put, (q.clone(),)));
+        let p = with(method, Process::new(fail_a_put, (q.clone(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
         while q.get_bytes_timeout(Duration::ZERO).is_ok() {}
         q.put(&Value::new(2).unwrap()).unwrap();
         q.put(&Value::new(3).unwrap()).unwrap();
@@ -45,9 +45,9 @@ fn fail_a_send(conn: Connection) -> i32 {
 #[test]
 fn a_send_that_timed_out_leaves_no_handle_for_the_next_message() {
     let (ours, theirs) = Pipe::with_capacity(4096, true).unwrap();
-    let mut p = child(Process::new(fail_a_send, (theirs.try_clone().unwrap(),)));
+    let p = child(Process::new(fail_a_send, (theirs.try_clone().unwrap(),)));
     p.start().unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     while ours.recv_bytes_timeout(Duration::ZERO).is_ok() {}
     theirs.send(&Value::new(2u64).unwrap()).unwrap();
     assert_eq!(ours.recv_timeout::<Value<u64>>(BOUND).unwrap().get().unwrap(), 2);
@@ -71,11 +71,11 @@ fn a_producer_killed_between_handles_and_frame_leaves_no_handle() {
     for method in METHODS {
         let q = Queue::<Value<u64>>::new().unwrap();
         let reached = Event::new().unwrap();
-        let mut p = with(method, Process::new(stall_in_a_put, (q.clone(), reached.clone())));
+        let p = with(method, Process::new(stall_in_a_put, (q.clone(), reached.clone())));
         p.start().unwrap();
         assert!(reached.wait_timeout(BOUND), "{method:?}: the put never sent its handle");
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), KILLED);
+        assert_eq!(finish(&p), KILLED);
         // The next producer takes the dead one's lock over (OwnerDied).
         q.put_timeout(&Value::new(2).unwrap(), BOUND).unwrap();
         assert_eq!(q.get_timeout(BOUND).unwrap().get().unwrap(), 2, "{method:?}");
@@ -88,11 +88,11 @@ fn a_sender_killed_between_handles_and_frame_leaves_no_handle() {
     let (ours, theirs) = Pipe::new().unwrap();
     let reached = Event::new().unwrap();
     let args = (theirs.try_clone().unwrap(), reached.clone());
-    let mut p = child(Process::new(stall_in_a_send, args));
+    let p = child(Process::new(stall_in_a_send, args));
     p.start().unwrap();
     assert!(reached.wait_timeout(BOUND), "the send never sent its handle");
     p.kill().unwrap();
-    assert_eq!(finish(&mut p), KILLED);
+    assert_eq!(finish(&p), KILLED);
     theirs.send_timeout(&Value::new(2u64).unwrap(), BOUND).unwrap();
     assert_eq!(ours.recv_timeout::<Value<u64>>(BOUND).unwrap().get().unwrap(), 2);
 }

@@ -69,11 +69,11 @@ fn real_client_beside_silent_peers(address: Address, silent_peers: usize) {
     std::thread::scope(|s| {
         let accepted = s.spawn(|| listener.accept_timeout(BOUND));
         let peers: Vec<Silent> = (0..silent_peers).map(|_| silent(&address)).collect();
-        let mut p = child(Process::new(timed_client, (address.clone(),)));
+        let p = child(Process::new(timed_client, (address.clone(),)));
         p.start().unwrap();
         let conn = accepted.join().unwrap().unwrap();
         let took: String = conn.recv_timeout(BOUND).unwrap();
-        assert_eq!(finish(&mut p), 0, "{silent_peers} silent peers: served after {took} us");
+        assert_eq!(finish(&p), 0, "{silent_peers} silent peers: served after {took} us");
         drop(peers);
     });
 }
@@ -106,7 +106,7 @@ fn threads_of(pid: u32) -> usize {
 #[test]
 fn a_manager_server_serves_beside_silent_peers_without_a_thread_each() {
     let (rx, tx) = Pipe::new().unwrap();
-    let mut server = child(Process::new(serve_tcp, (tx,)));
+    let server = child(Process::new(serve_tcp, (tx,)));
     server.start().unwrap();
     let address: Address = rx.recv_timeout(BOUND).unwrap();
     let idle = threads_of(server.pid().unwrap());
@@ -122,7 +122,7 @@ fn a_manager_server_serves_beside_silent_peers_without_a_thread_each() {
     assert!(busy <= idle + 1, "{busy} threads with 100 silent peers, {idle} idle");
     drop(peers);
     manager.shutdown().unwrap();
-    assert_eq!(finish(&mut server), 0);
+    assert_eq!(finish(&server), 0);
 }
 
 fn connects_without_a_key(address: Address) -> multiproc::Result<()> {
@@ -145,19 +145,19 @@ fn empty_and_short_keys_are_refused_on_tcp() {
     // Opted in: an empty key is no key, and no handshake is made.
     let listener =
         Listener::builder(tcp()).authkey(b"").allow_unauthenticated_tcp().bind().unwrap();
-    let mut p = child(Process::new(connects_without_a_key, (listener.address().clone(),)));
+    let p = child(Process::new(connects_without_a_key, (listener.address().clone(),)));
     p.start().unwrap();
     let conn = listener.accept_timeout(BOUND).unwrap();
     assert_eq!(conn.recv_bytes_timeout(BOUND).unwrap(), b"no key");
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     // On a Unix socket (reachable only through the file system) no key is
     // allowed, and an empty one is none.
     let listener = Listener::bind(Address::arbitrary_unix().unwrap(), b"").unwrap();
-    let mut p = child(Process::new(connects_without_a_key, (listener.address().clone(),)));
+    let p = child(Process::new(connects_without_a_key, (listener.address().clone(),)));
     p.start().unwrap();
     let conn = listener.accept_timeout(BOUND).unwrap();
     assert_eq!(conn.recv_bytes_timeout(BOUND).unwrap(), b"no key");
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 #[cfg(unix)]
@@ -193,7 +193,7 @@ fn default_addresses_live_in_a_private_directory() {
 #[cfg(unix)]
 fn a_killed_manager_server_leaves_no_socket_file() {
     for _ in 0..12 {
-        let mut manager = Manager::start().unwrap();
+        let manager = Manager::start().unwrap();
         let path = unix_path(manager.address());
         assert!(path.exists());
         let server = manager.process().unwrap();
@@ -221,10 +221,10 @@ fn a_childs_private_directory_goes_when_it_ends() {
     let ours = unix_path(&Address::arbitrary_unix().unwrap()).parent().unwrap().to_path_buf();
     for method in METHODS {
         let (rx, tx) = Pipe::new().unwrap();
-        let mut p = with(method, Process::new(makes_a_private_directory, (tx,)));
+        let p = with(method, Process::new(makes_a_private_directory, (tx,)));
         p.start().unwrap();
         let dir: PathBuf = rx.recv_timeout(BOUND).unwrap();
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
         if method == multiproc::StartMethod::Fork {
             // A forked child uses its parent's, which is not its to remove.
             assert_eq!(dir, ours);
@@ -275,14 +275,14 @@ fn listens_until_killed(address: Address, ready: Event) {
 fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
     let address = Address::arbitrary_unix().unwrap();
     let ready = Event::new().unwrap();
-    let mut p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
+    let p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
     p.start().unwrap();
     assert!(ready.wait_timeout(BOUND));
     // Alive: its file is not taken.
     let e = Listener::bind(address.clone(), KEY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io, "{e}");
     p.kill().unwrap();
-    assert_eq!(finish(&mut p), KILLED);
+    assert_eq!(finish(&p), KILLED);
     assert!(unix_path(&address).exists(), "a killed listener leaves its file");
     // Dead: its file is replaced, and the new listener works.
     let listener = Listener::bind(address.clone(), KEY).unwrap();
@@ -301,13 +301,13 @@ fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
 fn a_live_listeners_pipe_name_is_refused_and_a_dead_ones_is_free() {
     let address = Address::arbitrary_unix().unwrap();
     let ready = Event::new().unwrap();
-    let mut p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
+    let p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
     p.start().unwrap();
     assert!(ready.wait_timeout(BOUND));
     let e = Listener::bind(address.clone(), KEY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io, "{e}");
     p.kill().unwrap();
-    assert_eq!(finish(&mut p), KILLED);
+    assert_eq!(finish(&p), KILLED);
     // The name went with its last instance: bound again, and it works.
     let listener = Listener::bind(address.clone(), KEY).unwrap();
     let client = std::thread::spawn(move || Client::connect_timeout(address, KEY, BOUND));

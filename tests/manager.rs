@@ -106,11 +106,11 @@ fn a_record_list_appended_by_one_process_and_printed_by_another() {
     let records = manager.list::<Record>().unwrap();
     let done = manager.event().unwrap();
     let (rx, tx) = Pipe::new().unwrap();
-    let mut ps = [
+    let ps = [
         child(Process::new(print_records, (records.clone(), done.clone(), tx))),
         child(Process::new(append_records, (records, done))),
     ];
-    assert_eq!(run_all(&mut ps), [0, 0]);
+    assert_eq!(run_all(&ps), [0, 0]);
     let lines: Vec<String> = rx.recv_timeout(SHORT).unwrap();
     assert_eq!(lines, ["ada: 0", "grace: 10", "edsger: 20"]);
 }
@@ -180,14 +180,14 @@ fn a_queue_between_processes_with_join() {
     let manager = Manager::start().unwrap();
     let q = manager.bounded_queue::<u32>(4).unwrap();
     let total = manager.dict().unwrap();
-    let mut p = child(Process::new(consume, (q.clone(), total.clone())));
+    let p = child(Process::new(consume, (q.clone(), total.clone())));
     p.start().unwrap();
     for n in 1..=100 {
         q.put_timeout(&n, SHORT).unwrap();
     }
     q.put(&0).unwrap();
     assert!(q.join_timeout(SHORT).unwrap());
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     assert_eq!(total.get(&"sum".into()).unwrap(), Some(5050));
     assert_eq!(q.get_nowait().unwrap_err().kind(), ErrorKind::Empty);
     let t = Instant::now();
@@ -211,14 +211,14 @@ fn locks_events_and_semaphores_across_processes() {
     let manager = Manager::start().unwrap();
     let lock = manager.lock().unwrap();
     let held = manager.event().unwrap();
-    let mut p = child(Process::new(hold_and_die, (lock.clone(), held.clone())));
+    let p = child(Process::new(hold_and_die, (lock.clone(), held.clone())));
     p.start().unwrap();
     assert!(held.wait_timeout(SHORT).unwrap());
     assert!(lock.is_locked().unwrap());
     assert!(lock.try_acquire().unwrap_err().is_timeout());
     // The holder dies: its connection ends, and the lock is released.
     p.kill().unwrap();
-    finish(&mut p);
+    finish(&p);
     lock.acquire_timeout(SHORT).unwrap();
     {
         lock.release().unwrap();
@@ -257,7 +257,7 @@ fn a_condition_across_processes() {
     let manager = Manager::start().unwrap();
     let cond = manager.condition().unwrap();
     let state = manager.namespace().unwrap();
-    let mut p = child(Process::new(wait_for_go, (cond.clone(), state.clone())));
+    let p = child(Process::new(wait_for_go, (cond.clone(), state.clone())));
     p.start().unwrap();
     let deadline = Instant::now() + SHORT;
     loop {
@@ -272,7 +272,7 @@ fn a_condition_across_processes() {
     state.set("go", &true).unwrap();
     cond.notify_all().unwrap();
     cond.release().unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     assert_eq!(state.get::<bool>("seen").unwrap(), Some(true));
     // Not holding it: notify and wait are refused.
     assert_eq!(cond.notify(1).unwrap_err().kind(), ErrorKind::NotOwner);
@@ -306,9 +306,9 @@ fn add_many(counter: ObjectProxy) -> multiproc::Result<()> {
 fn a_registered_type_in_a_spawned_server() {
     let manager = Manager::builder().register::<Counter>("Counter").start().unwrap();
     let counter = manager.create("Counter").unwrap();
-    let mut ps: Vec<Process> =
+    let ps: Vec<Process> =
         (0..3).map(|_| child(Process::new(add_many, (counter.clone(),)))).collect();
-    assert_eq!(run_all(&mut ps), [0, 0, 0]);
+    assert_eq!(run_all(&ps), [0, 0, 0]);
     assert_eq!(counter.call::<_, i64>("get", &()).unwrap(), 300);
     let err = counter.call::<_, i64>("nope", &()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
@@ -338,14 +338,14 @@ fn remote_worker(
 fn a_remote_server_on_tcp_shared_by_processes() {
     let key = b"a remote key, 16 bytes or more".to_vec();
     let (rx, tx) = Pipe::new().unwrap();
-    let mut server = child(Process::new(serve_on_tcp, (tx, key.clone())));
+    let server = child(Process::new(serve_on_tcp, (tx, key.clone())));
     server.start().unwrap();
     let address: multiproc::connection::Address = rx.recv_timeout(SHORT).unwrap();
     assert!(address.is_tcp());
-    let mut workers: Vec<Process> = (1..=3)
+    let workers: Vec<Process> = (1..=3)
         .map(|n| child(Process::new(remote_worker, (address.clone(), key.clone(), n))))
         .collect();
-    assert_eq!(run_all(&mut workers), [0, 0, 0]);
+    assert_eq!(run_all(&workers), [0, 0, 0]);
 
     let manager = Manager::connect(address.clone(), &key).unwrap();
     let scores = manager.named::<DictProxy<String, u32>>("scores").unwrap();
@@ -365,7 +365,7 @@ fn a_remote_server_on_tcp_shared_by_processes() {
     let wrong = Manager::connect_timeout(address, b"wrong", SHORT).unwrap_err();
     assert_eq!(wrong.kind(), ErrorKind::Auth);
     manager.shutdown().unwrap();
-    assert_eq!(finish(&mut server), 0);
+    assert_eq!(finish(&server), 0);
 }
 
 fn use_after_death(d: DictProxy<u32, u32>, ready: Connection) -> multiproc::Result<()> {
@@ -383,11 +383,11 @@ fn use_after_death(d: DictProxy<u32, u32>, ready: Connection) -> multiproc::Resu
 
 #[test]
 fn a_proxy_used_after_the_server_is_killed_is_disconnected() {
-    let mut manager = Manager::start().unwrap();
+    let manager = Manager::start().unwrap();
     let d = manager.dict::<u32, u32>().unwrap();
     let q = manager.queue::<u32>().unwrap();
     let (a, b) = Pipe::new().unwrap();
-    let mut p = child(Process::new(use_after_death, (d.clone(), b)));
+    let p = child(Process::new(use_after_death, (d.clone(), b)));
     p.start().unwrap();
     let () = a.recv_timeout(SHORT).unwrap();
     // A call blocked in the server when it dies returns too.
@@ -398,7 +398,7 @@ fn a_proxy_used_after_the_server_is_killed_is_disconnected() {
     server.kill().unwrap();
     assert!(server.join_timeout(SHORT).unwrap().is_some());
     a.send(&()).unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     assert!(d.get(&1).unwrap_err().is_disconnected());
     assert!(q.put(&1).unwrap_err().is_disconnected());
     assert!(blocked.join().unwrap().unwrap_err().is_disconnected());
@@ -408,7 +408,7 @@ fn a_proxy_used_after_the_server_is_killed_is_disconnected() {
 #[test]
 #[cfg(unix)] // SIGSTOP
 fn a_stalled_server_times_out_a_bounded_proxy() {
-    let mut manager = Manager::start().unwrap();
+    let manager = Manager::start().unwrap();
     let d = manager.dict::<u32, u32>().unwrap().with_timeout(Duration::from_millis(100));
     d.insert(&1, &2).unwrap();
     let pid = manager.process().unwrap().pid().unwrap() as i32;
@@ -507,9 +507,8 @@ fn a_started_manager_listens_on_tcp() {
     let manager = Manager::builder().address("127.0.0.1:0").authkey(&key).start().unwrap();
     assert!(manager.address().is_tcp(), "{}", manager.address());
     let d = manager.named::<DictProxy<String, u32>>("counts").unwrap();
-    let mut ps: Vec<Process> =
-        (1..=2).map(|n| child(Process::new(count_in, (d.clone(), n)))).collect();
-    assert_eq!(run_all(&mut ps), [0, 0]);
+    let ps: Vec<Process> = (1..=2).map(|n| child(Process::new(count_in, (d.clone(), n)))).collect();
+    assert_eq!(run_all(&ps), [0, 0]);
     assert_eq!(d.len().unwrap(), 2);
     // A client from elsewhere, with the key, sees the same server.
     let other = Manager::connect_timeout(manager.address().clone(), &key, BOUND).unwrap();
@@ -597,7 +596,7 @@ fn clients_killed_mid_work_wedge_no_one() {
         p.kill().unwrap();
         finish(p);
     }
-    assert_eq!(workers.iter_mut().map(finish).collect::<Vec<_>>(), [0, 0]);
+    assert_eq!(workers.iter().map(finish).collect::<Vec<_>>(), [0, 0]);
     lock.acquire_timeout(SHORT).unwrap();
     lock.release().unwrap();
     assert!(counter.get(&"n".into()).unwrap().unwrap() >= 1000);
@@ -616,9 +615,9 @@ fn reenter(rlock: RLockProxy, total: ValueProxy<u64>) -> multiproc::Result<()> {
 fn an_rlock_and_a_value_across_processes() {
     let manager = Manager::start().unwrap();
     let (rlock, total) = (manager.rlock().unwrap(), manager.value(&0u64).unwrap());
-    let mut ps: Vec<Process> =
+    let ps: Vec<Process> =
         (0..3).map(|_| child(Process::new(reenter, (rlock.clone(), total.clone())))).collect();
-    assert_eq!(run_all(&mut ps), [0, 0, 0]);
+    assert_eq!(run_all(&ps), [0, 0, 0]);
     assert_eq!(total.get().unwrap(), 150);
     // Only its holder releases it, once per acquire.
     rlock.acquire().unwrap();
@@ -653,10 +652,10 @@ fn a_forked_childs_proxies_outlive_the_parents() {
     let go = manager.event().unwrap();
     // The parent keeps nothing of the dict: only the forked child holds it.
     let d = manager.dict::<u8, u8>().unwrap();
-    let mut p = with(METHODS[1], Process::new(use_later, (d, go.clone())));
+    let p = with(METHODS[1], Process::new(use_later, (d, go.clone())));
     p.start().unwrap();
     go.set().unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     assert!(!go.is_set().unwrap());
 }
 
@@ -707,14 +706,14 @@ fn a_panic_in_a_registered_method_answers_and_a_dead_connection_releases_its_loc
     let (lock, bomb) = (manager.lock().unwrap(), manager.create("Bomb").unwrap());
     let (held, go) = (manager.event().unwrap(), manager.event().unwrap());
     let args = (lock.clone(), bomb, held.clone(), go.clone());
-    let mut p = child(Process::new(hold_and_panic, args));
+    let p = child(Process::new(hold_and_panic, args));
     p.start().unwrap();
     assert!(held.wait_timeout(BOUND).unwrap());
     // The holder still runs; its connection's thread died holding the lock.
     lock.acquire_timeout(Duration::from_secs(10)).unwrap();
     lock.release().unwrap();
     go.set().unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 /// Holds `lock` while it waits on `event` with `Duration::MAX`.
@@ -729,7 +728,7 @@ fn hold_and_wait_forever(lock: LockProxy, event: EventProxy) -> i32 {
 fn a_duration_max_wait_in_the_server_keeps_its_connection_working() {
     let manager = Manager::start().unwrap();
     let (lock, event) = (manager.lock().unwrap(), manager.event().unwrap());
-    let mut p = child(Process::new(hold_and_wait_forever, (lock.clone(), event.clone())));
+    let p = child(Process::new(hold_and_wait_forever, (lock.clone(), event.clone())));
     p.start().unwrap();
     let start = Instant::now();
     while !lock.is_locked().unwrap() {
@@ -739,7 +738,7 @@ fn a_duration_max_wait_in_the_server_keeps_its_connection_working() {
     std::thread::sleep(Duration::from_millis(50));
     event.set().unwrap();
     lock.acquire_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 /// Every kind of request, well-formed and with each byte flipped in turn,

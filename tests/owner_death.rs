@@ -42,7 +42,7 @@ fn take_rlock(lock: RLock, rounds: RawValue<u32>, died: RawValue<u32>) {
     assert!(lock.release().is_err());
 }
 
-fn kill_holder(holder: &mut Process, holding: &Event) {
+fn kill_holder(holder: &Process, holding: &Event) {
     holder.start().unwrap();
     assert!(holding.wait_timeout(BOUND), "holder never took the lock");
     holder.kill().unwrap();
@@ -54,9 +54,9 @@ fn a_killed_lock_holder_is_replaced_by_the_next_acquirer() {
     for method in METHODS {
         let (lock, holding, stop) =
             (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
-        let mut holder =
+        let holder =
             with(method, Process::new(hold_lock, (lock.clone(), holding.clone(), stop.clone())));
-        kill_holder(&mut holder, &holding);
+        kill_holder(&holder, &holding);
         let t = Instant::now();
         let err = lock.acquire_timeout(BOUND).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::OwnerDied, "{method:?}: {err}");
@@ -77,7 +77,7 @@ fn waiters_parked_behind_a_killed_holder_all_proceed() {
             (Lock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
         let rounds = RawValue::new(0u32).unwrap();
         let died = RawValue::new(0u32).unwrap();
-        let mut holder =
+        let holder =
             with(method, Process::new(hold_lock, (lock.clone(), holding.clone(), stop.clone())));
         holder.start().unwrap();
         assert!(holding.wait_timeout(BOUND));
@@ -91,7 +91,7 @@ fn waiters_parked_behind_a_killed_holder_all_proceed() {
         }
         std::thread::sleep(Duration::from_millis(30)); // let them park
         holder.kill().unwrap();
-        assert_eq!(finish(&mut holder), KILLED);
+        assert_eq!(finish(&holder), KILLED);
         for w in &mut waiters {
             assert_eq!(finish(w), 0, "{method:?}");
         }
@@ -108,15 +108,15 @@ fn a_killed_rlock_holder_is_replaced() {
             (RLock::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
         let rounds = RawValue::new(0u32).unwrap();
         let died = RawValue::new(0u32).unwrap();
-        let mut holder =
+        let holder =
             with(method, Process::new(hold_rlock, (lock.clone(), holding.clone(), stop.clone())));
-        kill_holder(&mut holder, &holding);
-        let mut waiters: Vec<_> = (0..2)
+        kill_holder(&holder, &holding);
+        let waiters: Vec<_> = (0..2)
             .map(|_| {
                 with(method, Process::new(take_rlock, (lock.clone(), rounds.clone(), died.clone())))
             })
             .collect();
-        assert_eq!(run_all(&mut waiters), [0, 0], "{method:?}");
+        assert_eq!(run_all(&waiters), [0, 0], "{method:?}");
         assert_eq!((rounds.get(), died.get()), (2, 1));
         lock.acquire().unwrap();
         lock.release().unwrap();

@@ -15,10 +15,10 @@ fn send_greeting(conn: Connection) {
 fn the_parent_receives_what_a_child_sends() {
     for method in METHODS {
         let (parent, child) = Pipe::new().unwrap();
-        let mut p = with(method, Process::new(send_greeting, (child,)));
+        let p = with(method, Process::new(send_greeting, (child,)));
         p.start().unwrap();
         assert_eq!(parent.recv_timeout::<Vec<String>>(BOUND).unwrap(), ["hello", "world"]);
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
     }
 }
 
@@ -52,11 +52,11 @@ fn a_receiver_stops_at_end() {
         let (rx, tx) = Pipe::simplex().unwrap();
         assert!(rx.readable() && !rx.writable() && tx.writable() && !tx.readable());
         let done = Event::new().unwrap();
-        let mut ps = vec![
+        let ps = vec![
             with(method, Process::new(receiver, (rx, done.clone()))),
             with(method, Process::new(sender, (tx,))),
         ];
-        assert_eq!(run_all(&mut ps), [0, 0], "{method:?}");
+        assert_eq!(run_all(&ps), [0, 0], "{method:?}");
         assert!(done.is_set());
     }
 }
@@ -77,12 +77,12 @@ fn send_items(conn: Connection) {
 fn structured_data_crosses() {
     for method in METHODS {
         let (parent, child) = Pipe::new().unwrap();
-        let mut p = with(method, Process::new(send_items, (child,)));
+        let p = with(method, Process::new(send_items, (child,)));
         p.start().unwrap();
         let items: Vec<Item> = parent.recv_timeout(BOUND).unwrap();
         assert_eq!(items, [Item::Word("one".into()), Item::Word("two".into()), Item::Number(3)]);
         assert_eq!(parent.recv_timeout::<Item>(BOUND).unwrap(), Item::Pair(4, None));
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
     }
 }
 
@@ -101,12 +101,12 @@ fn echo_big(conn: Connection) {
 fn a_64_mib_message_goes_both_ways_through_a_1_mib_ring() {
     for method in METHODS {
         let (parent, child) = Pipe::new().unwrap();
-        let mut p = with(method, Process::new(echo_big, (child,)));
+        let p = with(method, Process::new(echo_big, (child,)));
         p.start().unwrap();
         parent.send_bytes_timeout(&pattern(64 << 20, 1), BOUND).unwrap();
         assert!(parent.recv_bytes_timeout(BOUND).unwrap() == pattern(64 << 20, 2));
         assert_eq!(parent.recv_bytes_timeout(BOUND).unwrap(), b"after");
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
     }
 }
 
@@ -120,11 +120,11 @@ fn disconnected_after_the_peer_is_killed() {
     for method in METHODS {
         let (parent, child) = Pipe::new().unwrap();
         let stop = Event::new().unwrap();
-        let mut p = with(method, Process::new(hold_forever, (child, stop.clone())));
+        let p = with(method, Process::new(hold_forever, (child, stop.clone())));
         p.start().unwrap();
         assert_eq!(parent.recv_bytes_timeout(BOUND).unwrap(), b"first");
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), KILLED);
+        assert_eq!(finish(&p), KILLED);
         let t = Instant::now();
         let err = parent.recv_bytes_timeout(BOUND).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Disconnected, "{method:?}");
@@ -152,7 +152,7 @@ fn serve(control: Connection) -> i32 {
 fn a_connection_and_a_lock_sent_to_a_running_child_work_there() {
     for method in METHODS {
         let (control, control_child) = Pipe::new().unwrap();
-        let mut p = with(method, Process::new(serve, (control_child,)));
+        let p = with(method, Process::new(serve, (control_child,)));
         p.start().unwrap();
         let (mine, theirs) = Pipe::new().unwrap();
         let lock = Lock::new().unwrap();
@@ -162,7 +162,7 @@ fn a_connection_and_a_lock_sent_to_a_running_child_work_there() {
         assert!(!mine.poll_timeout(Duration::from_millis(50)));
         drop(guard);
         assert_eq!(mine.recv_timeout::<String>(BOUND).unwrap(), "over the passed connection");
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
     }
 }
 
@@ -177,7 +177,7 @@ fn send_big_then_wait(conn: Connection, go: Event) {
 fn a_receive_that_times_out_inside_a_message_keeps_it() {
     let (rx, tx) = Pipe::with_capacity(1 << 16, false).unwrap();
     let go = Event::new().unwrap();
-    let mut p = with(METHODS[0], Process::new(send_big_then_wait, (tx, go.clone())));
+    let p = with(METHODS[0], Process::new(send_big_then_wait, (tx, go.clone())));
     p.start().unwrap();
     // The 3 MiB message cannot fit a 64 KiB ring: take it in several tries.
     let mut timeouts = 0;
@@ -191,7 +191,7 @@ fn a_receive_that_times_out_inside_a_message_keeps_it() {
     };
     assert!(got == pattern(3 << 20, 9));
     go.set();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 #[test]

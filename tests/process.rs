@@ -6,6 +6,7 @@ use common::*;
 #[cfg(any(mp_fork, mp_transfer))]
 use multiproc::StartMethod;
 use multiproc::{parent_process, ErrorKind, Event, Process, Value};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn busy(stop: Event) {
@@ -16,7 +17,7 @@ fn busy(stop: Event) {
 fn join_timeout_on_a_busy_child_then_exit_code_zero() {
     for method in METHODS {
         let stop = Event::new().unwrap();
-        let mut p = with(method, Process::new(busy, (stop.clone(),)));
+        let p = with(method, Process::new(busy, (stop.clone(),)));
         assert_eq!(p.exitcode(), None, "not started");
         p.start().unwrap();
         let t = Instant::now();
@@ -25,7 +26,7 @@ fn join_timeout_on_a_busy_child_then_exit_code_zero() {
         assert_eq!(p.exitcode(), None);
         assert!(p.is_alive());
         stop.set();
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
         assert_eq!(p.exitcode(), Some(0));
         assert!(!p.is_alive());
     }
@@ -35,16 +36,16 @@ fn join_timeout_on_a_busy_child_then_exit_code_zero() {
 fn sigkill_reports_minus_nine_and_sigterm_minus_fifteen() {
     for method in METHODS {
         let stop = Event::new().unwrap();
-        let mut p = with(method, Process::new(busy, (stop.clone(),)));
+        let p = with(method, Process::new(busy, (stop.clone(),)));
         p.start().unwrap();
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), KILLED, "{method:?}");
+        assert_eq!(finish(&p), KILLED, "{method:?}");
         p.kill().unwrap(); // a no-op once it ended
 
-        let mut p = with(method, Process::new(busy, (stop.clone(),)));
+        let p = with(method, Process::new(busy, (stop.clone(),)));
         p.start().unwrap();
         p.terminate().unwrap();
-        assert_eq!(finish(&mut p), -15, "{method:?}");
+        assert_eq!(finish(&p), -15, "{method:?}");
     }
 }
 
@@ -63,17 +64,17 @@ fn fails() -> Result<(), String> {
 #[test]
 fn panic_reports_one_and_return_values_are_exit_codes() {
     for method in METHODS {
-        let mut p = with(method, Process::new(panics, ("boom".to_string(),)));
+        let p = with(method, Process::new(panics, ("boom".to_string(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 1, "{method:?}");
+        assert_eq!(finish(&p), 1, "{method:?}");
 
-        let mut p = with(method, Process::new(exits_with, (7,)));
+        let p = with(method, Process::new(exits_with, (7,)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 7);
+        assert_eq!(finish(&p), 7);
 
-        let mut p = with(method, Process::new(fails, ()));
+        let p = with(method, Process::new(fails, ()));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 1);
+        assert_eq!(finish(&p), 1);
     }
 }
 
@@ -105,9 +106,9 @@ fn a_panicking_child_prints_its_message_on_stderr() {
     for method in METHODS {
         let path = dir.join(format!("multiproc-panic-{}-{method:?}", std::process::id()));
         let path = path.to_string_lossy().into_owned();
-        let mut p = with(method, Process::new(panic_to_file, (path.clone(),)));
+        let p = with(method, Process::new(panic_to_file, (path.clone(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 1);
+        assert_eq!(finish(&p), 1);
         let stderr = std::fs::read_to_string(&path).unwrap();
         let _ = std::fs::remove_file(&path);
         assert!(stderr.contains("the message 42"), "{method:?}: {stderr:?}");
@@ -126,9 +127,9 @@ fn a_child_knows_its_parent() {
     assert!(parent_process().is_none());
     for method in METHODS {
         let pid = Value::new(0u32).unwrap();
-        let mut p = with(method, Process::new(report_parent, (pid.clone(),)));
+        let p = with(method, Process::new(report_parent, (pid.clone(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
         assert_eq!(pid.get().unwrap(), std::process::id());
         assert!(p.pid().is_some());
     }
@@ -138,17 +139,17 @@ fn a_child_knows_its_parent() {
 #[cfg(mp_fork)]
 fn fork_is_refused_with_threads_unless_allowed() {
     // The test harness runs this on a thread of its own: more than one.
-    let mut p = Process::new(exits_with, (0,)).start_method(StartMethod::Fork);
+    let p = Process::new(exits_with, (0,)).start_method(StartMethod::Fork);
     let err = p.start().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("threads"), "{err}");
 
     // Closures need fork; with it they capture anything.
     let captured = String::from("abc");
-    let mut p = Process::with_closure(move || captured.len() as i32).allow_threads(true);
+    let p = Process::with_closure(move || captured.len() as i32).allow_threads(true);
     p.start().unwrap();
-    assert_eq!(finish(&mut p), 3);
-    let mut p = Process::with_closure(|| 0).start_method(StartMethod::Spawn);
+    assert_eq!(finish(&p), 3);
+    let p = Process::with_closure(|| 0).start_method(StartMethod::Spawn);
     assert_eq!(p.start().unwrap_err().kind(), ErrorKind::Unsupported);
 }
 
@@ -156,12 +157,12 @@ fn fork_is_refused_with_threads_unless_allowed() {
 #[cfg(not(mp_fork))]
 fn fork_and_forkserver_are_unsupported_here() {
     for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::ForkServer] {
-        let mut p = Process::new(exits_with, (0,)).start_method(method);
+        let p = Process::new(exits_with, (0,)).start_method(method);
         let err = p.start().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported, "{method:?}");
         assert!(err.to_string().to_lowercase().contains("spawn"), "{err}");
     }
-    let mut p = Process::with_closure(|| 0);
+    let p = Process::with_closure(|| 0);
     assert_eq!(p.start().unwrap_err().kind(), ErrorKind::Unsupported);
 }
 
@@ -175,19 +176,19 @@ fn forkserver_starts_children_from_a_threaded_parent() {
         std::thread::spawn(move || stop.wait_timeout(BOUND))
     };
     for code in [0, 7] {
-        let mut p = child(Process::new(exits_with, (code,)).start_method(StartMethod::ForkServer));
+        let p = child(Process::new(exits_with, (code,)).start_method(StartMethod::ForkServer));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), code);
+        assert_eq!(finish(&p), code);
     }
     // Its children are signalled through a pidfd, and report as Python's.
-    let mut p = child(Process::new(busy, (stop.clone(),)).start_method(StartMethod::ForkServer));
+    let p = child(Process::new(busy, (stop.clone(),)).start_method(StartMethod::ForkServer));
     p.start().unwrap();
     assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
     assert!(p.is_alive());
     p.kill().unwrap();
-    assert_eq!(finish(&mut p), -9);
+    assert_eq!(finish(&p), -9);
     // Closures cannot travel to the server.
-    let mut p = Process::with_closure(|| 0).start_method(StartMethod::ForkServer);
+    let p = Process::with_closure(|| 0).start_method(StartMethod::ForkServer);
     assert_eq!(p.start().unwrap_err().kind(), ErrorKind::Unsupported);
     stop.set();
     spinner.join().unwrap();
@@ -195,19 +196,19 @@ fn forkserver_starts_children_from_a_threaded_parent() {
 
 #[test]
 fn misuse_is_an_error() {
-    let mut p = Process::new(exits_with, (0,));
+    let p = Process::new(exits_with, (0,));
     assert_eq!(p.join().unwrap_err().kind(), ErrorKind::InvalidArgument);
     assert_eq!(p.terminate().unwrap_err().kind(), ErrorKind::InvalidArgument);
     p.start().unwrap();
     assert_eq!(p.start().unwrap_err().kind(), ErrorKind::InvalidArgument);
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     assert!(multiproc::cpu_count() >= 1);
 }
 
 /// A parent that starts a daemon child and exits normally: the daemon must
 /// be terminated (its pid reported through `pid`).
 fn parent_of_a_daemon(pid: Value<u32>, stop: Event) {
-    let mut d = Process::new(busy, (stop,)).daemon(true);
+    let d = Process::new(busy, (stop,)).daemon(true);
     d.start().unwrap();
     pid.set(d.pid().unwrap()).unwrap();
     // Returning exits this process; the daemon must not outlive it.
@@ -217,9 +218,9 @@ fn parent_of_a_daemon(pid: Value<u32>, stop: Event) {
 fn daemon_children_are_terminated_when_their_parent_exits() {
     let pid = Value::new(0u32).unwrap();
     let stop = Event::new().unwrap();
-    let mut p = child(Process::new(parent_of_a_daemon, (pid.clone(), stop.clone())));
+    let p = child(Process::new(parent_of_a_daemon, (pid.clone(), stop.clone())));
     p.start().unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     let daemon = pid.get().unwrap();
     assert_ne!(daemon, 0);
     // The daemon was reaped by its parent at exit: no such process now.
@@ -270,9 +271,9 @@ fn first_two_children_are_one_and_two(method: StartMethod) -> i32 {
     let names = multiproc::Queue::<String>::new().unwrap();
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let mut p = with(method, Process::new(say_name, (names.clone(),)));
+        let p = with(method, Process::new(say_name, (names.clone(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
         seen.push((p.get_name().to_string(), names.get_timeout(BOUND).unwrap()));
     }
     let expected = |n: u32| format!("Process-{me}:{n}");
@@ -289,9 +290,9 @@ fn first_two_children_are_one_and_two(method: StartMethod) -> i32 {
 #[cfg(mp_transfer)]
 fn children_are_numbered_alike_under_every_start_method() {
     for method in METHODS {
-        let mut p = child(Process::new(first_two_children_are_one_and_two, (method,)));
+        let p = child(Process::new(first_two_children_are_one_and_two, (method,)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
     }
 }
 
@@ -302,7 +303,7 @@ fn main_with_a_daemon_helper() {
     if std::env::var_os("MULTIPROC_DAEMON_HELPER").is_none() {
         return;
     }
-    let mut d = child(Process::new(busy, (Event::new().unwrap(),)));
+    let d = child(Process::new(busy, (Event::new().unwrap(),)));
     d.start().unwrap();
     println!("DAEMON={}", d.pid().unwrap());
 }
@@ -325,4 +326,174 @@ fn a_main_processs_daemons_are_terminated_when_main_returns() {
         .unwrap();
     // Its parent terminated and waited for it on the way out.
     assert!(!pid_alive(pid), "daemon {pid} outlived its main process");
+}
+
+/// What a child says of itself and its parent, as Python's `repr`s.
+fn reprs_of_self_and_parent(parent: u32, name: String) -> i32 {
+    let me = multiproc::current_process().to_string();
+    let want = format!("<Process name='{name}' parent={parent} started daemon>");
+    let theirs = parent_process().unwrap().to_string();
+    let want_parent = "<_ParentProcess name='MainProcess' parent=None unknown>";
+    if me == want && theirs == want_parent {
+        0
+    } else {
+        eprintln!("{me} / {theirs}");
+        1
+    }
+}
+
+#[test]
+fn display_reads_like_pythons_repr() {
+    let me = std::process::id();
+    assert_eq!(
+        multiproc::current_process().to_string(),
+        "<_MainProcess name='MainProcess' parent=None started>"
+    );
+    let stop = Event::new().unwrap();
+    let p = child(Process::new(busy, (stop,)).name("it's"));
+    assert_eq!(p.to_string(), format!("<Process name=\"it's\" parent={me} initial daemon>"));
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    assert_eq!(
+        p.to_string(),
+        format!("<Process name=\"it's\" pid={pid} parent={me} started daemon>")
+    );
+    p.kill().unwrap();
+    finish(&p);
+    // Python names the signal (-15 on Windows, where kill is terminate).
+    let signal = if cfg!(windows) { "SIGTERM" } else { "SIGKILL" };
+    assert_eq!(
+        p.to_string(),
+        format!("<Process name=\"it's\" pid={pid} parent={me} stopped exitcode=-{signal} daemon>")
+    );
+    let p = Process::new(exits_with, (3,));
+    p.start().unwrap();
+    finish(&p);
+    let pid = p.pid().unwrap();
+    assert_eq!(
+        p.to_string(),
+        format!("<Process name='{}' pid={pid} parent={me} stopped exitcode=3>", p.get_name())
+    );
+    let p = child(Process::new(reprs_of_self_and_parent, (me, "repr".into())).name("repr"));
+    assert_eq!(run_all(std::slice::from_ref(&p)), [0]);
+}
+
+#[test]
+fn a_process_is_shared_with_threads_and_joined_from_two_at_once() {
+    let stop = Event::new().unwrap();
+    let p = child(Process::new(busy, (stop.clone(),)));
+    p.start().unwrap();
+    std::thread::scope(|s| {
+        let joiners: Vec<_> = (0..2).map(|_| s.spawn(|| p.join_timeout(BOUND))).collect();
+        // A watchdog thread looks at it meanwhile.
+        let watchdog = s.spawn(|| (p.is_alive(), p.exitcode()));
+        assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
+        stop.set();
+        for j in joiners {
+            assert_eq!(j.join().unwrap().unwrap(), Some(0));
+        }
+        let (alive, code) = watchdog.join().unwrap();
+        assert!(alive || code == Some(0));
+    });
+    assert_eq!(p.join().unwrap(), 0);
+    assert_eq!(p.exitcode(), Some(0));
+}
+
+/// Says it runs, sleeps, then leaves a mark at `path`: a child that
+/// outlives `main`.
+fn sleeps_then_marks(path: std::path::PathBuf, running: Event) {
+    running.set();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(path, b"done").unwrap();
+}
+
+/// Run as a main process of its own by the next test: starts a child that
+/// ends 0.5 s later (not a daemon, never joined), prints, and returns from
+/// `main`; with `MULTIPROC_LEAVE`, it leaves its children at exit.
+#[test]
+fn main_with_a_slow_child_helper() {
+    let Some(mark) = std::env::var_os("MULTIPROC_SLOW_CHILD_HELPER") else {
+        return;
+    };
+    if std::env::var_os("MULTIPROC_LEAVE").is_some() {
+        multiproc::set_children_at_exit(multiproc::ChildrenAtExit::Leave);
+    }
+    let running = Event::new().unwrap();
+    let p = Process::new(sleeps_then_marks, (std::path::PathBuf::from(mark), running.clone()));
+    p.start().unwrap();
+    // Past its start-up checks (which refuse a child whose parent is gone).
+    assert!(running.wait_timeout(BOUND));
+}
+
+/// Runs the helper above (its output not captured: the child would hold
+/// the pipes open, and its exit is what is timed); how long it took,
+/// whether its child had left its mark by then, and where.
+fn run_slow_child_helper(leave: bool) -> (Duration, bool, std::path::PathBuf) {
+    let mark = std::env::temp_dir().join(format!("mp-slow-child-{}-{leave}", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "main_with_a_slow_child_helper", "--nocapture", "--test-threads=1"])
+        .env("MULTIPROC_SLOW_CHILD_HELPER", &mark)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if leave {
+        cmd.env("MULTIPROC_LEAVE", "1");
+    }
+    let started = Instant::now();
+    let status = cmd.status().unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    (took, mark.exists(), mark)
+}
+
+#[test]
+fn the_main_process_waits_for_its_children_at_exit_as_pythons_does() {
+    let (took, marked, mark) = run_slow_child_helper(false);
+    assert!(marked, "the helper exited after {took:?}, before its child ended");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    std::fs::remove_file(mark).unwrap();
+    // Opted out: it exits at once, and the child ends later on its own.
+    let (took, marked, mark) = run_slow_child_helper(true);
+    assert!(!marked, "the helper waited {took:?} for its child");
+    let deadline = Instant::now() + BOUND;
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "the orphan never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(mark).unwrap();
+}
+
+fn prints_a_line() {
+    println!("child");
+}
+
+/// Run as a main process of its own by the next test: prints without a
+/// newline, starts a child that prints a line, then ends its own line.
+#[test]
+fn main_that_prints_before_a_start_helper() {
+    if std::env::var_os("MULTIPROC_PRINT_HELPER").is_none() {
+        return;
+    }
+    print!("parent ");
+    let p = Process::new(prints_a_line, ());
+    p.start().unwrap();
+    assert_eq!(finish(&p), 0);
+    println!("after");
+}
+
+#[test]
+fn what_the_parent_printed_before_a_start_comes_first() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "main_that_prints_before_a_start_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("MULTIPROC_PRINT_HELPER", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(stdout.contains("parent child\nafter\n"), "{stdout}");
 }

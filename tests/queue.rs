@@ -35,11 +35,11 @@ fn a_consumer_reads_until_the_sentinel() {
     for method in METHODS {
         let q = Queue::new().unwrap();
         let seen = RawArray::<u32>::zeroed(10).unwrap();
-        let mut ps = vec![
+        let ps = vec![
             with(method, Process::new(consume, (q.clone(), seen.clone()))),
             with(method, Process::new(produce, (q.clone(),))),
         ];
-        assert_eq!(run_all(&mut ps), [0, 0], "{method:?}");
+        assert_eq!(run_all(&ps), [0, 0], "{method:?}");
         assert_eq!(seen.to_vec(), (0..10).collect::<Vec<_>>());
         assert!(q.empty());
     }
@@ -59,11 +59,11 @@ fn put_records(q: Queue<(Record, Record, Vec<f64>)>) {
 fn a_worker_puts_structured_data() {
     for method in METHODS {
         let q = Queue::new().unwrap();
-        let mut p = with(method, Process::new(put_records, (q.clone(),)));
+        let p = with(method, Process::new(put_records, (q.clone(),)));
         p.start().unwrap();
         let got = q.get_timeout(BOUND).unwrap();
         assert_eq!(got, (Record::Text("one".into()), Record::Number(3), vec![0.5, 2.0]));
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
     }
 }
 
@@ -147,11 +147,11 @@ fn put_big(q: Queue<()>) {
 #[test]
 fn a_64_mib_message_through_a_default_queue() {
     let q = Queue::<()>::new().unwrap();
-    let mut p = child(Process::new(put_big, (q.clone(),)));
+    let p = child(Process::new(put_big, (q.clone(),)));
     p.start().unwrap();
     assert!(q.get_bytes_timeout(BOUND).unwrap() == pattern(64 << 20, 5));
     assert_eq!(q.get_bytes_timeout(BOUND).unwrap(), b"next");
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 /// A message whose bytes are a checksum of its header: torn data shows.
@@ -186,7 +186,7 @@ fn producers_killed_mid_put_never_tear_or_block_consumers() {
         received += 1;
     };
     for round in 0..12u32 {
-        let mut p = child(Process::new(put_forever, (q.clone(), round)));
+        let p = child(Process::new(put_forever, (q.clone(), round)));
         p.start().unwrap();
         // Once it has begun (starts are slow under Wine), drain for a
         // moment, then kill it wherever it is.
@@ -198,7 +198,7 @@ fn producers_killed_mid_put_never_tear_or_block_consumers() {
             }
         }
         p.kill().unwrap();
-        assert_eq!(finish(&mut p), KILLED);
+        assert_eq!(finish(&p), KILLED);
     }
     // Whatever the dead producers committed is still delivered, once.
     while let Ok(m) = q.get_bytes_timeout(Duration::from_millis(100)) {
@@ -225,7 +225,7 @@ fn a_queue_sent_over_a_pipe_to_a_running_child() {
     for method in METHODS {
         let (control, theirs) = Pipe::new().unwrap();
         let asked = Event::new().unwrap();
-        let mut p = with(method, Process::new(use_a_passed_queue, (theirs, asked.clone())));
+        let p = with(method, Process::new(use_a_passed_queue, (theirs, asked.clone())));
         p.start().unwrap();
         let q = Queue::<String>::new().unwrap();
         control.send(&q).unwrap();
@@ -235,7 +235,7 @@ fn a_queue_sent_over_a_pipe_to_a_running_child() {
         assert!(asked.wait_timeout(BOUND), "{method:?}: the child never took the question");
         let answer = q.get_timeout(BOUND).unwrap();
         assert_eq!(answer, "answer to question", "{method:?}");
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
     }
 }
 
@@ -328,15 +328,15 @@ fn get_forever(q: Queue<()>) {
 #[test]
 fn consumers_killed_mid_get_never_tear_the_stream() {
     let q = Queue::<()>::with_capacity(1 << 16).unwrap();
-    let mut producer = child(Process::new(put_big_forever, (q.clone(),)));
+    let producer = child(Process::new(put_big_forever, (q.clone(),)));
     producer.start().unwrap();
     let mut last = None;
     for _ in 0..8 {
-        let mut consumer = child(Process::new(get_forever, (q.clone(),)));
+        let consumer = child(Process::new(get_forever, (q.clone(),)));
         consumer.start().unwrap();
         std::thread::sleep(Duration::from_millis(15));
         consumer.kill().unwrap();
-        assert_eq!(finish(&mut consumer), KILLED);
+        assert_eq!(finish(&consumer), KILLED);
         // We take over the get side (the dead consumer held it, likely in
         // the middle of a message) and get only whole messages, in order.
         for _ in 0..3 {
@@ -348,5 +348,5 @@ fn consumers_killed_mid_get_never_tear_the_stream() {
         }
     }
     producer.kill().unwrap();
-    assert_eq!(finish(&mut producer), KILLED);
+    assert_eq!(finish(&producer), KILLED);
 }

@@ -26,7 +26,7 @@ fn processes_times_100k_increments_under_a_lock_lose_none() {
         let procs = if i == 0 { 4u64 } else { 2 };
         let lock = Lock::new().unwrap();
         let counter = RawValue::new(0u64).unwrap();
-        let mut ps: Vec<_> = (0..procs)
+        let ps: Vec<_> = (0..procs)
             .map(|_| {
                 with(
                     method,
@@ -34,7 +34,7 @@ fn processes_times_100k_increments_under_a_lock_lose_none() {
                 )
             })
             .collect();
-        assert_eq!(run_all(&mut ps), vec![0; procs as usize]);
+        assert_eq!(run_all(&ps), vec![0; procs as usize]);
         assert_eq!(counter.get(), procs * ROUNDS, "{method:?}");
     }
 }
@@ -43,10 +43,10 @@ fn processes_times_100k_increments_under_a_lock_lose_none() {
 fn value_guards_from_three_processes_lose_none() {
     for method in METHODS {
         let counter = Value::new(0u64).unwrap();
-        let mut ps: Vec<_> = (0..3)
+        let ps: Vec<_> = (0..3)
             .map(|_| with(method, Process::new(increment_value, (counter.clone(), ROUNDS))))
             .collect();
-        assert_eq!(run_all(&mut ps), [0, 0, 0]);
+        assert_eq!(run_all(&ps), [0, 0, 0]);
         assert_eq!(counter.get().unwrap(), 3 * ROUNDS, "{method:?}");
     }
 }

@@ -58,13 +58,13 @@ fn wait_expect_broken(barrier: Barrier) -> i32 {
 fn aborting_a_barrier_releases_a_waiting_process() {
     for method in METHODS {
         let barrier = Barrier::new(2).unwrap();
-        let mut p = with(method, Process::new(wait_expect_broken, (barrier.clone(),)));
+        let p = with(method, Process::new(wait_expect_broken, (barrier.clone(),)));
         p.start().unwrap();
         while barrier.n_waiting() == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         barrier.abort();
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
         assert!(barrier.broken());
         barrier.reset();
         assert!(!barrier.broken());
@@ -95,13 +95,13 @@ fn a_semaphore_admits_at_most_its_value() {
         let lock = Lock::new().unwrap();
         let inside = RawValue::new(0u32).unwrap();
         let most = RawValue::new(0u32).unwrap();
-        let mut ps: Vec<_> = (0..4)
+        let ps: Vec<_> = (0..4)
             .map(|_| {
                 let args = (sem.clone(), lock.clone(), inside.clone(), most.clone());
                 with(method, Process::new(use_a_permit, args))
             })
             .collect();
-        assert_eq!(run_all(&mut ps), [0; 4]);
+        assert_eq!(run_all(&ps), [0; 4]);
         assert!(most.get() <= 2 && most.get() >= 1, "{method:?}: {}", most.get());
         assert_eq!(sem.get_value(), 2);
     }
@@ -121,9 +121,9 @@ fn over_release(sem: BoundedSemaphore) -> i32 {
 fn a_bounded_semaphore_keeps_its_bound_in_a_child() {
     for method in METHODS {
         let sem = BoundedSemaphore::new(2).unwrap();
-        let mut p = with(method, Process::new(over_release, (sem.clone(),)));
+        let p = with(method, Process::new(over_release, (sem.clone(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
         assert_eq!(sem.get_value(), 2);
     }
 }
@@ -147,7 +147,7 @@ fn a_condition_hands_items_between_processes() {
         {
             let items = Value::new(0u32).unwrap();
             let taken = Value::new(0u32).unwrap();
-            let mut p =
+            let p =
                 with(method, Process::new(consume, (cond.clone(), items.clone(), taken.clone())));
             p.start().unwrap();
             for _ in 0..ITEMS {
@@ -157,7 +157,7 @@ fn a_condition_hands_items_between_processes() {
                 items.set(items.get().unwrap() + 1).unwrap();
                 guard.notify(1).unwrap();
             }
-            assert_eq!(finish(&mut p), 0, "{method:?}");
+            assert_eq!(finish(&p), 0, "{method:?}");
             assert_eq!(taken.get().unwrap(), ITEMS);
             assert_eq!(items.get().unwrap(), 0);
         }
@@ -173,11 +173,11 @@ fn set_after_wait(go: Event, done: Event) {
 fn events_ping_pong_between_processes() {
     for method in METHODS {
         let (go, done) = (Event::new().unwrap(), Event::new().unwrap());
-        let mut p = with(method, Process::new(set_after_wait, (go.clone(), done.clone())));
+        let p = with(method, Process::new(set_after_wait, (go.clone(), done.clone())));
         p.start().unwrap();
         go.set();
         assert!(done.wait_timeout(BOUND));
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
     }
 }
 
@@ -201,9 +201,9 @@ fn an_rlock_is_released_only_by_its_owner() {
     assert_eq!(r, ErrorKind::NotOwner);
     // ...nor is another process.
     for method in METHODS {
-        let mut p = with(method, Process::new(release_foreign, (lock.clone(),)));
+        let p = with(method, Process::new(release_foreign, (lock.clone(),)));
         p.start().unwrap();
-        assert_eq!(finish(&mut p), 0, "{method:?}");
+        assert_eq!(finish(&p), 0, "{method:?}");
     }
     assert_eq!(lock.depth(), 1);
     lock.release().unwrap();

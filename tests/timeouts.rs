@@ -117,7 +117,7 @@ fn local_primitives_wait_with_duration_max() {
         tasks: JoinableQueue::new().unwrap(),
     };
     h.tasks.put(&9).unwrap();
-    let mut p = child(Process::new(holds_then_releases, (h.clone_for_child(),)));
+    let p = child(Process::new(holds_then_releases, (h.clone_for_child(),)));
     p.start().unwrap();
     assert!(h.ready.wait_timeout(BOUND));
     h.lock.acquire_timeout(MAX).unwrap();
@@ -201,13 +201,13 @@ fn sockets_wait_with_duration_max() {
     for address in [Address::arbitrary_unix().unwrap(), Address::from("127.0.0.1:0")] {
         let listener = Listener::bind(address, &key).unwrap();
         let address = listener.address().clone();
-        let mut p = child(Process::new(connects_and_answers, (address, key.clone())));
+        let p = child(Process::new(connects_and_answers, (address, key.clone())));
         p.start().unwrap();
         let conn = listener.accept_timeout(MAX).unwrap();
         assert_eq!(connection::wait(&[&conn], Some(MAX)).unwrap(), [0]);
         assert_eq!(conn.recv_timeout::<String>(MAX).unwrap(), "hello");
         conn.send_timeout(&"back", MAX).unwrap();
-        assert_eq!(finish(&mut p), 0);
+        assert_eq!(finish(&p), 0);
     }
 }
 
@@ -286,7 +286,7 @@ fn manager_calls_wait_with_duration_max() {
         cond.clone(),
         (ready.clone(), woken.clone()),
     );
-    let mut p = child(Process::new(manager_holder, args));
+    let p = child(Process::new(manager_holder, args));
     p.start().unwrap();
     assert!(ready.wait_timeout(BOUND));
     lock.acquire_timeout(MAX).unwrap();
@@ -300,7 +300,7 @@ fn manager_calls_wait_with_duration_max() {
     assert!(cond.wait_timeout(MAX).unwrap());
     cond.release().unwrap();
     woken.set();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     let key = multiproc::current_process().authkey().unwrap();
     Manager::connect_timeout(manager.address().clone(), &key, MAX).unwrap();
     let rlock = manager.rlock().unwrap();
@@ -320,7 +320,7 @@ fn value_and_array_locks_time_out_while_another_process_holds_them() {
     let (value, array) = (Value::new(0u64).unwrap(), Array::<u32>::zeroed(3).unwrap());
     let (held, go) = (Event::new().unwrap(), Event::new().unwrap());
     let args = (value.clone(), array.clone(), held.clone(), go.clone());
-    let mut p = child(Process::new(hold_cells, args));
+    let p = child(Process::new(hold_cells, args));
     p.start().unwrap();
     assert!(held.wait_timeout(BOUND));
     let short = Duration::from_millis(50);
@@ -332,7 +332,7 @@ fn value_and_array_locks_time_out_while_another_process_holds_them() {
     *value.lock_timeout(BOUND).unwrap() += 1;
     array.lock_timeout(BOUND).unwrap()[2] = 7;
     assert_eq!((value.get().unwrap(), array.to_vec().unwrap()), (1, vec![0, 0, 7]));
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 #[test]

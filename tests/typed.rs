@@ -28,10 +28,10 @@ fn receives_exactly(conn: &Connection) {
 #[test]
 fn a_pipe_refuses_a_message_of_another_type() {
     let (ours, theirs) = Pipe::new().unwrap();
-    let mut p = child(Process::new(sends_other_types, (theirs,)));
+    let p = child(Process::new(sends_other_types, (theirs,)));
     p.start().unwrap();
     receives_exactly(&ours);
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 fn connects_and_sends(address: Address, key: Vec<u8>) {
@@ -43,10 +43,10 @@ fn a_socket_connection_refuses_a_message_of_another_type() {
     let key = b"a key of sixteen bytes or more".to_vec();
     let listener = Listener::bind(Address::arbitrary_unix().unwrap(), &key).unwrap();
     let address = listener.address().clone();
-    let mut p = child(Process::new(connects_and_sends, (address, key)));
+    let p = child(Process::new(connects_and_sends, (address, key)));
     p.start().unwrap();
     receives_exactly(&listener.accept_timeout(BOUND).unwrap());
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
 }
 
 /// Takes the same queue as `u8`s and as `i64`s.
@@ -65,11 +65,11 @@ fn a_queue_refuses_an_item_of_another_type() {
     q.put(&300).unwrap();
     q.put(&7).unwrap();
     let (ours, theirs) = Pipe::new().unwrap();
-    let mut p = child(Process::new(gets_as_two_types, (theirs,)));
+    let p = child(Process::new(gets_as_two_types, (theirs,)));
     p.start().unwrap();
     ours.send(&q).unwrap();
     ours.send(&q).unwrap();
-    assert_eq!(finish(&mut p), 0);
+    assert_eq!(finish(&p), 0);
     assert!(q.empty());
 }
 

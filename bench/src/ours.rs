@@ -58,7 +58,7 @@ fn pong(ping: Event, pong: Event, rounds: u64) {
 /// Microseconds per round trip.
 pub fn event_ping_pong(rounds: u64) -> f64 {
     let (ping, pong_) = (Event::new().unwrap(), Event::new().unwrap());
-    let mut p = Process::new(pong, (ping.clone(), pong_.clone(), rounds + 1));
+    let p = Process::new(pong, (ping.clone(), pong_.clone(), rounds + 1));
     p.start().unwrap();
     // One round to be sure the child is up.
     ping.set();
@@ -85,14 +85,14 @@ fn echo(conn: Connection, rounds: u64) {
 /// Microseconds per 8-byte round trip over a Pipe.
 pub fn pipe_round_trip(rounds: u64) -> f64 {
     let (a, b) = Pipe::new().unwrap();
-    let mut p = Process::new(echo, (b, rounds + 1));
+    let p = Process::new(echo, (b, rounds + 1));
     p.start().unwrap();
     timed_round_trips(&a, p, rounds)
 }
 
 /// One warm-up and then `rounds` timed 8-byte round trips with `echo`
 /// running in `p`; microseconds per round trip.
-fn timed_round_trips(a: &Connection, mut p: Process, rounds: u64) -> f64 {
+fn timed_round_trips(a: &Connection, p: Process, rounds: u64) -> f64 {
     a.send_bytes(&[0; 8]).unwrap();
     a.recv_bytes().unwrap();
     let t = Instant::now();
@@ -115,7 +115,7 @@ fn stream(conn: Connection, size: usize, count: u64) {
 /// GB/s of `size`-byte messages from a child to the parent.
 pub fn pipe_stream(size: usize, count: u64) -> f64 {
     let (rx, tx) = Pipe::simplex().unwrap();
-    let mut p = Process::new(stream, (tx, size, count));
+    let p = Process::new(stream, (tx, size, count));
     p.start().unwrap();
     let mut buf = vec![0u8; size];
     rx.recv_bytes_into(&mut buf).unwrap();
@@ -219,7 +219,7 @@ fn barrier_child(barrier: Barrier, rounds: u64) {
 /// µs per round of a 2-party Barrier, the parent and a child.
 pub fn barrier_round(rounds: u64) -> f64 {
     let barrier = Barrier::new(2).unwrap();
-    let mut p = Process::new(barrier_child, (barrier.clone(), rounds + 1));
+    let p = Process::new(barrier_child, (barrier.clone(), rounds + 1));
     p.start().unwrap();
     barrier.wait().unwrap();
     let t = Instant::now();
@@ -263,7 +263,7 @@ pub fn pool_apply(n: u32) -> f64 {
 pub fn start_join(method: StartMethod, n: u32) -> f64 {
     let t = Instant::now();
     for _ in 0..n {
-        let mut p = Process::new(noop, ()).start_method(method);
+        let p = Process::new(noop, ()).start_method(method);
         p.start().unwrap();
         assert_eq!(p.join().unwrap(), 0);
     }
@@ -283,7 +283,7 @@ pub fn connection_round_trip(rounds: u64) -> f64 {
     let key = b"bench".to_vec();
     let listener = Listener::bind(Address::arbitrary_unix().unwrap(), &key).unwrap();
     let address = listener.address().clone();
-    let mut p = Process::new(connection_echo, (address, key, rounds + 1));
+    let p = Process::new(connection_echo, (address, key, rounds + 1));
     p.start().unwrap();
     timed_round_trips(&listener.accept().unwrap(), p, rounds)
 }

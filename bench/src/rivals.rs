@@ -10,7 +10,7 @@ use std::time::Instant;
 
 /// Forks `f` (ipc-channel's endpoints are fds, inherited by a fork).
 fn forked(f: impl FnOnce() + Send + 'static) -> Process {
-    let mut p = Process::with_closure(f).start_method(StartMethod::Fork).allow_threads(true);
+    let p = Process::with_closure(f).start_method(StartMethod::Fork).allow_threads(true);
     p.start().expect("fork");
     p
 }
@@ -19,7 +19,7 @@ fn forked(f: impl FnOnce() + Send + 'static) -> Process {
 pub fn ipc_round_trip(rounds: u64) -> f64 {
     let (to_tx, to_rx) = ipc::bytes_channel().unwrap();
     let (back_tx, back_rx) = ipc::bytes_channel().unwrap();
-    let mut p = forked(move || {
+    let p = forked(move || {
         for _ in 0..=rounds {
             let m = to_rx.recv().unwrap();
             back_tx.send(&m).unwrap();
@@ -41,7 +41,7 @@ pub fn ipc_round_trip(rounds: u64) -> f64 {
 /// channel: M msg/s for 8 B, GB/s otherwise (as the Pipe stream rows).
 pub fn ipc_stream(size: usize, count: u64) -> f64 {
     let (tx, rx) = ipc::bytes_channel().unwrap();
-    let mut p = forked(move || {
+    let p = forked(move || {
         let block = vec![7u8; size];
         for _ in 0..count {
             tx.send(&block).unwrap();

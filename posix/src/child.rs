@@ -28,18 +28,24 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A child process of ours, or one a forkserver started for us.
+///
+/// Every method takes `&self`: threads may wait for, reap and signal the
+/// same child at once. Reaping and signalling happen under one lock, so a
+/// reaped pid (which the system may give to another process) is never
+/// signalled or waited on.
 #[derive(Debug)]
 pub struct Child {
     pid: i32,
     pidfd: Option<OwnedFd>,
     /// Python's `exitcode`, once reaped: the exit code, or minus the signal.
-    exit: Option<i32>,
+    exit: Mutex<Option<i32>>,
     /// A forkserver's child: not ours to wait for. Its server writes the
-    /// exit code here (`i32` LE) when it reaps it, then closes it.
+    /// exit code here (`i32` LE) when it reaps it, then closes its end.
+    /// Kept open for the child's life (a waiter may be polling it).
     status: Option<OwnedFd>,
 }
 
@@ -50,18 +56,28 @@ pub const LOST: i32 = 255;
 impl Child {
     /// Takes charge of child `pid` (ours and not yet reaped).
     pub fn adopt(pid: u32) -> Child {
-        Child { pid: pid as i32, pidfd: open_pidfd(pid), exit: None, status: None }
+        Child { pid: pid as i32, pidfd: open_pidfd(pid), exit: Mutex::new(None), status: None }
     }
 
     /// A forkserver's child `pid`, whose exit code arrives on `status`.
     /// It is signalled through a pidfd where there is one (it is not ours,
     /// so its pid could be reused once its server reaped it).
     pub fn remote(pid: u32, status: OwnedFd) -> Child {
-        Child { pid: pid as i32, pidfd: open_pidfd(pid), exit: None, status: Some(status) }
+        Child {
+            pid: pid as i32,
+            pidfd: open_pidfd(pid),
+            exit: Mutex::new(None),
+            status: Some(status),
+        }
     }
 
-    /// A remote child's status, if its server wrote it (or vanished).
-    fn read_status(&mut self) -> io::Result<Option<i32>> {
+    fn exit(&self) -> MutexGuard<'_, Option<i32>> {
+        self.exit.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A remote child's status, if its server wrote it (or vanished); read
+    /// once, under the exit lock (`exit`).
+    fn read_status(&self, exit: &mut Option<i32>) -> io::Result<Option<i32>> {
         let Some(status) = &self.status else { return Ok(None) };
         let mut fds = [PollFd::new(status, PollFlags::IN)];
         match poll(&mut fds, Some(&rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 })) {
@@ -80,9 +96,8 @@ impl Child {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.exit = Some(if got == 4 { i32::from_le_bytes(code) } else { LOST });
-        self.status = None;
-        Ok(self.exit)
+        *exit = Some(if got == 4 { i32::from_le_bytes(code) } else { LOST });
+        Ok(*exit)
     }
 
     pub fn pid(&self) -> u32 {
@@ -91,24 +106,30 @@ impl Child {
 
     /// The exit code once the child has been reaped by a wait.
     pub fn exitcode(&self) -> Option<i32> {
-        self.exit
+        *self.exit()
     }
 
     /// Reaps the child if it has ended, without blocking.
-    pub fn try_wait(&mut self) -> io::Result<Option<i32>> {
-        if self.exit.is_some() {
-            return Ok(self.exit);
+    pub fn try_wait(&self) -> io::Result<Option<i32>> {
+        self.reap(&mut self.exit())
+    }
+
+    /// [`try_wait`](Self::try_wait) under the exit lock, held by the caller.
+    fn reap(&self, exit: &mut Option<i32>) -> io::Result<Option<i32>> {
+        if exit.is_some() {
+            return Ok(*exit);
         }
         if self.status.is_some() {
-            return self.read_status();
+            return self.read_status(exit);
         }
         let mut status = 0;
         loop {
-            // SAFETY: waitpid on our own child with a valid out-pointer.
+            // SAFETY: waitpid on our own child, not yet reaped (the exit
+            // lock is held), with a valid out-pointer.
             let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
             if r == self.pid {
-                self.exit = Some(decode_status(status));
-                return Ok(self.exit);
+                *exit = Some(decode_status(status));
+                return Ok(*exit);
             }
             if r == 0 {
                 return Ok(None);
@@ -122,7 +143,7 @@ impl Child {
 
     /// Waits up to `timeout` (`None`: no limit) for the child to end, and
     /// reaps it.
-    pub fn wait_timeout(&mut self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+    pub fn wait_timeout(&self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
         self.wait_exit(timeout)?;
         self.try_wait()
     }
@@ -130,9 +151,6 @@ impl Child {
     /// Waits up to `timeout` for the child to end, *without* reaping it, so
     /// the caller can reap under a lock of its own; whether it ended.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        if self.exit.is_some() {
-            return Ok(true);
-        }
         // A timeout past what the clock holds is no deadline.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut nap = Duration::from_micros(50);
@@ -169,8 +187,13 @@ impl Child {
     }
 
     /// Whether the child has ended, leaving it unreaped (`WNOWAIT`); for a
-    /// remote child, whether its status can be read.
+    /// remote child, whether its status can be read. Looks under the exit
+    /// lock, so the pid it asks about is never one already reaped.
     fn has_exited(&self) -> io::Result<bool> {
+        let exit = self.exit();
+        if exit.is_some() {
+            return Ok(true);
+        }
         if let Some(status) = &self.status {
             let mut fds = [PollFd::new(status, PollFlags::IN)];
             let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
@@ -204,9 +227,12 @@ impl Child {
     }
 
     /// Sends `signal` unless the child was already reaped (then it is a
-    /// no-op, as Python's `terminate` on a finished process).
-    pub fn signal(&mut self, signal: i32) -> io::Result<()> {
-        if self.try_wait()?.is_some() {
+    /// no-op, as Python's `terminate` on a finished process). Holds the
+    /// exit lock throughout, so no reap comes between the look and the
+    /// signal.
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        let mut exit = self.exit();
+        if self.reap(&mut exit)?.is_some() {
             return Ok(());
         }
         if self.status.is_some() {
@@ -227,12 +253,12 @@ impl Child {
     }
 
     /// Python's `terminate`: SIGTERM.
-    pub fn terminate(&mut self) -> io::Result<()> {
+    pub fn terminate(&self) -> io::Result<()> {
         self.signal(libc::SIGTERM)
     }
 
     /// Python's `kill`: SIGKILL.
-    pub fn kill(&mut self) -> io::Result<()> {
+    pub fn kill(&self) -> io::Result<()> {
         self.signal(libc::SIGKILL)
     }
 
@@ -240,6 +266,43 @@ impl Child {
     pub fn pidfd(&self) -> Option<rustix::fd::BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())
     }
+}
+
+/// The name of signal `signal` (`SIGKILL`), as Python's `signal` module
+/// knows it; `None` for a number that is not one.
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGTTIN => "SIGTTIN",
+        libc::SIGTTOU => "SIGTTOU",
+        libc::SIGURG => "SIGURG",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGVTALRM => "SIGVTALRM",
+        libc::SIGPROF => "SIGPROF",
+        libc::SIGWINCH => "SIGWINCH",
+        libc::SIGIO => "SIGIO",
+        libc::SIGSYS => "SIGSYS",
+        _ => return None,
+    })
 }
 
 /// Python's `exitcode` from a wait status: the code, or minus the signal.
@@ -629,7 +692,7 @@ mod tests {
         // Reaped through `Child`, not std's handle.
         #[allow(clippy::zombie_processes)]
         let c = Command::new("sleep").arg("5").spawn().unwrap();
-        let mut child = Child::adopt(c.id());
+        let child = Child::adopt(c.id());
         assert_eq!(child.wait_timeout(Some(Duration::from_millis(30))).unwrap(), None);
         child.signal(libc::SIGKILL).unwrap();
         assert_eq!(child.wait_timeout(Some(Duration::from_secs(10))).unwrap(), Some(-9));
@@ -646,7 +709,7 @@ mod tests {
     fn children_are_watched_the_way_the_build_says() {
         #[allow(clippy::zombie_processes)]
         let c = Command::new("true").spawn().unwrap();
-        let mut child = Child::adopt(c.id());
+        let child = Child::adopt(c.id());
         assert_eq!(child.pidfd().is_some(), !cfg!(multiproc_portable));
         assert_eq!(child.wait_timeout(Some(Duration::from_secs(10))).unwrap(), Some(0));
     }

@@ -351,7 +351,7 @@ mod tests {
                     let ok = inherited != pid && BARRIER_PID.load(Ordering::Relaxed) == pid;
                     crate::child::exit_now(if ok { 0 } else { 1 })
                 }
-                crate::child::Forked::Parent(mut child) => {
+                crate::child::Forked::Parent(child) => {
                     let code = child.wait_timeout(Some(Duration::from_secs(20))).unwrap();
                     assert_eq!(code, Some(0));
                 }

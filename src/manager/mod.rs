@@ -316,7 +316,7 @@ impl Manager {
 
     fn stop(&mut self) -> Result<()> {
         let asked = self.endpoint.request(&Request::Shutdown, Some(SHUTDOWN_GRACE));
-        if let Some((mut process, _)) = self.process.take().filter(|(_, owner)| *owner == pid()) {
+        if let Some((process, _)) = self.process.take().filter(|(_, owner)| *owner == pid()) {
             if process.join_timeout(SHUTDOWN_GRACE)?.is_none() {
                 process.kill()?;
                 process.join_timeout(SHUTDOWN_GRACE)?;
@@ -333,8 +333,8 @@ impl Manager {
 
     /// The server process, when this manager started it (to check on it,
     /// or to kill it in a test).
-    pub fn process(&mut self) -> Option<&mut Process> {
-        self.process.as_mut().map(|(p, _)| p)
+    pub fn process(&self) -> Option<&Process> {
+        self.process.as_ref().map(|(p, _)| p)
     }
 }
 

@@ -128,8 +128,8 @@ pub(crate) mod launch {
     //! side of the bootstrap.
     pub(crate) use multiproc_posix::child::{
         at_exit, close_forever, exe_identity, exit_now, fork, parent_pid, read_sealed,
-        runs_our_exe, secure_mode, spawn_self, take_inherited, thread_count, Child, Forked,
-        BAD_REQUEST, FAILED,
+        runs_our_exe, secure_mode, signal_name, spawn_self, take_inherited, thread_count, Child,
+        Forked, BAD_REQUEST, FAILED,
     };
 
     /// Declares `$name`, a static the loader calls before `main` in every

@@ -150,7 +150,7 @@ pub(crate) mod launch {
     //! of the bootstrap.
     pub(crate) use multiproc_windows::child::{
         at_exit, exe_identity, exit_now, parent_pid, read_sealed, runs_our_exe, secure_mode,
-        spawn_self, take_inherited, Child,
+        signal_name, spawn_self, take_inherited, Child,
     };
 
     /// Declares `$name`, a static the C runtime calls before `main` in

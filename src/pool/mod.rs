@@ -458,7 +458,7 @@ impl Pool {
         st.closed = true;
         st.fail_all("the pool was terminated");
         for slot in st.slots.iter_mut().filter_map(Option::take) {
-            let mut p = slot.process;
+            let p = slot.process;
             let _ = p.kill();
             let _ = p.join_timeout(Duration::from_secs(5));
         }

@@ -362,7 +362,7 @@ impl State {
             progress: self.progress.clone(),
         };
         self.workers_started += 1;
-        let mut process = (self.make_worker)(ctx)
+        let process = (self.make_worker)(ctx)
             .name(format!("PoolWorker-{}", self.workers_started))
             .daemon(true)
             .start_method(self.method)

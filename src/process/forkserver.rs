@@ -95,7 +95,7 @@ pub(crate) fn start(job: Encoded, who: Identity) -> Result<Child> {
 fn launch(owner: u32) -> Result<Server> {
     let (ours, theirs) = pair().map_err(io("socketpair"))?;
     let key = random_key()?;
-    let mut process = Process::helper(server_main, (HandleOwned(theirs), key), "ForkServer")
+    let process = Process::helper(server_main, (HandleOwned(theirs), key), "ForkServer")
         .daemon(true)
         .start_method(StartMethod::Spawn);
     process.start()?;
@@ -274,7 +274,7 @@ mod tests {
     fn the_server_refuses_a_parent_without_the_key() {
         let (ours, theirs) = pair().unwrap();
         let key = random_key().unwrap();
-        let mut process = Process::new(server_main, (HandleOwned(theirs), key))
+        let process = Process::new(server_main, (HandleOwned(theirs), key))
             .daemon(true)
             .start_method(StartMethod::Spawn);
         process.start().unwrap();

@@ -26,6 +26,7 @@ use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::os::launch::Child;
@@ -45,6 +46,28 @@ pub enum StartMethod {
     /// the child (Unix). Safe from a threaded parent, and much faster than
     /// spawn; arguments travel as for spawn (no closures).
     ForkServer,
+}
+
+/// What a process does, as it exits normally, with its non-daemon children
+/// still running ([`set_children_at_exit`]). Daemon children are always
+/// terminated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildrenAtExit {
+    /// Wait for each to end, as Python's main process does: a child that
+    /// never ends keeps this process from exiting. The default.
+    Join,
+    /// Wait at most this long in all, then exit and leave the rest running.
+    JoinAtMost(Duration),
+    /// Exit at once and leave them running.
+    Leave,
+}
+
+/// Sets what this process does, as it exits normally (returns from `main`,
+/// or calls `std::process::exit`), with its non-daemon children still
+/// running: by default it waits for them, as Python does. (A process that
+/// ends by a signal, or by `std::process::abort`, waits for nothing.)
+pub fn set_children_at_exit(policy: ChildrenAtExit) {
+    state::set_children_at_exit(policy);
 }
 
 static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
@@ -144,7 +167,7 @@ where
 /// }
 ///
 /// let (lock, counter) = (multiproc::Lock::new()?, multiproc::Value::new(0u64)?);
-/// let mut p = multiproc::Process::new(add, (lock, counter.clone())).name("adder");
+/// let p = multiproc::Process::new(add, (lock, counter.clone())).name("adder");
 /// p.start()?;
 /// assert_eq!(p.join()?, 0);
 /// assert_eq!(counter.get()?, 1);
@@ -156,21 +179,29 @@ where
 ///
 /// ```compile_fail
 /// let n = 5u32;
-/// let mut p = multiproc::Process::new(move || n as i32, ());
+/// let p = multiproc::Process::new(move || n as i32, ());
 /// p.start().unwrap();
 /// ```
 ///
-/// Dropping a `Process` leaves the child running (as `std::process::Child`);
-/// a daemon child is terminated when this process exits normally.
+/// Starting, waiting and ending take `&self`, so a `Process` can be shared
+/// with another thread (a watchdog's) and joined in a loop over `&ps`.
+///
+/// Dropping a `Process` leaves the child running (as `std::process::Child`).
+/// When this process exits normally (returns from `main`, or calls
+/// `std::process::exit`), it terminates its daemon children and then waits
+/// for the others, as Python's does; [`set_children_at_exit`] changes the
+/// wait.
 pub struct Process {
     name: String,
     ident: Vec<u32>,
     daemon: bool,
     method: Option<StartMethod>,
     allow_threads: bool,
-    job: Option<Box<dyn Job>>,
-    child: Option<Child>,
+    job: Mutex<Option<Box<dyn Job>>>,
+    child: OnceLock<Child>,
     authkey: Option<Vec<u8>>,
+    /// This process's pid (Python's `_parent_pid`), for `Display`.
+    parent: u32,
 }
 
 impl Process {
@@ -225,9 +256,10 @@ impl Process {
             daemon: false,
             method,
             allow_threads: false,
-            job: Some(job),
-            child: None,
+            job: Mutex::new(Some(job)),
+            child: OnceLock::new(),
             authkey: None,
+            parent: std::process::id(),
         }
     }
 
@@ -274,16 +306,21 @@ impl Process {
         self
     }
 
-    /// Starts the child. A process starts once.
-    pub fn start(&mut self) -> Result<()> {
-        let job =
-            self.job.take().ok_or_else(|| Error::invalid("a process can only be started once"))?;
+    /// Starts the child. A process starts once. What this process printed
+    /// and left in stdout's buffer is flushed first (as Python flushes
+    /// `sys.stdout` and `sys.stderr`), so it comes before the child's.
+    pub fn start(&self) -> Result<()> {
+        let mut job = self.job.lock().unwrap_or_else(|e| e.into_inner());
+        let job = job.take().ok_or_else(|| Error::invalid("a process can only be started once"))?;
         let method = self.method.unwrap_or_else(get_start_method);
-        let child = self.launch(job, method)?;
-        if self.daemon {
-            state::add_daemon(child.pid());
+        {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
         }
-        self.child = Some(child);
+        let child = self.launch(job, method)?;
+        state::add_child(child.pid(), self.daemon);
+        let _ = self.child.set(child);
         Ok(())
     }
 
@@ -324,35 +361,34 @@ impl Process {
         ))
     }
 
-    fn child(&mut self) -> Result<&mut Child> {
-        self.child.as_mut().ok_or_else(|| Error::invalid("the process was not started"))
+    fn child(&self) -> Result<&Child> {
+        self.child.get().ok_or_else(|| Error::invalid("the process was not started"))
     }
 
-    /// Reaps the child if it ended, keeping the daemon registry in step.
-    fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        let daemon = self.daemon;
+    /// Reaps the child if it ended, keeping the registry of children (for
+    /// the exit) in step.
+    fn poll(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let child = self.child()?;
         if timeout != Some(Duration::ZERO) {
             // Wait outside the registry lock; reap inside it.
             child.wait_exit(timeout).map_err(|e| Error::io("waiting for a child", e))?;
         }
-        let reaped = |child: &mut Child| child.try_wait().map_err(|e| Error::io("waitpid", e));
-        if daemon {
-            let pid = child.pid();
-            state::daemons(|d| {
-                let code = reaped(child)?;
-                if code.is_some() {
-                    d.retain(|&p| p != pid);
-                }
-                Ok(code)
-            })
-        } else {
-            reaped(child)
+        if let Some(code) = child.exitcode() {
+            return Ok(Some(code));
         }
+        let pid = child.pid();
+        state::children(|c| {
+            let code = child.try_wait().map_err(|e| Error::io("waitpid", e))?;
+            if code.is_some() {
+                c.retain(|r| r.pid != pid);
+            }
+            Ok(code)
+        })
     }
 
-    /// Waits for the child to end; its exit code.
-    pub fn join(&mut self) -> Result<i32> {
+    /// Waits for the child to end; its exit code. Several threads may join
+    /// the same process at once; each gets the code.
+    pub fn join(&self) -> Result<i32> {
         loop {
             if let Some(code) = self.poll(None)? {
                 return Ok(code);
@@ -362,36 +398,36 @@ impl Process {
 
     /// Waits at most `timeout`; the exit code if it ended (`None`: still
     /// running, as Python's `exitcode` after `join(timeout)`).
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<i32>> {
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<i32>> {
         self.poll(Some(timeout))
     }
 
     /// Python's `exitcode`: `None` while running (or not started), the exit
     /// code, or minus the signal that killed it.
-    pub fn exitcode(&mut self) -> Option<i32> {
-        self.child.as_ref()?;
+    pub fn exitcode(&self) -> Option<i32> {
+        self.child.get()?;
         self.poll(Some(Duration::ZERO)).ok().flatten()
     }
 
     /// Whether it was started and has not ended.
-    pub fn is_alive(&mut self) -> bool {
-        self.child.is_some() && self.exitcode().is_none()
+    pub fn is_alive(&self) -> bool {
+        self.child.get().is_some() && self.exitcode().is_none()
     }
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::pid)
+        self.child.get().map(Child::pid)
     }
 
     /// Python's `terminate`: SIGTERM on Unix (a no-op once it ended).
-    pub fn terminate(&mut self) -> Result<()> {
+    pub fn terminate(&self) -> Result<()> {
         // Reap first if it ended, so a reaped pid is never signalled.
         self.exitcode();
         self.child()?.terminate().map_err(|e| Error::io("terminating a child", e))
     }
 
     /// Python's `kill`: SIGKILL on Unix (a no-op once it ended).
-    pub fn kill(&mut self) -> Result<()> {
+    pub fn kill(&self) -> Result<()> {
         self.exitcode();
         self.child()?.kill().map_err(|e| Error::io("killing a child", e))
     }
@@ -407,11 +443,67 @@ impl std::fmt::Debug for Process {
     }
 }
 
+/// Python's name for exit code `code` in a repr: `-SIGKILL` for a child a
+/// signal ended, else the number.
+fn exitcode_name(code: i32) -> String {
+    match code.checked_neg().and_then(crate::os::launch::signal_name) {
+        Some(name) => format!("-{name}"),
+        None => code.to_string(),
+    }
+}
+
+/// As Python's repr: `<Process name='Process-1' pid=1234 parent=1233
+/// started daemon>`, `initial` before the start, `stopped exitcode=-SIGKILL`
+/// once it ended.
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<Process name={}", PyStr(&self.name))?;
+        if let Some(pid) = self.pid() {
+            write!(f, " pid={pid}")?;
+        }
+        write!(f, " parent={}", self.parent)?;
+        match (self.pid(), self.exitcode()) {
+            (None, _) => write!(f, " initial")?,
+            (Some(_), None) => write!(f, " started")?,
+            (Some(_), Some(code)) => write!(f, " stopped exitcode={}", exitcode_name(code))?,
+        }
+        if self.daemon {
+            write!(f, " daemon")?;
+        }
+        write!(f, ">")
+    }
+}
+
+/// A string as Python's `repr` quotes it (single quotes unless the text
+/// holds one and no double quote).
+pub(crate) struct PyStr<'a>(pub &'a str);
+
+impl std::fmt::Display for PyStr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let quote = if self.0.contains('\'') && !self.0.contains('"') { '"' } else { '\'' };
+        write!(f, "{quote}")?;
+        for c in self.0.chars() {
+            match c {
+                '\\' => write!(f, "\\\\")?,
+                '\n' => write!(f, "\\n")?,
+                '\r' => write!(f, "\\r")?,
+                '\t' => write!(f, "\\t")?,
+                c if c == quote => write!(f, "\\{c}")?,
+                c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        write!(f, "{quote}")
+    }
+}
+
 /// This process, as Python's `current_process()` describes it.
 #[derive(Clone, Debug)]
 pub struct CurrentProcess {
     name: String,
     daemon: bool,
+    /// The parent's pid (`None` in the main process).
+    parent: Option<u32>,
 }
 
 impl CurrentProcess {
@@ -448,7 +540,27 @@ impl CurrentProcess {
 
 /// This process: its name and pid.
 pub fn current_process() -> CurrentProcess {
-    state::with_me(|me| CurrentProcess { name: me.name.clone(), daemon: me.daemon })
+    state::with_me(|me| CurrentProcess {
+        name: me.name.clone(),
+        daemon: me.daemon,
+        parent: me.parent.as_ref().map(|p| p.pid),
+    })
+}
+
+/// As Python's repr: `<_MainProcess name='MainProcess' parent=None
+/// started>` in the main process, `<Process name='Process-1' parent=1233
+/// started>` in a child.
+impl std::fmt::Display for CurrentProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.parent {
+            None => write!(f, "<_MainProcess name={} parent=None started", PyStr(&self.name))?,
+            Some(p) => write!(f, "<Process name={} parent={p} started", PyStr(&self.name))?,
+        }
+        if self.daemon {
+            write!(f, " daemon")?;
+        }
+        write!(f, ">")
+    }
 }
 
 /// The process that started this one, if it was started by multiproc.
@@ -473,6 +585,15 @@ impl ParentProcess {
     /// Whether the parent still runs (its pid not reused by another).
     pub fn is_alive(&self) -> bool {
         crate::os::ident::is_alive(self.pid, self.stamp)
+    }
+}
+
+/// As Python's repr: `<_ParentProcess name='MainProcess' parent=None
+/// unknown>` (Python shows neither its pid nor whether it runs; ask
+/// [`pid`](ParentProcess::pid) and [`is_alive`](ParentProcess::is_alive)).
+impl std::fmt::Display for ParentProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<_ParentProcess name={} parent=None unknown>", PyStr(&self.name))
     }
 }
 

@@ -1,7 +1,8 @@
 //! What this process knows about itself (name, identity, parent) and the
-//! registry of daemon children to terminate when it exits.
+//! registry of children it ends or waits for when it exits.
 #![cfg_attr(not(mp_spawn), allow(dead_code))]
 
+use super::ChildrenAtExit;
 use std::sync::Mutex;
 #[cfg(mp_spawn)]
 use std::sync::Once;
@@ -52,8 +53,8 @@ pub(crate) fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
 #[cfg(mp_fork)]
 pub(crate) fn hold_for_fork() -> impl Sized {
     let me = ME.lock().unwrap_or_else(|e| e.into_inner());
-    let daemons = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
-    (me, daemons)
+    let children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    (me, children)
 }
 
 /// Becomes a child: the identity the parent gave it.
@@ -68,7 +69,7 @@ pub(crate) fn become_child(
     *me =
         Some(Me { name, ident, daemon, parent: Some(parent), children: 0, authkey: Some(authkey) });
     drop(me);
-    forget_daemons();
+    children(|c| c.clear());
 }
 
 /// This process's authkey, made now if it has none yet.
@@ -101,20 +102,34 @@ pub(crate) fn next_child() -> (Vec<u32>, String) {
     })
 }
 
-/// Unreaped daemon children, by pid: terminated when this process exits.
-static DAEMONS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-/// Runs `f` with the daemon registry locked: reaping a daemon and removing
-/// it happen together, so the exit handler never signals a reaped pid.
-pub(crate) fn daemons<R>(f: impl FnOnce(&mut Vec<u32>) -> R) -> R {
-    let mut daemons = DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
-    f(&mut daemons)
+/// A child started here and not yet reaped.
+pub(crate) struct Registered {
+    pub pid: u32,
+    pub daemon: bool,
 }
 
-pub(crate) fn add_daemon(pid: u32) {
+/// Children started here and not yet reaped: at exit, the daemons are
+/// terminated and the others waited for.
+static CHILDREN: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+
+/// Runs `f` with the registry locked: reaping a child and removing it
+/// happen together, so the exit never signals or waits on a reaped pid.
+pub(crate) fn children<R>(f: impl FnOnce(&mut Vec<Registered>) -> R) -> R {
+    let mut children = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut children)
+}
+
+pub(crate) fn add_child(pid: u32, daemon: bool) {
     #[cfg(mp_spawn)]
     register_exit_handler();
-    daemons(|d| d.push(pid));
+    children(|c| c.push(Registered { pid, daemon }));
+}
+
+/// What the exit does with non-daemon children ([`ChildrenAtExit`]).
+static AT_EXIT: Mutex<ChildrenAtExit> = Mutex::new(ChildrenAtExit::Join);
+
+pub(crate) fn set_children_at_exit(policy: ChildrenAtExit) {
+    *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = policy;
 }
 
 /// What other modules asked to be done as this process exits (the private
@@ -134,19 +149,19 @@ pub(crate) fn at_exit(hook: fn()) {
 }
 
 /// What a process does as it exits normally (the main process from its
-/// exit handler, a child in `finish`): its daemon children terminated, then
-/// the hooks of [`at_exit`].
+/// exit handler, a child in `finish`): its daemon children terminated, its
+/// other children waited for (as [`set_children_at_exit`] says), then the
+/// hooks of [`at_exit`].
 #[cfg(mp_spawn)]
 pub(crate) fn on_exit() {
-    terminate_daemons();
+    let registered = children(std::mem::take);
+    let (daemons, others): (Vec<_>, Vec<_>) = registered.into_iter().partition(|r| r.daemon);
+    terminate_daemons(daemons.into_iter().map(|r| r.pid));
+    join_children(others.into_iter().map(|r| r.pid));
     let hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for hook in hooks {
         hook();
     }
-}
-
-fn forget_daemons() {
-    daemons(|d| d.clear());
 }
 
 /// Makes sure [`on_exit`] runs when this process exits normally.
@@ -164,18 +179,35 @@ fn register_exit_handler() {
 /// Python's exit behaviour for daemons: SIGTERM each, wait a little, then
 /// SIGKILL the stragglers and reap them all.
 #[cfg(mp_spawn)]
-pub(crate) fn terminate_daemons() {
+fn terminate_daemons(pids: impl Iterator<Item = u32>) {
     use crate::os::launch::Child;
     use std::time::Duration;
-    let pids = daemons(std::mem::take);
-    let mut children: Vec<Child> = pids.into_iter().map(Child::adopt).collect();
-    for child in &mut children {
+    let children: Vec<Child> = pids.map(Child::adopt).collect();
+    for child in &children {
         let _ = child.terminate();
     }
-    for child in &mut children {
+    for child in &children {
         if !matches!(child.wait_timeout(Some(Duration::from_millis(500))), Ok(Some(_))) {
             let _ = child.kill();
             let _ = child.wait_timeout(Some(Duration::from_secs(5)));
         }
+    }
+}
+
+/// Python's exit behaviour for the other children: each is waited for (at
+/// most as long as [`set_children_at_exit`] allows, in all).
+#[cfg(mp_spawn)]
+fn join_children(pids: impl Iterator<Item = u32>) {
+    use crate::os::launch::Child;
+    use std::time::Instant;
+    let policy = *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
+    let deadline = match policy {
+        ChildrenAtExit::Join => None,
+        ChildrenAtExit::JoinAtMost(d) => Instant::now().checked_add(d),
+        ChildrenAtExit::Leave => return,
+    };
+    for child in pids.map(Child::adopt) {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let _ = child.wait_timeout(left);
     }
 }

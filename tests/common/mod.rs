@@ -37,7 +37,7 @@ pub fn child(p: Process) -> Process {
 }
 
 /// Joins within [`BOUND`]; kills the child and panics if it hangs.
-pub fn finish(p: &mut Process) -> i32 {
+pub fn finish(p: &Process) -> i32 {
     match p.join_timeout(BOUND).expect("join") {
         Some(code) => code,
         None => {
@@ -49,11 +49,11 @@ pub fn finish(p: &mut Process) -> i32 {
 }
 
 /// Starts every process, then joins them all; their exit codes.
-pub fn run_all(ps: &mut [Process]) -> Vec<i32> {
-    for p in ps.iter_mut() {
+pub fn run_all(ps: &[Process]) -> Vec<i32> {
+    for p in ps {
         p.start().expect("start");
     }
-    ps.iter_mut().map(finish).collect()
+    ps.iter().map(finish).collect()
 }
 
 /// Ends process `pid` at once and for good: SIGKILL, or on Windows

@@ -65,13 +65,15 @@ fn unreaped() -> std::sync::MutexGuard<'static, HashMap<u32, OwnedHandle>> {
     UNREAPED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A child process of ours.
+/// A child process of ours. Every method takes `&self`: threads may wait
+/// for and end the same child at once (its handle names it until dropped,
+/// so no id is ever reused under it).
 #[derive(Debug)]
 pub struct Child {
     pid: u32,
     handle: Option<OwnedHandle>,
     /// Python's `exitcode`, once a wait saw the child end.
-    exit: Option<i32>,
+    exit: OnceLock<i32>,
 }
 
 impl Child {
@@ -79,7 +81,10 @@ impl Child {
     /// seen to end (otherwise its exit code is [`LOST`]).
     pub fn adopt(pid: u32) -> Child {
         let handle = unreaped().get(&pid).and_then(|h| h.try_clone().ok());
-        let exit = if handle.is_none() { Some(LOST) } else { None };
+        let exit = OnceLock::new();
+        if handle.is_none() {
+            let _ = exit.set(LOST);
+        }
         Child { pid, handle, exit }
     }
 
@@ -89,7 +94,7 @@ impl Child {
 
     /// The exit code once a wait saw the child end.
     pub fn exitcode(&self) -> Option<i32> {
-        self.exit
+        self.exit.get().copied()
     }
 
     fn raw(&self) -> Option<HANDLE> {
@@ -97,11 +102,11 @@ impl Child {
     }
 
     /// The exit code if the child has ended, without blocking.
-    pub fn try_wait(&mut self) -> io::Result<Option<i32>> {
-        if self.exit.is_some() {
-            return Ok(self.exit);
+    pub fn try_wait(&self) -> io::Result<Option<i32>> {
+        if let Some(&code) = self.exit.get() {
+            return Ok(Some(code));
         }
-        let Some(h) = self.raw() else { return Ok(self.exit) };
+        let Some(h) = self.raw() else { return Ok(self.exitcode()) };
         // SAFETY: our process handle, with SYNCHRONIZE rights.
         match unsafe { WaitForSingleObject(h, 0) } {
             WAIT_OBJECT_0 => {}
@@ -111,13 +116,13 @@ impl Child {
         let mut code = 0u32;
         // SAFETY: as above, and a valid out-pointer.
         sys::check(unsafe { GetExitCodeProcess(h, &mut code) })?;
-        self.exit = Some(decode(code));
+        let code = *self.exit.get_or_init(|| decode(code));
         unreaped().remove(&self.pid);
-        Ok(self.exit)
+        Ok(Some(code))
     }
 
     /// Waits up to `timeout` (`None`: no limit) for the child to end.
-    pub fn wait_timeout(&mut self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
+    pub fn wait_timeout(&self, timeout: Option<Duration>) -> io::Result<Option<i32>> {
         self.wait_exit(timeout)?;
         self.try_wait()
     }
@@ -126,7 +131,7 @@ impl Child {
     /// exit code (the caller does, under a lock of its own); whether it
     /// ended.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let Some(h) = self.raw().filter(|_| self.exit.is_none()) else { return Ok(true) };
+        let Some(h) = self.raw().filter(|_| self.exit.get().is_none()) else { return Ok(true) };
         // SAFETY: our process handle, with SYNCHRONIZE rights.
         match unsafe { WaitForSingleObject(h, sys::millis(timeout)) } {
             WAIT_OBJECT_0 => Ok(true),
@@ -137,8 +142,8 @@ impl Child {
 
     /// Ends the child (`TerminateProcess`; Python's `terminate`). A child
     /// that already ended is no error.
-    pub fn terminate(&mut self) -> io::Result<()> {
-        let Some(h) = self.raw().filter(|_| self.exit.is_none()) else { return Ok(()) };
+    pub fn terminate(&self) -> io::Result<()> {
+        let Some(h) = self.raw().filter(|_| self.exit.get().is_none()) else { return Ok(()) };
         // SAFETY: our process handle, with PROCESS_TERMINATE rights.
         if unsafe { TerminateProcess(h, TERMINATED) } == 0 {
             let e = io::Error::last_os_error();
@@ -152,9 +157,24 @@ impl Child {
 
     /// As [`terminate`](Child::terminate): Windows has one way to end a
     /// process from outside (Python's `kill` is its `terminate` there).
-    pub fn kill(&mut self) -> io::Result<()> {
+    pub fn kill(&self) -> io::Result<()> {
         self.terminate()
     }
+}
+
+/// The name Python's `signal` module gives number `signal` on Windows
+/// (`SIGTERM` for 15, the code a terminated child reads back as).
+pub fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        2 => "SIGINT",
+        4 => "SIGILL",
+        8 => "SIGFPE",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        21 => "SIGBREAK",
+        22 => "SIGABRT",
+        _ => return None,
+    })
 }
 
 /// Python's exit code for `code`.
@@ -524,7 +544,7 @@ pub fn spawn_self(
     if let Ok(keep) = process.try_clone() {
         unreaped().insert(pi.dwProcessId, keep);
     }
-    Ok(Child { pid: pi.dwProcessId, handle: Some(process), exit: None })
+    Ok(Child { pid: pi.dwProcessId, handle: Some(process), exit: OnceLock::new() })
 }
 
 #[cfg(test)]
