@@ -58,6 +58,6 @@ pub use process::{
     Target,
 };
 #[cfg(mp_transfer)]
-pub use queue::{JoinableQueue, Queue, SimpleQueue, DEFAULT_QUEUE_CAPACITY};
+pub use queue::{ByteQueue, JoinableQueue, Queue, SimpleQueue, DEFAULT_QUEUE_CAPACITY};
 pub use sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore};
 pub use value::{Array, ArrayGuard, RawArray, RawValue, Value, ValueGuard};

@@ -27,6 +27,7 @@ use crate::handles::{HandleIn, HandleOut};
 use crate::object::{shared_object, Object};
 use crate::os::Os;
 use crate::os::{transfer, AsHandle, OwnedHandle};
+use crate::sync::Semaphore;
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::countdown::RawCountdown;
@@ -87,6 +88,9 @@ struct Shared {
     /// `fds_in`: every holder keeps both ends of this socketpair.
     fds_out: OwnedHandle,
     fds_in: OwnedHandle,
+    /// A queue bounded by items ([`Queue::with_maxsize`]): a put takes one,
+    /// a get gives one back, as Python's `BoundedSemaphore(maxsize)`.
+    slots: Option<Semaphore>,
 }
 
 /// The raw queue: bytes in, bytes out. Every typed queue wraps one.
@@ -109,6 +113,7 @@ impl Serialize for Raw {
             &shared.segment,
             HandleOut(shared.fds_out.as_handle()),
             HandleOut(shared.fds_in.as_handle()),
+            &shared.slots,
         )
             .serialize(s)
     }
@@ -116,9 +121,9 @@ impl Serialize for Raw {
 
 impl<'de> Deserialize<'de> for Raw {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (segment, HandleIn(fds_out), HandleIn(fds_in)) =
-            <(Segment, HandleIn, HandleIn)>::deserialize(d)?;
-        Ok(Raw::from_parts(segment, fds_out, fds_in))
+        let (segment, HandleIn(fds_out), HandleIn(fds_in), slots) =
+            <(Segment, HandleIn, HandleIn, Option<Semaphore>)>::deserialize(d)?;
+        Ok(Raw::from_parts(segment, fds_out, fds_in, slots))
     }
 }
 
@@ -138,17 +143,30 @@ fn timeout_is_empty(e: Error) -> Error {
 }
 
 impl Raw {
-    fn new(capacity: usize) -> Result<Raw> {
+    /// A queue of `capacity` bytes, and of at most `maxsize` items (0: no
+    /// bound but the bytes).
+    fn new(capacity: usize, maxsize: usize) -> Result<Raw> {
         channel::check_capacity(capacity, "queue")?;
+        let slots = match maxsize {
+            0 => None,
+            n => Some(Semaphore::new(u32::try_from(n).map_err(|_| {
+                Error::invalid(format!("a maxsize of {n} is more than a semaphore counts"))
+            })?)?),
+        };
         let params = [capacity as u64, 0, 0, 0, 0];
         let obj = Object::create(Kind::Queue, params, DATA_OFFSET + capacity, |_: &Channel, _| {})?;
         let (fds_out, fds_in) = transfer::pair().map_err(|e| Error::io("socketpair", e))?;
-        Ok(Raw::from_parts(Segment { obj }, fds_out, fds_in))
+        Ok(Raw::from_parts(Segment { obj }, fds_out, fds_in, slots))
     }
 
-    fn from_parts(segment: Segment, fds_out: OwnedHandle, fds_in: OwnedHandle) -> Raw {
+    fn from_parts(
+        segment: Segment,
+        fds_out: OwnedHandle,
+        fds_in: OwnedHandle,
+        slots: Option<Semaphore>,
+    ) -> Raw {
         Raw {
-            shared: Arc::new(Shared { segment, fds_out, fds_in }),
+            shared: Arc::new(Shared { segment, fds_out, fds_in, slots }),
             stash: Stash::default(),
             closed: AtomicBool::new(false),
         }
@@ -171,15 +189,33 @@ impl Raw {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::invalid("this queue handle was closed"));
         }
-        self.link().send(out, deadline, || true).map_err(|e| match e.kind() {
-            ErrorKind::Timeout => full(),
-            _ => e,
+        let slots = self.shared.slots.as_ref();
+        if let Some(slots) = slots {
+            slots.acquire_until(deadline).map_err(|e| if e.is_timeout() { full() } else { e })?;
+        }
+        self.link().send(out, deadline, || true).map_err(|e| {
+            // Not put: its slot goes back.
+            if let Some(slots) = slots {
+                let _ = slots.release();
+            }
+            match e.kind() {
+                ErrorKind::Timeout => full(),
+                _ => e,
+            }
         })
+    }
+
+    /// What a get returned: a taken item's slot goes back.
+    fn got<R>(&self, got: Result<R>) -> Result<R> {
+        if let (Ok(_), Some(slots)) = (&got, &self.shared.slots) {
+            let _ = slots.release();
+        }
+        got.map_err(timeout_is_empty)
     }
 
     /// Gets one message; a timeout reads as `Empty`.
     fn get_bytes(&self, deadline: Deadline) -> Result<Vec<u8>> {
-        self.link().recv(&self.stash, deadline, || true, Ok).map_err(timeout_is_empty)
+        self.got(self.link().recv(&self.stash, deadline, || true, Ok))
     }
 
     fn put_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
@@ -187,7 +223,7 @@ impl Raw {
     }
 
     fn get_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
-        self.link().recv_value(&self.stash, deadline, || true).map_err(timeout_is_empty)
+        self.got(self.link().recv_value(&self.stash, deadline, || true))
     }
 
     fn qsize(&self) -> usize {
@@ -202,6 +238,9 @@ impl Raw {
     }
 
     fn full(&self) -> bool {
+        if self.shared.slots.as_ref().is_some_and(|s| s.get_value() == 0) {
+            return true;
+        }
         let cap = self.shared.segment.capacity();
         cap - self.shared.segment.channel().ring.used(cap) < 64
     }
@@ -210,9 +249,10 @@ impl Raw {
 /// A queue of `T` shared by any number of processes: Python's
 /// `multiprocessing.Queue`.
 ///
-/// Bounded by bytes (its ring's capacity, 1 MiB by default), not by items;
-/// a message larger than the ring still goes through, in pieces, while a
-/// consumer takes them. `put` blocks while the ring is full, `get` while it
+/// Bounded by bytes (its ring's capacity, 1 MiB by default), and by items
+/// only if asked ([`with_maxsize`](Self::with_maxsize), Python's
+/// `maxsize`); a message larger than the ring still goes through, in
+/// pieces, while a consumer takes them. `put` blocks while the ring is full, `get` while it
 /// is empty; each has `_timeout` and `_nowait` forms that report
 /// [`ErrorKind::Full`] and [`ErrorKind::Empty`] as Python does.
 ///
@@ -258,7 +298,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// A queue whose ring holds `capacity` bytes (a power of two, at least 4096).
     pub fn with_capacity(capacity: usize) -> Result<Queue<T>> {
-        Ok(Queue { raw: Raw::new(capacity)?, _t: PhantomData })
+        Ok(Queue { raw: Raw::new(capacity, 0)?, _t: PhantomData })
+    }
+
+    /// Python's `Queue(maxsize)`: at most `maxsize` items at once (0: no
+    /// bound but the bytes), in a ring of the default capacity. A put
+    /// waits while `maxsize` items are in (`Full` from its `_timeout` and
+    /// `_nowait` forms).
+    ///
+    /// The count is a semaphore beside the ring, as Python's: a process
+    /// killed between taking a slot and putting its item (or between
+    /// getting an item and giving the slot back) leaves that slot taken.
+    pub fn with_maxsize(maxsize: usize) -> Result<Queue<T>> {
+        Ok(Queue { raw: Raw::new(DEFAULT_QUEUE_CAPACITY, maxsize)?, _t: PhantomData })
     }
 
     /// Puts `item`, waiting while the queue is full.
@@ -301,6 +353,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.raw.put(Outgoing::Bytes(bytes), Deadline::after(timeout))
     }
 
+    /// [`put_bytes`](Self::put_bytes) only if there is room now; `Full`
+    /// otherwise.
+    pub fn put_bytes_nowait(&self, bytes: &[u8]) -> Result<()> {
+        self.raw.put(Outgoing::Bytes(bytes), Deadline::now())
+    }
+
     /// Takes one message's bytes.
     pub fn get_bytes(&self) -> Result<Vec<u8>> {
         self.raw.get_bytes(Deadline::NEVER)
@@ -309,6 +367,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`get_bytes`](Self::get_bytes) waiting at most `timeout` for a message.
     pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         self.raw.get_bytes(Deadline::after(timeout))
+    }
+
+    /// [`get_bytes`](Self::get_bytes) only if a message is there now;
+    /// `Empty` otherwise.
+    pub fn get_bytes_nowait(&self) -> Result<Vec<u8>> {
+        self.raw.get_bytes(Deadline::now())
     }
 
     /// About how many items are in the queue (exact when nobody is
@@ -332,7 +396,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn close(&self) {
         self.raw.closed.store(true, Ordering::Relaxed);
     }
+
+    /// Python's `join_thread`: returns at once. Python's queue hands each
+    /// item to a feeder thread, which this waits for; here a `put` that
+    /// returned `Ok` has already written its item to shared memory, so
+    /// there is nothing to wait for.
+    pub fn join_thread(&self) {}
+
+    /// Python's `cancel_join_thread`: does nothing, for the reason given
+    /// at [`join_thread`](Self::join_thread) (no item is ever left in a
+    /// buffer of this process to be lost or waited for at exit).
+    pub fn cancel_join_thread(&self) {}
 }
+
+/// A queue of raw messages, for [`put_bytes`](Queue::put_bytes) and
+/// [`get_bytes`](Queue::get_bytes): `ByteQueue::new()` needs no item type.
+pub type ByteQueue = Queue<Vec<u8>>;
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -433,6 +512,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// A joinable queue whose ring holds `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue { queue: Queue::with_capacity(capacity)? })
+    }
+
+    /// A joinable queue of at most `maxsize` items ([`Queue::with_maxsize`]).
+    pub fn with_maxsize(maxsize: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { queue: Queue::with_maxsize(maxsize)? })
     }
 
     fn tasks(&self) -> &RawCountdown {

@@ -274,6 +274,14 @@ impl<T: Pod> Value<T> {
         Ok(Value { obj: Cells::create(Kind::Value, &[value])? })
     }
 
+    /// A shared value holding zero (all bytes zero), as Python's
+    /// `Value('i')` holds 0. (Not the `Default` trait: creating a shared
+    /// object can fail, so this returns a `Result`.)
+    #[allow(clippy::should_implement_trait)]
+    pub fn default() -> Result<Value<T>> {
+        Value::new(T::zeroed())
+    }
+
     /// Reads it under the lock (reentrant: fine while holding `get_lock()`).
     pub fn get(&self) -> Result<T> {
         self.obj.locked(|c| c.read(0))?

@@ -58,10 +58,15 @@ impl Python {
 
     /// With `digest`, the peer makes Python 3.12's handshake, naming it.
     fn start_with(role: &str, address: &str, key: &[u8], digest: Option<&str>) -> Python {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/conn_peer.py");
+        Python::run("conn_peer.py", role, address, key, digest)
+    }
+
+    /// python3 running `script` (in tests/python).
+    fn run(script: &str, role: &str, address: &str, key: &[u8], digest: Option<&str>) -> Python {
+        let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
         let key = std::str::from_utf8(key).unwrap();
         let child = Command::new("python3")
-            .args([script, role, address, key].into_iter().chain(digest))
+            .args([script.as_str(), role, address, key].into_iter().chain(digest))
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 is installed");
@@ -578,4 +583,90 @@ fn a_send_that_times_out_part_way_finishes_before_the_next() {
         }
     };
     assert!(err.is_disconnected(), "{err}");
+}
+
+/// What tests/python/pickle_peer.py sends first (less its bytes, which a
+/// struct leaves out), as a Rust type.
+#[cfg(unix)]
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct FromPython {
+    name: String,
+    nums: Vec<i64>,
+    pair: (f64, Option<i64>),
+    ok: bool,
+    nested: std::collections::BTreeMap<String, Vec<std::collections::BTreeMap<String, i64>>>,
+}
+
+/// What it expects back.
+#[cfg(unix)]
+#[derive(serde::Serialize)]
+struct ToPython {
+    got: String,
+    sum: i64,
+    flags: (bool, Option<i32>),
+    items: Vec<(String, f64)>,
+    #[serde(with = "serde_bytes")]
+    raw: Vec<u8>,
+}
+
+/// The Rust side of pickle_peer.py's conversation.
+#[cfg(unix)]
+fn pickle_conversation(conn: &Connection) {
+    use multiproc::connection::PickleValue as V;
+    let got: FromPython = conn.recv_pickle_timeout(SHORT).unwrap();
+    let deep = std::collections::BTreeMap::from([(
+        "deep".to_string(),
+        vec![[("x".to_string(), -7)].into(), [("x".to_string(), 1 << 40)].into()],
+    )]);
+    assert_eq!(
+        got,
+        FromPython {
+            name: "multiproc".into(),
+            nums: vec![1, 2, 3],
+            pair: (1.5, None),
+            ok: true,
+            nested: deep,
+        }
+    );
+    // The same, untyped: the tuple stays a tuple, the bytes bytes.
+    let V::Dict(value) = conn.recv_pickle_value().unwrap() else { panic!("not a dict") };
+    let key =
+        |k: &str| multiproc::connection::PickleValue::String(k.into()).into_hashable().unwrap();
+    assert_eq!(value[&key("pair")], V::Tuple(vec![V::F64(1.5), V::None]));
+    assert_eq!(value[&key("raw")], V::Bytes(b"\x00\xffbytes".to_vec()));
+    let reply = ToPython {
+        got: got.name,
+        sum: got.nums.iter().sum(),
+        flags: (true, None),
+        items: vec![("a".into(), 0.5), ("b".into(), -2.0)],
+        raw: vec![1, 2],
+    };
+    conn.send_pickle(&reply).unwrap();
+    // A class instance: refused, named, and the connection goes on.
+    let err = conn.recv_pickle_timeout::<V>(SHORT).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+    assert!(err.to_string().contains("Point"), "{err}");
+    assert_eq!(conn.recv_pickle_timeout::<String>(SHORT).unwrap(), "still here");
+    conn.send_pickle("bye").unwrap();
+}
+
+#[test]
+#[cfg(unix)]
+fn pickles_with_a_python_client() {
+    let listener = Listener::bind(unix_address("pickle-1"), KEY).unwrap();
+    let python =
+        Python::run("pickle_peer.py", "client", &listener.address().to_string(), KEY, None);
+    let conn = listener.accept_timeout(BOUND).unwrap();
+    pickle_conversation(&conn);
+    assert_eq!(python.finish(), ("OK".to_string(), 0));
+}
+
+#[test]
+#[cfg(unix)]
+fn pickles_with_a_python_listener() {
+    let mut python = Python::run("pickle_peer.py", "listener", "127.0.0.1:0", KEY, None);
+    let shown = python.lines().next().expect("the listener's address");
+    let conn = Client::connect_timeout(shown.as_str(), KEY, BOUND).unwrap();
+    pickle_conversation(&conn);
+    assert_eq!(python.finish(), ("OK".to_string(), 0));
 }

@@ -99,6 +99,19 @@ impl From<&str> for Address {
     }
 }
 
+/// As `&str`.
+impl From<String> for Address {
+    fn from(s: String) -> Address {
+        Address::from(s.as_str())
+    }
+}
+
+impl From<&String> for Address {
+    fn from(s: &String) -> Address {
+        Address::from(s.as_str())
+    }
+}
+
 impl From<&Address> for Address {
     fn from(a: &Address) -> Address {
         a.clone()

@@ -27,6 +27,7 @@
 mod address;
 mod auth;
 mod listener;
+mod pickle;
 pub(crate) mod ring;
 mod stream;
 
@@ -255,6 +256,74 @@ impl Connection {
         }
     }
 
+    /// Sends `value` pickled, as Python's `send(obj)` does, for a Python
+    /// peer that calls `recv()`: a struct or map becomes a dict, a tuple a
+    /// tuple, a `Vec` a list, `Option::None` and `()` become `None`, text a
+    /// `str`, and bytes (`serde_bytes`, or a [`PickleValue::Bytes`]) `bytes`.
+    pub fn send_pickle<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.send_pickle_timeout_at(value, Deadline::NEVER)
+    }
+
+    /// [`send_pickle`](Self::send_pickle) waiting at most `timeout` for room.
+    pub fn send_pickle_timeout<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.send_pickle_timeout_at(value, Deadline::after(timeout))
+    }
+
+    fn send_pickle_timeout_at<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        until: Deadline,
+    ) -> Result<()> {
+        /// `value` behind a sized type, which the pickle codec asks for.
+        struct Sized<'a, T: ?std::marker::Sized>(&'a T);
+        impl<T: Serialize + ?std::marker::Sized> Serialize for Sized<'_, T> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+        let bytes = serde_pickle::to_vec(&Sized(value), serde_pickle::SerOptions::new())
+            .map_err(|e| Error::codec("pickling a message", e))?;
+        self.send_message(&bytes, until)
+    }
+
+    /// Receives a value a Python peer sent with `send(obj)` (a pickle of
+    /// dicts, lists, tuples, `str`, `bytes`, `int`, `float`, `bool` and
+    /// `None`, nested), as `T`. A pickle of anything else (a class
+    /// instance, a `__reduce__`) is a [`Codec`](ErrorKind::Codec) error
+    /// that names what it met; the message is consumed, and the connection
+    /// stays usable.
+    pub fn recv_pickle<T: DeserializeOwned>(&self) -> Result<T> {
+        self.recv_pickle_until(Deadline::NEVER)
+    }
+
+    /// [`recv_pickle`](Self::recv_pickle) waiting at most `timeout`.
+    pub fn recv_pickle_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T> {
+        self.recv_pickle_until(Deadline::after(timeout))
+    }
+
+    fn recv_pickle_until<T: DeserializeOwned>(&self, until: Deadline) -> Result<T> {
+        let bytes = self.recv_message(until)?;
+        pickle::check(&bytes)?;
+        serde_pickle::from_slice(&bytes, serde_pickle::DeOptions::new())
+            .map_err(|e| Error::codec("unpickling a message", e))
+    }
+
+    /// Receives a pickle as a [`PickleValue`], keeping what serde types
+    /// cannot tell apart (a tuple from a list, a set, an `int` of any size).
+    pub fn recv_pickle_value(&self) -> Result<PickleValue> {
+        let bytes = self.recv_message(Deadline::NEVER)?;
+        pickle::check(&bytes)?;
+        serde_pickle::value_from_slice(&bytes, serde_pickle::DeOptions::new())
+            .map_err(|e| Error::codec("unpickling a message", e))
+    }
+
     /// Whether a message can be received now without waiting.
     pub fn poll(&self) -> bool {
         self.poll_timeout(Duration::ZERO)
@@ -289,6 +358,9 @@ impl Connection {
 }
 
 /// A value as postcard bytes with no handle table: what a socket carries.
+/// Any value a pickle of Python's built-in types holds (`serde_pickle`'s).
+pub use serde_pickle::Value as PickleValue;
+
 pub(crate) fn encode_plain<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     let (bytes, fds) = handles::collect_remote(|| postcard::to_allocvec(value));
     let bytes = bytes.map_err(|e| Error::codec("serializing a message", e))?;

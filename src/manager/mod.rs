@@ -243,6 +243,30 @@ impl Manager {
         self.make(Kind::Builtin(Builtin::List), None, 0)
     }
 
+    /// A new dict holding `pairs` (Python's `manager.dict(pairs)`).
+    pub fn dict_from<K, V>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<DictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        let d = self.dict()?;
+        d.update(&pairs.into_iter().collect::<Vec<_>>())?;
+        Ok(d)
+    }
+
+    /// A new list holding `items` (Python's `manager.list(items)`).
+    pub fn list_from<T>(&self, items: impl IntoIterator<Item = T>) -> Result<ListProxy<T>>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let l = self.list()?;
+        l.extend(&items.into_iter().collect::<Vec<_>>())?;
+        Ok(l)
+    }
+
     /// A new namespace in the server (Python's `manager.Namespace()`).
     pub fn namespace(&self) -> Result<NamespaceProxy> {
         self.make(Kind::Builtin(Builtin::Namespace), None, 0)

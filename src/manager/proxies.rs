@@ -208,6 +208,44 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     }
 }
 
+/// What `print(d)` shows in Python: the entries, `{k: v, ...}` (each as
+/// its `Debug`), read from the server now; a failed read shows as
+/// `<DictProxy: the error>`.
+impl<K, V> std::fmt::Display for DictProxy<K, V>
+where
+    K: Serialize + DeserializeOwned + std::fmt::Debug,
+    V: Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.items() {
+            Ok(items) => {
+                write!(f, "{{")?;
+                for (i, (k, v)) in items.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(f, "{sep}{k:?}: {v:?}")?;
+                }
+                write!(f, "}}")
+            }
+            Err(e) => write!(f, "<DictProxy: {e}>"),
+        }
+    }
+}
+
+/// What `print(l)` shows in Python: the items, `[a, b, ...]` (each as its
+/// `Debug`), read from the server now; a failed read shows as
+/// `<ListProxy: the error>`.
+impl<T> std::fmt::Display for ListProxy<T>
+where
+    T: Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_vec() {
+            Ok(items) => write!(f, "{items:?}"),
+            Err(e) => write!(f, "<ListProxy: {e}>"),
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// `l[index]`; a negative index counts from the end.
     pub fn get(&self, index: i64) -> Result<T> {

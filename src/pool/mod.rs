@@ -221,9 +221,16 @@ fn default_chunksize(len: usize, processes: usize) -> usize {
 }
 
 impl Pool {
-    /// `processes` workers, started now, with the default start method.
-    pub fn new(processes: usize) -> Result<Pool> {
-        Pool::builder().processes(processes).build()
+    /// `processes` workers, started now, with the default start method:
+    /// `Pool::new(4)`, or `Pool::new(None)` for one per CPU
+    /// ([`cpu_count`](crate::cpu_count)), as Python's `Pool()`.
+    pub fn new(processes: impl Into<Option<usize>>) -> Result<Pool> {
+        let builder = Pool::builder();
+        match processes.into() {
+            Some(n) => builder.processes(n),
+            None => builder,
+        }
+        .build()
     }
 
     /// A pool to configure (workers, initializer, tasks per child) before it starts.

@@ -28,6 +28,13 @@ macro_rules! semaphore_methods {
             Ok(self.raw().acquire(&Os, Deadline::after(timeout).core())?)
         }
 
+        /// Takes one, waiting until `deadline` at most (a Queue's slots;
+        /// the bounded semaphore's copy is unused).
+        #[allow(dead_code)]
+        pub(crate) fn acquire_until(&self, deadline: Deadline) -> Result<()> {
+            Ok(self.raw().acquire(&Os, deadline.core())?)
+        }
+
         /// Takes one only if the value is positive now.
         pub fn try_acquire(&self) -> Result<()> {
             if self.raw().try_acquire() {
