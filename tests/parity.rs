@@ -35,8 +35,15 @@ fn a_queue_bounded_by_items_as_pythons_maxsize() {
     // A producer in another process waits for the consumer, item by item.
     let p = child(Process::new(produce, (q.clone(), 50)));
     p.start().unwrap();
+    let deadline = std::time::Instant::now() + BOUND;
+    while !q.full() {
+        assert!(std::time::Instant::now() < deadline, "the producer never filled it");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Nobody takes: the producer waits with two items in.
+    std::thread::sleep(SHORT);
+    assert_eq!(q.qsize(), 2);
     for i in 0..50 {
-        assert!(q.qsize() <= 2);
         assert_eq!(q.get_timeout(BOUND).unwrap(), i);
     }
     assert_eq!(finish(&p), 0);
@@ -126,4 +133,56 @@ fn a_pickle_of_the_wrong_type_is_a_codec_error_and_loses_nothing_else() {
     assert_eq!(b.recv_pickle_timeout::<u32>(BOUND).unwrap_err().kind(), ErrorKind::Codec);
     a.send_pickle("still fine").unwrap();
     assert_eq!(b.recv_pickle_timeout::<String>(BOUND).unwrap(), "still fine");
+}
+
+/// Answers one request on `conn`, then returns (its end goes with it).
+fn answer_once(conn: multiproc::Connection) {
+    let n: u32 = conn.recv_timeout(BOUND).unwrap();
+    conn.send(&(n + 1)).unwrap();
+}
+
+#[test]
+fn close_is_idempotent_and_later_calls_are_disconnected() {
+    let (mine, theirs) = Pipe::new().unwrap();
+    let p = child(Process::new(answer_once, (theirs.try_clone().unwrap(),)));
+    p.start().unwrap();
+    // Our copy of the child's end goes; the child's copy keeps working.
+    theirs.close().unwrap();
+    theirs.close().unwrap();
+    assert!(theirs.closed());
+    assert!(theirs.send(&1u32).unwrap_err().is_disconnected());
+    assert!(theirs.recv_bytes_timeout(SHORT).unwrap_err().is_disconnected());
+    assert!(theirs.poll(), "a receive would return at once");
+    assert!(theirs.try_clone().unwrap_err().is_disconnected());
+    let (a, _b) = Pipe::new().unwrap();
+    assert_eq!(
+        a.send(&theirs).unwrap_err().kind(),
+        ErrorKind::Codec,
+        "a closed end does not travel"
+    );
+    mine.send(&41u32).unwrap();
+    assert_eq!(mine.recv_timeout::<u32>(BOUND).unwrap(), 42);
+    assert_eq!(finish(&p), 0);
+    // Python's reason to close: the child is gone and no copy of its end
+    // is left here, so the receive ends instead of waiting forever.
+    #[cfg(unix)]
+    assert!(mine.recv_bytes_timeout(BOUND).unwrap_err().is_disconnected());
+}
+
+#[test]
+#[cfg(unix)]
+fn closing_a_socket_connection_ends_it_for_the_peer() {
+    let listener =
+        multiproc::connection::Listener::bind(Address::arbitrary_unix().unwrap(), b"").unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || {
+        multiproc::connection::Client::connect_timeout(address, b"", BOUND).unwrap()
+    });
+    let server = listener.accept_timeout(BOUND).unwrap();
+    let client = client.join().unwrap();
+    server.send_bytes(b"last").unwrap();
+    server.close().unwrap();
+    assert_eq!(client.recv_bytes_timeout(BOUND).unwrap(), b"last");
+    assert!(client.recv_bytes_timeout(BOUND).unwrap_err().is_disconnected());
+    assert!(server.recv_bytes_timeout(SHORT).unwrap_err().is_disconnected());
 }

@@ -256,6 +256,36 @@ pub fn shut_down(socket: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::net::shutdown(socket, rustix::net::Shutdown::Both)?)
 }
 
+/// Releases what `fd` refers to, as `close` would, but keeps the number
+/// open: it is made to refer to `/dev/null` (`dup2`, one atomic step). Its
+/// owner still closes it later; a thread still using it meanwhile meets
+/// `/dev/null`, never a file opened since that took the number. Other
+/// descriptors of the same socket (duplicates, in this process or others)
+/// keep it open, as with `close`.
+#[allow(unsafe_code)]
+pub fn retire(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::fd::{AsFd, AsRawFd};
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    loop {
+        // SAFETY: both descriptors are open; `fd` is replaced in one step
+        // and stays open, owned as before (see above).
+        if unsafe { libc::dup2(null.as_fd().as_raw_fd(), fd.as_raw_fd()) } >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    // dup2 clears close-on-exec on the new descriptor: set it again.
+    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(())
+}
+
 /// Whether `e` says the peer closed the connection.
 pub fn is_disconnect(e: &io::Error) -> bool {
     use rustix::io::Errno;

@@ -50,12 +50,13 @@ use crate::handles::{self, HandleIn, HandleOut};
 use crate::os::net::{self, Interest, Watch};
 use crate::os::BorrowedHandle;
 use crate::time::Deadline;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 use ring::RingEnd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long an [`accept`](Listener::accept) waits for a peer's handshake
@@ -83,6 +84,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// never tears a frame.
 pub struct Connection {
     inner: Inner,
+    /// Set by [`close`](Connection::close).
+    closed: AtomicBool,
 }
 
 enum Inner {
@@ -92,11 +95,11 @@ enum Inner {
 
 impl Connection {
     pub(crate) fn ring(end: RingEnd) -> Connection {
-        Connection { inner: Inner::Ring(end) }
+        Connection { inner: Inner::Ring(end), closed: AtomicBool::new(false) }
     }
 
     fn stream(stream: Stream) -> Connection {
-        Connection { inner: Inner::Stream(stream) }
+        Connection { inner: Inner::Stream(stream), closed: AtomicBool::new(false) }
     }
 
     /// A connection over an already connected socket, speaking Python's
@@ -114,10 +117,47 @@ impl Connection {
     /// Another handle to the same end. (A socket connection's handles share
     /// the socket, not what one of them has read ahead.)
     pub fn try_clone(&self) -> Result<Connection> {
-        Ok(match &self.inner {
+        Ok(match self.open()? {
             Inner::Ring(r) => Connection::ring(r.try_clone()?),
             Inner::Stream(s) => Connection::stream(s.try_clone()?),
         })
+    }
+
+    /// This end as it is, unless it was closed.
+    fn open(&self) -> Result<&Inner> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::Disconnected, "this connection was closed"));
+        }
+        Ok(&self.inner)
+    }
+
+    /// Python's `close`: this handle is done. Later calls on it fail with
+    /// [`Disconnected`](ErrorKind::Disconnected) (a `poll` says ready, so
+    /// that the receive it announces fails at once); closing again does
+    /// nothing. What it held of the connection is released now, as Python
+    /// closes its descriptor: once every other handle of this end is gone
+    /// too (a child's, a clone's), the peer sees the end. Handles of this
+    /// end elsewhere (a child it was passed to) keep working.
+    ///
+    /// A thread in the middle of a call on this same handle is not
+    /// interrupted (close it only when nothing else uses it, as in
+    /// Python). On Windows a handle cannot be released in place: there it
+    /// is released when the `Connection` is dropped, and until then the
+    /// peer does not see the end.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let handle = match &self.inner {
+            Inner::Ring(r) => r.socket(),
+            Inner::Stream(s) => net::socket_handle(s.socket()),
+        };
+        crate::os::transfer::retire(handle).map_err(|e| Error::io("closing a connection", e))
+    }
+
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Whether this end can send (false only for a one-way Pipe's reader).
@@ -166,7 +206,7 @@ impl Connection {
     }
 
     fn send_message(&self, bytes: &[u8], until: Deadline) -> Result<()> {
-        match &self.inner {
+        match self.open()? {
             Inner::Ring(r) => r.send_message(Outgoing::Bytes(bytes), until),
             Inner::Stream(s) => s.send(bytes, until),
         }
@@ -183,7 +223,7 @@ impl Connection {
     }
 
     fn recv_message(&self, until: Deadline) -> Result<Vec<u8>> {
-        match &self.inner {
+        match self.open()? {
             Inner::Ring(r) => r.recv_bytes(until),
             Inner::Stream(s) => s.recv(s.max_message(), until),
         }
@@ -200,7 +240,7 @@ impl Connection {
     }
 
     fn recv_into(&self, buf: &mut [u8], until: Deadline) -> Result<usize> {
-        match &self.inner {
+        match self.open()? {
             Inner::Ring(r) => r.recv_bytes_into(buf, until),
             Inner::Stream(s) => s.recv_into(buf, until),
         }
@@ -233,7 +273,7 @@ impl Connection {
     }
 
     fn send_value<T: Serialize + ?Sized>(&self, value: &T, until: Deadline) -> Result<()> {
-        match &self.inner {
+        match self.open()? {
             Inner::Ring(r) => r.send_value(value, until),
             Inner::Stream(s) => s.send(&encode_plain(value)?, until),
         }
@@ -250,7 +290,7 @@ impl Connection {
     }
 
     fn recv_value<T: DeserializeOwned>(&self, until: Deadline) -> Result<T> {
-        match &self.inner {
+        match self.open()? {
             Inner::Ring(r) => r.recv_value(until),
             Inner::Stream(s) => decode_plain(&s.recv(s.max_message(), until)?),
         }
@@ -332,6 +372,10 @@ impl Connection {
     /// Waits at most `timeout` for a message; `true` if one is there, or if
     /// the other end is gone (so that `recv` returns at once), as Python's.
     pub fn poll_timeout(&self, timeout: Duration) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            // A receive returns at once (with the error).
+            return true;
+        }
         match &self.inner {
             Inner::Ring(r) => r.poll_timeout(timeout),
             Inner::Stream(s) => s.poll(timeout),
@@ -392,7 +436,8 @@ enum Wire {
 
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.inner {
+        let inner = self.open().map_err(serde::ser::Error::custom)?;
+        match inner {
             Inner::Ring(r) => WireRef::Ring(r),
             Inner::Stream(st) => {
                 let socket = net::socket_handle(st.socket());

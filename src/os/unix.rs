@@ -38,7 +38,7 @@ pub(crate) mod transfer {
     //! handles of each end, so a peer that closed or died shows as a
     //! hang-up, and SCM_RIGHTS moves handles to the process at the other end.
     pub(crate) use multiproc_posix::sock::{
-        pair, peer_gone, recv_fds as recv_handles, send_fds as send_handles,
+        pair, peer_gone, recv_fds as recv_handles, retire, send_fds as send_handles,
     };
 }
 

@@ -43,6 +43,13 @@ pub(crate) mod transfer {
     //! as a broken pipe, and batches on it move handles into the process at
     //! the other end (`DuplicateHandle`).
     pub(crate) use multiproc_windows::link::{pair, peer_gone, recv_handles, send_handles};
+
+    /// What Unix does by pointing a descriptor at `/dev/null` (release
+    /// what it refers to, keep the number) has no form for a handle: the
+    /// handle is released when its owner drops it.
+    pub(crate) fn retire(_: super::BorrowedHandle<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) mod net {
