@@ -1,7 +1,8 @@
 //! A hostile peer on a socket connection: arbitrary bytes as Python-framed
-//! messages (with a small limit), and as the other side of the authkey
-//! handshake in both roles. Each ends in a typed error, never a panic, a
-//! hang or an allocation from an unchecked length.
+//! messages (with a small limit), as one pickle (`recv_pickle_value`), and
+//! as the other side of the authkey handshake in both roles. Each ends in
+//! a typed error, never a panic, a hang or an allocation from an unchecked
+//! length.
 #![no_main]
 use multiproc::connection::__handshake;
 use multiproc::{Connection, ErrorKind};
@@ -40,6 +41,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 break;
             }
         }
+    }
+
+    // The same bytes as one pickle: a value, or a Codec error.
+    let mut framed = (data.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(data);
+    let (_peer, ours) = fed(&framed);
+    let conn = Connection::from_unix_stream(ours);
+    if let Err(e) = conn.recv_pickle_value() {
+        assert_eq!(e.kind(), ErrorKind::Codec, "{e:?}");
     }
 
     for listening in [false, true] {

@@ -299,7 +299,8 @@ impl Connection {
     /// Sends `value` pickled, as Python's `send(obj)` does, for a Python
     /// peer that calls `recv()`: a struct or map becomes a dict, a tuple a
     /// tuple, a `Vec` a list, `Option::None` and `()` become `None`, text a
-    /// `str`, and bytes (`serde_bytes`, or a [`PickleValue::Bytes`]) `bytes`.
+    /// `str`, and bytes (with `serde_bytes`) `bytes`. A [`PickleValue`]
+    /// goes with [`send_pickle_value`](Self::send_pickle_value).
     pub fn send_pickle<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         self.send_pickle_timeout_at(value, Deadline::NEVER)
     }
@@ -353,6 +354,14 @@ impl Connection {
         pickle::check(&bytes)?;
         serde_pickle::from_slice(&bytes, serde_pickle::DeOptions::new())
             .map_err(|e| Error::codec("unpickling a message", e))
+    }
+
+    /// Sends a [`PickleValue`] pickled (a tuple as a tuple, a set as a
+    /// set, bytes as `bytes`), as Python's `send(obj)`.
+    pub fn send_pickle_value(&self, value: &PickleValue) -> Result<()> {
+        let bytes = serde_pickle::value_to_vec(value, serde_pickle::SerOptions::new())
+            .map_err(|e| Error::codec("pickling a message", e))?;
+        self.send_message(&bytes, Deadline::NEVER)
     }
 
     /// Receives a pickle as a [`PickleValue`], keeping what serde types

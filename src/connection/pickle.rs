@@ -59,10 +59,11 @@ fn builder_name(op: u8) -> Option<&'static str> {
 }
 
 /// The built-in globals whose `REDUCE` yields a built-in value (older
-/// protocols' sets, bytearrays and big ints).
+/// protocols' sets, bytearrays, big ints, and bytes as `_codecs.encode`).
 fn allowed_global(module: &str, name: &str) -> bool {
-    matches!(module, "builtins" | "__builtin__")
-        && matches!(name, "set" | "frozenset" | "bytearray" | "list" | "int")
+    (matches!(module, "builtins" | "__builtin__")
+        && matches!(name, "set" | "frozenset" | "bytearray" | "list" | "int"))
+        || (module, name) == ("_codecs", "encode")
 }
 
 fn refused(what: String) -> Error {
@@ -75,47 +76,75 @@ fn refused(what: String) -> Error {
     )
 }
 
-/// Checks that `pickle` builds nothing but built-in values (see the
-/// module's docs). A pickle this walk cannot follow is left to the codec,
-/// which reports it.
+/// What the stack machine of [`check`] holds: a mark, or a value's size
+/// once decoded (see [`check`]).
+#[derive(Clone, Copy)]
+enum Item {
+    Mark,
+    Size(u64),
+}
+
+/// The most a pickle may grow by when decoded, beyond its own length (in
+/// the units of [`check`]).
+const GROWTH: u64 = 1 << 20;
+
+fn codec(what: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Codec, format!("unpickling a message: {}", what.into()))
+}
+
+/// Checks `pickle` before it is decoded: that it builds nothing but
+/// built-in values (see the module's docs), that every opcode is known and
+/// its argument inside the message, and that it does not grow past its own
+/// length (plus [`GROWTH`]) when decoded.
+///
+/// The last is a guard against a pickle that references one value many
+/// times through the memo: Python shares the value, but a decoded Rust
+/// value holds a copy for each reference, so a kilobyte of nested
+/// references could ask for gigabytes. The walk keeps each value's size (a
+/// unit for each value, one more for each 32 bytes of text or bytes) on a
+/// model of the pickle machine's stack and memo, and refuses the pickle
+/// once one would pass the limit.
 pub(crate) fn check(pickle: &[u8]) -> Result<()> {
+    let limit = pickle.len() as u64 + GROWTH;
+    let mut stack: Vec<Item> = Vec::new();
+    let mut memo: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut at = 0;
     // The last two strings pushed (STACK_GLOBAL takes its names from them)
     // and the last global named.
     let mut strings: [Option<String>; 2] = [None, None];
     let mut global: Option<String> = None;
-    while let Some(&op) = pickle.get(at) {
+    let truncated = || codec("the pickle ends inside an opcode's argument");
+    loop {
+        let Some(&op) = pickle.get(at) else { return Err(codec("the pickle has no STOP")) };
         at += 1;
         if op == b'.' {
             return Ok(());
         }
-        let Some(layout) = arg(op) else { return Ok(()) };
+        let layout = arg(op).ok_or_else(|| codec(format!("unknown pickle opcode {op:#04x}")))?;
         let start = at;
         let body = match layout {
             Arg::None => &pickle[at..at],
             Arg::Fixed(n) => {
                 at += n;
-                pickle.get(start..at).unwrap_or_default()
+                pickle.get(start..at).ok_or_else(truncated)?
             }
             Arg::Counted(n) => {
-                let Some(len) = pickle.get(at..at + n) else { return Ok(()) };
+                let len = pickle.get(at..at + n).ok_or_else(truncated)?;
                 let len = len.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
-                let Some(end) = usize::try_from(len).ok().and_then(|l| (at + n).checked_add(l))
-                else {
-                    return Ok(());
-                };
+                let end = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| (at + n).checked_add(l))
+                    .filter(|&end| end <= pickle.len())
+                    .ok_or_else(truncated)?;
                 at = end;
-                pickle.get(start + n..end).unwrap_or_default()
+                &pickle[start + n..end]
             }
             Arg::Lines(n) => {
                 for _ in 0..n {
-                    let Some(nl) = pickle[at.min(pickle.len())..].iter().position(|&b| b == b'\n')
-                    else {
-                        return Ok(());
-                    };
+                    let nl = pickle[at..].iter().position(|&b| b == b'\n').ok_or_else(truncated)?;
                     at += nl + 1;
                 }
-                pickle.get(start..at).unwrap_or_default()
+                &pickle[start..at]
             }
         };
         match op {
@@ -145,6 +174,136 @@ pub(crate) fn check(pickle: &[u8]) -> Result<()> {
             let class = global.as_deref().unwrap_or("a class");
             return Err(refused(format!("an instance of {class} ({opcode})")));
         }
+        run(op, body, &mut stack, &mut memo)?;
+        if let Some(Item::Size(top)) = stack.last() {
+            if *top > limit {
+                return Err(codec(format!(
+                    "the pickle would grow past {limit} units decoded (its values are \
+                     referenced too many times)"
+                )));
+            }
+        }
+    }
+}
+
+/// The size of a value its opcode pushes: one, and one more for each 32
+/// bytes of its argument.
+fn weight(body: &[u8]) -> u64 {
+    1 + body.len() as u64 / 32
+}
+
+/// Pops down to the topmost mark; the sum of what was above it.
+fn to_mark(stack: &mut Vec<Item>) -> Result<u64> {
+    let mut sum = 0u64;
+    loop {
+        match stack.pop() {
+            Some(Item::Mark) => return Ok(sum),
+            Some(Item::Size(n)) => sum = sum.saturating_add(n),
+            None => return Err(codec("the pickle pops a mark it never set")),
+        }
+    }
+}
+
+fn pop(stack: &mut Vec<Item>) -> Result<u64> {
+    match stack.pop() {
+        Some(Item::Size(n)) => Ok(n),
+        _ => Err(codec("the pickle pops a value it never pushed")),
+    }
+}
+
+/// Adds `n` to the value on top (a container that was added to).
+fn grow(stack: &mut [Item], n: u64) -> Result<()> {
+    match stack.last_mut() {
+        Some(Item::Size(top)) => {
+            *top = top.saturating_add(n);
+            Ok(())
+        }
+        _ => Err(codec("the pickle adds to a value it never pushed")),
+    }
+}
+
+/// A memo index from an opcode's argument: little-endian bytes, or text.
+fn memo_index(op: u8, body: &[u8]) -> u64 {
+    match op {
+        b'g' | b'p' => String::from_utf8_lossy(body).trim().parse().unwrap_or(u64::MAX),
+        _ => body.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+    }
+}
+
+/// One opcode's effect on the model stack and memo (sizes only).
+fn run(
+    op: u8,
+    body: &[u8],
+    stack: &mut Vec<Item>,
+    memo: &mut std::collections::HashMap<u64, u64>,
+) -> Result<()> {
+    match op {
+        // Framing, protocol: nothing.
+        0x80 | 0x95 => {}
+        b'(' => stack.push(Item::Mark),
+        b'0' => drop(pop(stack)?),
+        b'1' => drop(to_mark(stack)?),
+        b'2' => {
+            let top = pop(stack)?;
+            stack.extend([Item::Size(top), Item::Size(top)]);
+        }
+        // Memo: store the top, push a stored one.
+        0x94 => {
+            let top = match stack.last() {
+                Some(Item::Size(n)) => *n,
+                _ => return Err(codec("the pickle memoizes nothing")),
+            };
+            memo.insert(memo.len() as u64, top);
+        }
+        b'p' | b'q' | b'r' => {
+            let top = match stack.last() {
+                Some(Item::Size(n)) => *n,
+                _ => return Err(codec("the pickle memoizes nothing")),
+            };
+            memo.insert(memo_index(op, body), top);
+        }
+        b'g' | b'h' | b'j' => {
+            let n = memo.get(&memo_index(op, body)).copied().unwrap_or(1);
+            stack.push(Item::Size(n));
+        }
+        // Containers built from what is above a mark, or from the top.
+        b'l' | b't' | b'd' | 0x91 => {
+            let sum = to_mark(stack)?;
+            stack.push(Item::Size(sum.saturating_add(1)));
+        }
+        0x85..=0x87 => {
+            let mut sum = 1u64;
+            for _ in 0..(op - 0x84) {
+                sum = sum.saturating_add(pop(stack)?);
+            }
+            stack.push(Item::Size(sum));
+        }
+        b'a' => {
+            let v = pop(stack)?;
+            grow(stack, v)?;
+        }
+        b's' => {
+            let v = pop(stack)?;
+            let k = pop(stack)?;
+            grow(stack, v.saturating_add(k))?;
+        }
+        b'e' | b'u' | 0x90 => {
+            let sum = to_mark(stack)?;
+            grow(stack, sum)?;
+        }
+        // A built-in global called on its arguments.
+        b'R' => {
+            let args = pop(stack)?;
+            pop(stack)?;
+            stack.push(Item::Size(args.saturating_add(1)));
+        }
+        0x93 => {
+            pop(stack)?;
+            pop(stack)?;
+            stack.push(Item::Size(1));
+        }
+        // Everything else pushes one value made from its argument.
+        _ => stack.push(Item::Size(weight(body))),
     }
     Ok(())
 }
@@ -166,8 +325,40 @@ mod tests {
         // pickle.dumps(Point(1, 2), protocol=0)
         let old = b"ccopy_reg\n_reconstructor\np0\n(c__main__\nPoint\np1\nc__builtin__\nobject\np2\nNtp3\nRp4\n(dp5\nVx\np6\nI1\nsVy\np7\nI2\nsb.";
         assert!(check(old).unwrap_err().to_string().contains("copy_reg._reconstructor"));
-        // Truncated or unknown input is left to the codec.
-        check(b"\x80\x04\x8c\xff").unwrap();
-        check(b"\xfe").unwrap();
+        // Truncated or unknown input is refused here, before the codec.
+        assert!(check(b"\x80\x04\x8c\xff").unwrap_err().to_string().contains("ends inside"));
+        assert!(check(b"\xfe").unwrap_err().to_string().contains("unknown pickle opcode 0xfe"));
+        assert!(check(b"\x80\x04N").unwrap_err().to_string().contains("no STOP"));
+    }
+
+    #[test]
+    fn a_pickle_that_references_itself_into_gigabytes_is_refused() {
+        // A list; then 40 times: a list holding the previous one twice
+        // (memo gets), which Python shares and a Rust value would copy.
+        let mut p = b"\x80\x04]\x94".to_vec();
+        for i in 0..40u32 {
+            p.extend(b"(");
+            p.extend([b'j']);
+            p.extend(i.to_le_bytes());
+            p.extend([b'j']);
+            p.extend(i.to_le_bytes());
+            p.extend(b"l\x94");
+        }
+        p.extend(b".");
+        assert_eq!(p.len(), 4 + 40 * 13 + 1);
+        let err = check(&p).unwrap_err();
+        assert!(err.to_string().contains("grow past"), "{err}");
+        // Shared a few times, as Python programs do, it passes.
+        let mut ok = b"\x80\x04]\x94".to_vec();
+        for i in 0..8u32 {
+            ok.extend(b"(");
+            for _ in 0..2 {
+                ok.extend([b'j']);
+                ok.extend(i.to_le_bytes());
+            }
+            ok.extend(b"l\x94");
+        }
+        ok.extend(b".");
+        check(&ok).unwrap();
     }
 }
