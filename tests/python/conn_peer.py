@@ -17,7 +17,8 @@ import os
 import sys
 import multiprocessing.connection as mpc
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Listener
+
+from peer import connect
 
 CHALLENGE, WELCOME, FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
 DIGESTS = {b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"}
@@ -64,13 +65,6 @@ def pattern(n):
     return bytes((i * 7) % 251 for i in range(n))
 
 
-def address(text):
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit():
-        return (host, int(port))
-    return text
-
-
 def echo(conn):
     for n in SIZES:
         message = conn.recv_bytes()
@@ -82,19 +76,10 @@ def echo(conn):
 
 
 def main():
-    role, addr, key = sys.argv[1], address(sys.argv[2]), sys.argv[3].encode()
     if len(sys.argv) > 4:
         modern(sys.argv[4])
     try:
-        if role == "client":
-            conn = Client(addr, authkey=key)
-        else:
-            listener = Listener(addr, authkey=key)
-            shown = listener.address
-            if isinstance(shown, tuple):
-                shown = f"{shown[0]}:{shown[1]}"
-            print(shown, flush=True)
-            conn = listener.accept()
+        conn = connect(sys.argv[1], sys.argv[2], sys.argv[3].encode())
     except AuthenticationError as e:
         print(f"AUTH {e}", flush=True)
         sys.exit(3)

@@ -11,7 +11,8 @@ class instance (which the Rust side must refuse and go on); send "still
 here"; receive "bye". Prints OK and exits 0, or what differed and exits 4.
 """
 import sys
-from multiprocessing.connection import Client, Listener
+
+from peer import connect
 
 OBJ = {
     "name": "multiproc",
@@ -35,13 +36,6 @@ class Point:
         self.x, self.y = x, y
 
 
-def address(text):
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit():
-        return (host, int(port))
-    return text
-
-
 def expect(got, want, what):
     if got != want:
         print(f"MISMATCH {what}: got {got!r}, want {want!r}", flush=True)
@@ -59,17 +53,7 @@ def talk(conn):
 
 
 def main():
-    role, addr, key = sys.argv[1], address(sys.argv[2]), sys.argv[3].encode()
-    if role == "client":
-        conn = Client(addr, authkey=key)
-    else:
-        listener = Listener(addr, authkey=key)
-        shown = listener.address
-        if isinstance(shown, tuple):
-            shown = f"{shown[0]}:{shown[1]}"
-        print(shown, flush=True)
-        conn = listener.accept()
-    talk(conn)
+    talk(connect(sys.argv[1], sys.argv[2], sys.argv[3].encode()))
 
 
 if __name__ == "__main__":
