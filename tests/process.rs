@@ -418,8 +418,12 @@ fn main_with_a_slow_child_helper() {
     if std::env::var_os("MULTIPROC_LEAVE").is_some() {
         multiproc::set_children_at_exit(multiproc::ChildrenAtExit::Leave);
     }
+    let method = std::env::var("MULTIPROC_METHOD").unwrap();
+    let method = METHODS.into_iter().find(|m| format!("{m:?}") == method).unwrap();
     let running = Event::new().unwrap();
-    let p = Process::new(sleeps_then_marks, (std::path::PathBuf::from(mark), running.clone()));
+    let p = Process::new(sleeps_then_marks, (std::path::PathBuf::from(mark), running.clone()))
+        .start_method(method)
+        .allow_threads(true);
     p.start().unwrap();
     // Past its start-up checks (which refuse a child whose parent is gone).
     assert!(running.wait_timeout(BOUND));
@@ -428,12 +432,17 @@ fn main_with_a_slow_child_helper() {
 /// Runs the helper above (its output not captured: the child would hold
 /// the pipes open, and its exit is what is timed); how long it took,
 /// whether its child had left its mark by then, and where.
-fn run_slow_child_helper(leave: bool) -> (Duration, bool, std::path::PathBuf) {
-    let mark = std::env::temp_dir().join(format!("mp-slow-child-{}-{leave}", std::process::id()));
+fn run_slow_child_helper(
+    method: multiproc::StartMethod,
+    leave: bool,
+) -> (Duration, bool, std::path::PathBuf) {
+    let mark = std::env::temp_dir()
+        .join(format!("mp-slow-child-{}-{method:?}-{leave}", std::process::id()));
     let _ = std::fs::remove_file(&mark);
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "main_with_a_slow_child_helper", "--nocapture", "--test-threads=1"])
         .env("MULTIPROC_SLOW_CHILD_HELPER", &mark)
+        .env("MULTIPROC_METHOD", format!("{method:?}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if leave {
@@ -448,12 +457,14 @@ fn run_slow_child_helper(leave: bool) -> (Duration, bool, std::path::PathBuf) {
 
 #[test]
 fn the_main_process_waits_for_its_children_at_exit_as_pythons_does() {
-    let (took, marked, mark) = run_slow_child_helper(false);
-    assert!(marked, "the helper exited after {took:?}, before its child ended");
-    assert!(took >= Duration::from_millis(500), "{took:?}");
-    std::fs::remove_file(mark).unwrap();
+    for method in METHODS {
+        let (took, marked, mark) = run_slow_child_helper(method, false);
+        assert!(marked, "{method:?}: the helper exited after {took:?}, before its child ended");
+        assert!(took >= Duration::from_millis(500), "{method:?}: {took:?}");
+        std::fs::remove_file(mark).unwrap();
+    }
     // Opted out: it exits at once, and the child ends later on its own.
-    let (took, marked, mark) = run_slow_child_helper(true);
+    let (took, marked, mark) = run_slow_child_helper(METHODS[0], true);
     assert!(!marked, "the helper waited {took:?} for its child");
     let deadline = Instant::now() + BOUND;
     while !mark.exists() {

@@ -26,7 +26,7 @@ use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::os::launch::Child;
@@ -198,10 +198,13 @@ pub struct Process {
     method: Option<StartMethod>,
     allow_threads: bool,
     job: Mutex<Option<Box<dyn Job>>>,
-    child: OnceLock<Child>,
+    child: OnceLock<Arc<Child>>,
     authkey: Option<Vec<u8>>,
     /// This process's pid (Python's `_parent_pid`), for `Display`.
     parent: u32,
+    /// One of this crate's own helpers (the forkserver): ended at exit
+    /// only after the children it serves were waited for.
+    helper: bool,
 }
 
 impl Process {
@@ -241,7 +244,10 @@ impl Process {
         A: Serialize + DeserializeOwned + Send + 'static,
     {
         let ident = state::with_me(|me| me.ident.clone());
-        Process::with_identity(Box::new(Call { f: target, args }), None, ident, name.into())
+        let mut p =
+            Process::with_identity(Box::new(Call { f: target, args }), None, ident, name.into());
+        p.helper = true;
+        p
     }
 
     fn with_identity(
@@ -260,6 +266,7 @@ impl Process {
             child: OnceLock::new(),
             authkey: None,
             parent: std::process::id(),
+            helper: false,
         }
     }
 
@@ -319,7 +326,8 @@ impl Process {
             let _ = std::io::stderr().flush();
         }
         let child = self.launch(job, method)?;
-        state::add_child(child.pid(), self.daemon);
+        let child = Arc::new(child);
+        state::add_child(child.clone(), self.daemon, self.helper);
         let _ = self.child.set(child);
         Ok(())
     }
@@ -361,7 +369,7 @@ impl Process {
         ))
     }
 
-    fn child(&self) -> Result<&Child> {
+    fn child(&self) -> Result<&Arc<Child>> {
         self.child.get().ok_or_else(|| Error::invalid("the process was not started"))
     }
 
@@ -376,11 +384,10 @@ impl Process {
         if let Some(code) = child.exitcode() {
             return Ok(Some(code));
         }
-        let pid = child.pid();
         state::children(|c| {
             let code = child.try_wait().map_err(|e| Error::io("waitpid", e))?;
             if code.is_some() {
-                c.retain(|r| r.pid != pid);
+                c.retain(|r| !Arc::ptr_eq(&r.child, child));
             }
             Ok(code)
         })
@@ -416,7 +423,7 @@ impl Process {
 
     /// The child's pid, once started.
     pub fn pid(&self) -> Option<u32> {
-        self.child.get().map(Child::pid)
+        self.child.get().map(|c| c.pid())
     }
 
     /// Python's `terminate`: SIGTERM on Unix (a no-op once it ended).

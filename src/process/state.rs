@@ -3,9 +3,10 @@
 #![cfg_attr(not(mp_spawn), allow(dead_code))]
 
 use super::ChildrenAtExit;
-use std::sync::Mutex;
+use crate::os::launch::Child;
 #[cfg(mp_spawn)]
 use std::sync::Once;
+use std::sync::{Arc, Mutex};
 
 /// This process's identity as Python's `_identity`: empty in the main
 /// process, the parent's plus a counter in a child (names "Process-1:2").
@@ -102,10 +103,15 @@ pub(crate) fn next_child() -> (Vec<u32>, String) {
     })
 }
 
-/// A child started here and not yet reaped.
+/// A child started here and not yet reaped: the same `Child` its `Process`
+/// holds (so a forkserver's child is waited for through its server, and no
+/// pid is ever looked up again after the `Process` is gone).
 pub(crate) struct Registered {
-    pub pid: u32,
+    pub child: Arc<Child>,
     pub daemon: bool,
+    /// A helper of this crate's (the forkserver), which the other children
+    /// may need until they end.
+    pub helper: bool,
 }
 
 /// Children started here and not yet reaped: at exit, the daemons are
@@ -119,10 +125,10 @@ pub(crate) fn children<R>(f: impl FnOnce(&mut Vec<Registered>) -> R) -> R {
     f(&mut children)
 }
 
-pub(crate) fn add_child(pid: u32, daemon: bool) {
+pub(crate) fn add_child(child: Arc<Child>, daemon: bool, helper: bool) {
     #[cfg(mp_spawn)]
     register_exit_handler();
-    children(|c| c.push(Registered { pid, daemon }));
+    children(|c| c.push(Registered { child, daemon, helper }));
 }
 
 /// What the exit does with non-daemon children ([`ChildrenAtExit`]).
@@ -150,14 +156,16 @@ pub(crate) fn at_exit(hook: fn()) {
 
 /// What a process does as it exits normally (the main process from its
 /// exit handler, a child in `finish`): its daemon children terminated, its
-/// other children waited for (as [`set_children_at_exit`] says), then the
-/// hooks of [`at_exit`].
+/// other children waited for (as [`set_children_at_exit`] says), its
+/// helpers ended, then the hooks of [`at_exit`].
 #[cfg(mp_spawn)]
 pub(crate) fn on_exit() {
     let registered = children(std::mem::take);
-    let (daemons, others): (Vec<_>, Vec<_>) = registered.into_iter().partition(|r| r.daemon);
-    terminate_daemons(daemons.into_iter().map(|r| r.pid));
-    join_children(others.into_iter().map(|r| r.pid));
+    let (helpers, users): (Vec<_>, Vec<_>) = registered.into_iter().partition(|r| r.helper);
+    let (daemons, others): (Vec<_>, Vec<_>) = users.into_iter().partition(|r| r.daemon);
+    terminate_daemons(daemons.into_iter().map(|r| r.child).collect());
+    join_children(others.into_iter().map(|r| r.child));
+    terminate_daemons(helpers.into_iter().map(|r| r.child).collect());
     let hooks = EXIT_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for hook in hooks {
         hook();
@@ -179,10 +187,8 @@ fn register_exit_handler() {
 /// Python's exit behaviour for daemons: SIGTERM each, wait a little, then
 /// SIGKILL the stragglers and reap them all.
 #[cfg(mp_spawn)]
-fn terminate_daemons(pids: impl Iterator<Item = u32>) {
-    use crate::os::launch::Child;
+fn terminate_daemons(children: Vec<Arc<Child>>) {
     use std::time::Duration;
-    let children: Vec<Child> = pids.map(Child::adopt).collect();
     for child in &children {
         let _ = child.terminate();
     }
@@ -197,8 +203,7 @@ fn terminate_daemons(pids: impl Iterator<Item = u32>) {
 /// Python's exit behaviour for the other children: each is waited for (at
 /// most as long as [`set_children_at_exit`] allows, in all).
 #[cfg(mp_spawn)]
-fn join_children(pids: impl Iterator<Item = u32>) {
-    use crate::os::launch::Child;
+fn join_children(children: impl Iterator<Item = Arc<Child>>) {
     use std::time::Instant;
     let policy = *AT_EXIT.lock().unwrap_or_else(|e| e.into_inner());
     let deadline = match policy {
@@ -206,7 +211,7 @@ fn join_children(pids: impl Iterator<Item = u32>) {
         ChildrenAtExit::JoinAtMost(d) => Instant::now().checked_add(d),
         ChildrenAtExit::Leave => return,
     };
-    for child in pids.map(Child::adopt) {
+    for child in children {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let _ = child.wait_timeout(left);
     }
