@@ -13,11 +13,8 @@
 //! (what Linux's memfd seals give). [`read_sealed`] refuses a handle that
 //! can write.
 //!
-//! A child is waited for on its process handle. Windows frees a process's
-//! id once no handle to it is open, so until a wait has seen a child end,
-//! this module keeps one handle to it (as an unreaped Unix child keeps its
-//! pid): [`Child::adopt`] by pid then opens the child itself, never a
-//! stranger that reused the id.
+//! A child is waited for on its process handle, which its [`Child`] keeps
+//! open until dropped, so its id is never reused under it.
 //!
 //! Exit codes are Python's on Windows: the code, and `-15` for a process
 //! ended by [`Child::terminate`] or [`Child::kill`] (both
@@ -25,10 +22,9 @@
 #![allow(unsafe_code)]
 
 use crate::sys;
-use std::collections::HashMap;
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 use windows_sys::Win32::Foundation::{
     DuplicateHandle, GetHandleInformation, SetHandleInformation, DUPLICATE_SAME_ACCESS, HANDLE,
@@ -56,14 +52,6 @@ use windows_sys::Win32::System::Threading::{
 /// The exit code `TerminateProcess` gives a child we end (Python's
 /// `TERMINATE`); read back as `-15`.
 pub const TERMINATED: u32 = 0x10000;
-/// The exit code reported for a child whose end no wait of ours saw.
-pub const LOST: i32 = 255;
-
-/// One handle to each child no wait has seen end, by pid.
-fn unreaped() -> std::sync::MutexGuard<'static, HashMap<u32, OwnedHandle>> {
-    static UNREAPED: OnceLock<Mutex<HashMap<u32, OwnedHandle>>> = OnceLock::new();
-    UNREAPED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A child process of ours. Every method takes `&self`: threads may wait
 /// for and end the same child at once (its handle names it until dropped,
@@ -71,23 +59,12 @@ fn unreaped() -> std::sync::MutexGuard<'static, HashMap<u32, OwnedHandle>> {
 #[derive(Debug)]
 pub struct Child {
     pid: u32,
-    handle: Option<OwnedHandle>,
+    handle: OwnedHandle,
     /// Python's `exitcode`, once a wait saw the child end.
     exit: OnceLock<i32>,
 }
 
 impl Child {
-    /// Takes charge of child `pid`, started by [`spawn_self`] and not yet
-    /// seen to end (otherwise its exit code is [`LOST`]).
-    pub fn adopt(pid: u32) -> Child {
-        let handle = unreaped().get(&pid).and_then(|h| h.try_clone().ok());
-        let exit = OnceLock::new();
-        if handle.is_none() {
-            let _ = exit.set(LOST);
-        }
-        Child { pid, handle, exit }
-    }
-
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -97,8 +74,8 @@ impl Child {
         self.exit.get().copied()
     }
 
-    fn raw(&self) -> Option<HANDLE> {
-        self.handle.as_ref().map(|h| h.as_raw_handle() as HANDLE)
+    fn raw(&self) -> HANDLE {
+        self.handle.as_raw_handle() as HANDLE
     }
 
     /// The exit code if the child has ended, without blocking.
@@ -106,7 +83,7 @@ impl Child {
         if let Some(&code) = self.exit.get() {
             return Ok(Some(code));
         }
-        let Some(h) = self.raw() else { return Ok(self.exitcode()) };
+        let h = self.raw();
         // SAFETY: our process handle, with SYNCHRONIZE rights.
         match unsafe { WaitForSingleObject(h, 0) } {
             WAIT_OBJECT_0 => {}
@@ -117,7 +94,6 @@ impl Child {
         // SAFETY: as above, and a valid out-pointer.
         sys::check(unsafe { GetExitCodeProcess(h, &mut code) })?;
         let code = *self.exit.get_or_init(|| decode(code));
-        unreaped().remove(&self.pid);
         Ok(Some(code))
     }
 
@@ -131,7 +107,10 @@ impl Child {
     /// exit code (the caller does, under a lock of its own); whether it
     /// ended.
     pub fn wait_exit(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let Some(h) = self.raw().filter(|_| self.exit.get().is_none()) else { return Ok(true) };
+        if self.exit.get().is_some() {
+            return Ok(true);
+        }
+        let h = self.raw();
         // SAFETY: our process handle, with SYNCHRONIZE rights.
         match unsafe { WaitForSingleObject(h, sys::millis(timeout)) } {
             WAIT_OBJECT_0 => Ok(true),
@@ -143,7 +122,10 @@ impl Child {
     /// Ends the child (`TerminateProcess`; Python's `terminate`). A child
     /// that already ended is no error.
     pub fn terminate(&self) -> io::Result<()> {
-        let Some(h) = self.raw().filter(|_| self.exit.get().is_none()) else { return Ok(()) };
+        if self.exit.get().is_some() {
+            return Ok(());
+        }
+        let h = self.raw();
         // SAFETY: our process handle, with PROCESS_TERMINATE rights.
         if unsafe { TerminateProcess(h, TERMINATED) } == 0 {
             let e = io::Error::last_os_error();
@@ -541,10 +523,7 @@ pub fn spawn_self(
     let (process, _thread) = unsafe {
         (OwnedHandle::from_raw_handle(pi.hProcess), OwnedHandle::from_raw_handle(pi.hThread))
     };
-    if let Ok(keep) = process.try_clone() {
-        unreaped().insert(pi.dwProcessId, keep);
-    }
-    Ok(Child { pid: pi.dwProcessId, handle: Some(process), exit: OnceLock::new() })
+    Ok(Child { pid: pi.dwProcessId, handle: process, exit: OnceLock::new() })
 }
 
 #[cfg(test)]
