@@ -181,8 +181,10 @@ struct Reader {
     head_len: usize,
     /// Its bytes not yet read.
     left: usize,
-    /// A zero-byte read waiting for the next message.
+    /// A zero-byte read waiting for the next message, and the block it
+    /// uses when none is (kept, not made again for each wait).
     probe: Option<Box<Op>>,
+    idle_probe: Option<Box<Op>>,
     /// The probe took an empty message, not yet handed out.
     empty: bool,
     /// For reads of a message's bytes.
@@ -193,8 +195,23 @@ struct Reader {
 struct Writer {
     /// A message's header and bytes taken so far.
     frame: Vec<u8>,
-    /// A message being written: its operation and bytes.
+    /// A message being written: its operation, and its frame (whose bytes
+    /// past the header are what is written).
     pending: Option<(Box<Op>, Vec<u8>)>,
+    /// The block for the next write, once one was made.
+    idle: Option<Box<Op>>,
+}
+
+/// The frame buffer kept for the next message if it is no bigger than
+/// this (a buffer that once held a huge message is let go).
+const KEEP_FRAME: usize = 1 << 20;
+
+/// The block in `slot`, or a new one.
+fn take_op(slot: &mut Option<Box<Op>>) -> io::Result<Box<Op>> {
+    match slot.take() {
+        Some(op) => Ok(op),
+        None => Op::new(),
+    }
 }
 
 /// One end of a connected message pipe (see the module's docs).
@@ -277,7 +294,7 @@ impl PipeEnd {
                 Ok(Some((_, more))) => r.empty |= !more,
                 Err(_) => {}
             }
-            r.probe = None;
+            r.idle_probe = r.probe.take();
         }
     }
 
@@ -287,17 +304,18 @@ impl PipeEnd {
         if r.probe.is_some() || r.empty {
             return Ok(r.empty);
         }
-        let mut op = Op::new()?;
+        let mut op = take_op(&mut r.idle_probe)?;
         let ov = op.fresh();
         let mut none = [0u8; 0];
         // SAFETY: a zero-byte read into a valid (empty) buffer; the block
         // is boxed and kept until the read ends (`settle`, or `Drop`).
         let ok = unsafe { ReadFile(self.raw(), none.as_mut_ptr(), 0, std::ptr::null_mut(), ov) };
-        match op.started(self.raw(), ok) {
-            Ok(None) => {
-                r.probe = Some(op);
-                Ok(false)
-            }
+        let started = op.started(self.raw(), ok);
+        // Pending, it is the probe; done already, its block waits for the next.
+        let slot = if matches!(started, Ok(None)) { &mut r.probe } else { &mut r.idle_probe };
+        *slot = Some(op);
+        match started {
+            Ok(None) => Ok(false),
             Ok(Some((_, more))) => {
                 r.empty |= !more;
                 Ok(true)
@@ -405,7 +423,8 @@ impl PipeEnd {
             if let Ok(None) = done {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            w.pending = None;
+            let (op, frame) = w.pending.take().expect("checked above");
+            w.recycle(op, frame);
             // The byte kept back from the message just written.
             return done.map(|_| 1).map_err(broken);
         }
@@ -424,9 +443,8 @@ impl PipeEnd {
                 taken += k;
                 if let Some((head, total)) = frame_len(&w.frame)? {
                     if w.frame.len() == total {
-                        let bytes = w.frame.split_off(head);
-                        w.frame.clear();
-                        return self.write_message(&mut w, bytes, taken);
+                        let frame = std::mem::take(&mut w.frame);
+                        return self.write_message(&mut w, frame, head, taken);
                     }
                 }
             }
@@ -434,23 +452,46 @@ impl PipeEnd {
         Ok(taken)
     }
 
-    /// Writes `bytes` as one message; `taken` bytes of the frame came with
-    /// this call. Done: all are taken; under way: all but the last.
-    fn write_message(&self, w: &mut Writer, bytes: Vec<u8>, taken: usize) -> io::Result<usize> {
-        let mut op = Op::new()?;
+    /// Writes `frame`'s bytes past its `head`-byte header as one message;
+    /// `taken` bytes of the frame came with this call. Done: all are
+    /// taken; under way: all but the last.
+    fn write_message(
+        &self,
+        w: &mut Writer,
+        frame: Vec<u8>,
+        head: usize,
+        taken: usize,
+    ) -> io::Result<usize> {
+        let mut op = take_op(&mut w.idle)?;
         let ov = op.fresh();
-        // SAFETY: `bytes` and the boxed block are kept until the write
+        let bytes = &frame[head..];
+        // SAFETY: `frame` and the boxed block are kept until the write
         // ends (in `pending`, collected by `send` or `Drop`); a Vec's heap
         // buffer does not move when the Vec does.
         let ok = unsafe {
             WriteFile(self.raw(), bytes.as_ptr(), bytes.len() as u32, std::ptr::null_mut(), ov)
         };
-        match op.started(self.raw(), ok).map_err(broken)? {
-            Some(_) => Ok(taken),
-            None => {
-                w.pending = Some((op, bytes));
+        match op.started(self.raw(), ok) {
+            Ok(None) => {
+                w.pending = Some((op, frame));
                 Ok(taken - 1)
             }
+            done => {
+                w.recycle(op, frame);
+                done.map(|_| taken).map_err(broken)
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Keeps a finished write's block and (if not huge) its buffer for
+    /// the next message.
+    fn recycle(&mut self, op: Box<Op>, mut frame: Vec<u8>) {
+        self.idle = Some(op);
+        if frame.capacity() <= KEEP_FRAME {
+            frame.clear();
+            self.frame = frame;
         }
     }
 }
