@@ -130,7 +130,7 @@ pub(crate) fn check(pickle: &[u8]) -> Result<()> {
             }
             Arg::Counted(n) => {
                 let len = pickle.get(at..at + n).ok_or_else(truncated)?;
-                let len = len.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+                let len = little_endian(len);
                 let end = usize::try_from(len)
                     .ok()
                     .and_then(|l| (at + n).checked_add(l))
@@ -222,11 +222,16 @@ fn grow(stack: &mut [Item], n: u64) -> Result<()> {
     }
 }
 
+/// A little-endian number of up to 8 bytes (pickle's lengths and indices).
+fn little_endian(bytes: &[u8]) -> u64 {
+    bytes.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b))
+}
+
 /// A memo index from an opcode's argument: little-endian bytes, or text.
 fn memo_index(op: u8, body: &[u8]) -> u64 {
     match op {
         b'g' | b'p' => String::from_utf8_lossy(body).trim().parse().unwrap_or(u64::MAX),
-        _ => body.iter().rev().fold(0u64, |acc, &b| acc << 8 | u64::from(b)),
+        _ => little_endian(body),
     }
 }
 
