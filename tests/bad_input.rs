@@ -270,9 +270,7 @@ fn seccomp_helper() {
 
 #[test]
 fn spawn_works_where_process_vm_readv_is_forbidden() {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "seccomp_helper", "--nocapture", "--test-threads=1"])
-        .env("MULTIPROC_SECCOMP_HELPER", "1");
+    let mut cmd = common::helper_command("seccomp_helper", "MULTIPROC_SECCOMP_HELPER");
     // SAFETY: prctl is async-signal-safe, and the filter program lives on
     // this closure's stack for the call.
     unsafe {

@@ -252,11 +252,8 @@ fn main_process_helper() {
 #[test]
 #[cfg(unix)]
 fn the_main_processs_private_directory_goes_at_exit() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "main_process_helper", "--nocapture", "--test-threads=1"])
-        .env("MULTIPROC_PRIVATE_DIR_HELPER", "1")
-        .output()
-        .unwrap();
+    let out =
+        helper_command("main_process_helper", "MULTIPROC_PRIVATE_DIR_HELPER").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find_map(|l| l.split("DIR=").nth(1)).expect("the helper ran");
@@ -270,25 +267,35 @@ fn listens_until_killed(address: Address, ready: Event) {
     std::thread::sleep(BOUND);
 }
 
-#[test]
-#[cfg(unix)]
-fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
-    let address = Address::arbitrary_unix().unwrap();
+/// A child listens at `address`: binding it here is refused while the
+/// child lives; then the child is killed.
+fn refused_while_its_listener_lives(address: &Address) {
     let ready = Event::new().unwrap();
     let p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
     p.start().unwrap();
     assert!(ready.wait_timeout(BOUND));
-    // Alive: its file is not taken.
     let e = Listener::bind(address.clone(), KEY).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Io, "{e}");
     p.kill().unwrap();
     assert_eq!(finish(&p), KILLED);
-    assert!(unix_path(&address).exists(), "a killed listener leaves its file");
-    // Dead: its file is replaced, and the new listener works.
+}
+
+/// `address` binds, and a client is served there.
+fn bound_again_and_served(address: Address) {
     let listener = Listener::bind(address.clone(), KEY).unwrap();
     let client = std::thread::spawn(move || Client::connect_timeout(address, KEY, BOUND));
     listener.accept_timeout(BOUND).unwrap();
     client.join().unwrap().unwrap();
+}
+
+#[test]
+#[cfg(unix)]
+fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
+    let address = Address::arbitrary_unix().unwrap();
+    refused_while_its_listener_lives(&address);
+    assert!(unix_path(&address).exists(), "a killed listener leaves its file");
+    // Dead: its file is replaced, and the new listener works.
+    bound_again_and_served(address);
     // Nor is a file that is not a socket ever removed.
     let plain = unix_path(&Address::arbitrary_unix().unwrap());
     std::fs::write(&plain, b"not a socket").unwrap();
@@ -300,17 +307,7 @@ fn a_dead_servers_socket_file_is_rebound_and_a_live_ones_is_not() {
 #[cfg(windows)]
 fn a_live_listeners_pipe_name_is_refused_and_a_dead_ones_is_free() {
     let address = Address::arbitrary_unix().unwrap();
-    let ready = Event::new().unwrap();
-    let p = child(Process::new(listens_until_killed, (address.clone(), ready.clone())));
-    p.start().unwrap();
-    assert!(ready.wait_timeout(BOUND));
-    let e = Listener::bind(address.clone(), KEY).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
-    p.kill().unwrap();
-    assert_eq!(finish(&p), KILLED);
+    refused_while_its_listener_lives(&address);
     // The name went with its last instance: bound again, and it works.
-    let listener = Listener::bind(address.clone(), KEY).unwrap();
-    let client = std::thread::spawn(move || Client::connect_timeout(address, KEY, BOUND));
-    listener.accept_timeout(BOUND).unwrap();
-    client.join().unwrap().unwrap();
+    bound_again_and_served(address);
 }

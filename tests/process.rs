@@ -310,11 +310,8 @@ fn main_with_a_daemon_helper() {
 
 #[test]
 fn a_main_processs_daemons_are_terminated_when_main_returns() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "main_with_a_daemon_helper", "--nocapture", "--test-threads=1"])
-        .env("MULTIPROC_DAEMON_HELPER", "1")
-        .output()
-        .unwrap();
+    let out =
+        helper_command("main_with_a_daemon_helper", "MULTIPROC_DAEMON_HELPER").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let pid: u32 = stdout
@@ -439,9 +436,8 @@ fn run_slow_child_helper(
     let mark = std::env::temp_dir()
         .join(format!("mp-slow-child-{}-{method:?}-{leave}", std::process::id()));
     let _ = std::fs::remove_file(&mark);
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "main_with_a_slow_child_helper", "--nocapture", "--test-threads=1"])
-        .env("MULTIPROC_SLOW_CHILD_HELPER", &mark)
+    let mut cmd = helper_command("main_with_a_slow_child_helper", "MULTIPROC_SLOW_CHILD_HELPER");
+    cmd.env("MULTIPROC_SLOW_CHILD_HELPER", &mark)
         .env("MULTIPROC_METHOD", format!("{method:?}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -494,14 +490,7 @@ fn main_that_prints_before_a_start_helper() {
 
 #[test]
 fn what_the_parent_printed_before_a_start_comes_first() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "main_that_prints_before_a_start_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MULTIPROC_PRINT_HELPER", "1")
+    let out = helper_command("main_that_prints_before_a_start_helper", "MULTIPROC_PRINT_HELPER")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

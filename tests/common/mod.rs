@@ -48,6 +48,15 @@ pub fn finish(p: &Process) -> i32 {
     }
 }
 
+/// This test binary, made to run only the test `helper` as a main process
+/// of its own, with `var` set to 1 in its environment (the helper returns
+/// at once unless it sees it).
+pub fn helper_command(helper: &str, var: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", helper, "--nocapture", "--test-threads=1"]).env(var, "1");
+    cmd
+}
+
 /// Starts every process, then joins them all; their exit codes.
 pub fn run_all(ps: &[Process]) -> Vec<i32> {
     for p in ps {
