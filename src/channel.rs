@@ -15,12 +15,22 @@
 //! # Safety
 //!
 //! [`ShmBytes`] copies bytes into and out of a segment's data areas with
-//! raw pointers, and [`Link::send`] borrows raw fds for the duration of a
-//! send. Obligations: every copy is in bounds (checked here, whatever the
-//! ring asks), the mapping outlives every `ShmBytes` (the segment's Arc is
-//! held by the caller), no reference to shared bytes is ever formed (a peer
-//! writing them at the same time cannot invalidate one), and the fds come
-//! from objects alive for the call.
+//! raw pointers, and lends a frame's bytes as a slice to the one side that
+//! owns them for the moment: the producer a frame it fills before it
+//! publishes it, the consumer a published frame before it moves `head`
+//! past it. [`Link::send`] borrows raw fds for the duration of a send.
+//! Obligations: every copy and every lent slice is in bounds (checked
+//! here, whatever the ring asks), the mapping outlives every `ShmBytes`
+//! (the segment's Arc is held by the caller), and the fds come from
+//! objects alive for the call.
+//!
+//! A peer that keeps to the ring's protocol never touches a frame lent to
+//! the other side. One that breaks it (a hostile process holding the
+//! segment) can change plain bytes under the slice: any bit pattern is a
+//! valid `u8`, the slice's bounds are ours, not in shared memory, and this
+//! crate decides nothing from lent bytes: it copies them out before it
+//! decodes them ([`Link::recv_value`]). A caller of `recv_with` reading
+//! bytes it does not trust copies what it will check before it uses it.
 #![allow(unsafe_code)]
 
 use crate::handles;
@@ -29,7 +39,9 @@ use crate::os::{ident, Os};
 use crate::os::{BorrowedHandle, RawHandle};
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
-use multiproc_core::ring::spsc::{Channel, RecvError, SendError, Waiting};
+use multiproc_core::ring::spsc::{
+    max_frame_payload, Channel, RecvError, SendError, Waiting, Writer,
+};
 use multiproc_core::ring::Bytes;
 use multiproc_core::Acquired;
 use serde::de::DeserializeOwned;
@@ -91,6 +103,27 @@ impl Bytes for ShmBytes {
         } else {
             dst.fill(0);
         }
+    }
+
+    fn write_in_place<R>(&self, offset: usize, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        if !self.fits(offset, len) {
+            return fill(&mut vec![0; len]);
+        }
+        // SAFETY: in bounds (checked) and mapped while the caller's segment
+        // lives; the ring lends this frame to its producer alone until it
+        // publishes it (a peer breaking that changes plain bytes only: see
+        // the module's Safety).
+        fill(unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) })
+    }
+
+    fn read_in_place<R>(&self, offset: usize, len: usize, read: impl FnOnce(&[u8]) -> R) -> R {
+        if !self.fits(offset, len) {
+            return read(&vec![0; len]);
+        }
+        // SAFETY: in bounds (checked) and mapped while the caller's segment
+        // lives; the ring lends this published frame to its consumer alone
+        // until it moves `head` past it (as for `write_in_place`).
+        read(unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) })
     }
 }
 
@@ -168,7 +201,111 @@ fn disconnected() -> Error {
     Error::new(ErrorKind::Disconnected, "the other end is gone (closed, or its process died)")
 }
 
+/// A received message as a receive's `then` sees it: lent where it lies
+/// in the ring (a message in one frame), or assembled (one in fragments,
+/// or one kept from an earlier call).
+pub(crate) enum Message<'a> {
+    Lent(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Message<'_> {
+    /// The bytes as a vector of their own.
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Message::Lent(bytes) => bytes.to_vec(),
+            Message::Owned(bytes) => bytes,
+        }
+    }
+
+    /// Gives an assembled buffer back to this thread for the next receive,
+    /// if it is at most `most` bytes.
+    fn recycle(self, most: usize) {
+        if let Message::Owned(buf) = self {
+            recycle_up_to(&RECV_BUF, buf, most);
+        }
+    }
+}
+
+impl std::ops::Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Message::Lent(bytes) => bytes,
+            Message::Owned(bytes) => bytes,
+        }
+    }
+}
+
+fn send_error(e: SendError) -> Error {
+    match e {
+        SendError::Timeout => Error::timeout(),
+        SendError::Disconnected => disconnected(),
+    }
+}
+
+fn recv_error(e: RecvError) -> Error {
+    match e {
+        RecvError::Timeout => Error::timeout(),
+        RecvError::Disconnected => disconnected(),
+        RecvError::TooLarge => Error::new(
+            ErrorKind::TooLarge,
+            format!("a message over {MAX_MESSAGE} bytes was skipped"),
+        ),
+        RecvError::Corrupt => Error::new(ErrorKind::Corrupt, "the ring holds a malformed frame"),
+    }
+}
+
+fn too_large(len: usize) -> Error {
+    Error::new(ErrorKind::TooLarge, format!("a message of {len} bytes is over {MAX_MESSAGE}"))
+}
+
+/// How a closure run for the caller inside a ring call ended badly: its
+/// error, or its panic (resumed once the side's lock is released).
+enum Failure {
+    Error(Error),
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
+impl Failure {
+    fn resume(self) -> Error {
+        match self {
+            Failure::Error(e) => e,
+            Failure::Panic(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// Runs `f`, catching its panic.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, Failure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(Failure::Panic)
+}
+
 impl Link<'_> {
+    /// Runs `send` holding the send side's lock, with the sender's state;
+    /// counts a message if it returns `Ok(true)` (one was published).
+    fn sending(
+        &self,
+        deadline: Deadline,
+        send: impl FnOnce(&mut Writer) -> Result<bool>,
+    ) -> Result<bool> {
+        let side = &self.channel.sender;
+        let me = ident::thread();
+        let how = side.lock.lock(&Os, me, deadline.core())?;
+        let mut w = side.writer();
+        if how == Acquired::OwnerDied {
+            // The previous holder may have died inside a message.
+            w.abort_pending();
+        }
+        let result = send(&mut w);
+        if let Ok(true) = result {
+            side.count_message();
+        }
+        side.store_writer(&w);
+        let _ = side.lock.unlock(&Os, me);
+        result
+    }
+
     /// Sends `out` (a typed message's handles first, tagged), holding the
     /// send side's lock.
     pub(crate) fn send(
@@ -182,20 +319,10 @@ impl Link<'_> {
             Outgoing::Typed { message, .. } => message.len(),
         };
         if len > MAX_MESSAGE {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("message over {MAX_MESSAGE} bytes"),
-            ));
+            return Err(too_large(len));
         }
         let side = &self.channel.sender;
-        let me = ident::thread();
-        let how = side.lock.lock(&Os, me, deadline.core())?;
-        let mut w = side.writer();
-        if how == Acquired::OwnerDied {
-            // The previous holder may have died inside a message.
-            w.abort_pending();
-        }
-        let result = (|| {
+        self.sending(deadline, |w| {
             let msg: &[u8] = match out {
                 Outgoing::Bytes(bytes) => bytes,
                 Outgoing::Typed { message, fds } => {
@@ -208,54 +335,168 @@ impl Link<'_> {
                     message
                 }
             };
-            self.channel
-                .ring
-                .producer(&Os, &self.data, &mut w)
-                .send(msg, deadline.core(), connected)
-                .map_err(|e| match e {
-                    SendError::Timeout => Error::timeout(),
-                    SendError::Disconnected => disconnected(),
-                })
-        })();
-        if result.is_ok() {
-            side.count_message();
+            let mut producer = self.channel.ring.producer(&Os, &self.data, w);
+            producer.send(msg, deadline.core(), connected).map_err(send_error)?;
+            Ok(true)
+        })
+        .map(drop)
+    }
+
+    /// Holding the send side's lock, lends `len` bytes of ring (one frame,
+    /// `len` at most [`max_frame_payload`]) to `fill`, and publishes them
+    /// if it returns `Ok`. Its error, or its panic (resumed once the lock is
+    /// released), publishes nothing.
+    fn send_in_place(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut failed = None;
+        let sent = self.sending(deadline, |w| {
+            let mut producer = self.channel.ring.producer(&Os, &self.data, w);
+            let fill = |buf: &mut [u8]| match guarded(|| fill(buf)) {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    failed = Some(Failure::Error(e));
+                    false
+                }
+                Err(panic) => {
+                    failed = Some(panic);
+                    false
+                }
+            };
+            producer.send_in_place(len, deadline.core(), connected, fill).map_err(send_error)
+        });
+        match failed {
+            Some(failure) => Err(failure.resume()),
+            None => sent.map(drop),
         }
-        side.store_writer(&w);
-        let _ = side.lock.unlock(&Os, me);
-        result
+    }
+
+    /// Sends a message of `len` bytes that `fill` writes: in place in the
+    /// ring when it fits one frame, into this thread's buffer and then
+    /// sent otherwise. A panic in `fill` sends nothing.
+    pub(crate) fn send_with<R>(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        if len > max_frame_payload(self.data.len) {
+            if len > MAX_MESSAGE {
+                return Err(too_large(len));
+            }
+            let mut buf = SEND_BUF.with(Cell::take);
+            buf.clear();
+            buf.resize(len, 0);
+            let out = fill(&mut buf);
+            let sent = self.send(Outgoing::Bytes(&buf), deadline, connected);
+            recycle(&SEND_BUF, buf);
+            return sent.map(|()| out);
+        }
+        let mut out = None;
+        self.send_in_place(len, deadline, connected, |buf| {
+            out = Some(fill(buf));
+            Ok(())
+        })?;
+        out.ok_or_else(|| Error::new(ErrorKind::Corrupt, "the frame was published unfilled"))
+    }
+
+    /// Sends `value` as a typed message: serialized straight into the ring
+    /// when it carries no handles and fits one frame, through this
+    /// thread's buffer otherwise. A first pass sizes it and finds the
+    /// handles inside it (no bytes are written by that pass).
+    pub(crate) fn send_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let (size, fds) = handles::collect(|| {
+            postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        });
+        let size = size.map_err(|e| Error::codec("serializing a message", e))?;
+        let len = size.saturating_add(typed_header_len(0));
+        if !fds.is_empty() || len > max_frame_payload(self.data.len) {
+            return encoded(value, |out| self.send(out, deadline, connected));
+        }
+        self.send_in_place(len, deadline, connected, |buf| {
+            let (count, payload) = buf.split_at_mut(typed_header_len(0));
+            count.copy_from_slice(&0u32.to_le_bytes());
+            match postcard::to_slice(value, payload) {
+                Ok(written) if written.len() == size => Ok(()),
+                Ok(_) => Err(Error::new(
+                    ErrorKind::Codec,
+                    "serializing a message: the value changed size between two passes",
+                )),
+                Err(e) => Err(Error::codec("serializing a message", e)),
+            }
+        })
     }
 
     /// Receives one message and hands it to `then`, holding the receive
-    /// side's lock (so that the fds that came with it are taken in order).
+    /// side's lock (so that the handles that came with it are taken in
+    /// order): lent where it lies when it is one frame, assembled in this
+    /// thread's receive buffer otherwise. The message is taken whatever
+    /// `then` returns; a panic in `then` goes on once the lock is released.
     pub(crate) fn recv<R>(
         &self,
         stash: &Stash,
         deadline: Deadline,
         connected: impl FnMut() -> bool,
-        then: impl FnOnce(Vec<u8>) -> Result<R>,
+        then: impl FnOnce(Message<'_>) -> Result<R>,
     ) -> Result<R> {
-        self.recv_in(Vec::new(), stash, deadline, connected, then)
+        let side = &self.channel.receiver;
+        let me = ident::thread();
+        let how = side.lock.lock(&Os, me, deadline.core())?;
+        let mut then = Some(then);
+        let mut outcome = None;
+        let got = self.take_message(stash, how, deadline, connected, &mut |message| {
+            if let Some(then) = then.take() {
+                outcome = Some(guarded(|| then(message)));
+            }
+        });
+        let _ = side.lock.unlock(&Os, me);
+        got?;
+        match outcome {
+            Some(Ok(result)) => result,
+            Some(Err(failure)) => Err(failure.resume()),
+            None => Err(Error::new(ErrorKind::Corrupt, "a message was taken and not delivered")),
+        }
     }
 
-    /// Receives one typed message and decodes it, in this thread's reused
-    /// receive buffer.
+    /// Receives one typed message and decodes it. Its bytes are copied out
+    /// of shared memory first: the decoder reads them more than once, and
+    /// must see the same bytes each time, whatever a peer does.
     pub(crate) fn recv_value<T: DeserializeOwned>(
         &self,
         stash: &Stash,
         deadline: Deadline,
         connected: impl FnMut() -> bool,
     ) -> Result<T> {
-        let buf = RECV_BUF.with(Cell::take);
-        self.recv_in(buf, stash, deadline, connected, |m| {
-            let value = self.decode(&m);
-            recycle(&RECV_BUF, m);
-            value
+        self.recv(stash, deadline, connected, |m| match m {
+            Message::Lent(bytes) => {
+                let mut buf = RECV_BUF.with(Cell::take);
+                buf.extend_from_slice(bytes);
+                let value = self.decode(&buf);
+                recycle(&RECV_BUF, buf);
+                value
+            }
+            Message::Owned(buf) => {
+                let value = self.decode(&buf);
+                recycle(&RECV_BUF, buf);
+                value
+            }
         })
     }
 
-    /// Receives one message into the caller's `buf` (its length), through
-    /// this thread's reused receive buffer, which this path keeps up to
-    /// [`KEEP_INTO_BUFFER`]: a stream of large messages then costs no
+    /// Receives one message into the caller's `buf` (its length), straight
+    /// from the ring when it lies in one frame. A message in fragments is
+    /// assembled in this thread's receive buffer, which this path keeps up
+    /// to [`KEEP_INTO_BUFFER`]: a stream of large messages then costs no
     /// allocation and no page faults per message. A message longer than
     /// `buf` is kept for the next receive and `TooLarge` returned.
     pub(crate) fn recv_into(
@@ -265,84 +506,89 @@ impl Link<'_> {
         deadline: Deadline,
         connected: impl FnMut() -> bool,
     ) -> Result<usize> {
-        let scratch = RECV_BUF.with(Cell::take);
-        self.recv_in(scratch, stash, deadline, connected, |m| {
-            if m.len() > buf.len() {
-                let len = m.len();
-                stash.keep(m);
+        self.recv(stash, deadline, connected, |m| {
+            let len = m.len();
+            if len > buf.len() {
+                stash.keep(m.into_vec());
                 return Err(Error::new(
                     ErrorKind::TooLarge,
                     format!("buffer of {} bytes too short for a message of {len}", buf.len()),
                 ));
             }
-            buf[..m.len()].copy_from_slice(&m);
-            let len = m.len();
-            recycle_up_to(&RECV_BUF, m, KEEP_INTO_BUFFER);
+            buf[..len].copy_from_slice(&m);
+            m.recycle(KEEP_INTO_BUFFER);
             Ok(len)
         })
     }
 
-    /// [`recv`](Self::recv), the message assembled in `buf`.
-    fn recv_in<R>(
+    /// Receives one message and lends its bytes to `read`: where they lie
+    /// in the ring when the message is one frame.
+    pub(crate) fn recv_with<R>(
         &self,
-        buf: Vec<u8>,
         stash: &Stash,
         deadline: Deadline,
         connected: impl FnMut() -> bool,
-        then: impl FnOnce(Vec<u8>) -> Result<R>,
+        read: impl FnOnce(&[u8]) -> R,
     ) -> Result<R> {
+        self.recv(stash, deadline, connected, |m| {
+            let out = read(&m);
+            m.recycle(KEEP_BUFFER);
+            Ok(out)
+        })
+    }
+
+    /// Holding the receive side's lock: takes one message (a kept one
+    /// first) and hands it to `then`, in place when it lies in one frame.
+    fn take_message(
+        &self,
+        stash: &Stash,
+        how: Acquired,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+        then: &mut dyn FnMut(Message<'_>),
+    ) -> Result<()> {
         let side = &self.channel.receiver;
-        let me = ident::thread();
-        let how = side.lock.lock(&Os, me, deadline.core())?;
         let kept = stash.take();
-        let result = if let Some(message) = kept.complete {
-            Ok(message)
-        } else {
-            let mut r = side.reader();
-            if self.batched {
-                r.batch_polls();
-            }
-            if how == Acquired::OwnerDied {
-                // The previous holder may have died inside a message.
-                r.resync();
-            }
-            let mut out = if kept.partial.is_empty() { buf } else { kept.partial };
-            if r.in_message() && out.is_empty() {
+        if let Some(message) = kept.complete {
+            then(Message::Owned(message));
+            return Ok(());
+        }
+        let mut r = side.reader();
+        if self.batched {
+            r.batch_polls();
+        }
+        if how == Acquired::OwnerDied {
+            // The previous holder may have died inside a message.
+            r.resync();
+        }
+        let mut consumer = self.channel.ring.consumer(&Os, &self.data, &mut r);
+        let mut got = Ok(false);
+        if kept.partial.is_empty() && !consumer.in_message() {
+            got = consumer
+                .recv_in_place(deadline.core(), &mut connected, |bytes| then(Message::Lent(bytes)));
+        }
+        if let Ok(false) = got {
+            let mut out =
+                if kept.partial.is_empty() { RECV_BUF.with(Cell::take) } else { kept.partial };
+            if consumer.in_message() && out.is_empty() {
                 // Another holder timed out inside this message: its start
                 // is not here, so the rest is skipped.
-                r.skip_message();
+                consumer.skip_message();
             }
-            let got = self.channel.ring.consumer(&Os, &self.data, &mut r).recv(
-                &mut out,
-                MAX_MESSAGE,
-                deadline.core(),
-                connected,
-            );
-            if got.is_ok() {
-                side.count_message();
-            }
-            side.store_reader(&r);
+            got = consumer.recv(&mut out, MAX_MESSAGE, deadline.core(), connected).map(|()| true);
             match got {
-                Ok(()) => Ok(out),
-                Err(RecvError::Timeout) => {
-                    if r.in_message() {
-                        stash.update(|k| k.partial = out);
-                    }
-                    Err(Error::timeout())
+                Ok(_) => then(Message::Owned(out)),
+                Err(RecvError::Timeout) if consumer.in_message() => {
+                    stash.update(|k| k.partial = out);
                 }
-                Err(RecvError::Disconnected) => Err(disconnected()),
-                Err(RecvError::TooLarge) => Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!("a message over {MAX_MESSAGE} bytes was skipped"),
-                )),
-                Err(RecvError::Corrupt) => {
-                    Err(Error::new(ErrorKind::Corrupt, "the ring holds a malformed frame"))
-                }
+                Err(_) => recycle(&RECV_BUF, out),
             }
-        };
-        let result = result.and_then(then);
-        let _ = side.lock.unlock(&Os, me);
-        result
+        }
+        if got.is_ok() {
+            side.count_message();
+        }
+        side.store_reader(&r);
+        got.map(drop).map_err(recv_error)
     }
 
     /// Waits at most until `deadline` for a message; `true` if one is

@@ -93,6 +93,17 @@ struct Shared {
     slots: Option<Semaphore>,
 }
 
+/// A slot of a queue bounded by items, given back on drop: taken for a
+/// put, it goes back unless the put succeeds (an error or a panic in
+/// between); for a get, it goes back once an item is taken.
+struct Slot<'a>(&'a Semaphore);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.release();
+    }
+}
+
 /// The raw queue: bytes in, bytes out. Every typed queue wraps one.
 struct Raw {
     shared: Arc<Shared>,
@@ -184,46 +195,82 @@ impl Raw {
         }
     }
 
-    /// Puts `out`; a timeout reads as `Full`, as Python's.
-    fn put(&self, out: Outgoing<'_>, deadline: Deadline) -> Result<()> {
+    /// Puts one message through `send`; a timeout reads as `Full`, as
+    /// Python's.
+    fn put<R>(&self, deadline: Deadline, send: impl FnOnce(Link<'_>) -> Result<R>) -> Result<R> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::invalid("this queue handle was closed"));
         }
-        let slots = self.shared.slots.as_ref();
-        if let Some(slots) = slots {
-            slots.acquire_until(deadline).map_err(|e| if e.is_timeout() { full() } else { e })?;
+        let slot = match &self.shared.slots {
+            Some(slots) => {
+                slots
+                    .acquire_until(deadline)
+                    .map_err(|e| if e.is_timeout() { full() } else { e })?;
+                Some(Slot(slots))
+            }
+            None => None,
+        };
+        let sent = send(self.link()).map_err(|e| match e.kind() {
+            ErrorKind::Timeout => full(),
+            _ => e,
+        });
+        if sent.is_ok() {
+            // Put: the slot is the item's until a get gives it back.
+            std::mem::forget(slot);
         }
-        self.link().send(out, deadline, || true).map_err(|e| {
-            // Not put: its slot goes back.
-            if let Some(slots) = slots {
-                let _ = slots.release();
-            }
-            match e.kind() {
-                ErrorKind::Timeout => full(),
-                _ => e,
-            }
-        })
+        sent
     }
 
-    /// What a get returned: a taken item's slot goes back.
-    fn got<R>(&self, got: Result<R>) -> Result<R> {
-        if let (Ok(_), Some(slots)) = (&got, &self.shared.slots) {
-            let _ = slots.release();
+    /// Gets one message through `recv`: a taken item's slot goes back (a
+    /// panic in the caller's closure comes after the message was taken);
+    /// a timeout reads as `Empty`.
+    fn get<R>(&self, recv: impl FnOnce(Link<'_>) -> Result<R>) -> Result<R> {
+        let slot = self.shared.slots.as_ref().map(Slot);
+        let got = recv(self.link());
+        if got.as_ref().is_err_and(|e| e.kind() != ErrorKind::Codec) {
+            // Nothing taken (a message that failed to decode was): the
+            // slot stays with the item still in.
+            std::mem::forget(slot);
         }
         got.map_err(timeout_is_empty)
     }
 
     /// Gets one message; a timeout reads as `Empty`.
     fn get_bytes(&self, deadline: Deadline) -> Result<Vec<u8>> {
-        self.got(self.link().recv(&self.stash, deadline, || true, Ok))
+        self.get(|link| link.recv(&self.stash, deadline, || true, |m| Ok(m.into_vec())))
+    }
+
+    fn put_bytes(&self, bytes: &[u8], deadline: Deadline) -> Result<()> {
+        self.put(deadline, |link| link.send(Outgoing::Bytes(bytes), deadline, || true))
+    }
+
+    fn put_with<R>(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        self.put(deadline, |link| link.send_with(len, deadline, || true, fill))
     }
 
     fn put_value<T: Serialize + ?Sized>(&self, value: &T, deadline: Deadline) -> Result<()> {
-        channel::encoded(value, |out| self.put(out, deadline))
+        self.put(deadline, |link| link.send_value(value, deadline, || true))
+    }
+
+    /// Gets one message into `buf` (cleared first; its allocation reused).
+    fn get_bytes_into(&self, buf: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
+        self.get_with(deadline, |m| {
+            buf.clear();
+            buf.extend_from_slice(m);
+        })
+    }
+
+    fn get_with<R>(&self, deadline: Deadline, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.get(|link| link.recv_with(&self.stash, deadline, || true, read))
     }
 
     fn get_value<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T> {
-        self.got(self.link().recv_value(&self.stash, deadline, || true))
+        self.get(|link| link.recv_value(&self.stash, deadline, || true))
     }
 
     fn qsize(&self) -> usize {
@@ -345,18 +392,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts raw bytes as one message (read them with a `get_bytes`).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.raw.put(Outgoing::Bytes(bytes), Deadline::NEVER)
+        self.raw.put_bytes(bytes, Deadline::NEVER)
     }
 
     /// [`put_bytes`](Self::put_bytes) waiting at most `timeout` for room.
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.raw.put(Outgoing::Bytes(bytes), Deadline::after(timeout))
+        self.raw.put_bytes(bytes, Deadline::after(timeout))
     }
 
     /// [`put_bytes`](Self::put_bytes) only if there is room now; `Full`
     /// otherwise.
     pub fn put_bytes_nowait(&self, bytes: &[u8]) -> Result<()> {
-        self.raw.put(Outgoing::Bytes(bytes), Deadline::now())
+        self.raw.put_bytes(bytes, Deadline::now())
     }
 
     /// Takes one message's bytes.
@@ -373,6 +420,70 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `Empty` otherwise.
     pub fn get_bytes_nowait(&self) -> Result<Vec<u8>> {
         self.raw.get_bytes(Deadline::now())
+    }
+
+    /// Puts one message of `len` bytes that `fill` writes in place, in
+    /// the queue's shared memory: nothing is copied. The bytes lent to
+    /// `fill` hold whatever the ring held before; it writes all of them.
+    /// A message of up to a quarter of the queue's capacity (less 8 bytes)
+    /// is written where it will be read; a larger one is written into a
+    /// buffer first and sent in pieces. Until `fill` returns, no consumer
+    /// sees any of it: a producer killed inside `fill` leaves no torn
+    /// message, and one whose `fill` panics puts nothing.
+    ///
+    /// ```
+    /// let q = multiproc::ByteQueue::new()?;
+    /// q.put_with(8, |buf| buf.copy_from_slice(&42u64.to_le_bytes()))?;
+    /// let n = q.get_with(|bytes| u64::from_le_bytes(bytes.try_into().unwrap()))?;
+    /// assert_eq!(n, 42);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn put_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.raw.put_with(len, Deadline::NEVER, fill)
+    }
+
+    /// [`put_with`](Self::put_with) waiting at most `timeout` for room
+    /// (`Full` if there was none; `fill` is not called then).
+    pub fn put_with_timeout<R>(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        self.raw.put_with(len, Deadline::after(timeout), fill)
+    }
+
+    /// Takes one message and lends its bytes to `read` where they lie in
+    /// shared memory (a message of up to a quarter of the capacity; a
+    /// larger one is assembled first). The message is taken whatever
+    /// `read` does, and the producers cannot reuse its bytes until `read`
+    /// returns. The bytes are shared memory: a process that breaks the
+    /// queue's protocol could change them while you read, so copy what you
+    /// will check before you rely on it if the peers are not trusted.
+    pub fn get_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.raw.get_with(Deadline::NEVER, read)
+    }
+
+    /// [`get_with`](Self::get_with) waiting at most `timeout` for a
+    /// message (`Empty` if none came; `read` is not called then).
+    pub fn get_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.raw.get_with(Deadline::after(timeout), read)
+    }
+
+    /// [`get_bytes`](Self::get_bytes) into `buf`, which is cleared first and
+    /// keeps its allocation: a loop of gets into one buffer allocates
+    /// nothing.
+    pub fn get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<()> {
+        self.raw.get_bytes_into(buf, Deadline::NEVER)
+    }
+
+    /// [`get_bytes_into`](Self::get_bytes_into) waiting at most `timeout`.
+    pub fn get_bytes_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<()> {
+        self.raw.get_bytes_into(buf, Deadline::after(timeout))
     }
 
     /// About how many items are in the queue (exact when nobody is

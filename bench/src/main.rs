@@ -250,6 +250,24 @@ fn workloads() -> Vec<Workload> {
             ],
         ),
         workload(
+            "Pipe stream, 64 KiB, in place (send_with/recv_with)",
+            "GB/s",
+            true,
+            vec![
+                ours(|s| ours::pipe_stream_in_place(64 << 10, s.n(2_000, 20_000), false)),
+                floor("shm copy, 2 processes", |s| floor::shm_stream(64 << 10, s.n(2_000, 20_000))),
+            ],
+        ),
+        workload(
+            "Pipe stream, 64 KiB, in place, every byte read",
+            "GB/s",
+            true,
+            vec![
+                ours(|s| ours::pipe_stream_in_place(64 << 10, s.n(2_000, 20_000), true)),
+                floor("shm copy, 2 processes", |s| floor::shm_stream(64 << 10, s.n(2_000, 20_000))),
+            ],
+        ),
+        workload(
             "Pipe stream, 16 MiB messages",
             "GB/s",
             true,

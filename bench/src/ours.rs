@@ -128,6 +128,39 @@ pub fn pipe_stream(size: usize, count: u64) -> f64 {
     (size as f64 * (count - 1) as f64) / elapsed.as_secs_f64() / 1e9
 }
 
+fn stream_in_place(conn: Connection, size: usize, count: u64) {
+    for i in 0..count {
+        conn.send_with(size, |buf| buf.fill(i as u8)).unwrap();
+    }
+}
+
+/// GB/s of `size`-byte messages written and read in place (`send_with`,
+/// `recv_with`): the receiver looks at the length only, or (`read_all`)
+/// reads every byte where it lies (an XOR of its words).
+pub fn pipe_stream_in_place(size: usize, count: u64, read_all: bool) -> f64 {
+    let (rx, tx) = Pipe::simplex().unwrap();
+    let p = Process::new(stream_in_place, (tx, size, count));
+    p.start().unwrap();
+    let look = |bytes: &[u8]| {
+        if read_all {
+            // Eight bytes at a time (what a reader that parses the payload
+            // pays for touching it).
+            let words = bytes.chunks_exact(8);
+            words.fold(0u64, |x, w| x ^ u64::from_le_bytes(w.try_into().unwrap()))
+        } else {
+            bytes.len() as u64
+        }
+    };
+    black_box(rx.recv_with(look).unwrap());
+    let t = Instant::now();
+    for _ in 1..count {
+        black_box(rx.recv_with(look).unwrap());
+    }
+    let elapsed = t.elapsed();
+    assert_eq!(p.join().unwrap(), 0);
+    (size as f64 * (count - 1) as f64) / elapsed.as_secs_f64() / 1e9
+}
+
 fn queue_put(q: Queue<()>, start: Barrier, count: u64, size: usize) {
     let mut msg = vec![0u8; size.max(8)];
     start.wait().unwrap();

@@ -40,9 +40,21 @@ pub fn spsc_consumer(input: &[u8]) {
     let mut reader = Reader::default();
     let mut out = Vec::new();
     // At most one message per 8 bytes of ring, then it must have stopped.
+    // An odd limit tries each message in place first, as `recv_with` does.
     for _ in 0..=CAP / 8 + 1 {
-        let got =
-            ring.consumer(&park, &data, &mut reader).recv(&mut out, limit, Deadline::now(&park), || true);
+        let mut consumer = ring.consumer(&park, &data, &mut reader);
+        if limit % 2 == 1 && !consumer.in_message() {
+            let mut seen = None;
+            match consumer.recv_in_place(Deadline::now(&park), || true, |b| seen = Some(b.len())) {
+                Ok(true) => {
+                    assert!(seen.is_some_and(|n| n <= crate::ring::spsc::max_frame_payload(CAP)));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(_) => return,
+            }
+        }
+        let got = consumer.recv(&mut out, limit, Deadline::now(&park), || true);
         match got {
             Ok(()) => assert!(out.len() <= limit),
             Err(RecvError::TooLarge) => {}

@@ -231,4 +231,24 @@ impl crate::ring::Bytes for TestBytes {
             }
         }
     }
+
+    // The in-place forms lend a copy: under loom each byte stays a cell
+    // whose accesses are checked.
+    fn write_in_place<R>(
+        &self,
+        offset: usize,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        let mut buf = vec![0; len];
+        let out = fill(&mut buf);
+        self.write(offset, &buf);
+        out
+    }
+
+    fn read_in_place<R>(&self, offset: usize, len: usize, read: impl FnOnce(&[u8]) -> R) -> R {
+        let mut buf = vec![0; len];
+        self.read(offset, &mut buf);
+        read(&buf)
+    }
 }

@@ -2,7 +2,9 @@
 //! threads otherwise. A 64-byte data area keeps frames at 8 payload bytes,
 //! so the messages here wrap, pad, fragment and fill the ring.
 
-use multiproc_core::ring::spsc::{Reader, RecvError, SendError, SpscRing, Writer};
+use multiproc_core::ring::spsc::{
+    max_frame_payload, Reader, RecvError, SendError, SpscRing, Writer,
+};
 use multiproc_core::testing::{model, thread, Arc, TestBytes, TestPark};
 use multiproc_core::Deadline;
 use std::time::Duration;
@@ -64,6 +66,72 @@ fn delivers_every_message_in_order_across_wraps_and_fragments() {
             1 << 20,
             Deadline::NEVER,
             || true,
+        );
+        assert_eq!(end, Err(RecvError::Disconnected));
+        producer.join().unwrap();
+    });
+}
+
+/// Sends `m` in place when it fits one frame (after a fill that declines,
+/// which must publish nothing), by copy otherwise.
+fn send_either(p: &Ring, w: &mut Writer, m: &[u8]) {
+    let mut producer = p.ring.producer(&p.park, &p.data, w);
+    if m.len() > max_frame_payload(CAP) {
+        return producer.send(m, Deadline::NEVER, || true).unwrap();
+    }
+    let declined = producer.send_in_place(
+        m.len(),
+        Deadline::NEVER,
+        || true,
+        |buf| {
+            buf.fill(0xEE);
+            false
+        },
+    );
+    assert_eq!(declined, Ok(false));
+    let sent = producer.send_in_place(
+        m.len(),
+        Deadline::NEVER,
+        || true,
+        |buf| {
+            buf.copy_from_slice(m);
+            true
+        },
+    );
+    assert_eq!(sent, Ok(true));
+}
+
+#[test]
+fn in_place_sends_and_reads_mix_with_fragments() {
+    model(|| {
+        let r = ring();
+        let p = r.clone();
+        let producer = thread::spawn(move || {
+            let mut w = Writer::default();
+            for m in messages() {
+                send_either(&p, &mut w, &m);
+            }
+            p.ring.close_producer(&p.park);
+        });
+        let mut reader = Reader::default();
+        for m in messages() {
+            let mut got = None;
+            let mut consumer = r.ring.consumer(&r.park, &r.data, &mut reader);
+            let in_place = consumer
+                .recv_in_place(Deadline::NEVER, || true, |bytes| got = Some(bytes.to_vec()))
+                .unwrap();
+            assert_eq!(in_place, m.len() <= max_frame_payload(CAP));
+            if !in_place {
+                let mut out = Vec::new();
+                consumer.recv(&mut out, usize::MAX, Deadline::NEVER, || true).unwrap();
+                got = Some(out);
+            }
+            assert_eq!(got.as_deref(), Some(&m[..]));
+        }
+        let end = r.ring.consumer(&r.park, &r.data, &mut reader).recv_in_place(
+            Deadline::NEVER,
+            || true,
+            |_| panic!("nothing was sent"),
         );
         assert_eq!(end, Err(RecvError::Disconnected));
         producer.join().unwrap();

@@ -258,6 +258,83 @@ impl Connection {
         self.recv_into(buf, Deadline::after(timeout))
     }
 
+    /// Sends one message of `len` bytes that `fill` writes in place: through
+    /// a Pipe, straight into the ring in shared memory, so nothing is copied
+    /// (a message of up to a quarter of the Pipe's capacity, less 8 bytes;
+    /// a larger one is written into a buffer first and sent in pieces).
+    /// The bytes lent to `fill` hold whatever the ring held before: it
+    /// writes all of them. The receiver sees none of it until `fill`
+    /// returns, so a sender killed inside `fill` leaves no torn message,
+    /// and one whose `fill` panics sends nothing. Over a socket the bytes
+    /// are written into a buffer, then sent.
+    ///
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send_with(5, |buf| buf.copy_from_slice(b"hello"))?;
+    /// let upper = b.recv_with(|bytes| bytes.to_ascii_uppercase())?;
+    /// assert_eq!(upper, b"HELLO");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn send_with<R>(&self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.send_with_until(len, Deadline::NEVER, fill)
+    }
+
+    /// [`send_with`](Self::send_with) waiting at most `timeout` for room
+    /// (`fill` is not called if there was none).
+    pub fn send_with_timeout<R>(
+        &self,
+        len: usize,
+        timeout: Duration,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        self.send_with_until(len, Deadline::after(timeout), fill)
+    }
+
+    fn send_with_until<R>(
+        &self,
+        len: usize,
+        until: Deadline,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        match self.open()? {
+            Inner::Ring(r) => r.send_with(len, until, fill),
+            Inner::Stream(s) => {
+                let mut buf = vec![0; len];
+                let out = fill(&mut buf);
+                s.send(&buf, until).map(|()| out)
+            }
+        }
+    }
+
+    /// Receives one message and lends its bytes to `read`: through a Pipe,
+    /// where they lie in shared memory (a message of up to a quarter of the
+    /// capacity; a larger one is assembled first), so nothing is copied.
+    /// The message is taken whatever `read` does, and the sender cannot
+    /// reuse its bytes until `read` returns. They are shared memory: a
+    /// process that breaks the Pipe's protocol could change them while you
+    /// read, so copy what you will check before you rely on it if the peer
+    /// is not trusted.
+    pub fn recv_with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.recv_with_until(Deadline::NEVER, read)
+    }
+
+    /// [`recv_with`](Self::recv_with) waiting at most `timeout` (`read` is
+    /// not called if nothing came).
+    pub fn recv_with_timeout<R>(
+        &self,
+        timeout: Duration,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.recv_with_until(Deadline::after(timeout), read)
+    }
+
+    fn recv_with_until<R>(&self, until: Deadline, read: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        match self.open()? {
+            Inner::Ring(r) => r.recv_with(until, read),
+            Inner::Stream(s) => s.recv(s.max_message(), until).map(|m| read(&m)),
+        }
+    }
+
     /// Sends a value (serde, postcard). Through a Pipe, shared objects
     /// inside it (a Lock, a Value, another Connection) go along as handles;
     /// a socket connection carries bytes only and refuses them. Postcard is

@@ -212,11 +212,28 @@ impl RingEnd {
         value: &T,
         deadline: Deadline,
     ) -> Result<()> {
-        channel::encoded(value, |out| self.send_message(out, deadline))
+        self.link(true)?.send_value(value, deadline, || self.peer_here())
+    }
+
+    pub(crate) fn send_with<R>(
+        &self,
+        len: usize,
+        deadline: Deadline,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        self.link(true)?.send_with(len, deadline, || self.peer_here(), fill)
+    }
+
+    pub(crate) fn recv_with<R>(
+        &self,
+        deadline: Deadline,
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.link(false)?.recv_with(&self.stash, deadline, || self.peer_here(), read)
     }
 
     pub(crate) fn recv_bytes(&self, deadline: Deadline) -> Result<Vec<u8>> {
-        self.link(false)?.recv(&self.stash, deadline, || self.peer_here(), Ok)
+        self.link(false)?.recv(&self.stash, deadline, || self.peer_here(), |m| Ok(m.into_vec()))
     }
 
     pub(crate) fn recv_bytes_into(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize> {

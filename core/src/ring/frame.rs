@@ -50,6 +50,8 @@ pub(super) enum Frame {
     More,
     /// A message is complete in the caller's buffer.
     Complete,
+    /// A single-frame message was read where it lies.
+    InPlace,
     /// The message passed the limit; its rest will be skipped.
     TooLarge,
 }

@@ -27,6 +27,15 @@ pub trait Bytes {
     fn write(&self, offset: usize, src: &[u8]);
     /// Copies `offset..offset + dst.len()` into `dst`.
     fn read(&self, offset: usize, dst: &mut [u8]);
+    /// Lends `offset..offset + len` to `fill` to write in place (a frame
+    /// the producer owns until it publishes it). An implementation that
+    /// cannot lend its bytes may lend a buffer and copy it in afterwards.
+    fn write_in_place<R>(&self, offset: usize, len: usize, fill: impl FnOnce(&mut [u8]) -> R)
+        -> R;
+    /// Lends `offset..offset + len` to `read` where it lies (a published
+    /// frame the consumer owns until it moves `head` past it). An
+    /// implementation that cannot lend its bytes may lend a copy.
+    fn read_in_place<R>(&self, offset: usize, len: usize, read: impl FnOnce(&[u8]) -> R) -> R;
 }
 
 /// Pads `T` to its own 64-byte cache line, so the producer's and the

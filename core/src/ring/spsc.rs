@@ -258,20 +258,17 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
         mut connected: impl FnMut() -> bool,
     ) -> Result<(), SendError> {
         let max = max_frame_payload(self.data.len());
-        if self.w.must_abort {
-            self.wait_write(&[], ABORT, deadline, &mut connected)?;
-            self.w.must_abort = false;
-        }
+        self.withdraw_if_cut(deadline, &mut connected)?;
         let mut chunks = msg.chunks(max).peekable();
         let mut flags = FIRST;
         if chunks.peek().is_none() {
-            return self.wait_write(&[], FIRST | LAST, deadline, &mut connected);
+            return self.wait_write(copy(&[]), FIRST | LAST, deadline, &mut connected).map(drop);
         }
         while let Some(chunk) = chunks.next() {
             if chunks.peek().is_none() {
                 flags |= LAST;
             }
-            if let Err(e) = self.wait_write(chunk, flags, deadline, &mut connected) {
+            if let Err(e) = self.wait_write(copy(chunk), flags, deadline, &mut connected) {
                 self.w.must_abort = flags & FIRST == 0;
                 return Err(e);
             }
@@ -280,15 +277,51 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
         Ok(())
     }
 
-    /// Writes one frame, waiting for space until `deadline`.
-    fn wait_write(
+    /// Sends one message of `len` bytes (at most [`max_frame_payload`])
+    /// written in place: waits for room for it as one frame, lends that
+    /// room to `fill`, and publishes the frame if `fill` returns `true`
+    /// (`Ok(true)`). If it returns `false`, nothing is published
+    /// (`Ok(false)`). Until the frame is published the consumer cannot see
+    /// any of it, so a producer that dies inside `fill` leaves nothing torn.
+    /// The room holds whatever the ring held before: `fill` writes it all.
+    pub fn send_in_place(
         &mut self,
-        chunk: &[u8],
-        flags: u32,
+        len: usize,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+        fill: impl FnOnce(&mut [u8]) -> bool,
+    ) -> Result<bool, SendError> {
+        debug_assert!(len <= max_frame_payload(self.data.len()));
+        self.withdraw_if_cut(deadline, &mut connected)?;
+        self.wait_write(Payload::Fill(len, fill), FIRST | LAST, deadline, &mut connected)
+    }
+
+    /// A message cut short by a timeout or a dead holder: withdraws it
+    /// (an `ABORT` frame) before anything else is sent.
+    fn withdraw_if_cut(
+        &mut self,
         deadline: Deadline,
         connected: &mut impl FnMut() -> bool,
     ) -> Result<(), SendError> {
+        if self.w.must_abort {
+            self.wait_write(copy(&[]), ABORT, deadline, connected)?;
+            self.w.must_abort = false;
+        }
+        Ok(())
+    }
+
+    /// Writes one frame, waiting for space until `deadline`; whether it
+    /// was published (a [`Payload::Fill`] may decline).
+    fn wait_write<F: FnOnce(&mut [u8]) -> bool>(
+        &mut self,
+        payload: Payload<'_, F>,
+        flags: u32,
+        deadline: Deadline,
+        connected: &mut impl FnMut() -> bool,
+    ) -> Result<bool, SendError> {
         let (ring, os) = (self.ring, self.os);
+        let len = payload.len();
+        let mut payload = Some(payload);
         let mut waiting = Waiting::new(os, deadline);
         // A consumer draining a full ring frees `SLACK` in tens of µs:
         // spin that long rather than park and be woken per frame.
@@ -303,8 +336,8 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
             if ring.closed() & CONSUMER_CLOSED != 0 {
                 return Err(SendError::Disconnected);
             }
-            if self.try_write(chunk, flags, slack) {
-                return Ok(());
+            if let Some(published) = self.try_write(len, &mut payload, flags, slack) {
+                return Ok(published);
             }
             if waiting.spin(SpinPace::Backoff) {
                 slack = SLACK.min(self.data.len() / 8);
@@ -313,8 +346,8 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
             slack = 0;
             if deadline.passed(os) {
                 // Nothing to park for: skip registering (and its barrier).
-                return if self.try_write(chunk, flags, 0) {
-                    Ok(())
+                return if let Some(published) = self.try_write(len, &mut payload, flags, 0) {
+                    Ok(published)
                 } else if O::CHECKS && !connected() {
                     Err(SendError::Disconnected)
                 } else {
@@ -322,9 +355,8 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
                 };
             }
             let seq = ring.to_producer.register(os);
-            let wrote = self.try_write(chunk, flags, 0);
-            let outcome = if wrote {
-                Some(Ok(()))
+            let outcome = if let Some(published) = self.try_write(len, &mut payload, flags, 0) {
+                Some(Ok(published))
             } else if park_slice(os, &ring.to_producer.seq, seq, deadline) {
                 None
             } else {
@@ -342,14 +374,21 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
         }
     }
 
-    /// Writes one frame if it fits now. When `head` must be read, it must
-    /// also leave `slack` bytes free.
-    fn try_write(&mut self, chunk: &[u8], flags: u32, slack: usize) -> bool {
+    /// Writes one frame of `len` payload bytes if it fits now (`Some`:
+    /// whether it was published), taking `payload` then. When `head` must
+    /// be read, it must also leave `slack` bytes free.
+    fn try_write<F: FnOnce(&mut [u8]) -> bool>(
+        &mut self,
+        len: usize,
+        payload: &mut Option<Payload<'_, F>>,
+        flags: u32,
+        slack: usize,
+    ) -> Option<bool> {
         let (ring, data, w) = (self.ring, self.data, &mut *self.w);
         let cap = data.len();
         let tail = ring.tail.load(Ordering::Relaxed);
         let pos = (tail % cap as u64) as usize;
-        let size = HEADER + align8(chunk.len());
+        let size = HEADER + align8(len);
         let to_end = cap - pos;
         let need = if size <= to_end { size } else { to_end + size };
         let free = |head: u64| (cap as u64).saturating_sub(tail.wrapping_sub(head));
@@ -357,7 +396,7 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
             // SYNC POINT: the consumer is done with the bytes before `head`.
             w.cached_head = ring.head.load(Ordering::Acquire);
             if free(w.cached_head) < (need + slack).min(cap) as u64 {
-                return false;
+                return None;
             }
         }
         let mut at = tail;
@@ -367,13 +406,55 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
             at = at.wrapping_add(to_end as u64);
             pos = 0;
         }
-        data.write(pos, &encode(chunk.len(), flags));
-        data.write(pos + HEADER, chunk);
+        match payload.take()? {
+            Payload::Copy(chunk) => data.write(pos + HEADER, chunk),
+            Payload::Fill(_, fill) => {
+                if !data.write_in_place(pos + HEADER, len, fill) {
+                    // Nothing published: the pad and the room stay unseen.
+                    return Some(false);
+                }
+            }
+        }
+        data.write(pos, &encode(len, flags));
         // SYNC POINT: frame bytes visible to the consumer's Acquire of `tail`.
         ring.tail.store(at.wrapping_add(size as u64), Ordering::Release);
         ring.to_consumer.notify(self.os);
-        true
+        Some(true)
     }
+}
+
+/// What a frame carries: bytes to copy, or `len` bytes that a closure
+/// writes in place (and may decline to publish).
+enum Payload<'c, F> {
+    Copy(&'c [u8]),
+    Fill(usize, F),
+}
+
+/// A payload of bytes to copy.
+fn copy(chunk: &[u8]) -> Payload<'_, fn(&mut [u8]) -> bool> {
+    Payload::Copy(chunk)
+}
+
+impl<F> Payload<'_, F> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Copy(chunk) => chunk.len(),
+            Payload::Fill(len, _) => *len,
+        }
+    }
+}
+
+/// What a walk over published frames ended with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Took {
+    /// Nothing more is published.
+    Nothing,
+    /// A message is complete in the caller's buffer.
+    Message,
+    /// A single-frame message was read in place.
+    InPlace,
+    /// The next message is in fragments; its first is not taken.
+    Fragmented,
 }
 
 /// The consumer's side of a ring for one call: the ring, the OS's
@@ -405,7 +486,7 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
             waiting.pace = BATCH_PACE;
         }
         loop {
-            if self.take_frames(out, limit)? {
+            if self.take_frames(out, limit, &mut None::<fn(&[u8])>)? == Took::Message {
                 return Ok(());
             }
             let waited = self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting);
@@ -420,13 +501,59 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
         }
     }
 
-    /// Takes published frames until a message is complete (`true`) or none
-    /// is left (`false`).
-    fn take_frames(
+    /// Whether a message is half received ([`Reader::in_message`]).
+    pub fn in_message(&self) -> bool {
+        self.r.in_message()
+    }
+
+    /// Drops the message in progress ([`Reader::skip_message`]).
+    pub fn skip_message(&mut self) {
+        self.r.skip_message();
+    }
+
+    /// Receives one message in place: if the next message is a single
+    /// frame (any message of up to [`max_frame_payload`] bytes), lends its
+    /// bytes to `read` where they lie, then consumes it (`Ok(true)`). If it
+    /// was cut into fragments, consumes nothing and returns `Ok(false)`:
+    /// [`recv`](Self::recv) assembles it. The producer cannot reuse the
+    /// bytes before `read` returns (`head` has not moved past them).
+    /// Waits until `deadline`; never called inside a half-received message.
+    pub fn recv_in_place(
+        &mut self,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+        read: impl FnOnce(&[u8]),
+    ) -> Result<bool, RecvError> {
+        if self.r.assembling {
+            return Ok(false);
+        }
+        let mut read = Some(read);
+        let mut waiting = Waiting::new(self.os, deadline);
+        if self.r.batched {
+            waiting.pace = BATCH_PACE;
+        }
+        let mut out = alloc::vec::Vec::new();
+        loop {
+            match self.take_frames(&mut out, usize::MAX, &mut read)? {
+                Took::InPlace => return Ok(true),
+                // Only skipped frames were taken: nothing was assembled.
+                Took::Fragmented | Took::Message => return Ok(false),
+                Took::Nothing => {}
+            }
+            self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting)?;
+        }
+    }
+
+    /// Takes published frames until a message is complete, one was read
+    /// in place, or none is left. With `in_place` set, a single-frame
+    /// message goes to it, and the first fragment of a longer one stops
+    /// the walk before it is taken.
+    fn take_frames<F: FnOnce(&[u8])>(
         &mut self,
         out: &mut alloc::vec::Vec<u8>,
         limit: usize,
-    ) -> Result<bool, RecvError> {
+        in_place: &mut Option<F>,
+    ) -> Result<Took, RecvError> {
         let ring = self.ring;
         let cap = self.data.len();
         let max = max_frame_payload(cap);
@@ -441,7 +568,7 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
                 self.r.cached_tail = ring.tail.load(Ordering::Acquire);
                 available = self.r.cached_tail.wrapping_sub(head);
                 if available == 0 {
-                    return Ok(false);
+                    return Ok(Took::Nothing);
                 }
             }
             if available > cap as u64 || head % 8 != 0 {
@@ -465,7 +592,20 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
                 if flags & !KNOWN != 0 || len > max || size as u64 > available || pos + size > cap {
                     return Err(RecvError::Corrupt);
                 }
-                self.deliver(out, limit, pos, len, flags)?
+                let starts = flags & FIRST != 0 && flags & ABORT == 0;
+                let free = !self.r.assembling && !self.r.skipping;
+                match in_place.take() {
+                    Some(read) if starts && free && flags & LAST != 0 => {
+                        self.r.resync = false;
+                        self.data.read_in_place(pos + HEADER, len, read);
+                        Frame::InPlace
+                    }
+                    Some(_) if starts && free => return Ok(Took::Fragmented),
+                    read => {
+                        *in_place = read;
+                        self.deliver(out, limit, pos, len, flags)?
+                    }
+                }
             };
             head = head.wrapping_add(size as u64);
             // SYNC POINT: the consumer is done with the bytes before `head`.
@@ -473,7 +613,8 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
             ring.to_producer.notify(self.os);
             match outcome {
                 Frame::More => {}
-                Frame::Complete => return Ok(true),
+                Frame::Complete => return Ok(Took::Message),
+                Frame::InPlace => return Ok(Took::InPlace),
                 Frame::TooLarge => return Err(RecvError::TooLarge),
             }
         }
