@@ -12,6 +12,13 @@
 //! capacity, streamed. A producer whose send timed out mid-message writes an
 //! `ABORT` frame before anything else, and the consumer drops the fragments.
 //!
+//! # In place
+//! Because a frame never wraps, a message of one frame is contiguous:
+//! [`Producer::send_in_place`] lends its room to the caller to fill before
+//! `tail` publishes it, and [`Consumer::recv_in_place`] lends a published
+//! one to the caller before `head` releases it. Nothing else changes: a
+//! producer that dies while filling has published nothing.
+//!
 //! # Trust
 //! The consumer validates every header against what was published (sizes,
 //! flags, fragment order, indices): a hostile or corrupted producer gets
