@@ -316,6 +316,36 @@ pub fn cas(ops: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / ops as f64
 }
 
+/// Millions of `fetch_add(1)` per second on one shared word, by two
+/// processes at once (`ops` each): the floor of a shared counter that two
+/// processes bump, lock or no lock.
+pub fn fetch_add_two_processes(ops: u64) -> f64 {
+    let mem = Shared::new();
+    let (ready, go, counter) = (mem.word(0), mem.word(1), mem.word(2));
+    let bump = move || {
+        for _ in 0..ops {
+            counter.fetch_add(1, Ordering::AcqRel);
+        }
+    };
+    let pid = fork(|| {
+        ready.store(1, Ordering::Release);
+        while go.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        bump();
+    });
+    while ready.load(Ordering::Acquire) == 0 {
+        std::hint::spin_loop();
+    }
+    let t = Instant::now();
+    go.store(1, Ordering::Release);
+    bump();
+    reap(pid);
+    let elapsed = t.elapsed();
+    assert_eq!(u64::from(counter.load(Ordering::Acquire)), (2 * ops) & u64::from(u32::MAX));
+    (2 * ops) as f64 / elapsed.as_secs_f64() / 1e6
+}
+
 /// µs per fork + `_exit` + waitpid.
 pub fn fork_wait(n: u32) -> f64 {
     let t = Instant::now();

@@ -21,6 +21,8 @@ mod floor;
 #[cfg(windows)]
 mod floor_windows;
 mod ours;
+#[cfg(target_os = "linux")]
+mod peers;
 mod report;
 #[cfg(unix)]
 mod rivals;
@@ -95,6 +97,45 @@ fn rival(name: &'static str, f: impl Fn(Scale) -> f64 + 'static) -> Side {
     side(Kind::Rival, name, f)
 }
 
+/// The workloads iceoryx2 and interprocess are measured on.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+enum PeerWorkload {
+    RoundTrip,
+    Stream8,
+    Stream64k,
+    InPlace64k { read_all: bool },
+}
+
+/// The peers' sides of `w` (Linux only: see `peers`).
+#[cfg(target_os = "linux")]
+fn peers(w: PeerWorkload) -> Vec<Side> {
+    let rt = |s: Scale| s.n(2_000, 20_000);
+    let n8 = |s: Scale| s.n(200_000, 2_000_000);
+    let n64k = |s: Scale| s.n(2_000, 20_000);
+    match w {
+        PeerWorkload::RoundTrip => vec![
+            rival("iceoryx2", move |s| peers::iceoryx2_round_trip(rt(s))),
+            rival("interprocess", move |s| peers::interprocess_round_trip(rt(s))),
+        ],
+        PeerWorkload::Stream8 => vec![
+            rival("iceoryx2", move |s| peers::iceoryx2_stream(8, n8(s), false)),
+            rival("interprocess", move |s| peers::interprocess_stream(8, n8(s))),
+        ],
+        PeerWorkload::Stream64k => {
+            vec![rival("interprocess", move |s| peers::interprocess_stream(64 << 10, n64k(s)))]
+        }
+        PeerWorkload::InPlace64k { read_all } => {
+            vec![rival("iceoryx2", move |s| peers::iceoryx2_stream(64 << 10, n64k(s), read_all))]
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peers(_: PeerWorkload) -> Vec<Side> {
+    Vec::new()
+}
+
 fn workload(
     name: &'static str,
     unit: &'static str,
@@ -139,7 +180,7 @@ fn workloads() -> Vec<Workload> {
             "Queue 1->1, 8 B",
             "M msg/s",
             true,
-            vec![ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8))],
+            vec![ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8, false))],
         ),
         workload(
             "Process start+join, spawn",
@@ -171,7 +212,13 @@ fn workloads() -> Vec<Workload> {
             "Value += 1 under its lock, 2 processes",
             "M/s",
             true,
-            vec![ours(|s| ours::value_two_processes(s.n(200_000, 2_000_000))), python("value2")],
+            vec![
+                ours(|s| ours::value_two_processes(s.n(200_000, 2_000_000))),
+                python("value2"),
+                floor("fetch_add, 2 processes", |s| {
+                    floor::fetch_add_two_processes(s.n(200_000, 2_000_000))
+                }),
+            ],
         ),
         workload(
             "Event ping-pong round trip",
@@ -201,7 +248,10 @@ fn workloads() -> Vec<Workload> {
                 floor("socketpair", move |s| floor::kernel_round_trip(rt(s), true, false)),
                 floor("pipe(2)", move |s| floor::kernel_round_trip(rt(s), false, false)),
                 rival("ipc-channel", move |s| rivals::ipc_round_trip(rt(s))),
-            ],
+            ]
+            .into_iter()
+            .chain(peers(PeerWorkload::RoundTrip))
+            .collect(),
         ),
         workload(
             "Connection round trip, 8 B, Unix socket",
@@ -235,7 +285,10 @@ fn workloads() -> Vec<Workload> {
                 ours(|s| ours::pipe_stream(8, s.n(200_000, 2_000_000)) * 1e9 / 8.0 / 1e6),
                 python("stream_8"),
                 rival("ipc-channel", |s| rivals::ipc_stream(8, s.n(200_000, 2_000_000))),
-            ],
+            ]
+            .into_iter()
+            .chain(peers(PeerWorkload::Stream8))
+            .collect(),
         ),
         workload(
             "Pipe stream, 64 KiB messages",
@@ -247,7 +300,10 @@ fn workloads() -> Vec<Workload> {
                 floor("shm copy, 2 processes", |s| floor::shm_stream(64 << 10, s.n(2_000, 20_000))),
                 floor("memcpy 64 KiB, 1 thread", |s| floor::memcpy(64 << 10, s.n(20_000, 200_000))),
                 rival("ipc-channel", |s| rivals::ipc_stream(64 << 10, s.n(2_000, 20_000))),
-            ],
+            ]
+            .into_iter()
+            .chain(peers(PeerWorkload::Stream64k))
+            .collect(),
         ),
         workload(
             "Pipe stream, 64 KiB, in place (send_with/recv_with)",
@@ -256,7 +312,10 @@ fn workloads() -> Vec<Workload> {
             vec![
                 ours(|s| ours::pipe_stream_in_place(64 << 10, s.n(2_000, 20_000), false)),
                 floor("shm copy, 2 processes", |s| floor::shm_stream(64 << 10, s.n(2_000, 20_000))),
-            ],
+            ]
+            .into_iter()
+            .chain(peers(PeerWorkload::InPlace64k { read_all: false }))
+            .collect(),
         ),
         workload(
             "Pipe stream, 64 KiB, in place, every byte read",
@@ -265,7 +324,10 @@ fn workloads() -> Vec<Workload> {
             vec![
                 ours(|s| ours::pipe_stream_in_place(64 << 10, s.n(2_000, 20_000), true)),
                 floor("shm copy, 2 processes", |s| floor::shm_stream(64 << 10, s.n(2_000, 20_000))),
-            ],
+            ]
+            .into_iter()
+            .chain(peers(PeerWorkload::InPlace64k { read_all: true }))
+            .collect(),
         ),
         workload(
             "Pipe stream, 16 MiB messages",
@@ -284,12 +346,18 @@ fn workloads() -> Vec<Workload> {
             "M msg/s",
             true,
             vec![
-                ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8)),
+                ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8, false)),
                 python("queue11_8"),
                 rival("crossbeam (threads)", |s| {
                     rivals::crossbeam_queue(s.n(1_000_000, 10_000_000))
                 }),
             ],
+        ),
+        workload(
+            "Queue 1->1, 8 B, get_bytes_into one buffer",
+            "M msg/s",
+            true,
+            vec![ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8, true))],
         ),
         workload(
             "Queue<u64> 1->1, put/get",
@@ -302,7 +370,7 @@ fn workloads() -> Vec<Workload> {
             "M msg/s",
             true,
             vec![
-                ours(|s| ours::queue_throughput(2, s.n(1_000_000, 10_000_000), 8)),
+                ours(|s| ours::queue_throughput(2, s.n(1_000_000, 10_000_000), 8, false)),
                 python("queue22_8"),
             ],
         ),
@@ -311,7 +379,7 @@ fn workloads() -> Vec<Workload> {
             "M msg/s",
             true,
             vec![
-                ours(|s| ours::queue_throughput(1, s.n(100_000, 1_000_000), 4096)),
+                ours(|s| ours::queue_throughput(1, s.n(100_000, 1_000_000), 4096, false)),
                 python("queue11_4k"),
             ],
         ),
@@ -320,7 +388,7 @@ fn workloads() -> Vec<Workload> {
             "M msg/s",
             true,
             vec![
-                ours(|s| ours::queue_throughput(2, s.n(100_000, 1_000_000), 4096)),
+                ours(|s| ours::queue_throughput(2, s.n(100_000, 1_000_000), 4096, false)),
                 python("queue22_4k"),
             ],
         ),

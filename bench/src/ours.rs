@@ -170,10 +170,16 @@ fn queue_put(q: Queue<()>, start: Barrier, count: u64, size: usize) {
     }
 }
 
-fn queue_get(q: Queue<()>, start: Barrier, count: u64) {
+fn queue_get(q: Queue<()>, start: Barrier, count: u64, reuse: bool) {
+    let mut buf = Vec::new();
     start.wait().unwrap();
     for _ in 0..count {
-        black_box(q.get_bytes().unwrap());
+        if reuse {
+            q.get_bytes_into(&mut buf).unwrap();
+            black_box(&buf);
+        } else {
+            black_box(q.get_bytes().unwrap());
+        }
     }
 }
 
@@ -205,16 +211,16 @@ fn timed(mut ps: Vec<Process>, start: &Barrier) -> f64 {
 }
 
 /// Millions of `size`-byte messages per second through one Queue
-/// (`put_bytes`/`get_bytes`), `producers` processes putting and as many
-/// getting.
-pub fn queue_throughput(producers: u64, count: u64, size: usize) -> f64 {
+/// (`put_bytes`, then `get_bytes`, or `get_bytes_into` one buffer when
+/// `reuse`), `producers` processes putting and as many getting.
+pub fn queue_throughput(producers: u64, count: u64, size: usize, reuse: bool) -> f64 {
     let start = Barrier::new(2 * producers as u32 + 1).unwrap();
     let per = count / producers;
     let q = Queue::<()>::new().unwrap();
     let mut ps = Vec::new();
     for _ in 0..producers {
         ps.push(Process::new(queue_put, (q.clone(), start.clone(), per, size)));
-        ps.push(Process::new(queue_get, (q.clone(), start.clone(), per)));
+        ps.push(Process::new(queue_get, (q.clone(), start.clone(), per, reuse)));
     }
     (per * producers) as f64 / timed(ps, &start) / 1e6
 }
