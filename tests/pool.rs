@@ -166,6 +166,47 @@ fn a_panicking_task_fails_alone() {
     });
 }
 
+fn tag_length(s: String) -> (usize, u8) {
+    if s.starts_with("boom") {
+        panic!("{s}");
+    }
+    (s.len(), s.as_bytes()[0])
+}
+
+/// Default chunks end at 64 KiB of arguments: 3 MB of strings travel in
+/// dozens of chunks, every result lands at its own index, and a panic in
+/// one chunk fails only its item.
+#[test]
+fn default_chunks_split_by_bytes_keep_every_result_in_place() {
+    each_method(|method| {
+        let p = std::sync::Arc::new(pool(method, 2));
+        let items: Vec<String> = (0..3000)
+            .map(|i| char::from(b'a' + (i % 26) as u8).to_string().repeat(1000 + i))
+            .collect();
+        let want: Vec<(usize, u8)> = items.iter().map(|s| (s.len(), s.as_bytes()[0])).collect();
+        let got = bounded({
+            let (p, items) = (p.clone(), items.clone());
+            move || p.map(tag_length, items).unwrap()
+        });
+        assert_eq!(got, want);
+        let mut failing = items.clone();
+        failing[2500] = "boom at 2500".to_string();
+        let r = p.map_async(tag_length, failing.clone()).unwrap();
+        assert!(r.wait_timeout(BOUND).unwrap());
+        assert_eq!(r.successful(), Some(false));
+        let results: Vec<_> = bounded(move || p.imap(tag_length, failing).unwrap().collect());
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(got) => assert_eq!(got, want[i]),
+                Err(e) => {
+                    assert_eq!(i, 2500);
+                    assert_eq!(e.kind(), ErrorKind::TaskPanicked);
+                }
+            }
+        }
+    });
+}
+
 /// Arguments whose deserialization, in the worker, fails (2001), exits
 /// (2002) or aborts (2003).
 #[derive(Debug)]

@@ -2,7 +2,6 @@
 //! iterators, each of which drives the pool while it waits.
 
 use super::state::*;
-use super::*;
 use crate::time::Deadline;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -115,12 +114,7 @@ impl<R> AsyncResult<R> {
         if job.remaining != 0 {
             return None;
         }
-        Some(job.items.iter().all(|item| match item {
-            Item::Ready { buf, start, .. } => {
-                job.bufs[*buf as usize].get(*start as usize) == Some(&OK)
-            }
-            _ => false,
-        }))
+        Some(job.all_succeeded())
     }
 }
 
@@ -154,8 +148,7 @@ impl<R: DeserializeOwned> Imap<R> {
             return None;
         }
         let (job, i) = (self.job, self.next);
-        let ready =
-            |st: &mut State| st.jobs.get(&job).is_none_or(|j| !matches!(j.items[i], Item::Pending));
+        let ready = |st: &mut State| st.jobs.get(&job).is_none_or(|j| !j.is_pending(i));
         match self.shared.wait(deadline, ready) {
             Ok(true) => {}
             Ok(false) => return Some(Err(Error::timeout())),

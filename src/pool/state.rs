@@ -17,22 +17,40 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// One item's state in the parent.
+/// An item's outcome as it settles.
 #[derive(Clone, Debug)]
 pub(super) enum Item {
-    Pending,
-    /// Its outcome is `bufs[buf][start..end]`.
+    /// Its outcome is in `bufs[buf]` at `start`, after its length.
     Ready {
         buf: u32,
         start: u32,
-        end: u32,
     },
     Failed(ErrorKind, Arc<str>),
-    Taken,
+}
+
+/// An [`Item`] as a job keeps it: one `u64` (a map of a million tiny
+/// tasks keeps a million), 0 while pending, so a job's table starts as
+/// zeroed memory that costs nothing until its items settle. The high half
+/// is `buf + 1` of a ready outcome (its offset in the low half, its length
+/// in the four bytes before it), or [`FAILED`] (an index into the job's
+/// failures), or [`TAKEN`].
+type Packed = u64;
+
+const PENDING: u32 = 0;
+const TAKEN: u32 = u32::MAX;
+const FAILED: u32 = u32::MAX - 1;
+
+fn pack(tag: u32, at: u32) -> Packed {
+    u64::from(tag) << 32 | u64::from(at)
+}
+
+fn unpack(p: Packed) -> (u32, u32) {
+    ((p >> 32) as u32, p as u32)
 }
 
 pub(super) struct Job {
-    pub(super) items: Vec<Item>,
+    items: Vec<Packed>,
+    failures: Vec<(ErrorKind, Arc<str>)>,
     pub(super) bufs: Vec<Vec<u8>>,
     pub(super) remaining: usize,
     /// Indices whose outcome arrived and was not taken (kept only for
@@ -44,16 +62,61 @@ pub(super) struct Job {
 }
 
 impl Job {
-    pub(super) fn settle(&mut self, i: usize, item: Item) {
-        if let Some(slot) = self.items.get_mut(i) {
-            if matches!(slot, Item::Pending) {
-                *slot = item;
-                self.remaining -= 1;
-                if self.unordered {
-                    self.arrived.push_back(i as u32);
-                }
-            }
+    fn new(len: usize, unordered: bool) -> Job {
+        Job {
+            items: vec![0; len],
+            failures: Vec::new(),
+            bufs: Vec::new(),
+            remaining: len,
+            arrived: VecDeque::new(),
+            unordered,
+            abandoned: false,
         }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether item `i`'s outcome has not arrived.
+    pub(super) fn is_pending(&self, i: usize) -> bool {
+        self.items.get(i).is_some_and(|&p| unpack(p).0 == PENDING)
+    }
+
+    pub(super) fn settle(&mut self, i: usize, item: Item) {
+        if !self.is_pending(i) {
+            return;
+        }
+        let packed = match item {
+            Item::Ready { buf, start } if buf < FAILED - 1 => pack(buf + 1, start),
+            Item::Ready { .. } => return,
+            Item::Failed(kind, why) => {
+                self.failures.push((kind, why));
+                pack(FAILED, (self.failures.len() - 1) as u32)
+            }
+        };
+        self.items[i] = packed;
+        self.remaining -= 1;
+        if self.unordered {
+            self.arrived.push_back(i as u32);
+        }
+    }
+
+    /// Item `i`'s outcome bytes (tag, then result or message), if ready.
+    fn outcome(&self, i: usize) -> Option<&[u8]> {
+        let (tag, start) = unpack(*self.items.get(i)?);
+        if tag == PENDING || tag >= FAILED {
+            return None;
+        }
+        let buf = self.bufs.get(tag as usize - 1)?;
+        let start = start as usize;
+        let len = u32::from_le_bytes(buf.get(start.checked_sub(4)?..start)?.try_into().ok()?);
+        buf.get(start..start + len as usize)
+    }
+
+    /// Whether every item arrived and succeeded.
+    pub(super) fn all_succeeded(&self) -> bool {
+        (0..self.len()).all(|i| self.outcome(i).and_then(|o| o.first()) == Some(&OK))
     }
 
     /// Takes the first `len` items' outcomes, decoded: all of them, or the
@@ -74,10 +137,18 @@ impl Job {
 
     /// Takes item `i`'s outcome, decoded.
     pub(super) fn take<R: DeserializeOwned>(&mut self, i: usize) -> Result<R> {
-        let item = std::mem::replace(&mut self.items[i], Item::Taken);
-        match item {
-            Item::Ready { buf, start, end } => {
-                let bytes = &self.bufs[buf as usize][start as usize..end as usize];
+        let Some(&packed) = self.items.get(i) else {
+            return Err(Error::invalid("no such result"));
+        };
+        let (tag, at) = unpack(packed);
+        let decoded = match tag {
+            PENDING | TAKEN => return Err(Error::invalid("this result was already taken")),
+            FAILED => {
+                let (kind, message) = &self.failures[at as usize];
+                Err(Error::new(*kind, message.to_string()))
+            }
+            _ => {
+                let bytes = self.outcome(i).unwrap_or(&[]);
                 let (tag, body) = bytes.split_first().unwrap_or((&BAD_RESULT, &[]));
                 let text = || String::from_utf8_lossy(body).into_owned();
                 match *tag {
@@ -87,9 +158,9 @@ impl Job {
                     _ => Err(Error::new(ErrorKind::Codec, text())),
                 }
             }
-            Item::Failed(kind, message) => Err(Error::new(kind, message.to_string())),
-            Item::Pending | Item::Taken => Err(Error::invalid("this result was already taken")),
-        }
+        };
+        self.items[i] = pack(TAKEN, 0);
+        decoded
     }
 }
 
@@ -233,8 +304,7 @@ impl State {
         let mut got = 0;
         for (k, outcome) in items(&reply.results).take(reply.count as usize).enumerate() {
             let start = (outcome.as_ptr() as usize - base) as u32;
-            let end = start + outcome.len() as u32;
-            job.settle(chunk.first as usize + k, Item::Ready { buf, start, end });
+            job.settle(chunk.first as usize + k, Item::Ready { buf, start });
             got += 1;
         }
         job.bufs.push(reply.results);
@@ -379,7 +449,7 @@ impl State {
             slot.inflight.clear();
         }
         for job in self.jobs.values_mut() {
-            for i in 0..job.items.len() {
+            for i in 0..job.len() {
                 job.settle(i, Item::Failed(ErrorKind::WorkerDied, why.clone()));
             }
         }
@@ -392,14 +462,7 @@ impl State {
         }
         let id = self.next_job;
         self.next_job += 1;
-        let job = Job {
-            items: vec![Item::Pending; len],
-            bufs: Vec::new(),
-            remaining: len,
-            arrived: VecDeque::new(),
-            unordered,
-            abandoned: false,
-        };
+        let job = Job::new(len, unordered);
         self.jobs.insert(id, job);
         Ok(id)
     }
