@@ -11,6 +11,11 @@
 //!
 //! `--quick` (under 2 minutes) is CI's smoke test: it fails if any side
 //! printed no figure, and asserts no timing.
+//!
+//! `--oversubscribed` measures the hand-off workloads (round trips, the
+//! 1->1 and 4->4 Queues) beside two busy-looping processes on this 2-core
+//! machine, into `bench/results/oversubscribed/` (`--full`) or
+//! `target/bench-oversubscribed/`.
 
 // Windows measures a subset of the workloads (and no Python or rival
 // sides): the rest is compiled there but unused.
@@ -375,6 +380,12 @@ fn workloads() -> Vec<Workload> {
             ],
         ),
         workload(
+            "Queue 4->4, 8 B",
+            "M msg/s",
+            true,
+            vec![ours(|s| ours::queue_throughput(4, s.n(1_000_000, 4_000_000), 8, false))],
+        ),
+        workload(
             "Queue 1->1, 4 KiB",
             "M msg/s",
             true,
@@ -495,6 +506,58 @@ fn run_rust(workload: &str, side: usize, scale: Scale) -> Result<f64, String> {
     text.trim().parse().map_err(|_| format!("printed {text:?}"))
 }
 
+/// The workloads `--oversubscribed` measures: the hand-offs, where a
+/// waiter that spins while its peer is descheduled costs the most.
+const OVERSUBSCRIBED: &[&str] = &[
+    "Event ping-pong round trip",
+    "Pipe round trip, 8 B",
+    "Connection round trip, 8 B, Unix socket",
+    "Manager dict get/set, Unix socket",
+    "Pool(2).apply round trip",
+    "Queue 1->1, 8 B",
+    "Queue 4->4, 8 B",
+];
+
+/// Two processes that loop on the CPU for as long as the run lasts
+/// (`--oversubscribed`), killed when dropped; each also ends by itself
+/// once its parent is gone.
+struct BusyLoops(Vec<std::process::Child>);
+
+impl BusyLoops {
+    fn start() -> BusyLoops {
+        let exe = std::env::current_exe().expect("this binary");
+        BusyLoops(
+            (0..2)
+                .map(|_| Command::new(&exe).arg("--busy-loop").spawn().expect("a busy loop"))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for BusyLoops {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `--busy-loop`: spins until its parent is gone.
+#[cfg(unix)]
+fn busy_loop() -> ! {
+    let parent = std::os::unix::process::parent_id();
+    loop {
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(0);
+        }
+    }
+}
+
 /// `--measure WORKLOAD SIDE quick|full`: one measurement, printed.
 fn measure(args: &[String]) -> ! {
     let scale = Scale { quick: args.get(2).is_some_and(|s| s == "quick") };
@@ -518,19 +581,32 @@ fn main() {
     if args.first().is_some_and(|a| a == "--measure") {
         measure(&args[1..]);
     }
+    #[cfg(unix)]
+    if args.first().is_some_and(|a| a == "--busy-loop") {
+        busy_loop();
+    }
     let scale = Scale { quick: !args.iter().any(|a| a == "--full") };
     let runs = scale.n(3, 7);
     let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let oversubscribed = args.iter().any(|a| a == "--oversubscribed");
     // A run of some workloads only must not replace the full results.
     let out_dir = if !only.is_empty() {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-partial"))
+    } else if oversubscribed {
+        let dir =
+            if scale.quick { "/../target/bench-oversubscribed" } else { "/results/oversubscribed" };
+        PathBuf::from(env!("CARGO_MANIFEST_DIR").to_owned() + dir)
     } else if scale.quick {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-quick"))
     } else {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"))
     };
 
-    let machine = report::machine();
+    let mut machine = report::machine();
+    let _busy = oversubscribed.then(|| {
+        machine += ", beside two busy-looping processes";
+        BusyLoops::start()
+    });
     println!("{machine}; {runs} counted runs after 1 warm-up, sides interleaved; median [min-max]");
     let mut results = Vec::new();
     let mut missing = Vec::new();
@@ -538,6 +614,9 @@ fn main() {
         if !only.is_empty()
             && !only.iter().any(|o| w.name.to_lowercase().contains(&o.to_lowercase()))
         {
+            continue;
+        }
+        if oversubscribed && !OVERSUBSCRIBED.contains(&w.name) {
             continue;
         }
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); w.sides.len()];
