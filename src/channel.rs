@@ -293,6 +293,9 @@ impl Link<'_> {
         let me = ident::thread();
         let how = side.lock.lock(&Os, me, deadline.core())?;
         let mut w = side.writer();
+        if self.batched {
+            w.batch_waits();
+        }
         if how == Acquired::OwnerDied {
             // The previous holder may have died inside a message.
             w.abort_pending();

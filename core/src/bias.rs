@@ -44,7 +44,7 @@
 
 use crate::lock::{Owner, RawLock};
 use crate::park::{park_slice, Deadline, Liveness, Park};
-use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, Spin};
 use crate::{Acquired, Error};
 
 /// Threads that can hold a slot at once; more simply take the slow path.
@@ -201,7 +201,7 @@ impl BiasedLock {
         slot: &Slot,
         deadline: Deadline,
     ) -> Result<bool, Error> {
-        let mut spins = SPIN_LIMIT;
+        let mut spin = Spin::new();
         let mut last_check = os.now();
         loop {
             // SYNC POINT: the biased thread's critical section, visible
@@ -209,9 +209,7 @@ impl BiasedLock {
             if slot.busy.load(Ordering::Acquire) == 0 {
                 return Ok(false);
             }
-            if spins > 0 {
-                spins -= 1;
-                spin_loop();
+            if spin.step(os) {
                 continue;
             }
             // Its fast exit wakes us: it sees that `bias` moved.

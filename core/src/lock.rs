@@ -15,7 +15,7 @@
 //! `state`; its `id` half tells a reader whether it belongs to that holding.
 
 use crate::park::{park_slice, Deadline, Liveness, Park};
-use crate::sync::{spin_loop, AtomicU32, AtomicU64, Ordering, SPIN_LIMIT};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, Spin};
 use crate::{Acquired, Error};
 
 /// Bit 31 of `state`: reserved (it once marked parked waiters, now counted
@@ -166,15 +166,13 @@ impl RawLock {
     }
 
     /// Spins while the lock is held, without writing.
-    fn spin(&self) -> u32 {
-        let mut left = SPIN_LIMIT;
+    fn spin<P: Park>(&self, park: &P) -> u32 {
+        let mut spin = Spin::new();
         loop {
             let state = self.state.load(Ordering::Relaxed);
-            if is_unlocked(state) || left == 0 {
+            if is_unlocked(state) || !spin.step(park) {
                 return state;
             }
-            spin_loop();
-            left -= 1;
         }
     }
 
@@ -210,7 +208,7 @@ impl RawLock {
             // Spin again after every lost race: parking costs the waiter a
             // heavy barrier (a system call), which a holder about to
             // release is not worth.
-            state = self.spin();
+            state = self.spin(os);
             if is_unlocked(state) {
                 continue;
             }

@@ -34,6 +34,14 @@ pub trait Park {
         fence(Ordering::SeqCst);
     }
 
+    /// Gives up the CPU to another runnable task, if there is one: what a
+    /// spin-wait does once its first pauses did not see the hand-off (its
+    /// peer may be waiting for this very CPU). The default pauses.
+    #[inline]
+    fn yield_now(&self) {
+        crate::sync::spin_loop();
+    }
+
     /// The waiter's half: called after registering as a waiter and before
     /// re-checking the condition it is about to park on. Only slow paths
     /// (about to sleep) call it. The default is a full fence.

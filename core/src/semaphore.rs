@@ -12,7 +12,7 @@
 //! loads as stronger, and found the load-based version losing wake-ups).
 
 use crate::park::{Deadline, Park};
-use crate::sync::{spin_loop, AtomicU32, Ordering, SPIN_LIMIT};
+use crate::sync::{AtomicU32, Ordering, Spin};
 use crate::Error;
 
 /// Largest value a semaphore holds (Python's is unbounded; ours is a word).
@@ -99,8 +99,8 @@ impl RawSemaphore {
 
     #[cold]
     fn acquire_contended<P: Park>(&self, park: &P, deadline: Deadline) -> Result<(), Error> {
-        for _ in 0..SPIN_LIMIT {
-            spin_loop();
+        let mut spin = Spin::new();
+        while spin.step(park) {
             if self.try_acquire() {
                 return Ok(());
             }

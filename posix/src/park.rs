@@ -44,6 +44,10 @@ impl Park for Os {
         word_wake(word, true);
     }
 
+    fn yield_now(&self) {
+        std::thread::yield_now();
+    }
+
     fn now(&self) -> Duration {
         use rustix::time::{clock_gettime, ClockId};
         let t = clock_gettime(ClockId::Monotonic);

@@ -74,6 +74,10 @@ impl multiproc_core::Park for Os {
         wake(word);
     }
 
+    fn yield_now(&self) {
+        std::thread::yield_now();
+    }
+
     fn now(&self) -> Duration {
         use std::sync::OnceLock;
         static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -88,6 +88,9 @@ pub struct Writer {
     cached_head: u64,
     /// A message was cut short by a timeout: write `ABORT` first.
     must_abort: bool,
+    /// Yield the CPU while waiting for space (this call's choice, as
+    /// [`Reader::batched`]; not stored in the [`Endpoint`]).
+    batched: bool,
 }
 
 /// The consumer's private state.
@@ -101,7 +104,8 @@ pub struct Reader {
     skipping: bool,
     /// Lost track (a holder died mid-message): skip to the next `FIRST`.
     resync: bool,
-    /// Look for data every [`BATCH_PACE`] pauses, not at every pause
+    /// Look for data every [`BATCH_PACE`] pauses, not at every pause, and
+    /// yield the CPU between looks once the first pauses are spent
     /// (this call's choice; not stored in the [`Endpoint`]).
     batched: bool,
 }
@@ -196,7 +200,7 @@ impl SpscRing {
             if self.closed() & PRODUCER_CLOSED != 0 {
                 return if self.has_data() { Ok(()) } else { Err(RecvError::Disconnected) };
             }
-            if waiting.spin(SpinPace::Steady) {
+            if waiting.spin(os, SpinPace::Steady) {
                 continue;
             }
             if deadline.passed(os) {
@@ -334,6 +338,7 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
         // spin that long rather than park and be woken per frame.
         waiting.spins = waiting.spins.saturating_mul(BACKOFF_BUDGET);
         waiting.pace = FIRST_PACE;
+        waiting.yields = self.w.batched;
         // Found full: while spinning, wait for some slack as well, so that
         // the producer then writes many frames without reading `head`
         // (each read pulls its line from the consumer's core, and a
@@ -346,7 +351,7 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
             if let Some(published) = self.try_write(len, &mut payload, flags, slack) {
                 return Ok(published);
             }
-            if waiting.spin(SpinPace::Backoff) {
+            if waiting.spin(os, SpinPace::Backoff) {
                 slack = SLACK.min(self.data.len() / 8);
                 continue;
             }
@@ -491,6 +496,7 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
         let mut waiting = Waiting::new(self.os, deadline);
         if self.r.batched {
             waiting.pace = BATCH_PACE;
+            waiting.yields = true;
         }
         loop {
             if self.take_frames(out, limit, &mut None::<fn(&[u8])>)? == Took::Message {
@@ -538,6 +544,7 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
         let mut waiting = Waiting::new(self.os, deadline);
         if self.r.batched {
             waiting.pace = BATCH_PACE;
+            waiting.yields = true;
         }
         let mut out = alloc::vec::Vec::new();
         loop {
@@ -725,6 +732,7 @@ impl Endpoint {
         Writer {
             cached_head: self.cached.load(Ordering::Relaxed),
             must_abort: self.flags.load(Ordering::Relaxed) & 1 != 0,
+            batched: false,
         }
     }
 
@@ -755,6 +763,12 @@ impl Endpoint {
 }
 
 impl Writer {
+    /// This call waits for throughput rather than latency (a Queue's):
+    /// a wait for space yields the CPU once its first pauses are spent.
+    pub fn batch_waits(&mut self) {
+        self.batched = true;
+    }
+
     /// The previous holder of this side died, perhaps inside a message:
     /// withdraw whatever it left half sent before sending anything.
     pub fn abort_pending(&mut self) {

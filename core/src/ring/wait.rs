@@ -2,7 +2,7 @@
 //! ([`Waiting`]), and the [`Signal`] each direction of waking parks on.
 
 use crate::park::{Deadline, Park};
-use crate::sync::{spin_loop, AtomicU32, Ordering, SPIN_LIMIT};
+use crate::sync::{spin_loop, AtomicU32, Ordering, PAUSES_BEFORE_YIELD, SPIN_LIMIT, YIELD_COST};
 
 /// The progress of one blocking call: spins left, last liveness check.
 #[derive(Debug)]
@@ -11,6 +11,11 @@ pub struct Waiting {
     pub(super) spins: u32,
     /// Pauses between two looks, when backing off.
     pub(super) pace: u32,
+    /// Yield the CPU before each look once [`PAUSES_BEFORE_YIELD`] pauses
+    /// are spent (a side that batches, a Queue's: see [`Waiting::spin`]).
+    pub(super) yields: bool,
+    /// Pauses made so far.
+    paused: u32,
     last_check: Option<core::time::Duration>,
 }
 
@@ -53,11 +58,22 @@ impl Waiting {
     /// first park, then every `interval`.
     pub fn new<P: Park>(park: &P, deadline: Deadline) -> Waiting {
         let spins = if deadline.passed(park) { 0 } else { SPIN_LIMIT };
-        Waiting { spins, pace: 1, last_check: None }
+        Waiting { spins, pace: 1, yields: false, paused: 0, last_check: None }
     }
 
     /// Spins once more (`true`), or reports that the spin budget is spent.
-    pub(super) fn spin(&mut self, pace: SpinPace) -> bool {
+    ///
+    /// A side that `yields` gives up its CPU before each look once it has
+    /// paused [`PAUSES_BEFORE_YIELD`] times, each yield counted as
+    /// [`YIELD_COST`] pauses: on an oversubscribed machine (a Queue's 4
+    /// producers and 4 consumers on 2 cores) the peer it waits for may be
+    /// waiting for this very CPU. Measured beside two busy loops on 2
+    /// cores, a 4->4 Queue moved 4.4 M msg/s without these yields, 7.5
+    /// with them. A latency side (a Pipe) does not yield: there the peer
+    /// usually runs on the other core, and a yield hands this one to an
+    /// unrelated task for a whole time slice (a Pipe round trip went from
+    /// 2 to 73 µs that way under the same load).
+    pub(super) fn spin<P: Park>(&mut self, park: &P, pace: SpinPace) -> bool {
         if self.spins == 0 {
             return false;
         }
@@ -69,8 +85,15 @@ impl Waiting {
                 n
             }
         };
-        self.spins -= n;
-        for _ in 0..n {
+        let (pauses, cost) = if self.yields && self.paused >= PAUSES_BEFORE_YIELD {
+            park.yield_now();
+            (n.saturating_sub(YIELD_COST), n.max(YIELD_COST))
+        } else {
+            (n, n)
+        };
+        self.spins = self.spins.saturating_sub(cost);
+        self.paused = self.paused.saturating_add(pauses);
+        for _ in 0..pauses {
             spin_loop();
         }
         true
