@@ -134,6 +134,18 @@ fn stream_in_place(conn: Connection, size: usize, count: u64) {
     }
 }
 
+/// What an in-place reader does with a message: looks at its length, or
+/// (`read_all`) reads every byte where it lies, eight at a time (what a
+/// reader that parses the payload pays for touching it), into an XOR.
+pub fn look_at(bytes: &[u8], read_all: bool) -> u64 {
+    if read_all {
+        let words = bytes.chunks_exact(8);
+        words.fold(0u64, |x, w| x ^ u64::from_le_bytes(w.try_into().unwrap()))
+    } else {
+        bytes.len() as u64
+    }
+}
+
 /// GB/s of `size`-byte messages written and read in place (`send_with`,
 /// `recv_with`): the receiver looks at the length only, or (`read_all`)
 /// reads every byte where it lies (an XOR of its words).
@@ -141,16 +153,7 @@ pub fn pipe_stream_in_place(size: usize, count: u64, read_all: bool) -> f64 {
     let (rx, tx) = Pipe::simplex().unwrap();
     let p = Process::new(stream_in_place, (tx, size, count));
     p.start().unwrap();
-    let look = |bytes: &[u8]| {
-        if read_all {
-            // Eight bytes at a time (what a reader that parses the payload
-            // pays for touching it).
-            let words = bytes.chunks_exact(8);
-            words.fold(0u64, |x, w| x ^ u64::from_le_bytes(w.try_into().unwrap()))
-        } else {
-            bytes.len() as u64
-        }
-    };
+    let look = |bytes: &[u8]| look_at(bytes, read_all);
     black_box(rx.recv_with(look).unwrap());
     let t = Instant::now();
     for _ in 1..count {
