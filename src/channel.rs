@@ -480,19 +480,18 @@ impl Link<'_> {
         deadline: Deadline,
         connected: impl FnMut() -> bool,
     ) -> Result<T> {
-        self.recv(stash, deadline, connected, |m| match m {
-            Message::Lent(bytes) => {
-                let mut buf = RECV_BUF.with(Cell::take);
-                buf.extend_from_slice(bytes);
-                let value = self.decode(&buf);
-                recycle(&RECV_BUF, buf);
-                value
-            }
-            Message::Owned(buf) => {
-                let value = self.decode(&buf);
-                recycle(&RECV_BUF, buf);
-                value
-            }
+        self.recv(stash, deadline, connected, |m| {
+            let buf = match m {
+                Message::Lent(bytes) => {
+                    let mut buf = RECV_BUF.with(Cell::take);
+                    buf.extend_from_slice(bytes);
+                    buf
+                }
+                Message::Owned(buf) => buf,
+            };
+            let value = self.decode(&buf);
+            recycle(&RECV_BUF, buf);
+            value
         })
     }
 

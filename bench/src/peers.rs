@@ -6,6 +6,7 @@
 //! their build needs nothing more than the host, and the other targets'
 //! lint builds stay free of them.
 
+use iceoryx2::port::publisher::Publisher;
 use iceoryx2::prelude::*;
 use interprocess::local_socket::{prelude::*, GenericNamespaced, ListenerOptions, Stream};
 use multiproc::{Event, Process, StartMethod};
@@ -63,6 +64,16 @@ fn ice_u64(node: &Node<Ipc>, name: &str) -> Factory<u64> {
         .history_size(0)
         .open_or_create()
         .expect("an iceoryx2 service")
+}
+
+/// A publisher of `u64`s on [`ice_u64`]'s service that retries while its
+/// subscriber's buffer is full.
+fn ice_u64_publisher(node: &Node<Ipc>, name: &str) -> Publisher<Ipc, u64, ()> {
+    ice_u64(node, name)
+        .publisher_builder()
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()
+        .expect("publisher")
 }
 
 /// One direction of byte slices up to `size`, that never drops one.
@@ -125,11 +136,7 @@ pub fn iceoryx2_round_trip(rounds: u64) -> f64 {
     let p = forked(move || {
         let node = new_node();
         let pings = ice_u64(&node, &child_ping).subscriber_builder().create().expect("subscriber");
-        let pongs = ice_u64(&node, &pong)
-            .publisher_builder()
-            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-            .create()
-            .expect("publisher");
+        let pongs = ice_u64_publisher(&node, &pong);
         child_ready.set();
         for _ in 0..=rounds {
             let got = *ice_receive!(pings);
@@ -137,11 +144,7 @@ pub fn iceoryx2_round_trip(rounds: u64) -> f64 {
         }
         linger(&child_done);
     });
-    let pings = ice_u64(&node, &ping)
-        .publisher_builder()
-        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-        .create()
-        .expect("publisher");
+    let pings = ice_u64_publisher(&node, &ping);
     await_ready(&ready);
     delivered(|| pings.send_copy(0).expect("send"));
     black_box(*ice_receive!(back));
@@ -169,11 +172,7 @@ pub fn iceoryx2_stream(size: usize, count: u64, read_all: bool) -> f64 {
     let send = move || {
         let node = new_node();
         if size == 8 {
-            let publisher = ice_u64(&node, &child_name)
-                .publisher_builder()
-                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-                .create()
-                .expect("publisher");
+            let publisher = ice_u64_publisher(&node, &child_name);
             await_ready(&child_ready);
             for i in 0..count {
                 delivered(|| publisher.send_copy(i).expect("send"));

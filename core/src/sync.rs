@@ -52,11 +52,6 @@ impl Spin {
         Spin { left: SPIN_LIMIT }
     }
 
-    /// No budget: park at once (a `try_` form, or a deadline passed).
-    pub fn none() -> Spin {
-        Spin { left: 0 }
-    }
-
     /// One step of the spin: `false` once the budget is spent (park).
     #[inline]
     pub fn step<P: crate::park::Park>(&mut self, park: &P) -> bool {

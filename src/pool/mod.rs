@@ -217,8 +217,9 @@ impl PoolBuilder {
 /// A chunk of the default size also ends once its arguments reach this
 /// many bytes: it then fits one frame of a worker's pipe (encoded straight
 /// into it), its buffers stay in cache and are reused rather than mapped
-/// afresh, and workers start sooner. Many tiny tasks ran 2.3 times faster
-/// for it (most of the parent's time went to page faults).
+/// afresh, and workers start sooner. With it (and items kept in 8 bytes),
+/// page faults fell from over half the parent's time on a map of a
+/// million tiny tasks to about a tenth; the map ran 6% faster.
 const CHUNK_BYTES: usize = 64 << 10;
 
 /// The chunk size Python's `map` picks: about four chunks per worker.
