@@ -40,8 +40,12 @@ pub fn spsc_consumer(input: &[u8]) {
     let mut reader = Reader::default();
     let mut out = Vec::new();
     // At most one message per 8 bytes of ring, then it must have stopped.
-    // An odd limit tries each message in place first, as `recv_with` does.
-    for _ in 0..=CAP / 8 + 1 {
+    // The reader's cached tail (0 here, as in a fresh `Reader`) is trusted
+    // while it is at most a ring ahead of `head`, so a corrupt `head` just
+    // under it is worth one ring of frames before `tail` itself is read:
+    // two rings in all. An odd limit tries each message in place first, as
+    // `recv_with` does.
+    for _ in 0..=2 * CAP / 8 + 1 {
         let mut consumer = ring.consumer(&park, &data, &mut reader);
         if limit % 2 == 1 && !consumer.in_message() {
             let mut seen = None;
@@ -112,6 +116,7 @@ mod tests {
     /// Inputs the fuzzer found: indices near `u64::MAX` overflowed `head`.
     #[test]
     fn regressions() {
+        use super::CAP;
         let cases: [&[u8]; 2] = [
             &[
                 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255,
@@ -125,5 +130,15 @@ mod tests {
         for case in cases {
             super::spsc_consumer(case);
         }
+        // A ring of empty frames behind the fresh reader's cached tail of 0
+        // (head = 2^64 - 256), then `tail` = 256: a second ring of them.
+        let mut case = std::vec::Vec::new();
+        case.extend((u64::MAX - 255).to_le_bytes());
+        case.extend(256u64.to_le_bytes());
+        case.extend([0, 0]);
+        for _ in 0..CAP / 8 {
+            case.extend([0, 0, 0, 0, 3, 0, 0, 0]);
+        }
+        super::spsc_consumer(&case);
     }
 }
