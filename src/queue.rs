@@ -109,11 +109,20 @@ struct Raw {
     shared: Arc<Shared>,
     stash: Stash,
     closed: AtomicBool,
+    /// This handle's gets look for a message at every pause while they
+    /// wait, for latency, instead of letting a few arrive per look
+    /// ([`Queue::prompt`]).
+    prompt: bool,
 }
 
 impl Clone for Raw {
     fn clone(&self) -> Raw {
-        Raw { shared: self.shared.clone(), stash: Stash::default(), closed: AtomicBool::new(false) }
+        Raw {
+            shared: self.shared.clone(),
+            stash: Stash::default(),
+            closed: AtomicBool::new(false),
+            prompt: self.prompt,
+        }
     }
 }
 
@@ -180,6 +189,7 @@ impl Raw {
             shared: Arc::new(Shared { segment, fds_out, fds_in, slots }),
             stash: Stash::default(),
             closed: AtomicBool::new(false),
+            prompt: false,
         }
     }
 
@@ -191,7 +201,7 @@ impl Raw {
             data: ShmBytes { ptr: shared.segment.obj.base().wrapping_add(DATA_OFFSET), len: cap },
             fds_out: shared.fds_out.as_handle(),
             fds_in: shared.fds_in.as_handle(),
-            batched: true,
+            batched: !self.prompt,
         }
     }
 
@@ -317,6 +327,17 @@ impl Raw {
 pub struct Queue<T> {
     raw: Raw,
     _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Queue<T> {
+    /// Makes this handle's waits latency-first (a Pool's replies: a caller
+    /// waits for one result at a time more often than it streams them).
+    /// By default a waiting get looks for a message every few pauses, so
+    /// that a fast producer puts several per look.
+    pub(crate) fn prompt(mut self) -> Queue<T> {
+        self.raw.prompt = true;
+        self
+    }
 }
 
 impl<T> Clone for Queue<T> {

@@ -6,7 +6,7 @@
 //! `semaphore.rs` for why the waker reads `waiters` with an RMW.
 
 use crate::park::{Deadline, Park};
-use crate::sync::{spin_loop, AtomicU32, Ordering, SPIN_LIMIT};
+use crate::sync::{spin_loop, AtomicU32, Ordering, SpinBudget};
 
 /// Bit 0 of the word: the flag.
 const SET: u32 = 1;
@@ -27,10 +27,13 @@ pub struct RawEvent {
     word: AtomicU32,
     /// Waiters that may be parked or about to park.
     waiters: AtomicU32,
+    /// How long a waiter spins before it parks ([`SpinBudget::to_bits`]),
+    /// learnt from recent waits: a hint, any value is safe.
+    spin: AtomicU32,
 }
 
 #[cfg(not(loom))]
-static_assertions::assert_eq_size!(RawEvent, u64);
+static_assertions::assert_eq_size!(RawEvent, [u32; 3]);
 
 impl RawEvent {
     /// An event that is not set.
@@ -84,11 +87,18 @@ impl RawEvent {
     #[cold]
     fn wait_contended<P: Park>(&self, park: &P, deadline: Deadline, start: u32) -> bool {
         let fired = |word: u32| is_set(word) || word != start;
-        for _ in 0..SPIN_LIMIT {
+        let mut budget = SpinBudget::from_bits(self.spin.load(Ordering::Relaxed));
+        let pauses = if deadline.passed(park) { 0 } else { budget.pauses() };
+        let spun = (1..=pauses).find(|_| {
             spin_loop();
-            if fired(self.word.load(Ordering::Acquire)) {
-                return true;
-            }
+            fired(self.word.load(Ordering::Acquire))
+        });
+        if pauses > 0 {
+            budget.learn(spun.unwrap_or(pauses), spun.is_none());
+            self.spin.store(budget.to_bits(), Ordering::Relaxed);
+        }
+        if spun.is_some() {
+            return true;
         }
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let result = loop {

@@ -345,3 +345,24 @@ fn a_stale_reader_cache_after_a_dead_consumer_recovers() {
         assert_eq!(out, b"three");
     });
 }
+
+/// A wait that had to park halves the side's spin budget, and the budget
+/// lives in the receiving `Endpoint` from one holder to the next.
+#[cfg(not(loom))]
+#[test]
+fn a_reader_that_parks_spins_less_next_time() {
+    use multiproc_core::ring::spsc::Endpoint;
+    use multiproc_core::sync::SPIN_LIMIT;
+    let r = ring();
+    let side = Endpoint::default();
+    let mut reader = side.reader();
+    assert_eq!(reader.spin_budget().pauses(), SPIN_LIMIT);
+    let deadline = Deadline::after(&r.park, Duration::from_millis(2));
+    let got =
+        r.ring.consumer(&r.park, &r.data, &mut reader).recv(&mut Vec::new(), 8, deadline, || true);
+    assert_eq!(got, Err(RecvError::Timeout));
+    let pauses = reader.spin_budget().pauses();
+    assert!((SPIN_LIMIT / 2..SPIN_LIMIT).contains(&pauses), "{pauses} pauses");
+    side.store_reader(&reader);
+    assert_eq!(side.reader().spin_budget(), reader.spin_budget());
+}

@@ -19,8 +19,9 @@
 use crate::os::net::{self, Interest, Socket, SocketRef, Watch};
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
+use multiproc_core::sync::SpinBudget;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,8 +33,10 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
 const SHORT_MAX: u64 = 0x7fff_ffff;
 /// Bytes read ahead per `recv`.
 const READ_AHEAD: usize = 64 << 10;
-/// Tries of a non-blocking receive before sleeping in the kernel.
-const SPIN_TRIES: u32 = 200;
+/// A receive's spin budget counts pauses ([`SpinBudget`]); a try of a
+/// non-blocking receive (a system call, about a microsecond) counts this
+/// many: at most 200 tries before sleeping in the kernel, at least 6.
+const PAUSES_PER_TRY: u32 = 10;
 
 /// The header Python writes before a message of `len` bytes, and its length.
 pub(crate) fn header(len: usize) -> ([u8; 12], usize) {
@@ -168,6 +171,10 @@ pub(crate) struct Stream {
     output: Slot<Vec<u8>>,
     /// Set when bad input made this end drop the connection.
     dropped: AtomicBool,
+    /// How long a receive retries before it sleeps ([`SpinBudget::to_bits`]),
+    /// learnt from the recent receives: shorter once retrying stopped paying
+    /// (a peer that answers slowly, or waits for a CPU).
+    spin: AtomicU32,
 }
 
 impl Stream {
@@ -178,6 +185,7 @@ impl Stream {
             input: Slot::default(),
             output: Slot::default(),
             dropped: AtomicBool::new(false),
+            spin: AtomicU32::new(0),
         }
     }
 
@@ -339,10 +347,22 @@ impl Stream {
     /// marked as a truncated frame if `mid_frame`.
     fn read_some(&self, buf: &mut [u8], deadline: Deadline, mid_frame: bool) -> Result<usize> {
         // A call whose deadline has passed (a `_nowait`-like poll) looks once.
-        let spin = if deadline.passed() { 0 } else { SPIN_TRIES };
+        let mut budget = SpinBudget::from_bits(self.spin.load(Ordering::Relaxed));
+        let spin = if deadline.passed() { 0 } else { budget.pauses() / PAUSES_PER_TRY };
         let mut tries = 0;
+        // Taught once: by the try that found data, or when the tries ran out.
+        let mut taught = spin == 0;
+        let mut learn = |tries: u32| {
+            if !std::mem::replace(&mut taught, true) {
+                budget.learn(tries * PAUSES_PER_TRY, tries >= spin);
+                self.spin.store(budget.to_bits(), Ordering::Relaxed);
+            }
+        };
         loop {
             let blocking = deadline == Deadline::NEVER && tries >= spin;
+            if tries == spin {
+                learn(tries);
+            }
             match net::recv_some(self.socket(), &mut *buf, blocking) {
                 Ok(0) => {
                     return Err(Error::new(
@@ -354,7 +374,10 @@ impl Stream {
                         },
                     ))
                 }
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    learn(tries);
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < spin => {
                     tries += 1;

@@ -194,7 +194,7 @@ impl PoolBuilder {
             pending: VecDeque::new(),
             jobs: HashMap::new(),
             next_job: 0,
-            replies: Queue::new()?,
+            replies: Queue::new()?.prompt(),
             progress: RawArray::zeroed(processes)?,
             make_worker,
             method: self.method.unwrap_or_else(get_start_method),

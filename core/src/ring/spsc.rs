@@ -45,7 +45,11 @@ use super::wait::{Signal, SpinPace, BACKOFF_BUDGET, BATCH_PACE, FIRST_PACE};
 pub use super::wait::Waiting;
 use super::{Bytes, CachePadded};
 use crate::park::{park_slice, Deadline, Liveness, Park};
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, SpinBudget, SPIN_LIMIT};
+
+/// Where a receiving [`Endpoint`]'s `flags` keep its [`SpinBudget`].
+const SPIN_SHIFT: u32 = 8;
+const _: () = assert!(SPIN_SHIFT + SpinBudget::BITS <= 32);
 
 pub use super::frame::{max_frame_payload, valid_capacity, MIN_CAPACITY};
 
@@ -108,6 +112,9 @@ pub struct Reader {
     /// yield the CPU between looks once the first pauses are spent
     /// (this call's choice; not stored in the [`Endpoint`]).
     batched: bool,
+    /// How long a wait for data spins before it parks, learnt from this
+    /// side's recent waits.
+    spin: SpinBudget,
 }
 
 /// The control block of an SPSC ring. All zeros is an empty, open ring.
@@ -333,10 +340,9 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
         let (ring, os) = (self.ring, self.os);
         let len = payload.len();
         let mut payload = Some(payload);
-        let mut waiting = Waiting::new(os, deadline);
         // A consumer draining a full ring frees `SLACK` in tens of µs:
         // spin that long rather than park and be woken per frame.
-        waiting.spins = waiting.spins.saturating_mul(BACKOFF_BUDGET);
+        let mut waiting = Waiting::with_budget(os, deadline, SPIN_LIMIT * BACKOFF_BUDGET);
         waiting.pace = FIRST_PACE;
         waiting.yields = self.w.batched;
         // Found full: while spinning, wait for some slack as well, so that
@@ -493,14 +499,12 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
         if !self.r.assembling {
             out.clear();
         }
-        let mut waiting = Waiting::new(self.os, deadline);
-        if self.r.batched {
-            waiting.pace = BATCH_PACE;
-            waiting.yields = true;
-        }
-        loop {
-            if self.take_frames(out, limit, &mut None::<fn(&[u8])>)? == Took::Message {
-                return Ok(());
+        let mut waiting = self.waiting(deadline);
+        let got = loop {
+            match self.take_frames(out, limit, &mut None::<fn(&[u8])>) {
+                Ok(Took::Message) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
             }
             let waited = self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting);
             if let Err(e) = waited {
@@ -509,9 +513,22 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
                     self.r.assembling = false;
                     out.clear();
                 }
-                return Err(e);
+                break Err(e);
             }
+        };
+        waiting.teach(&mut self.r.spin);
+        got
+    }
+
+    /// A wait for data that spins as long as this side learnt pays, and
+    /// looks less often if it batches.
+    fn waiting(&self, deadline: Deadline) -> Waiting {
+        let mut waiting = Waiting::with_budget(self.os, deadline, self.r.spin.pauses());
+        if self.r.batched {
+            waiting.pace = BATCH_PACE;
+            waiting.yields = true;
         }
+        waiting
     }
 
     /// Whether a message is half received ([`Reader::in_message`]).
@@ -541,21 +558,22 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
             return Ok(false);
         }
         let mut read = Some(read);
-        let mut waiting = Waiting::new(self.os, deadline);
-        if self.r.batched {
-            waiting.pace = BATCH_PACE;
-            waiting.yields = true;
-        }
+        let mut waiting = self.waiting(deadline);
         let mut out = alloc::vec::Vec::new();
-        loop {
-            match self.take_frames(&mut out, usize::MAX, &mut read)? {
-                Took::InPlace => return Ok(true),
+        let got = loop {
+            match self.take_frames(&mut out, usize::MAX, &mut read) {
+                Ok(Took::InPlace) => break Ok(true),
                 // Only skipped frames were taken: nothing was assembled.
-                Took::Fragmented | Took::Message => return Ok(false),
-                Took::Nothing => {}
+                Ok(Took::Fragmented | Took::Message) => break Ok(false),
+                Ok(Took::Nothing) => {}
+                Err(e) => break Err(e),
             }
-            self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting)?;
-        }
+            if let Err(e) = self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting) {
+                break Err(e);
+            }
+        };
+        waiting.teach(&mut self.r.spin);
+        got
     }
 
     /// Takes published frames until a message is complete, one was read
@@ -649,7 +667,12 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
             if flags & FIRST == 0 {
                 return Ok(Frame::More);
             }
-            *r = Reader { cached_tail: r.cached_tail, batched: r.batched, ..Reader::default() };
+            *r = Reader {
+                cached_tail: r.cached_tail,
+                batched: r.batched,
+                spin: r.spin,
+                ..Reader::default()
+            };
             out.clear();
         }
         if flags == ABORT {
@@ -694,7 +717,7 @@ pub struct Endpoint {
     /// `cached_head` (sender) or `cached_tail` (receiver).
     cached: AtomicU64,
     /// Sender: bit 0 `must_abort`. Receiver: bit 0 `assembling`, bit 1
-    /// `skipping`, bit 2 `resync`.
+    /// `skipping`, bit 2 `resync`, bits 8.. its [`SpinBudget`].
     flags: AtomicU32,
     /// Whole messages this side sent or received, ever (wrapping): a
     /// queue's size is the sender's count minus the receiver's.
@@ -751,6 +774,7 @@ impl Endpoint {
             skipping: flags & 2 != 0,
             resync: flags & 4 != 0,
             batched: false,
+            spin: SpinBudget::from_bits(flags >> SPIN_SHIFT),
         }
     }
 
@@ -758,7 +782,7 @@ impl Endpoint {
     pub fn store_reader(&self, r: &Reader) {
         self.cached.store(r.cached_tail, Ordering::Relaxed);
         let flags = u32::from(r.assembling) | u32::from(r.skipping) << 1 | u32::from(r.resync) << 2;
-        self.flags.store(flags, Ordering::Relaxed);
+        self.flags.store(flags | r.spin.to_bits() << SPIN_SHIFT, Ordering::Relaxed);
     }
 }
 
@@ -777,6 +801,11 @@ impl Writer {
 }
 
 impl Reader {
+    /// How long this side's next wait for data spins before it parks.
+    pub fn spin_budget(&self) -> SpinBudget {
+        self.spin
+    }
+
     /// Whether a message is half received: its fragments so far are in the
     /// `out` of the call that timed out.
     pub fn in_message(&self) -> bool {

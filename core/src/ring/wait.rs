@@ -2,7 +2,9 @@
 //! ([`Waiting`]), and the [`Signal`] each direction of waking parks on.
 
 use crate::park::{Deadline, Park};
-use crate::sync::{spin_loop, AtomicU32, Ordering, PAUSES_BEFORE_YIELD, SPIN_LIMIT, YIELD_COST};
+use crate::sync::{
+    spin_loop, AtomicU32, Ordering, SpinBudget, PAUSES_BEFORE_YIELD, SPIN_LIMIT, YIELD_COST,
+};
 
 /// The progress of one blocking call: spins left, last liveness check.
 #[derive(Debug)]
@@ -16,6 +18,8 @@ pub struct Waiting {
     pub(super) yields: bool,
     /// Pauses made so far.
     paused: u32,
+    /// The budget this call started with.
+    budget: u32,
     last_check: Option<core::time::Duration>,
 }
 
@@ -57,8 +61,21 @@ impl Waiting {
     /// already: a `try_` form does not spin), and checks the peer at its
     /// first park, then every `interval`.
     pub fn new<P: Park>(park: &P, deadline: Deadline) -> Waiting {
-        let spins = if deadline.passed(park) { 0 } else { SPIN_LIMIT };
-        Waiting { spins, pace: 1, yields: false, paused: 0, last_check: None }
+        Waiting::with_budget(park, deadline, SPIN_LIMIT)
+    }
+
+    /// A new blocking call that spins at most `pauses` pauses.
+    pub fn with_budget<P: Park>(park: &P, deadline: Deadline, pauses: u32) -> Waiting {
+        let spins = if deadline.passed(park) { 0 } else { pauses };
+        Waiting { spins, pace: 1, yields: false, paused: 0, budget: spins, last_check: None }
+    }
+
+    /// Teaches `budget` what this call's spin came to: the pauses it
+    /// spent, and whether it ran out of them (and parked or gave up).
+    pub(super) fn teach(&self, budget: &mut SpinBudget) {
+        if self.budget > 0 {
+            budget.learn(self.budget - self.spins, self.spins == 0);
+        }
     }
 
     /// Spins once more (`true`), or reports that the spin budget is spent.
