@@ -40,7 +40,7 @@ use crate::os::{BorrowedHandle, RawHandle};
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::ring::spsc::{
-    max_frame_payload, Channel, RecvError, SendError, Waiting, Writer,
+    max_frame_payload, Channel, RecvError, SendError, Sink, Waiting, Writer,
 };
 use multiproc_core::ring::Bytes;
 use multiproc_core::Acquired;
@@ -235,6 +235,73 @@ impl std::ops::Deref for Message<'_> {
             Message::Owned(bytes) => bytes,
         }
     }
+}
+
+/// What [`Link::receive`] did with a message.
+enum Received<R> {
+    /// Handed it to `then`, which returned this.
+    Handed(R),
+    /// Copied it, this long, into the caller's buffer.
+    Placed(usize),
+}
+
+/// A message assembled straight into the caller's buffer (`recv_into`),
+/// moved into a vector of its own once it outgrows the buffer: it is then
+/// kept for the next receive, as Python keeps a message too long for
+/// `recv_bytes_into`'s buffer.
+struct IntoSlice<'a> {
+    buf: &'a mut [u8],
+    /// Bytes assembled in `buf`, until it `spilled`.
+    len: usize,
+    /// The whole message so far, once `spilled`.
+    spill: Vec<u8>,
+    spilled: bool,
+}
+
+impl IntoSlice<'_> {
+    /// What was assembled, as a vector of its own.
+    fn into_vec(mut self) -> Vec<u8> {
+        if !self.spilled {
+            self.spill.clear();
+            self.spill.extend_from_slice(&self.buf[..self.len]);
+        }
+        self.spill
+    }
+}
+
+impl Sink for IntoSlice<'_> {
+    fn len(&self) -> usize {
+        if self.spilled {
+            self.spill.len()
+        } else {
+            self.len
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spill.clear();
+        self.spilled = false;
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if !self.spilled {
+            let end = self.len.saturating_add(bytes.len());
+            if let Some(room) = self.buf.get_mut(self.len..end) {
+                room.copy_from_slice(bytes);
+                self.len = end;
+                return;
+            }
+            self.spill.clear();
+            self.spill.extend_from_slice(&self.buf[..self.len]);
+            self.spilled = true;
+        }
+        self.spill.extend_from_slice(bytes);
+    }
+}
+
+fn not_delivered() -> Error {
+    Error::new(ErrorKind::Corrupt, "a message was taken and not delivered")
 }
 
 fn send_error(e: SendError) -> Error {
@@ -452,22 +519,41 @@ impl Link<'_> {
         connected: impl FnMut() -> bool,
         then: impl FnOnce(Message<'_>) -> Result<R>,
     ) -> Result<R> {
+        match self.receive(stash, deadline, connected, None, then)? {
+            Received::Handed(result) => result,
+            Received::Placed(_) => Err(not_delivered()),
+        }
+    }
+
+    /// [`recv`](Self::recv), and with `into`, a message that fits there is
+    /// copied there instead of handed to `then` (one in fragments is
+    /// assembled there: see [`IntoSlice`]).
+    fn receive<R>(
+        &self,
+        stash: &Stash,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+        into: Option<&mut [u8]>,
+        then: impl FnOnce(Message<'_>) -> Result<R>,
+    ) -> Result<Received<Result<R>>> {
         let side = &self.channel.receiver;
         let me = ident::thread();
         let how = side.lock.lock(&Os, me, deadline.core())?;
         let mut then = Some(then);
         let mut outcome = None;
-        let got = self.take_message(stash, how, deadline, connected, &mut |message| {
+        let got = self.take_message(stash, how, deadline, connected, into, &mut |message| {
             if let Some(then) = then.take() {
                 outcome = Some(guarded(|| then(message)));
             }
         });
         let _ = side.lock.unlock(&Os, me);
-        got?;
+        if let Some(len) = got? {
+            return Ok(Received::Placed(len));
+        }
         match outcome {
-            Some(Ok(result)) => result,
+            Some(Ok(result)) => Ok(Received::Handed(result)),
             Some(Err(failure)) => Err(failure.resume()),
-            None => Err(Error::new(ErrorKind::Corrupt, "a message was taken and not delivered")),
+            None => Err(not_delivered()),
         }
     }
 
@@ -508,19 +594,20 @@ impl Link<'_> {
         deadline: Deadline,
         connected: impl FnMut() -> bool,
     ) -> Result<usize> {
-        self.recv(stash, deadline, connected, |m| {
+        let room = buf.len();
+        // Only a message that does not fit is handed on.
+        let too_large = |m: Message<'_>| {
             let len = m.len();
-            if len > buf.len() {
-                stash.keep(m.into_vec());
-                return Err(Error::new(
-                    ErrorKind::TooLarge,
-                    format!("buffer of {} bytes too short for a message of {len}", buf.len()),
-                ));
-            }
-            buf[..len].copy_from_slice(&m);
-            m.recycle(KEEP_INTO_BUFFER);
-            Ok(len)
-        })
+            stash.keep(m.into_vec());
+            Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("buffer of {room} bytes too short for a message of {len}"),
+            ))
+        };
+        match self.receive(stash, deadline, connected, Some(buf), too_large)? {
+            Received::Placed(len) => Ok(len),
+            Received::Handed(result) => result,
+        }
     }
 
     /// Receives one message and lends its bytes to `read`: where they lie
@@ -541,19 +628,32 @@ impl Link<'_> {
 
     /// Holding the receive side's lock: takes one message (a kept one
     /// first) and hands it to `then`, in place when it lies in one frame.
+    /// With `into`, a message that fits there is copied there and not
+    /// handed to `then`; its length is returned.
     fn take_message(
         &self,
         stash: &Stash,
         how: Acquired,
         deadline: Deadline,
         mut connected: impl FnMut() -> bool,
+        mut into: Option<&mut [u8]>,
         then: &mut dyn FnMut(Message<'_>),
-    ) -> Result<()> {
+    ) -> Result<Option<usize>> {
         let side = &self.channel.receiver;
         let kept = stash.take();
+        let mut placed = None;
+        // Copies a message into `into` if it fits there, else hands it on.
+        let mut hand = |into: &mut Option<&mut [u8]>, m: Message<'_>| match into.as_deref_mut() {
+            Some(buf) if m.len() <= buf.len() => {
+                buf[..m.len()].copy_from_slice(&m);
+                placed = Some(m.len());
+                m.recycle(KEEP_INTO_BUFFER);
+            }
+            _ => then(m),
+        };
         if let Some(message) = kept.complete {
-            then(Message::Owned(message));
-            return Ok(());
+            hand(&mut into, Message::Owned(message));
+            return Ok(placed);
         }
         let mut r = side.reader();
         if self.batched {
@@ -565,11 +665,30 @@ impl Link<'_> {
         }
         let mut consumer = self.channel.ring.consumer(&Os, &self.data, &mut r);
         let mut got = Ok(false);
-        if kept.partial.is_empty() && !consumer.in_message() {
-            got = consumer
-                .recv_in_place(deadline.core(), &mut connected, |bytes| then(Message::Lent(bytes)));
+        let fresh = kept.partial.is_empty() && !consumer.in_message();
+        if fresh {
+            got = consumer.recv_in_place(deadline.core(), &mut connected, |bytes| {
+                hand(&mut into, Message::Lent(bytes))
+            });
         }
-        if let Ok(false) = got {
+        let in_fragments = fresh && matches!(got, Ok(false));
+        if let Some(buf) = into.take_if(|_| in_fragments) {
+            // In fragments: assembled straight into the caller's buffer.
+            let mut sink =
+                IntoSlice { buf, len: 0, spill: RECV_BUF.with(Cell::take), spilled: false };
+            got = consumer.recv(&mut sink, MAX_MESSAGE, deadline.core(), connected).map(|()| true);
+            match got {
+                Ok(_) if !sink.spilled => {
+                    placed = Some(sink.len);
+                    recycle_up_to(&RECV_BUF, sink.spill, KEEP_INTO_BUFFER);
+                }
+                Ok(_) => hand(&mut None, Message::Owned(sink.spill)),
+                Err(RecvError::Timeout) if consumer.in_message() => {
+                    stash.update(|k| k.partial = sink.into_vec());
+                }
+                Err(_) => recycle(&RECV_BUF, sink.spill),
+            }
+        } else if let Ok(false) = got {
             let mut out =
                 if kept.partial.is_empty() { RECV_BUF.with(Cell::take) } else { kept.partial };
             if consumer.in_message() && out.is_empty() {
@@ -579,7 +698,7 @@ impl Link<'_> {
             }
             got = consumer.recv(&mut out, MAX_MESSAGE, deadline.core(), connected).map(|()| true);
             match got {
-                Ok(_) => then(Message::Owned(out)),
+                Ok(_) => hand(&mut into, Message::Owned(out)),
                 Err(RecvError::Timeout) if consumer.in_message() => {
                     stash.update(|k| k.partial = out);
                 }
@@ -590,7 +709,7 @@ impl Link<'_> {
             side.count_message();
         }
         side.store_reader(&r);
-        got.map(drop).map_err(recv_error)
+        got.map(|_| placed).map_err(recv_error)
     }
 
     /// Waits at most until `deadline` for a message; `true` if one is

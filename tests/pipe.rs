@@ -194,6 +194,45 @@ fn a_receive_that_times_out_inside_a_message_keeps_it() {
     assert_eq!(finish(&p), 0);
 }
 
+fn send_three_sizes(conn: Connection, go: Event) {
+    for (len, seed) in [(200 << 10, 1), (300 << 10, 2), (3 << 20, 3)] {
+        conn.send_bytes(&pattern(len, seed)).unwrap();
+    }
+    go.wait_timeout(BOUND);
+}
+
+/// Messages in fragments are assembled straight into the caller's buffer:
+/// one that fits arrives whole; one that does not is kept, whole, for a
+/// larger buffer; one taken in many timed-out tries arrives whole.
+#[test]
+fn recv_bytes_into_assembles_fragments_and_keeps_what_does_not_fit() {
+    let (rx, tx) = Pipe::with_capacity(1 << 16, false).unwrap();
+    let go = Event::new().unwrap();
+    let p = with(METHODS[0], Process::new(send_three_sizes, (tx, go.clone())));
+    p.start().unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    assert_eq!(rx.recv_bytes_into_timeout(&mut buf, BOUND).unwrap(), 200 << 10);
+    assert!(buf[..200 << 10] == pattern(200 << 10, 1));
+    let short = rx.recv_bytes_into_timeout(&mut buf, BOUND).unwrap_err();
+    assert_eq!(short.kind(), ErrorKind::TooLarge, "{short}");
+    let mut big = vec![0u8; 4 << 20];
+    assert_eq!(rx.recv_bytes_into_timeout(&mut big, BOUND).unwrap(), 300 << 10);
+    assert!(big[..300 << 10] == pattern(300 << 10, 2));
+    let mut timeouts = 0;
+    let len = loop {
+        match rx.recv_bytes_into_timeout(&mut big, Duration::from_micros(200)) {
+            Ok(len) => break len,
+            Err(e) if e.is_timeout() => timeouts += 1,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(timeouts < 1_000_000);
+    };
+    assert_eq!(len, 3 << 20);
+    assert!(big[..len] == pattern(3 << 20, 3));
+    go.set();
+    assert_eq!(finish(&p), 0);
+}
+
 #[test]
 fn recv_bytes_into_a_short_buffer_keeps_the_message() {
     let (a, b) = Pipe::new().unwrap();

@@ -462,6 +462,33 @@ impl<F> Payload<'_, F> {
     }
 }
 
+/// Where [`Consumer::recv`] assembles a message: a `Vec`, or a buffer of
+/// the caller's that spills into one when the message outgrows it.
+pub trait Sink {
+    /// The bytes assembled so far.
+    fn len(&self) -> usize;
+    /// Whether nothing is assembled.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Drops what was assembled.
+    fn clear(&mut self);
+    /// Appends the bytes of one frame.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl Sink for alloc::vec::Vec<u8> {
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn clear(&mut self) {
+        self.clear();
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
 /// What a walk over published frames ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Took {
@@ -489,9 +516,9 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
     /// message was in progress), waiting until `deadline`. `limit` bounds
     /// its size. `connected` is asked, while waiting, whether a producer
     /// still exists.
-    pub fn recv(
+    pub fn recv<S: Sink + ?Sized>(
         &mut self,
-        out: &mut alloc::vec::Vec<u8>,
+        out: &mut S,
         limit: usize,
         deadline: Deadline,
         mut connected: impl FnMut() -> bool,
@@ -580,9 +607,9 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
     /// in place, or none is left. With `in_place` set, a single-frame
     /// message goes to it, and the first fragment of a longer one stops
     /// the walk before it is taken.
-    fn take_frames<F: FnOnce(&[u8])>(
+    fn take_frames<S: Sink + ?Sized, F: FnOnce(&[u8])>(
         &mut self,
-        out: &mut alloc::vec::Vec<u8>,
+        out: &mut S,
         limit: usize,
         in_place: &mut Option<F>,
     ) -> Result<Took, RecvError> {
@@ -654,9 +681,9 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
 
     /// Applies one data frame (`len` bytes at `pos`, with `flags`) to the
     /// message in progress; whether the message is now complete.
-    fn deliver(
+    fn deliver<S: Sink + ?Sized>(
         &mut self,
-        out: &mut alloc::vec::Vec<u8>,
+        out: &mut S,
         limit: usize,
         pos: usize,
         len: usize,
@@ -698,9 +725,8 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
             r.skipping = !last;
             return Ok(Frame::TooLarge);
         }
-        let start = out.len();
-        out.resize(start + len, 0);
-        self.data.read(pos + HEADER, &mut out[start..]);
+        // Appended from where the bytes lie: a resize would zero them first.
+        self.data.read_in_place(pos + HEADER, len, |bytes| out.extend_from_slice(bytes));
         r.assembling = !last;
         Ok(if last { Frame::Complete } else { Frame::More })
     }
