@@ -702,6 +702,20 @@ mod tests {
         assert!(thread_count() >= 1);
     }
 
+    /// The count agrees with the threads `/proc` lists (tried a few times:
+    /// the other tests' threads come and go meanwhile).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn thread_count_agrees_with_the_task_list() {
+        let listed = || std::fs::read_dir("/proc/self/task").unwrap().count();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let extra = std::thread::spawn(move || rx.recv());
+        assert!((0..100).any(|_| thread_count() == listed()));
+        assert!(thread_count() >= 2);
+        drop(tx);
+        let _ = extra.join();
+    }
+
     /// Each build takes the path it claims: pidfds on native Linux (this
     /// kernel has them), `waitid` polling on the portable path.
     #[test]
