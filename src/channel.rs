@@ -237,12 +237,77 @@ impl std::ops::Deref for Message<'_> {
     }
 }
 
-/// What [`Link::receive`] did with a message.
-enum Received<R> {
-    /// Handed it to `then`, which returned this.
-    Handed(R),
-    /// Copied it, this long, into the caller's buffer.
-    Placed(usize),
+/// Receives a message in fragments straight into `buf`: the outcome, the
+/// message's length if it is there whole, or the whole message if it
+/// outgrew `buf`. A receive that times out inside the message keeps what
+/// it has in `stash`. Out of line: the common receive (a message in one
+/// frame) stays small.
+#[cold]
+#[inline(never)]
+fn assemble_into<B: Bytes>(
+    consumer: &mut multiproc_core::ring::spsc::Consumer<'_, Os, B>,
+    buf: &mut [u8],
+    stash: &Stash,
+    deadline: Deadline,
+    connected: impl FnMut() -> bool,
+) -> (std::result::Result<bool, RecvError>, Option<usize>, Option<Vec<u8>>) {
+    let mut sink = IntoSlice { buf, len: 0, spill: RECV_BUF.with(Cell::take), spilled: false };
+    let got = consumer.recv(&mut sink, MAX_MESSAGE, deadline.core(), connected).map(|()| true);
+    match got {
+        Ok(_) if !sink.spilled => {
+            let len = sink.len;
+            recycle_up_to(&RECV_BUF, sink.spill, KEEP_INTO_BUFFER);
+            return (got, Some(len), None);
+        }
+        Ok(_) => return (got, None, Some(sink.spill)),
+        Err(RecvError::Timeout) if consumer.in_message() => {
+            stash.update(|k| k.partial = sink.into_vec());
+        }
+        Err(_) => recycle(&RECV_BUF, sink.spill),
+    }
+    (got, None, None)
+}
+
+/// Where a receive places a message instead of handing it to `then`:
+/// nowhere (`()`, every receive but one), or the caller's buffer
+/// (`recv_into`), which takes a message that fits it.
+trait Target {
+    /// Copies `m` in if it fits (its length), else hands it to `then`.
+    fn place(&mut self, m: Message<'_>, then: &mut dyn FnMut(Message<'_>)) -> Option<usize>;
+    /// Where to assemble a message in fragments, if not in a vector.
+    fn buffer(&mut self) -> Option<&mut [u8]>;
+}
+
+impl Target for () {
+    fn place(&mut self, m: Message<'_>, then: &mut dyn FnMut(Message<'_>)) -> Option<usize> {
+        then(m);
+        None
+    }
+
+    fn buffer(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+}
+
+impl Target for &mut [u8] {
+    fn place(&mut self, m: Message<'_>, then: &mut dyn FnMut(Message<'_>)) -> Option<usize> {
+        let len = m.len();
+        match self.get_mut(..len) {
+            Some(room) => {
+                room.copy_from_slice(&m);
+                m.recycle(KEEP_INTO_BUFFER);
+                Some(len)
+            }
+            None => {
+                then(m);
+                None
+            }
+        }
+    }
+
+    fn buffer(&mut self) -> Option<&mut [u8]> {
+        Some(self)
+    }
 }
 
 /// A message assembled straight into the caller's buffer (`recv_into`),
@@ -519,39 +584,36 @@ impl Link<'_> {
         connected: impl FnMut() -> bool,
         then: impl FnOnce(Message<'_>) -> Result<R>,
     ) -> Result<R> {
-        match self.receive(stash, deadline, connected, None, then)? {
-            Received::Handed(result) => result,
-            Received::Placed(_) => Err(not_delivered()),
-        }
+        self.receive(stash, deadline, connected, &mut (), then, |_| Err(not_delivered()))
     }
 
-    /// [`recv`](Self::recv), and with `into`, a message that fits there is
-    /// copied there instead of handed to `then` (one in fragments is
-    /// assembled there: see [`IntoSlice`]).
+    /// [`recv`](Self::recv), placing the message in `target` instead when
+    /// it takes it ([`Target`]): then `placed` is told its length.
     fn receive<R>(
         &self,
         stash: &Stash,
         deadline: Deadline,
         connected: impl FnMut() -> bool,
-        into: Option<&mut [u8]>,
+        target: &mut impl Target,
         then: impl FnOnce(Message<'_>) -> Result<R>,
-    ) -> Result<Received<Result<R>>> {
+        placed: impl FnOnce(usize) -> Result<R>,
+    ) -> Result<R> {
         let side = &self.channel.receiver;
         let me = ident::thread();
         let how = side.lock.lock(&Os, me, deadline.core())?;
         let mut then = Some(then);
         let mut outcome = None;
-        let got = self.take_message(stash, how, deadline, connected, into, &mut |message| {
+        let got = self.take_message(stash, how, deadline, connected, target, &mut |message| {
             if let Some(then) = then.take() {
                 outcome = Some(guarded(|| then(message)));
             }
         });
         let _ = side.lock.unlock(&Os, me);
         if let Some(len) = got? {
-            return Ok(Received::Placed(len));
+            return placed(len);
         }
         match outcome {
-            Some(Ok(result)) => Ok(Received::Handed(result)),
+            Some(Ok(result)) => result,
             Some(Err(failure)) => Err(failure.resume()),
             None => Err(not_delivered()),
         }
@@ -604,10 +666,7 @@ impl Link<'_> {
                 format!("buffer of {room} bytes too short for a message of {len}"),
             ))
         };
-        match self.receive(stash, deadline, connected, Some(buf), too_large)? {
-            Received::Placed(len) => Ok(len),
-            Received::Handed(result) => result,
-        }
+        self.receive(stash, deadline, connected, &mut { buf }, too_large, Ok)
     }
 
     /// Receives one message and lends its bytes to `read`: where they lie
@@ -628,32 +687,21 @@ impl Link<'_> {
 
     /// Holding the receive side's lock: takes one message (a kept one
     /// first) and hands it to `then`, in place when it lies in one frame.
-    /// With `into`, a message that fits there is copied there and not
-    /// handed to `then`; its length is returned.
+    /// A message `target` takes is not handed to `then`; its length is
+    /// returned.
     fn take_message(
         &self,
         stash: &Stash,
         how: Acquired,
         deadline: Deadline,
         mut connected: impl FnMut() -> bool,
-        mut into: Option<&mut [u8]>,
+        target: &mut impl Target,
         then: &mut dyn FnMut(Message<'_>),
     ) -> Result<Option<usize>> {
         let side = &self.channel.receiver;
         let kept = stash.take();
-        let mut placed = None;
-        // Copies a message into `into` if it fits there, else hands it on.
-        let mut hand = |into: &mut Option<&mut [u8]>, m: Message<'_>| match into.as_deref_mut() {
-            Some(buf) if m.len() <= buf.len() => {
-                buf[..m.len()].copy_from_slice(&m);
-                placed = Some(m.len());
-                m.recycle(KEEP_INTO_BUFFER);
-            }
-            _ => then(m),
-        };
         if let Some(message) = kept.complete {
-            hand(&mut into, Message::Owned(message));
-            return Ok(placed);
+            return Ok(target.place(Message::Owned(message), then));
         }
         let mut r = side.reader();
         if self.batched {
@@ -665,29 +713,23 @@ impl Link<'_> {
         }
         let mut consumer = self.channel.ring.consumer(&Os, &self.data, &mut r);
         let mut got = Ok(false);
+        let mut placed = None;
         let fresh = kept.partial.is_empty() && !consumer.in_message();
         if fresh {
             got = consumer.recv_in_place(deadline.core(), &mut connected, |bytes| {
-                hand(&mut into, Message::Lent(bytes))
+                placed = target.place(Message::Lent(bytes), then)
             });
         }
-        let in_fragments = fresh && matches!(got, Ok(false));
-        if let Some(buf) = into.take_if(|_| in_fragments) {
+        let buffer = if fresh && got == Ok(false) { target.buffer() } else { None };
+        if let Some(buf) = buffer {
             // In fragments: assembled straight into the caller's buffer.
-            let mut sink =
-                IntoSlice { buf, len: 0, spill: RECV_BUF.with(Cell::take), spilled: false };
-            got = consumer.recv(&mut sink, MAX_MESSAGE, deadline.core(), connected).map(|()| true);
-            match got {
-                Ok(_) if !sink.spilled => {
-                    placed = Some(sink.len);
-                    recycle_up_to(&RECV_BUF, sink.spill, KEEP_INTO_BUFFER);
-                }
-                Ok(_) => hand(&mut None, Message::Owned(sink.spill)),
-                Err(RecvError::Timeout) if consumer.in_message() => {
-                    stash.update(|k| k.partial = sink.into_vec());
-                }
-                Err(_) => recycle(&RECV_BUF, sink.spill),
+            let (outcome, len, spilled) =
+                assemble_into(&mut consumer, buf, stash, deadline, connected);
+            got = outcome;
+            if let Some(message) = spilled {
+                then(Message::Owned(message));
             }
+            placed = len;
         } else if let Ok(false) = got {
             let mut out =
                 if kept.partial.is_empty() { RECV_BUF.with(Cell::take) } else { kept.partial };
@@ -698,7 +740,7 @@ impl Link<'_> {
             }
             got = consumer.recv(&mut out, MAX_MESSAGE, deadline.core(), connected).map(|()| true);
             match got {
-                Ok(_) => hand(&mut into, Message::Owned(out)),
+                Ok(_) => placed = target.place(Message::Owned(out), then),
                 Err(RecvError::Timeout) if consumer.in_message() => {
                     stash.update(|k| k.partial = out);
                 }

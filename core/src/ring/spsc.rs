@@ -114,7 +114,8 @@ pub struct Reader {
     batched: bool,
     /// How long a wait for data spins before it parks, learnt from this
     /// side's recent waits.
-    spin: SpinBudget,
+    /// ([`SpinBudget::to_bits`]: decoded only when a call waits).
+    spin: u32,
 }
 
 /// The control block of an SPSC ring. All zeros is an empty, open ring.
@@ -526,14 +527,16 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
         if !self.r.assembling {
             out.clear();
         }
-        let mut waiting = self.waiting(deadline);
+        // Made at the first wait: a message found at once costs nothing more.
+        let mut waiting = None;
         let got = loop {
             match self.take_frames(out, limit, &mut None::<fn(&[u8])>) {
                 Ok(Took::Message) => break Ok(()),
                 Ok(_) => {}
                 Err(e) => break Err(e),
             }
-            let waited = self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting);
+            let w = waiting.get_or_insert_with(|| self.waiting(deadline));
+            let waited = self.ring.wait_for_data(self.os, deadline, &mut connected, w);
             if let Err(e) = waited {
                 if e == RecvError::Disconnected {
                     // A message cut by the producer's end is never returned.
@@ -543,19 +546,29 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
                 break Err(e);
             }
         };
-        waiting.teach(&mut self.r.spin);
+        self.learn(waiting);
         got
     }
 
     /// A wait for data that spins as long as this side learnt pays, and
     /// looks less often if it batches.
     fn waiting(&self, deadline: Deadline) -> Waiting {
-        let mut waiting = Waiting::with_budget(self.os, deadline, self.r.spin.pauses());
+        let pauses = SpinBudget::from_bits(self.r.spin).pauses();
+        let mut waiting = Waiting::with_budget(self.os, deadline, pauses);
         if self.r.batched {
             waiting.pace = BATCH_PACE;
             waiting.yields = true;
         }
         waiting
+    }
+
+    /// Teaches this side's budget what a call's wait came to, if it waited.
+    fn learn(&mut self, waiting: Option<Waiting>) {
+        if let Some(waiting) = waiting {
+            let mut budget = SpinBudget::from_bits(self.r.spin);
+            waiting.teach(&mut budget);
+            self.r.spin = budget.to_bits();
+        }
     }
 
     /// Whether a message is half received ([`Reader::in_message`]).
@@ -585,7 +598,7 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
             return Ok(false);
         }
         let mut read = Some(read);
-        let mut waiting = self.waiting(deadline);
+        let mut waiting = None;
         let mut out = alloc::vec::Vec::new();
         let got = loop {
             match self.take_frames(&mut out, usize::MAX, &mut read) {
@@ -595,11 +608,12 @@ impl<O: Park + Liveness, B: Bytes> Consumer<'_, O, B> {
                 Ok(Took::Nothing) => {}
                 Err(e) => break Err(e),
             }
-            if let Err(e) = self.ring.wait_for_data(self.os, deadline, &mut connected, &mut waiting) {
+            let w = waiting.get_or_insert_with(|| self.waiting(deadline));
+            if let Err(e) = self.ring.wait_for_data(self.os, deadline, &mut connected, w) {
                 break Err(e);
             }
         };
-        waiting.teach(&mut self.r.spin);
+        self.learn(waiting);
         got
     }
 
@@ -800,7 +814,7 @@ impl Endpoint {
             skipping: flags & 2 != 0,
             resync: flags & 4 != 0,
             batched: false,
-            spin: SpinBudget::from_bits(flags >> SPIN_SHIFT),
+            spin: flags >> SPIN_SHIFT,
         }
     }
 
@@ -808,7 +822,7 @@ impl Endpoint {
     pub fn store_reader(&self, r: &Reader) {
         self.cached.store(r.cached_tail, Ordering::Relaxed);
         let flags = u32::from(r.assembling) | u32::from(r.skipping) << 1 | u32::from(r.resync) << 2;
-        self.flags.store(flags | r.spin.to_bits() << SPIN_SHIFT, Ordering::Relaxed);
+        self.flags.store(flags | r.spin << SPIN_SHIFT, Ordering::Relaxed);
     }
 }
 
@@ -829,7 +843,7 @@ impl Writer {
 impl Reader {
     /// How long this side's next wait for data spins before it parks.
     pub fn spin_budget(&self) -> SpinBudget {
-        self.spin
+        SpinBudget::from_bits(self.spin)
     }
 
     /// Whether a message is half received: its fragments so far are in the
