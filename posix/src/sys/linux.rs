@@ -15,13 +15,17 @@ pub fn task_listed(id: u32) -> bool {
     std::path::Path::new(&format!("/proc/{id}")).exists()
 }
 
-/// Parses a `/proc/<id>/stat` line: `pid (comm) state ppid ... starttime
-/// ...`. The command name may hold spaces and parentheses, so fields are
-/// counted from the last `)`.
-pub(crate) fn parse_stat(stat: &[u8]) -> Option<Task> {
+/// The fields of a `/proc/<id>/stat` line (`pid (comm) state ppid ...`)
+/// from field 3, `state`, on. The command name may hold spaces and
+/// parentheses, so they are counted from the last `)`.
+fn stat_fields(stat: &[u8]) -> Option<std::str::SplitAsciiWhitespace<'_>> {
     let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
+    Some(std::str::from_utf8(stat.get(close + 1..)?).ok()?.split_ascii_whitespace())
+}
+
+/// Parses a `/proc/<id>/stat` line: its `state` and `starttime`.
+pub(crate) fn parse_stat(stat: &[u8]) -> Option<Task> {
+    let mut fields = stat_fields(stat)?;
     let state = *fields.next()?.as_bytes().first()?;
     // `state` is field 3; `starttime` (clock ticks since boot) is field 22.
     let start: u64 = fields.nth(22 - 4)?.parse().ok()?;
@@ -41,13 +45,8 @@ pub fn thread_count() -> usize {
     let mut buf = [0u8; 1024];
     let read = open("/proc/self/stat", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .and_then(|fd| rustix::io::read(&fd, &mut buf));
-    let count = || {
-        let stat = buf.get(..read.ok()?)?;
-        let close = stat.iter().rposition(|&b| b == b')')?;
-        let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-        // `state` is field 3, the first after the `)`.
-        rest.split_ascii_whitespace().nth(20 - 3)?.parse().ok()
-    };
+    // `state` is field 3, the first of `stat_fields`.
+    let count = || stat_fields(buf.get(..read.ok()?)?)?.nth(20 - 3)?.parse().ok();
     count().unwrap_or(1).max(1)
 }
 
