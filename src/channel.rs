@@ -550,7 +550,7 @@ impl Link<'_> {
         deadline: Deadline,
         connected: impl FnMut() -> bool,
     ) -> Result<()> {
-        let (size, fds) = handles::collect(|| {
+        let (size, fds) = handles::measure(|| {
             postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
         });
         let size = size.map_err(|e| Error::codec("serializing a message", e))?;
@@ -851,17 +851,21 @@ pub(crate) fn encoded<T: Serialize + ?Sized, R>(
 ) -> Result<R> {
     let mut buf = SEND_BUF.with(Cell::take);
     buf.extend_from_slice(&[0; 12]);
-    let (bytes, fds) = handles::collect(|| postcard::to_extend(value, buf));
-    let mut buf = bytes.map_err(|e| Error::codec("serializing a message", e))?;
-    // The header sits right before the payload: 12 bytes with handles, 4
-    // (at offset 8) without.
-    let start = 12 - typed_header_len(fds.len());
-    let count = u32::try_from(fds.len())
-        .map_err(|_| Error::new(ErrorKind::TooLarge, "too many handles in one message"))?;
-    buf[start..start + 4].copy_from_slice(&count.to_le_bytes());
-    let sent = send(Outgoing::Typed { message: &mut buf[start..], fds: &fds });
-    recycle(&SEND_BUF, buf);
-    sent
+    handles::collect_then(
+        || postcard::to_extend(value, buf),
+        |bytes, fds| {
+            let mut buf = bytes.map_err(|e| Error::codec("serializing a message", e))?;
+            // The header sits right before the payload: 12 bytes with
+            // handles, 4 (at offset 8) without.
+            let start = 12 - typed_header_len(fds.len());
+            let count = u32::try_from(fds.len())
+                .map_err(|_| Error::new(ErrorKind::TooLarge, "too many handles in one message"))?;
+            buf[start..start + 4].copy_from_slice(&count.to_le_bytes());
+            let sent = send(Outgoing::Typed { message: &mut buf[start..], fds });
+            recycle(&SEND_BUF, buf);
+            sent
+        },
+    )
 }
 
 /// Test hooks (hidden): stopping a sender between its handles and its

@@ -42,6 +42,10 @@ pub enum ErrorKind {
     Overflow,
     /// Not available on this platform or with this start method.
     Unsupported,
+    /// An operating-system resource ran out: open file descriptors, memory
+    /// or memory mappings, shared-memory space, processes. The message
+    /// names the resource and its limit.
+    Exhausted,
 }
 
 /// What a caught panic said, as text.
@@ -176,5 +180,17 @@ impl std::error::Error for Error {
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> std::io::Error {
         std::io::Error::other(e)
+    }
+}
+
+/// An OS call's failure in `context`: [`ErrorKind::Exhausted`], naming the
+/// resource and its limit, when the OS ran out of one; else
+/// [`ErrorKind::Io`].
+pub(crate) fn resource(context: &'static str, err: std::io::Error) -> Error {
+    match crate::os::limits::exhausted(&err) {
+        Some(what) => {
+            Error::new(ErrorKind::Exhausted, format!("{context}: out of {what}")).with_source(err)
+        }
+        None => Error::io(context, err),
     }
 }

@@ -10,11 +10,23 @@
 use std::cell::RefCell;
 
 #[cfg(mp_spawn)]
+use crate::arena::SlotRef;
+#[cfg(mp_spawn)]
 use crate::os::{AsHandle, BorrowedHandle, OwnedHandle, RawHandle};
+
+/// What a serialization collects: the handles to send, and the arena
+/// slots it took a reference to for the receiver.
+#[cfg(mp_spawn)]
+struct Outgoing {
+    fds: Vec<RawHandle>,
+    taken: Vec<SlotRef>,
+    /// Sizing only: the bytes will be written again, so take nothing.
+    measure: bool,
+}
 
 #[cfg(mp_spawn)]
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<RawHandle>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<OwnedHandle>>> = const { RefCell::new(None) };
     /// Set while serializing for a socket: bytes that may leave the machine.
     static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -41,15 +53,82 @@ pub(crate) fn is_remote() -> bool {
 
 /// Runs `f` (which serializes) with an outgoing table; returns the fds that
 /// serialized objects recorded, each once, in index order. The fds are
-/// borrowed from the objects, so they must outlive the transfer.
+/// borrowed from the objects, so they must outlive the transfer. The
+/// references taken for the receiver of arena objects are kept: the bytes
+/// are assumed to reach it.
 #[cfg(mp_spawn)]
 pub(crate) fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
-    let saved = OUTGOING.with(|t| t.replace(Some(Vec::new())));
+    let (result, out) = collecting(false, f);
+    (result, out.fds)
+}
+
+/// As [`collect`], for a pass that only sizes the bytes (they are
+/// serialized again to be sent): it takes no references.
+#[cfg(mp_spawn)]
+pub(crate) fn measure<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
+    let (result, out) = collecting(true, f);
+    (result, out.fds)
+}
+
+/// As [`collect`], then `send`s what it serialized: if the send fails
+/// before anything left (a timeout, a full channel), the references taken
+/// for the receiver are given back.
+#[cfg(mp_spawn)]
+pub(crate) fn collect_then<R, S>(
+    f: impl FnOnce() -> R,
+    send: impl FnOnce(R, &[RawHandle]) -> crate::Result<S>,
+) -> crate::Result<S> {
+    let (result, out) = collecting(false, f);
+    let sent = send(result, &out.fds);
+    if let Err(e) = &sent {
+        if matches!(e.kind(), crate::ErrorKind::Timeout | crate::ErrorKind::Full) {
+            out.taken.iter().for_each(SlotRef::unsend);
+        }
+    }
+    sent
+}
+
+#[cfg(mp_spawn)]
+fn collecting<R>(measure: bool, f: impl FnOnce() -> R) -> (R, Outgoing) {
+    let table = Outgoing { fds: Vec::new(), taken: Vec::new(), measure };
+    let saved = OUTGOING.with(|t| t.replace(Some(table)));
     let remote = REMOTE.with(|r| r.replace(false));
     let result = f();
     REMOTE.with(|r| r.set(remote));
-    let fds = OUTGOING.with(|t| t.replace(saved)).unwrap_or_default();
-    (result, fds)
+    let out = OUTGOING.with(|t| t.replace(saved)).expect("the table set above");
+    if !measure {
+        SENT.fetch_add(out.fds.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    (result, out)
+}
+
+/// Handles recorded for transfer by this process so far.
+#[cfg(mp_spawn)]
+static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many handles (file descriptors) this process has put in messages
+/// and start-ups so far: an arena's handle counts once per message however
+/// many of its objects the message carries.
+#[doc(hidden)]
+pub fn handles_sent() -> u64 {
+    #[cfg(mp_spawn)]
+    return SENT.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(mp_spawn))]
+    0
+}
+
+/// Records an arena object for transfer: its arena's handle, and (unless
+/// only measuring) a reference for the receiver. Returns the handle's
+/// index and what names the slot.
+#[cfg(mp_spawn)]
+pub(crate) fn export_slot(slot: &SlotRef) -> Result<(u32, (u64, u32, u32)), String> {
+    let index = export(slot.handle()).map_err(str::to_string)?;
+    let measure = OUTGOING.with(|t| t.borrow().as_ref().is_some_and(|t| t.measure));
+    let names = if measure { slot.name() } else { slot.send().map_err(|e| e.to_string())? };
+    if !measure {
+        OUTGOING.with(|t| t.borrow_mut().as_mut().map(|t| t.taken.push(slot.clone())));
+    }
+    Ok((index, names))
 }
 
 /// Runs `f` (which deserializes) with `fds` as the incoming table; they are
@@ -116,7 +195,7 @@ pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 pub(crate) fn export(fd: BorrowedHandle<'_>) -> Result<u32, &'static str> {
     OUTGOING.with(|t| {
         let mut table = t.borrow_mut();
-        let table = table.as_mut().ok_or(NOT_IN_TRANSFER)?;
+        let table = &mut table.as_mut().ok_or(NOT_IN_TRANSFER)?.fds;
         let raw = fd.as_raw_handle();
         let index = match table.iter().position(|&f| f == raw) {
             Some(index) => index,

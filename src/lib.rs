@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod arena;
 #[cfg(mp_transfer)]
 mod channel;
 #[cfg(mp_transfer)]
@@ -42,8 +43,10 @@ pub use pool::{AsyncResult, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, Tas
 #[cfg(mp_spawn)]
 #[doc(hidden)]
 pub mod __testing {
+    pub use crate::arena::arenas_mapped;
     #[cfg(mp_transfer)]
     pub use crate::channel::testing::stall_after_handles;
+    pub use crate::handles::handles_sent;
     #[cfg(mp_transfer)]
     pub use crate::manager::fuzzing::{examples as manager_requests, serve as serve_manager};
     #[cfg(mp_transfer)]

@@ -7,19 +7,30 @@
 //! size, so bounds checked once stay true).
 #![allow(unsafe_code)]
 
+use crate::arena::SlotRef;
 use crate::os::Segment;
 use crate::{Error, Result};
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::shared::{view, Shared};
+use multiproc_core::value::Place;
 use std::sync::Arc;
 
-/// A shared object: a segment whose header is valid, holding an `L` at
-/// [`HEADER_SIZE`].
+/// Where an object's bytes are, kept alive by the object.
+#[derive(Clone)]
+enum Home {
+    /// A segment of its own.
+    Segment(Arc<Segment>),
+    /// A slot of an arena.
+    Slot(SlotRef),
+}
+
+/// A shared object: a segment or arena slot whose header is valid, holding
+/// an `L` after the header.
 pub(crate) struct Object<L> {
-    segment: Arc<Segment>,
+    home: Home,
     /// The header as validated when the object was made; never re-read.
     header: Header,
-    /// The layout at HEADER_SIZE, viewed once (bounds and alignment checked).
+    /// The layout after the header, viewed once (bounds and alignment checked).
     raw: std::ptr::NonNull<L>,
 }
 
@@ -31,22 +42,56 @@ unsafe impl<L: Shared + Sync> Sync for Object<L> {}
 
 impl<L> Clone for Object<L> {
     fn clone(&self) -> Self {
-        Object { segment: self.segment.clone(), header: self.header, raw: self.raw }
+        Object { home: self.home.clone(), header: self.header, raw: self.raw }
     }
 }
 
+/// What a message carries for an object: a segment's handle, or a slot of
+/// an arena, named by its id (the arena's handle rides along, once per
+/// message however many of its objects the message holds).
+#[cfg(mp_spawn)]
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Wire {
+    Segment(u32),
+    Slot { handle: u32, arena: u64, slot: u32, generation: u32 },
+}
+
 impl<L: Shared> Object<L> {
-    /// A new zeroed segment of `size` bytes (at least header + `L`) with a
-    /// header for `kind`; `init` sets up the layout before anyone else can
-    /// see it.
+    /// A new zeroed object of `kind` holding an `L`, `size(place)` bytes in
+    /// all (header included; at least header + `L`) where it lives: a slot
+    /// of an arena if it fits one, else a segment of its own. `init` sets up
+    /// the layout (given the start of the segment or slot and the place)
+    /// before anyone else can see it.
     pub(crate) fn create(
+        kind: Kind,
+        params: [u64; 5],
+        size: impl Fn(Place) -> usize,
+        init: impl FnOnce(&L, *mut u8, Place),
+    ) -> Result<Object<L>> {
+        let small = size(Place::Slot).max(Place::Slot.head() + std::mem::size_of::<L>());
+        if let Some(slot) = crate::arena::allocate(kind, small, params)? {
+            let header = slot.header(kind)?;
+            let object = Object::in_slot(slot, header)?;
+            init(object.raw(), object.base(), Place::Slot);
+            return Ok(object);
+        }
+        Object::create_segment(kind, params, size(Place::Segment), |raw, base| {
+            init(raw, base, Place::Segment)
+        })
+    }
+
+    /// As [`create`](Self::create), always in a segment of its own (for
+    /// channels, which map their own data areas).
+    pub(crate) fn create_segment(
         kind: Kind,
         params: [u64; 5],
         size: usize,
         init: impl FnOnce(&L, *mut u8),
     ) -> Result<Object<L>> {
         let size = size.max(HEADER_SIZE + std::mem::size_of::<L>());
-        let segment = Segment::create(size).map_err(|e| Error::io("creating a segment", e))?;
+        crate::os::raise_open_files();
+        let segment =
+            Segment::create(size).map_err(|e| crate::error::resource("creating a segment", e))?;
         let header = Header::new(kind, size as u64, params);
         // SAFETY: the segment is at least HEADER_SIZE bytes, page-aligned and
         // not yet shared; Header is plain data.
@@ -62,7 +107,7 @@ impl<L: Shared> Object<L> {
     pub(crate) fn open(
         segment: Segment,
         kinds: &[Kind],
-        check: impl FnOnce(&Header, &L) -> Result<(), Corrupt>,
+        check: impl FnOnce(&Header, &L, Place) -> Result<(), Corrupt>,
     ) -> Result<Object<L>> {
         let mapped = segment.len();
         if mapped < HEADER_SIZE + std::mem::size_of::<L>() {
@@ -74,7 +119,27 @@ impl<L: Shared> Object<L> {
         let kind = kinds.iter().copied().find(|&k| k as u32 == header.kind).unwrap_or(kinds[0]);
         header.validate(kind, mapped as u64)?;
         let object = Object::new(segment, header)?;
-        check(&header, object.raw())?;
+        check(&header, object.raw(), Place::Segment)?;
+        Ok(object)
+    }
+
+    /// Validates a slot received from elsewhere, as [`open`](Self::open).
+    #[cfg(mp_spawn)]
+    fn open_slot(
+        slot: SlotRef,
+        kinds: &[Kind],
+        check: impl FnOnce(&Header, &L, Place) -> Result<(), Corrupt>,
+    ) -> Result<Object<L>> {
+        let mut header = Err(Corrupt::BadParams);
+        for &kind in kinds {
+            header = slot.header(kind);
+            if !matches!(header, Err(Corrupt::WrongKind { .. })) {
+                break;
+            }
+        }
+        let header = header?;
+        let object = Object::in_slot(slot, header)?;
+        check(&header, object.raw(), Place::Slot)?;
         Ok(object)
     }
 
@@ -84,7 +149,17 @@ impl<L: Shared> Object<L> {
         let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }
             .ok_or(Corrupt::WrongSize { header: header.size, mapped: segment.len() as u64 })?;
         let raw = std::ptr::NonNull::from(raw);
-        Ok(Object { segment: Arc::new(segment), header, raw })
+        Ok(Object { home: Home::Segment(Arc::new(segment)), header, raw })
+    }
+
+    fn in_slot(slot: SlotRef, header: Header) -> Result<Object<L>> {
+        // SAFETY: the arena stays mapped while the returned object (which
+        // holds the slot's Arc of it) lives, `view` keeps to the slot, and
+        // only Shared views are made.
+        let raw = unsafe { view::<L>(slot.base(), slot.len(), Place::Slot.head()) }
+            .ok_or(Corrupt::WrongSize { header: header.size, mapped: slot.len() as u64 })?;
+        let raw = std::ptr::NonNull::from(raw);
+        Ok(Object { home: Home::Slot(slot), header, raw })
     }
 
     /// The layout. Lives as long as `self`.
@@ -95,12 +170,14 @@ impl<L: Shared> Object<L> {
         unsafe { self.raw.as_ref() }
     }
 
-    /// Another `Shared` layout at `offset` of the segment, if in bounds.
+    /// Another `Shared` layout at `offset` of the segment, if in bounds (a
+    /// slot has none).
     #[cfg_attr(not(mp_transfer), allow(dead_code))]
     pub(crate) fn at<M: Shared>(&self, offset: usize) -> Option<&M> {
+        let Home::Segment(segment) = &self.home else { return None };
         // SAFETY: the mapping lives as long as `self` (its Arc); `view`
         // checks bounds and alignment; M is Shared.
-        unsafe { view::<M>(self.segment.as_ptr(), self.segment.len(), offset) }
+        unsafe { view::<M>(segment.as_ptr(), segment.len(), offset) }
     }
 
     /// The validated header.
@@ -108,16 +185,37 @@ impl<L: Shared> Object<L> {
         &self.header
     }
 
-    /// Start of the mapping, for the Value/Array element area.
+    /// Where the object lives.
+    pub(crate) fn place(&self) -> Place {
+        match self.home {
+            Home::Segment(_) => Place::Segment,
+            Home::Slot(_) => Place::Slot,
+        }
+    }
+
+    /// Start of the segment or slot, for the Value/Array element area.
     pub(crate) fn base(&self) -> *mut u8 {
-        self.segment.as_ptr()
+        match &self.home {
+            Home::Segment(segment) => segment.as_ptr(),
+            Home::Slot(slot) => slot.base(),
+        }
     }
 
     #[cfg(mp_spawn)]
     pub(crate) fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let index =
-            crate::handles::export(self.segment.handle()).map_err(serde::ser::Error::custom)?;
-        s.serialize_u32(index)
+        use serde::ser::Error as _;
+        use serde::Serialize as _;
+        let wire = match &self.home {
+            Home::Segment(segment) => {
+                Wire::Segment(crate::handles::export(segment.handle()).map_err(S::Error::custom)?)
+            }
+            Home::Slot(slot) => {
+                let (handle, (arena, slot, generation)) =
+                    crate::handles::export_slot(slot).map_err(S::Error::custom)?;
+                Wire::Slot { handle, arena, slot, generation }
+            }
+        };
+        wire.serialize(s)
     }
 
     #[cfg(not(mp_spawn))]
@@ -129,30 +227,39 @@ impl<L: Shared> Object<L> {
     pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
         kinds: &[Kind],
-        check: impl FnOnce(&Header, &L) -> Result<(), Corrupt>,
+        check: impl FnOnce(&Header, &L, Place) -> Result<(), Corrupt>,
     ) -> Result<Object<L>, D::Error> {
         use crate::handles::refuse;
         use crate::os::OpenError;
         use crate::ErrorKind;
-        let index = <u32 as serde::Deserialize>::deserialize(d)?;
-        let fd =
-            crate::handles::import(index).map_err(|e| refuse(Error::new(ErrorKind::Corrupt, e)))?;
-        let segment = Segment::open(fd).map_err(|e| {
-            refuse(match e {
-                OpenError::Foreign(why) => {
-                    Error::new(ErrorKind::Corrupt, format!("not a multiproc segment: {why}"))
-                }
-                OpenError::Io(e) => Error::io("mapping a received segment", e),
-            })
-        })?;
-        Object::open(segment, kinds, check).map_err(refuse)
+        let import =
+            |index| crate::handles::import(index).map_err(|e| Error::new(ErrorKind::Corrupt, e));
+        match <Wire as serde::Deserialize>::deserialize(d)? {
+            Wire::Segment(index) => {
+                let fd = import(index).map_err(refuse)?;
+                let segment = Segment::open(fd).map_err(|e| {
+                    refuse(match e {
+                        OpenError::Foreign(why) => Error::new(
+                            ErrorKind::Corrupt,
+                            format!("not a multiproc segment: {why}"),
+                        ),
+                        OpenError::Io(e) => crate::error::resource("mapping a received segment", e),
+                    })
+                })?;
+                Object::open(segment, kinds, check).map_err(refuse)
+            }
+            Wire::Slot { handle, arena, slot, generation } => {
+                crate::arena::receive(arena, slot, generation, || import(handle))
+                    .and_then(|slot| Object::open_slot(slot, kinds, check))
+                    .map_err(refuse)
+            }
+        }
     }
-
     #[cfg(not(mp_spawn))]
     pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         _d: D,
         _kinds: &[Kind],
-        _check: impl FnOnce(&Header, &L) -> Result<(), Corrupt>,
+        _check: impl FnOnce(&Header, &L, Place) -> Result<(), Corrupt>,
     ) -> Result<Object<L>, D::Error> {
         Err(serde::de::Error::custom(crate::handles::export(()).unwrap_err()))
     }
@@ -181,17 +288,28 @@ pub(crate) use shared_object;
 #[cfg(all(test, mp_transfer))]
 mod tests {
     //! Segments that are not what they claim: each is refused with `Corrupt`.
+    use super::{Home, Wire};
     use crate::handles::{collect, provide, take_failure};
-    use crate::os::{OwnedHandle, RawHandle};
+    use crate::os::{AsHandle, OwnedHandle, RawHandle};
     use crate::{Array, Barrier, BoundedSemaphore, ErrorKind, Lock, Value};
+    use multiproc_core::value::Place;
     use serde::{de::DeserializeOwned, Serialize};
 
     /// Sends `value` through a transfer table, as to a child, and receives
     /// it as a `U`; the refusal's kind if it fails.
     fn transfer<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, ErrorKind> {
+        transfer_with(value, || {})
+    }
+
+    /// As [`transfer`], running `meanwhile` between sending and receiving.
+    fn transfer_with<T: Serialize, U: DeserializeOwned>(
+        value: &T,
+        meanwhile: impl FnOnce(),
+    ) -> Result<U, ErrorKind> {
         let (bytes, fds) = collect(|| postcard::to_allocvec(value));
         let bytes = bytes.unwrap();
         let fds: Vec<OwnedHandle> = fds.iter().map(|&fd| duplicate(fd)).collect();
+        meanwhile();
         provide(fds, || postcard::from_bytes::<U>(&bytes))
             .map_err(|_| take_failure().expect("a recorded cause").kind())
     }
@@ -202,13 +320,23 @@ mod tests {
         fd.try_clone_to_owned().unwrap()
     }
 
-    /// Writes `bytes` at `offset` of an object's segment, as a hostile peer could.
+    /// Writes `bytes` at `offset` of a Lock's slot, as a hostile peer could.
     fn tamper(lock: &Lock, offset: usize, bytes: &[u8]) {
+        assert_eq!(lock.object().place(), Place::Slot);
+        // SAFETY: offset + len is within the 32-byte header of a live slot.
+        unsafe {
+            let base = lock.object().base();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), bytes.len());
+        }
+    }
+
+    /// Writes `bytes` at `offset` of an Array's own segment.
+    fn tamper_segment<T: bytemuck::Pod>(array: &Array<T>, offset: usize, bytes: &[u8]) {
+        let obj = array.object();
+        assert_eq!(obj.place(), Place::Segment);
         // SAFETY: offset + len is within the 64-byte header of a live segment.
         unsafe {
-            let p = lock.raw() as *const _ as *mut u8;
-            let base = p.sub(multiproc_core::header::HEADER_SIZE);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(offset), bytes.len());
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), obj.base().add(offset), bytes.len())
         }
     }
 
@@ -222,21 +350,35 @@ mod tests {
     }
 
     #[test]
-    fn wrong_kind_magic_version_and_size_are_corrupt() {
+    fn wrong_kind_generation_and_size_are_corrupt() {
         let barrier = Barrier::new(2).unwrap();
         assert_eq!(transfer::<_, Lock>(&barrier).err(), Some(ErrorKind::Corrupt));
 
         let lock = Lock::new().unwrap();
-        tamper(&lock, 0, b"NOTMAGIC");
-        assert_eq!(transfer::<_, Lock>(&lock).err(), Some(ErrorKind::Corrupt));
+        let generation = || tamper(&lock, 4, &77u32.to_le_bytes());
+        assert_eq!(transfer_with::<_, Lock>(&lock, generation).err(), Some(ErrorKind::Corrupt));
+        assert!(collect(|| postcard::to_allocvec(&lock)).0.is_err(), "nor can its holder send it");
 
         let lock = Lock::new().unwrap();
-        tamper(&lock, 8, &99u32.to_le_bytes()); // version
+        tamper(&lock, 10, &2000u16.to_le_bytes()); // size, beyond the slot
         assert_eq!(transfer::<_, Lock>(&lock).err(), Some(ErrorKind::Corrupt));
+    }
 
-        let lock = Lock::new().unwrap();
-        tamper(&lock, 16, &1u64.to_le_bytes()); // size
-        assert_eq!(transfer::<_, Lock>(&lock).err(), Some(ErrorKind::Corrupt));
+    #[test]
+    fn wrong_magic_version_and_size_of_a_segment_are_corrupt() {
+        let big = || Array::new(&[0u64; 1000]).unwrap();
+        let array = big();
+        tamper_segment(&array, 0, b"NOTMAGIC");
+        assert_eq!(transfer::<_, Array<u64>>(&array).err(), Some(ErrorKind::Corrupt));
+
+        let array = big();
+        tamper_segment(&array, 8, &99u32.to_le_bytes()); // version
+        assert_eq!(transfer::<_, Array<u64>>(&array).err(), Some(ErrorKind::Corrupt));
+
+        let array = big();
+        tamper_segment(&array, 16, &1u64.to_le_bytes()); // size
+        assert_eq!(transfer::<_, Array<u64>>(&array).err(), Some(ErrorKind::Corrupt));
+        assert!(transfer::<_, Array<u64>>(&big()).is_ok());
     }
 
     #[test]
@@ -253,17 +395,63 @@ mod tests {
         assert!(back.release().is_err(), "a received semaphore keeps its bound");
     }
 
+    /// The bytes of a slot reference as a message carries it (handle index 0).
+    fn forged(arena: u64, slot: u32, generation: u32) -> Vec<u8> {
+        postcard::to_allocvec(&Wire::Slot { handle: 0, arena, slot, generation }).unwrap()
+    }
+
+    fn receive_forged(bytes: &[u8], fd: OwnedHandle) -> Result<Lock, ErrorKind> {
+        provide(vec![fd], || postcard::from_bytes::<Lock>(bytes))
+            .map_err(|_| take_failure().expect("a recorded cause").kind())
+    }
+
+    #[test]
+    fn forged_or_stale_slots_are_corrupt() {
+        let lock = Lock::new().unwrap();
+        let Home::Slot(slot) = lock.object().home.clone() else { panic!("a Lock is in a slot") };
+        let (arena, index, generation) = slot.name();
+        let raw = slot.handle().as_raw_handle(); // the allocator keeps the arena open
+        let fd = || duplicate(raw);
+        // A slot out of range, a generation the slot is not at.
+        assert_eq!(
+            receive_forged(&forged(arena, u32::MAX, 1), fd()).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        let stale = forged(arena, index, generation + 1);
+        assert_eq!(receive_forged(&stale, fd()).err(), Some(ErrorKind::Corrupt));
+        // A free slot of the same arena.
+        assert_eq!(
+            receive_forged(&forged(arena, index + 500, 1), fd()).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        // An arena id nobody mapped, with a descriptor that is no arena, or
+        // that is an arena of another id.
+        let plain: OwnedHandle =
+            std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into();
+        assert_eq!(receive_forged(&forged(7, 0, 1), plain).err(), Some(ErrorKind::Corrupt));
+        assert_eq!(
+            receive_forged(&forged(7, index, generation), fd()).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        // A reference sent, then its object dropped and the slot reused.
+        let (bytes, _) = collect(|| postcard::to_allocvec(&lock));
+        let bytes = bytes.unwrap();
+        slot.unsend();
+        drop((lock, slot));
+        let _next = Lock::new().unwrap();
+        assert_eq!(receive_forged(&bytes, fd()).err(), Some(ErrorKind::Corrupt));
+    }
+
     #[test]
     fn a_foreign_descriptor_is_corrupt() {
         // A memfd the peer did not seal could shrink under our mapping.
-        let seg = crate::os::Segment::create(4096).unwrap();
+        let array = Array::new(&[0u8; 4096]).unwrap();
         let plain: OwnedHandle =
             std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into();
-        let (bytes, _) = collect(|| postcard::to_allocvec(&Lock::new().unwrap()));
-        let r = provide(vec![plain], || postcard::from_bytes::<Lock>(&bytes.unwrap()));
+        let (bytes, _) = collect(|| postcard::to_allocvec(&array));
+        let r = provide(vec![plain], || postcard::from_bytes::<Array<u8>>(&bytes.unwrap()));
         assert!(r.is_err());
         assert_eq!(take_failure().unwrap().kind(), ErrorKind::Corrupt);
-        drop(seg);
     }
 
     #[test]

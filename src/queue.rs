@@ -33,6 +33,7 @@ use crate::{Error, ErrorKind, Result};
 use multiproc_core::countdown::RawCountdown;
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::ring::spsc::{self, Channel};
+use multiproc_core::value::Place;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -52,7 +53,7 @@ struct Segment {
     obj: Object<Channel>,
 }
 
-fn check(h: &Header, _: &Channel) -> Result<(), Corrupt> {
+fn check(h: &Header, _: &Channel, _: Place) -> Result<(), Corrupt> {
     let capacity = usize::try_from(h.params[0]).map_err(|_| Corrupt::BadParams)?;
     if !spsc::valid_capacity(capacity) || capacity.checked_add(DATA_OFFSET) != Some(h.size as usize)
     {
@@ -174,7 +175,12 @@ impl Raw {
             })?)?),
         };
         let params = [capacity as u64, 0, 0, 0, 0];
-        let obj = Object::create(Kind::Queue, params, DATA_OFFSET + capacity, |_: &Channel, _| {})?;
+        let obj = Object::create_segment(
+            Kind::Queue,
+            params,
+            DATA_OFFSET + capacity,
+            |_: &Channel, _| {},
+        )?;
         let (fds_out, fds_in) = transfer::pair().map_err(|e| Error::io("socketpair", e))?;
         Ok(Raw::from_parts(Segment { obj }, fds_out, fds_in, slots))
     }

@@ -17,7 +17,7 @@ use crate::{Error, ErrorKind, Result};
 use bytemuck::Pod;
 use multiproc_core::header::{Corrupt, Header, Kind};
 use multiproc_core::rlock::RawRLock;
-use multiproc_core::value::ArrayLayout;
+use multiproc_core::value::{ArrayLayout, Place};
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
@@ -29,10 +29,10 @@ fn type_tag<T>() -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
-fn check<T: Pod>(header: &Header, kind: Kind) -> Result<(), Corrupt> {
+fn check<T: Pod>(header: &Header, kind: Kind, place: Place) -> Result<(), Corrupt> {
     let size = std::mem::size_of::<T>();
     let align = std::mem::align_of::<T>();
-    ArrayLayout::check(header, kind, size, align, None)?;
+    ArrayLayout::check(place, header, kind, size, align, None)?;
     if header.params[3] != type_tag::<T>() {
         return Err(Corrupt::BadParams);
     }
@@ -56,24 +56,29 @@ impl<T> Clone for Cells<T> {
 impl<T: Pod> Cells<T> {
     fn create(kind: Kind, init: &[T]) -> Result<Cells<T>> {
         let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
-        let layout = ArrayLayout::new(size, align, init.len())
-            .ok_or_else(|| Error::new(ErrorKind::TooLarge, "array too large"))?;
+        let layout = |place| ArrayLayout::new(place, size, align, init.len());
+        let too_large = || Error::new(ErrorKind::TooLarge, "array too large");
+        let in_segment = layout(Place::Segment).ok_or_else(too_large)?;
         let mut params = ArrayLayout::params(size, align, init.len());
         params[3] = type_tag::<T>();
-        let obj = Object::create(kind, params, layout.size, |_, base| {
-            // SAFETY: the fresh segment is `layout.size` bytes, so the element
-            // area holds `init.len()` aligned Ts; nobody else maps it yet.
+        // A layout too large for a slot is sized for a segment of its own.
+        let size_in = |place| layout(place).map_or(in_segment.size, |l| l.size);
+        let obj = Object::create(kind, params, size_in, |_, base, place| {
+            let layout = layout(place).expect("the layout object was sized by");
+            // SAFETY: the fresh segment or slot is `layout.size` bytes, so the
+            // element area holds `init.len()` aligned Ts; nobody else has it.
             unsafe {
                 let data = base.add(layout.data_offset).cast::<T>();
                 std::ptr::copy_nonoverlapping(init.as_ptr(), data, init.len());
             }
         })?;
-        Ok(Cells { lock: RLock::from_object(obj), layout, _t: PhantomData })
+        Ok(Cells::from_object(obj))
     }
 
     fn from_object(obj: Object<RawRLock>) -> Cells<T> {
         let header = obj.header();
         let layout = ArrayLayout::new(
+            obj.place(),
             std::mem::size_of::<T>(),
             std::mem::align_of::<T>(),
             header.params[2] as usize,
@@ -184,7 +189,9 @@ macro_rules! cells_handle {
             }
         }
 
-        shared_object!($ty<T: Pod>, &[$kind], |h: &Header, _: &RawRLock| check::<T>(h, $kind));
+        shared_object!($ty<T: Pod>, &[$kind], |h: &Header, _: &RawRLock, place| {
+            check::<T>(h, $kind, place)
+        });
     };
 }
 
@@ -344,6 +351,11 @@ pub struct Array<T: Pod> {
 cells_handle!(Array, Kind::Array);
 
 impl<T: Pod> Array<T> {
+    #[cfg(all(test, mp_transfer))]
+    pub(crate) fn object(&self) -> &Object<RawRLock> {
+        self.obj.object()
+    }
+
     /// An array holding a copy of `init`.
     pub fn new(init: &[T]) -> Result<Array<T>> {
         Ok(Array { obj: Cells::create(Kind::Array, init)? })

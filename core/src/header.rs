@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 /// `b"MPROCSEG"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSEG");
 /// Bumped whenever any layout in this crate changes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of [`Header`]; objects start at this offset, cache-line aligned.
 pub const HEADER_SIZE: usize = 64;
 
@@ -37,6 +37,8 @@ pub enum Kind {
     Pipe = 10,
     /// A Queue: one channel, a countdown of unfinished tasks, a data area.
     Queue = 11,
+    /// An arena of small objects' slots ([`arena`](crate::arena)).
+    Arena = 12,
 }
 
 /// Why a segment was rejected.
@@ -63,6 +65,14 @@ pub enum Corrupt {
     },
     /// Kind-specific parameters out of range or not what the opener expects.
     BadParams,
+    /// An arena slot that no longer (or never) held the object named: freed
+    /// and maybe reused, or a forged reference.
+    StaleSlot {
+        /// The generation the slot is at.
+        found: u32,
+        /// The generation the reference names.
+        expected: u32,
+    },
 }
 
 impl core::fmt::Display for Corrupt {
@@ -77,6 +87,11 @@ impl core::fmt::Display for Corrupt {
                 write!(f, "header says {header} bytes, mapping has {mapped}")
             }
             Corrupt::BadParams => f.write_str("object parameters out of range"),
+            Corrupt::StaleSlot { found, expected } => write!(
+                f,
+                "stale or forged object: its arena slot is at generation {found}, not {expected}, \
+                 or holds nothing"
+            ),
         }
     }
 }

@@ -34,6 +34,7 @@ macro_rules! with_atomic_u64 {
 }
 
 with_atomic_u64! {
+    pub mod arena;
     pub mod barrier;
     pub mod bias;
     pub mod condition;

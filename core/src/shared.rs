@@ -59,6 +59,9 @@ mod impls {
     unsafe impl Shared for barrier::RawBarrier {}
     // SAFETY: repr(C), atomics only; every value is a count and a count.
     unsafe impl Shared for crate::countdown::RawCountdown {}
+    // SAFETY: repr(C), atomics only; every state is a generation and a
+    // count, and `check` refuses any shape that does not fit the slot.
+    unsafe impl Shared for crate::arena::SlotHeader {}
     // SAFETY: repr(C) of a Shared RawLock and atomics; the ring validates
     // every index and frame against the caller's data area (spsc.rs).
     #[cfg(feature = "alloc")]

@@ -6,8 +6,38 @@
 //! 0        64                 128 (or the element alignment, if larger)
 //! | Header | RawRLock, padding | element 0 | element 1 | ...
 //! ```
+//!
+//! A small one lives in an arena slot instead ([`Place::Slot`]): its slot
+//! header, the RLock, and the elements right after it (aligned for their
+//! type only), so a `Value<u64>` and its lock fill one 64-byte line.
+//!
+//! ```text
+//! 0            32         56 (or the element alignment)
+//! | SlotHeader | RawRLock | element 0 | ...
+//! ```
 
+use crate::arena::SLOT_HEADER_SIZE;
 use crate::header::{Corrupt, Header, Kind, HEADER_SIZE};
+use crate::rlock::RawRLock;
+
+/// Where an object lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A segment of its own, after a 64-byte [`Header`].
+    Segment,
+    /// An arena slot, after a [`SlotHeader`](crate::arena::SlotHeader).
+    Slot,
+}
+
+impl Place {
+    /// Offset of the object's layout from the start of its segment or slot.
+    pub fn head(self) -> usize {
+        match self {
+            Place::Segment => HEADER_SIZE,
+            Place::Slot => SLOT_HEADER_SIZE,
+        }
+    }
+}
 
 /// Where things are in a Value or Array segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,15 +56,24 @@ pub struct ArrayLayout {
 pub const MAX_ALIGN: usize = 4096;
 
 impl ArrayLayout {
-    /// The layout for `len` elements of `elem_size` bytes aligned to
-    /// `elem_align` (a power of two up to [`MAX_ALIGN`]); `None` if the
-    /// sizes overflow or the alignment is unsupported.
-    pub fn new(elem_size: usize, elem_align: usize, len: usize) -> Option<ArrayLayout> {
+    /// The layout in `place` for `len` elements of `elem_size` bytes
+    /// aligned to `elem_align` (a power of two up to [`MAX_ALIGN`]); `None`
+    /// if the sizes overflow or the alignment is unsupported.
+    pub fn new(
+        place: Place,
+        elem_size: usize,
+        elem_align: usize,
+        len: usize,
+    ) -> Option<ArrayLayout> {
         if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
             return None;
         }
-        let lock_offset = HEADER_SIZE;
-        let data_offset = (2 * HEADER_SIZE).max(elem_align);
+        let lock_offset = place.head();
+        // In a segment of its own, the elements start on a cache line of
+        // their own; in a slot, right after the lock.
+        let line = if place == Place::Segment { HEADER_SIZE } else { 1 };
+        let after_lock = lock_offset + core::mem::size_of::<RawRLock>();
+        let data_offset = after_lock.next_multiple_of(line.max(elem_align));
         let bytes = elem_size.checked_mul(len)?;
         let size = data_offset.checked_add(bytes)?;
         // Keep sizes representable as i64 for the OS calls that size files.
@@ -53,6 +92,7 @@ impl ArrayLayout {
     /// size) describes `len` elements of this size and alignment; `None`
     /// for `len` accepts any length. Returns the layout.
     pub fn check(
+        place: Place,
         header: &Header,
         kind: Kind,
         elem_size: usize,
@@ -67,7 +107,8 @@ impl ArrayLayout {
         if len.is_some_and(|len| len != count) || (kind == Kind::Value && count != 1) {
             return Err(Corrupt::BadParams);
         }
-        let layout = ArrayLayout::new(elem_size, elem_align, count).ok_or(Corrupt::BadParams)?;
+        let layout =
+            ArrayLayout::new(place, elem_size, elem_align, count).ok_or(Corrupt::BadParams)?;
         if layout.size as u64 != header.size {
             return Err(Corrupt::WrongSize { header: header.size, mapped: layout.size as u64 });
         }
@@ -81,20 +122,27 @@ mod tests {
 
     #[test]
     fn layout() {
-        let l = ArrayLayout::new(8, 8, 5).unwrap();
+        let seg = Place::Segment;
+        let l = ArrayLayout::new(seg, 8, 8, 5).unwrap();
         assert_eq!((l.lock_offset, l.data_offset, l.size), (64, 128, 168));
-        assert_eq!(ArrayLayout::new(1, 256, 1).unwrap().data_offset, 256);
-        assert_eq!(ArrayLayout::new(8, 3, 1), None);
-        assert_eq!(ArrayLayout::new(usize::MAX, 8, 2), None);
+        assert_eq!(ArrayLayout::new(seg, 1, 256, 1).unwrap().data_offset, 256);
+        assert_eq!(ArrayLayout::new(seg, 8, 3, 1), None);
+        assert_eq!(ArrayLayout::new(seg, usize::MAX, 8, 2), None);
+        let l = ArrayLayout::new(Place::Slot, 8, 8, 1).unwrap();
+        assert_eq!((l.lock_offset, l.data_offset, l.size), (32, 56, 64), "one cache line");
+        assert_eq!(ArrayLayout::new(Place::Slot, 16, 16, 1).unwrap().data_offset, 64);
     }
 
     #[test]
     fn check_rejects_other_types() {
-        let l = ArrayLayout::new(4, 4, 3).unwrap();
+        let seg = Place::Segment;
+        let l = ArrayLayout::new(seg, 4, 4, 3).unwrap();
         let h = Header::new(Kind::Array, l.size as u64, ArrayLayout::params(4, 4, 3));
-        assert_eq!(ArrayLayout::check(&h, Kind::Array, 4, 4, None), Ok(l));
-        assert_eq!(ArrayLayout::check(&h, Kind::Array, 8, 8, None), Err(Corrupt::BadParams));
-        assert_eq!(ArrayLayout::check(&h, Kind::Array, 4, 4, Some(2)), Err(Corrupt::BadParams));
-        assert_eq!(ArrayLayout::check(&h, Kind::Value, 4, 4, None), Err(Corrupt::BadParams));
+        assert_eq!(ArrayLayout::check(seg, &h, Kind::Array, 4, 4, None), Ok(l));
+        let wrong = |size, align, len, kind| ArrayLayout::check(seg, &h, kind, size, align, len);
+        assert_eq!(wrong(8, 8, None, Kind::Array), Err(Corrupt::BadParams));
+        assert_eq!(wrong(4, 4, Some(2), Kind::Array), Err(Corrupt::BadParams));
+        assert_eq!(wrong(4, 4, None, Kind::Value), Err(Corrupt::BadParams));
+        assert!(ArrayLayout::check(Place::Slot, &h, Kind::Array, 4, 4, None).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! threads, small counts), plain threads otherwise (more threads, more
 //! rounds). A lost wake-up hangs natively and is a deadlock under loom.
 
+use multiproc_core::arena::{Released, SlotHeader};
 use multiproc_core::barrier::RawBarrier;
 use multiproc_core::condition::RawCondition;
 use multiproc_core::event::RawEvent;
@@ -370,5 +371,63 @@ fn countdown_wakes_join_at_zero() {
         tasks.increment().unwrap();
         let deadline = Deadline::after(&*park, Duration::from_millis(2));
         assert!(!tasks.wait_zero(&*park, deadline));
+    });
+}
+
+/// Two processes race to claim one free arena slot: exactly one gets it.
+#[test]
+fn arena_slot_is_claimed_once() {
+    model(|| {
+        let slot = Arc::new(SlotHeader::default());
+        let winners = Arc::new(Counter::new(0));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (slot, winners) = (slot.clone(), winners.clone());
+                thread::spawn(move || {
+                    if slot.claim().is_some() {
+                        winners.fetch_add(1, SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(winners.load(SeqCst), 1);
+        assert_eq!(slot.generation(), Some(1));
+    });
+}
+
+/// Two processes hold an object (the second's reference taken by its
+/// sender); each writes it and lets go, and the one that frees the slot
+/// claims it again at once: the slot is freed exactly once, only after both
+/// let go, and its next claimer sees both writes (release, then acquire).
+#[test]
+fn arena_slot_is_freed_once_after_every_reference() {
+    model(|| {
+        let slot = Arc::new(SlotHeader::default());
+        let data = Arc::new(Counter::new(0));
+        let g = slot.claim().unwrap();
+        slot.retain(g).unwrap();
+        let let_go = move |slot: &SlotHeader, data: &Counter| {
+            data.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match slot.release(g) {
+                Released::Freed => {
+                    assert_eq!(slot.claim(), Some(g + 1));
+                    assert_eq!(data.load(std::sync::atomic::Ordering::Relaxed), 2);
+                    true
+                }
+                Released::Held => false,
+                Released::Refused => panic!("a holder's release was refused"),
+            }
+        };
+        let other = {
+            let (slot, data) = (slot.clone(), data.clone());
+            thread::spawn(move || let_go(&slot, &data))
+        };
+        let mine = let_go(&slot, &data);
+        let theirs = other.join().unwrap();
+        assert!(mine ^ theirs, "freed exactly once");
+        assert_eq!(slot.release(g), Released::Refused, "a stale release is refused");
     });
 }

@@ -19,6 +19,8 @@
 //!   of this very executable, the bootstrap file.
 //! - [`sock`]: the socket beside every channel (handle transfer, hang-up),
 //!   stream sockets and readiness.
+//! - [`limits`]: the open-file limit raised at start, and what a failed call
+//!   ran out of.
 //! - [`sys`]: the process table, thread ids, gained privileges: per system.
 //!
 //! The portable path: `--cfg multiproc_portable` makes a Linux build take
@@ -34,6 +36,7 @@
 pub mod child;
 pub mod ident;
 pub mod image;
+pub mod limits;
 pub mod park;
 pub mod shm;
 pub mod sock;

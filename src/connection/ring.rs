@@ -16,6 +16,7 @@ use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use multiproc_core::ring::spsc::{self, Channel};
+use multiproc_core::value::Place;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -32,7 +33,7 @@ struct Segment {
     obj: Object<Channel>,
 }
 
-fn check(h: &Header, _: &Channel) -> Result<(), Corrupt> {
+fn check(h: &Header, _: &Channel, _: Place) -> Result<(), Corrupt> {
     let [capacity, duplex, ..] = h.params;
     let capacity = usize::try_from(capacity).map_err(|_| Corrupt::BadParams)?;
     if !spsc::valid_capacity(capacity) || duplex > 1 {
@@ -78,7 +79,7 @@ pub(crate) fn pair(capacity: usize, duplex: bool) -> Result<(RingEnd, RingEnd)> 
     let directions = 1 + usize::from(duplex);
     let size = DATA_OFFSET + directions * capacity;
     let params = [capacity as u64, u64::from(duplex), 0, 0, 0];
-    let obj = Object::create(Kind::Pipe, params, size, |_: &Channel, _| {})?;
+    let obj = Object::create_segment(Kind::Pipe, params, size, |_: &Channel, _| {})?;
     let segment = Segment { obj };
     let (a, b) = transfer::pair().map_err(|e| Error::io("socketpair", e))?;
     Ok((RingEnd::new(segment.clone(), a, 0), RingEnd::new(segment, b, 1)))

@@ -36,6 +36,25 @@ pub(crate) use windows::*;
 #[cfg(not(any(unix, windows)))]
 compile_error!("multiproc supports Unix (Linux, macOS, FreeBSD) and Windows");
 
+/// The environment variable that, set (to anything), keeps the soft limit
+/// on open file descriptors where it was.
+pub(crate) const KEEP_NOFILE_ENV: &str = "MULTIPROC_KEEP_NOFILE";
+
+/// Raises the soft limit on open file descriptors to the hard limit, once
+/// per process, the first time this crate makes a shared object, a
+/// channel or a process (as Go's runtime does at start since 1.19), unless
+/// [`KEEP_NOFILE_ENV`] is set. Programs this process runs by other means
+/// (`std::process::Command`) inherit the raised limit; one that still uses
+/// `select(2)` on descriptors above 1023 wants the variable set.
+pub(crate) fn raise_open_files() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os(KEEP_NOFILE_ENV).is_none() {
+            limits::raise_open_files();
+        }
+    });
+}
+
 /// `N` bytes from the operating system's random source.
 pub(crate) fn random<const N: usize>() -> crate::Result<[u8; N]> {
     let mut bytes = [0; N];

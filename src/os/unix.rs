@@ -2,7 +2,7 @@
 //! library's Unix extensions, under the layer's names.
 
 pub(crate) use multiproc_posix::shm::{OpenError, Segment};
-pub(crate) use multiproc_posix::{ident, image, Os};
+pub(crate) use multiproc_posix::{ident, image, limits, Os};
 pub(crate) use std::os::fd::RawFd as RawHandle;
 pub(crate) use std::os::fd::{BorrowedFd as BorrowedHandle, OwnedFd as OwnedHandle};
 

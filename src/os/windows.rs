@@ -4,7 +4,7 @@
 //! facade's code that needs it.
 
 pub(crate) use multiproc_windows::shm::{OpenError, Segment};
-pub(crate) use multiproc_windows::{ident, image, Os};
+pub(crate) use multiproc_windows::{ident, image, limits, Os};
 pub(crate) use std::os::windows::io::{BorrowedHandle, OwnedHandle};
 
 /// A handle's value, as a transfer table and a bootstrap carry it.

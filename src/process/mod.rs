@@ -317,6 +317,7 @@ impl Process {
     /// and left in stdout's buffer is flushed first (as Python flushes
     /// `sys.stdout` and `sys.stderr`), so it comes before the child's.
     pub fn start(&self) -> Result<()> {
+        crate::os::raise_open_files();
         let mut job = self.job.lock().unwrap_or_else(|e| e.into_inner());
         let job = job.take().ok_or_else(|| Error::invalid("a process can only be started once"))?;
         let method = self.method.unwrap_or_else(get_start_method);

@@ -235,7 +235,7 @@ pub(crate) fn fork(
     }
     let parent = parent_info();
     flush_std();
-    let held = state::hold_for_fork();
+    let held = (state::hold_for_fork(), crate::arena::hold_for_fork());
     // SAFETY: single-threaded, or the caller opted in (see the file's doc);
     // the child ends with `_exit` below.
     let forked = unsafe { child::fork() };
@@ -244,6 +244,7 @@ pub(crate) fn fork(
         child::Forked::Parent(child) => Ok(child),
         child::Forked::Child => {
             state::become_child(who.name, who.ident, who.daemon, parent, who.authkey);
+            crate::arena::after_fork();
             report_panics_on_stderr();
             let code = catch_unwind(AssertUnwindSafe(run)).unwrap_or(1);
             finish(code)
@@ -268,9 +269,11 @@ fn report_panics_on_stderr() {
 }
 
 /// How every child ends: its exit duties done (daemons, private
-/// directory), streams flushed, `_exit`.
+/// directory, the references it holds to shared objects), streams flushed,
+/// `_exit`.
 pub(crate) fn finish(code: i32) -> ! {
     state::on_exit();
+    crate::arena::release_all();
     flush_std();
     // No atexit handlers or destructors: they belong to the parent.
     child::exit_now(code)

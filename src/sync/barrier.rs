@@ -27,7 +27,7 @@ pub struct Barrier {
     obj: Object<RawBarrier>,
 }
 
-shared_object!(Barrier, &[Kind::Barrier], |h, raw: &RawBarrier| {
+shared_object!(Barrier, &[Kind::Barrier], |h, raw: &RawBarrier, _| {
     let parties = raw.parties();
     if parties == 0 || parties > MAX_PARTIES || u64::from(parties) != h.params[0] {
         return Err(Corrupt::BadParams);
@@ -42,8 +42,12 @@ impl Barrier {
             return Err(Error::invalid(format!("a Barrier needs 1..={MAX_PARTIES} parties")));
         }
         let params = [u64::from(parties), 0, 0, 0, 0];
-        let obj =
-            Object::create(Kind::Barrier, params, 0, |raw: &RawBarrier, _| raw.init(parties))?;
+        let obj = Object::create(
+            Kind::Barrier,
+            params,
+            |_| 0,
+            |raw: &RawBarrier, _, _| raw.init(parties),
+        )?;
         Ok(Barrier { obj })
     }
 

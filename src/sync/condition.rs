@@ -16,7 +16,7 @@ struct Cell {
     obj: Object<RawCondition>,
 }
 
-shared_object!(Cell, &[Kind::Condition], |_, _| Ok(()));
+shared_object!(Cell, &[Kind::Condition], |_, _, _| Ok(()));
 
 impl Cell {
     fn from_object(obj: Object<RawCondition>) -> Cell {
@@ -80,7 +80,7 @@ impl Condition {
     }
 
     fn with(lock: CondLock) -> Result<Condition> {
-        let obj = Object::create(Kind::Condition, [0; 5], 0, |_, _| {})?;
+        let obj = Object::create(Kind::Condition, [0; 5], |_| 0, |_, _, _| {})?;
         Ok(Condition { cell: Cell { obj }, lock })
     }
 

@@ -24,12 +24,12 @@ pub struct Event {
     obj: Object<RawEvent>,
 }
 
-shared_object!(Event, &[Kind::Event], |_, _| Ok(()));
+shared_object!(Event, &[Kind::Event], |_, _, _| Ok(()));
 
 impl Event {
     /// An event that is not set.
     pub fn new() -> Result<Event> {
-        Ok(Event { obj: Object::create(Kind::Event, [0; 5], 0, |_, _| {})? })
+        Ok(Event { obj: Object::create(Kind::Event, [0; 5], |_| 0, |_, _, _| {})? })
     }
 
     fn from_object(obj: Object<RawEvent>) -> Event {

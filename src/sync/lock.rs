@@ -33,16 +33,21 @@ pub struct Lock {
     obj: Object<RawLock>,
 }
 
-shared_object!(Lock, &[Kind::Lock], |_, _| Ok(()));
+shared_object!(Lock, &[Kind::Lock], |_, _, _| Ok(()));
 
 impl Lock {
     /// An unlocked lock in a segment of its own.
     pub fn new() -> Result<Lock> {
-        Ok(Lock { obj: Object::create(Kind::Lock, [0; 5], 0, |_, _| {})? })
+        Ok(Lock { obj: Object::create(Kind::Lock, [0; 5], |_| 0, |_, _, _| {})? })
     }
 
     fn from_object(obj: Object<RawLock>) -> Lock {
         Lock { obj }
+    }
+
+    #[cfg(all(test, mp_transfer))]
+    pub(crate) fn object(&self) -> &Object<RawLock> {
+        &self.obj
     }
 
     #[inline]

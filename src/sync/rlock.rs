@@ -30,12 +30,12 @@ pub struct RLock {
 }
 
 // The RLock of a Value or Array is an RLock too (Python's `get_lock()`).
-shared_object!(RLock, &[Kind::RLock, Kind::Value, Kind::Array], |_, _| Ok(()));
+shared_object!(RLock, &[Kind::RLock, Kind::Value, Kind::Array], |_, _, _| Ok(()));
 
 impl RLock {
     /// An unlocked reentrant lock in a segment of its own.
     pub fn new() -> Result<RLock> {
-        Ok(RLock { obj: Object::create(Kind::RLock, [0; 5], 0, |_, _| {})? })
+        Ok(RLock { obj: Object::create(Kind::RLock, [0; 5], |_| 0, |_, _, _| {})? })
     }
 
     pub(crate) fn from_object(obj: Object<RawRLock>) -> RLock {

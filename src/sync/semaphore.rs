@@ -81,7 +81,7 @@ pub struct Semaphore {
     obj: Object<RawSemaphore>,
 }
 
-shared_object!(Semaphore, &[Kind::Semaphore], |_, raw: &RawSemaphore| {
+shared_object!(Semaphore, &[Kind::Semaphore], |_, raw: &RawSemaphore, _| {
     if raw.bound().is_some() || raw.value() > MAX_VALUE {
         return Err(Corrupt::BadParams);
     }
@@ -92,9 +92,12 @@ impl Semaphore {
     /// A semaphore with `value` permits (at most `i32::MAX`).
     pub fn new(value: u32) -> Result<Semaphore> {
         check_value(value)?;
-        let obj = Object::create(Kind::Semaphore, [0; 5], 0, |raw: &RawSemaphore, _| {
-            raw.init(value, false)
-        })?;
+        let obj = Object::create(
+            Kind::Semaphore,
+            [0; 5],
+            |_| 0,
+            |raw: &RawSemaphore, _, _| raw.init(value, false),
+        )?;
         Ok(Semaphore { obj })
     }
 
@@ -120,7 +123,7 @@ pub struct BoundedSemaphore {
     obj: Object<RawSemaphore>,
 }
 
-shared_object!(BoundedSemaphore, &[Kind::BoundedSemaphore], |h, raw: &RawSemaphore| {
+shared_object!(BoundedSemaphore, &[Kind::BoundedSemaphore], |h, raw: &RawSemaphore, _| {
     match raw.bound() {
         Some(bound) if u64::from(bound) == h.params[0] && raw.value() <= bound => Ok(()),
         _ => Err(Corrupt::BadParams),
@@ -135,9 +138,12 @@ impl BoundedSemaphore {
             return Err(Error::invalid("a BoundedSemaphore of 0 could never be acquired"));
         }
         let params = [u64::from(value), 0, 0, 0, 0];
-        let obj = Object::create(Kind::BoundedSemaphore, params, 0, |raw: &RawSemaphore, _| {
-            raw.init(value, true)
-        })?;
+        let obj = Object::create(
+            Kind::BoundedSemaphore,
+            params,
+            |_| 0,
+            |raw: &RawSemaphore, _, _| raw.init(value, true),
+        )?;
         Ok(BoundedSemaphore { obj })
     }
 

@@ -16,6 +16,8 @@
 //! - [`child`]: CreateProcessW of this executable with an explicit handle
 //!   list, the bootstrap in a read-only section, waiting, terminating.
 //! - [`image`]: the read-only sections of this program's PE image.
+//! - [`limits`]: what a failed call ran out of (there is no handle limit to
+//!   raise).
 //! - [`link`]: the named pipe beside every channel (handle transfer into a
 //!   running process, a dead peer's hang-up).
 //! - [`net`]: TCP sockets and named pipes for `connection`, non-blocking,
@@ -30,6 +32,7 @@
 pub mod child;
 pub mod ident;
 pub mod image;
+pub mod limits;
 pub mod link;
 pub mod net;
 pub mod park;
