@@ -296,6 +296,51 @@ def barrier():
     return dt * 1e6 / rounds
 
 
+def create_lock():
+    count = n(2_000, 10_000)
+    t = time.perf_counter()
+    locks = [mp.Lock() for _ in range(count)]
+    dt = time.perf_counter() - t
+    del locks
+    return dt * 1e6 / count
+
+
+def create_value():
+    count = n(2_000, 10_000)
+    t = time.perf_counter()
+    values = [mp.Value("Q", 0) for _ in range(count)]
+    dt = time.perf_counter() - t
+    del values
+    return dt * 1e6 / count
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return float(line[len(field):].split()[0])
+    return float("nan")
+
+
+def _lock_memory(field):
+    count = n(2_000, 10_000)
+    before = _status_kib(field)
+    locks = [mp.Lock() for _ in range(count)]
+    for lk in locks:
+        lk.acquire()
+        lk.release()
+    after = _status_kib(field)
+    return (after - before) * 1000 / count
+
+
+def lock_shmem():
+    return _lock_memory("RssShmem:")
+
+
+def lock_rss():
+    return _lock_memory("VmRSS:")
+
+
 if __name__ == "__main__":
     mp.set_start_method("fork")
     print(globals()[sys.argv[1]]())

@@ -200,7 +200,7 @@ pub(crate) fn allocate(kind: Kind, size: usize, params: [u64; 5]) -> Result<Opti
         let layout = ArenaLayout::new(slot_size, bytes.min(MAX_ARENA), id()?);
         crate::os::raise_open_files();
         let segment = Segment::create(layout.size())
-            .map_err(|e| crate::error::resource("creating an arena segment", e))?;
+            .map_err(|e| Error::io("creating an arena segment", e))?;
         let header = layout.header();
         // SAFETY: a fresh segment of layout.size() bytes, page-aligned, not
         // yet shared; Header is plain data.
@@ -272,18 +272,21 @@ fn id() -> Result<u64> {
 }
 
 /// The object a message names: slot `index` at `generation` of the arena
-/// `id`, whose handle (if this process does not map it yet) is `handle()`.
-/// Adopts the reference the sender took.
-pub(crate) fn receive(
-    id: u64,
-    index: u32,
-    generation: u32,
-    handle: impl FnOnce() -> Result<crate::os::OwnedHandle>,
-) -> Result<SlotRef> {
+/// `id`, whose handle the message carries at `handle`. An arena mapped here
+/// already is used if the handle is that arena's (so bytes alone, or with
+/// another handle, name nothing). Adopts the reference the sender took.
+pub(crate) fn receive(id: u64, index: u32, generation: u32, handle: u32) -> Result<SlotRef> {
+    let corrupt = |why: &'static str| Error::new(ErrorKind::Corrupt, why);
     let known = registry().mapped.get(&id).and_then(Weak::upgrade);
     let arena = match known {
-        Some(arena) => arena,
-        None => map(id, handle()?)?,
+        Some(arena) => {
+            let same = crate::handles::with_incoming(handle, |fd| arena.segment.is_same(fd));
+            if !same.map_err(corrupt)? {
+                return Err(corrupt("an arena reference came with another object's handle"));
+            }
+            arena
+        }
+        None => map(id, crate::handles::import(handle).map_err(corrupt)?)?,
     };
     if index >= arena.layout.slots {
         return Err(Corrupt::BadParams.into());
@@ -310,7 +313,7 @@ fn map(id: u64, handle: crate::os::OwnedHandle) -> Result<Arc<Arena>> {
         crate::os::OpenError::Foreign(why) => {
             Error::new(ErrorKind::Corrupt, format!("not a multiproc arena: {why}"))
         }
-        crate::os::OpenError::Io(e) => crate::error::resource("mapping a received arena", e),
+        crate::os::OpenError::Io(e) => Error::io("mapping a received arena", e),
     })?;
     if segment.len() < multiproc_core::header::HEADER_SIZE {
         return Err(Corrupt::WrongSize { header: 0, mapped: segment.len() as u64 }.into());

@@ -113,8 +113,15 @@ impl Error {
         Error::new(ErrorKind::InvalidArgument, message)
     }
 
+    /// An OS call's failure in `context`: [`ErrorKind::Exhausted`], naming
+    /// the resource and its limit, when the OS ran out of one; else
+    /// [`ErrorKind::Io`].
     pub(crate) fn io(context: &'static str, err: std::io::Error) -> Error {
-        Error::new(ErrorKind::Io, context).with_source(err)
+        match crate::os::limits::exhausted(&err) {
+            Some(what) => Error::new(ErrorKind::Exhausted, format!("{context}: out of {what}"))
+                .with_source(err),
+            None => Error::new(ErrorKind::Io, context).with_source(err),
+        }
     }
 
     #[cfg_attr(not(mp_transfer), allow(dead_code))]
@@ -180,17 +187,5 @@ impl std::error::Error for Error {
 impl From<Error> for std::io::Error {
     fn from(e: Error) -> std::io::Error {
         std::io::Error::other(e)
-    }
-}
-
-/// An OS call's failure in `context`: [`ErrorKind::Exhausted`], naming the
-/// resource and its limit, when the OS ran out of one; else
-/// [`ErrorKind::Io`].
-pub(crate) fn resource(context: &'static str, err: std::io::Error) -> Error {
-    match crate::os::limits::exhausted(&err) {
-        Some(what) => {
-            Error::new(ErrorKind::Exhausted, format!("{context}: out of {what}")).with_source(err)
-        }
-        None => Error::io(context, err),
     }
 }

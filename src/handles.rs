@@ -208,6 +208,20 @@ pub(crate) fn export(fd: BorrowedHandle<'_>) -> Result<u32, &'static str> {
     })
 }
 
+/// Runs `f` on the incoming handle at `index`, borrowed.
+#[cfg(mp_spawn)]
+pub(crate) fn with_incoming<R>(
+    index: u32,
+    f: impl FnOnce(BorrowedHandle<'_>) -> R,
+) -> Result<R, &'static str> {
+    INCOMING.with(|t| {
+        let table = t.borrow();
+        let table = table.as_ref().ok_or(NOT_IN_TRANSFER)?;
+        let fd = table.get(index as usize).ok_or("handle index out of range")?;
+        Ok(f(fd.as_handle()))
+    })
+}
+
 /// A duplicate of the incoming handle at `index`.
 #[cfg(mp_spawn)]
 pub(crate) fn import(index: u32) -> Result<OwnedHandle, &'static str> {

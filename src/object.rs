@@ -8,6 +8,8 @@
 #![allow(unsafe_code)]
 
 use crate::arena::SlotRef;
+#[cfg(all(test, mp_transfer))]
+use crate::os::RawHandle;
 use crate::os::Segment;
 use crate::{Error, Result};
 use multiproc_core::header::{Corrupt, Header, Kind, HEADER_SIZE};
@@ -90,8 +92,7 @@ impl<L: Shared> Object<L> {
     ) -> Result<Object<L>> {
         let size = size.max(HEADER_SIZE + std::mem::size_of::<L>());
         crate::os::raise_open_files();
-        let segment =
-            Segment::create(size).map_err(|e| crate::error::resource("creating a segment", e))?;
+        let segment = Segment::create(size).map_err(|e| Error::io("creating a segment", e))?;
         let header = Header::new(kind, size as u64, params);
         // SAFETY: the segment is at least HEADER_SIZE bytes, page-aligned and
         // not yet shared; Header is plain data.
@@ -185,6 +186,16 @@ impl<L: Shared> Object<L> {
         &self.header
     }
 
+    /// The handle of the segment or arena it lives in (tests).
+    #[cfg(all(test, mp_transfer))]
+    pub(crate) fn home_handle(&self) -> RawHandle {
+        use crate::os::AsHandle;
+        match &self.home {
+            Home::Segment(segment) => segment.handle().as_raw_handle(),
+            Home::Slot(slot) => slot.handle().as_raw_handle(),
+        }
+    }
+
     /// Where the object lives.
     pub(crate) fn place(&self) -> Place {
         match self.home {
@@ -232,24 +243,23 @@ impl<L: Shared> Object<L> {
         use crate::handles::refuse;
         use crate::os::OpenError;
         use crate::ErrorKind;
-        let import =
-            |index| crate::handles::import(index).map_err(|e| Error::new(ErrorKind::Corrupt, e));
         match <Wire as serde::Deserialize>::deserialize(d)? {
             Wire::Segment(index) => {
-                let fd = import(index).map_err(refuse)?;
+                let fd = crate::handles::import(index)
+                    .map_err(|e| refuse(Error::new(ErrorKind::Corrupt, e)))?;
                 let segment = Segment::open(fd).map_err(|e| {
                     refuse(match e {
                         OpenError::Foreign(why) => Error::new(
                             ErrorKind::Corrupt,
                             format!("not a multiproc segment: {why}"),
                         ),
-                        OpenError::Io(e) => crate::error::resource("mapping a received segment", e),
+                        OpenError::Io(e) => Error::io("mapping a received segment", e),
                     })
                 })?;
                 Object::open(segment, kinds, check).map_err(refuse)
             }
             Wire::Slot { handle, arena, slot, generation } => {
-                crate::arena::receive(arena, slot, generation, || import(handle))
+                crate::arena::receive(arena, slot, generation, handle)
                     .and_then(|slot| Object::open_slot(slot, kinds, check))
                     .map_err(refuse)
             }
@@ -433,6 +443,20 @@ mod tests {
             receive_forged(&forged(7, index, generation), fd()).err(),
             Some(ErrorKind::Corrupt)
         );
+        // The reference of a live object, with no handle, or with the
+        // handle of something else.
+        let live = forged(arena, index, generation);
+        let r = provide(vec![], || postcard::from_bytes::<Lock>(&live));
+        assert!(r.is_err() && take_failure().unwrap().kind() == ErrorKind::Corrupt);
+        let other = Array::new(&[0u8; 8192]).unwrap();
+        let other_fd = duplicate(other.object().home_handle());
+        assert_eq!(receive_forged(&live, other_fd).err(), Some(ErrorKind::Corrupt));
+        // With its own handle it is that object (a peer holding the arena's
+        // handle can do anything to it anyway), its sender's reference
+        // taken as a real sender would.
+        slot.send().unwrap();
+        let back = provide(vec![fd()], || postcard::from_bytes::<Lock>(&live));
+        assert!(back.is_ok(), "with its own handle, it is that object: {:?}", take_failure());
         // A reference sent, then its object dropped and the slot reused.
         let (bytes, _) = collect(|| postcard::to_allocvec(&lock));
         let bytes = bytes.unwrap();

@@ -201,3 +201,82 @@ fn an_object_sent_and_dropped_by_its_sender_lives_until_received() {
     assert_eq!(finish(&p), 0);
     assert!(done.is_set());
 }
+
+/// Run as a process of its own (it changes the process's limits): with
+/// the soft descriptor limit lowered to 64, makes a Lock (the crate's first
+/// use), prints the soft limit then, lowers the hard limit to 64 as well,
+/// and makes Queues until one fails, printing that error's kind and text.
+#[cfg(unix)]
+#[test]
+fn helper_descriptor_limits() {
+    if std::env::var_os("MULTIPROC_TEST_LIMITS").is_none() {
+        return;
+    }
+    let set = |soft, hard| {
+        let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+        // SAFETY: setrlimit with a valid rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    };
+    let get = || {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit into a valid rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        limit
+    };
+    set(64, get().rlim_max);
+    let _lock = Lock::new().unwrap();
+    let limit = get();
+    println!("soft={} hard={}", limit.rlim_cur, limit.rlim_max);
+    set(64, 64);
+    let mut queues = Vec::new();
+    while queues.len() < 1000 {
+        match Queue::<u8>::new() {
+            Ok(q) => queues.push(q),
+            Err(e) => {
+                println!("kind={:?} error={e}", e.kind());
+                return;
+            }
+        }
+    }
+    println!("no error after 1000 Queues");
+}
+
+/// Runs the helper above in a process of its own, with `keep` setting the
+/// opt-out; its output.
+#[cfg(unix)]
+fn run_limits_helper(keep: bool) -> String {
+    let mut cmd = helper_command("helper_descriptor_limits", "MULTIPROC_TEST_LIMITS");
+    if keep {
+        cmd.env("MULTIPROC_KEEP_NOFILE", "1");
+    } else {
+        cmd.env_remove("MULTIPROC_KEEP_NOFILE");
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + BOUND;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the limits helper did not finish within {BOUND:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    out
+}
+
+#[cfg(unix)]
+#[test]
+fn the_descriptor_limit_is_raised_unless_kept_and_running_out_is_named() {
+    let raised = run_limits_helper(false);
+    // libtest prints the test's name on the line before the first output.
+    let line = raised.lines().find_map(|l| l.split_once("soft=")).expect(&raised).1;
+    let (soft, hard) = line.split_once(" hard=").unwrap();
+    assert!(soft == hard || soft.parse::<u64>().unwrap() > 64, "not raised: {line}");
+    let failure = raised.lines().find(|l| l.starts_with("kind=")).expect(&raised);
+    assert!(failure.starts_with("kind=Exhausted"), "{failure}");
+    assert!(failure.contains("RLIMIT_NOFILE soft 64, hard 64"), "{failure}");
+
+    let kept = run_limits_helper(true);
+    assert!(kept.contains("soft=64 "), "the opt-out kept the limit: {kept}");
+}

@@ -197,6 +197,9 @@ fn workloads() -> Vec<Workload> {
             ],
         ),
     ]
+    .into_iter()
+    .chain(scale_workloads().into_iter().take(2))
+    .collect()
 }
 
 #[cfg(unix)]
@@ -465,6 +468,53 @@ fn workloads() -> Vec<Workload> {
                 python("barrier"),
                 floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
             ],
+        ),
+    ]
+    .into_iter()
+    .chain(scale_workloads())
+    .collect()
+}
+
+/// Making many small objects: time per object, memory per 1,000.
+fn scale_workloads() -> Vec<Workload> {
+    let count = |s: Scale| s.n(2_000, 10_000);
+    let python = |key| if cfg!(unix) { vec![python(key)] } else { Vec::new() };
+    vec![
+        workload(
+            "Lock creation, 10,000 held",
+            "us",
+            false,
+            [ours(move |s| ours::create_locks(count(s)))]
+                .into_iter()
+                .chain(python("create_lock"))
+                .collect(),
+        ),
+        workload(
+            "Value<u64> creation, 10,000 held",
+            "us",
+            false,
+            [ours(move |s| ours::create_values(count(s)))]
+                .into_iter()
+                .chain(python("create_value"))
+                .collect(),
+        ),
+        workload(
+            "Shared memory per 1,000 Locks (RssShmem)",
+            "KiB",
+            false,
+            [ours(move |s| ours::lock_memory(count(s), "RssShmem:"))]
+                .into_iter()
+                .chain(python("lock_shmem"))
+                .collect(),
+        ),
+        workload(
+            "Memory per 1,000 Locks (RSS, handles included)",
+            "KiB",
+            false,
+            [ours(move |s| ours::lock_memory(count(s), "VmRSS:"))]
+                .into_iter()
+                .chain(python("lock_rss"))
+                .collect(),
         ),
     ]
 }

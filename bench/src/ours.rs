@@ -5,10 +5,49 @@ use multiproc::connection::{Address, Client, Listener};
 #[cfg(unix)]
 use multiproc::Manager;
 use multiproc::{
-    Array, Barrier, Connection, Event, Pipe, Pool, Process, Queue, StartMethod, Value,
+    Array, Barrier, Connection, Event, Lock, Pipe, Pool, Process, Queue, StartMethod, Value,
 };
 use std::hint::black_box;
 use std::time::Instant;
+
+/// Microseconds to make one Lock, `count` of them held at once.
+pub fn create_locks(count: usize) -> f64 {
+    let t = Instant::now();
+    let locks: Vec<Lock> = (0..count).map(|_| Lock::new().unwrap()).collect();
+    let elapsed = t.elapsed();
+    black_box(&locks);
+    elapsed.as_nanos() as f64 / 1e3 / count as f64
+}
+
+/// Microseconds to make one `Value<u64>`, `count` of them held at once.
+pub fn create_values(count: usize) -> f64 {
+    let t = Instant::now();
+    let values: Vec<Value<u64>> = (0..count).map(|_| Value::new(0).unwrap()).collect();
+    let elapsed = t.elapsed();
+    black_box(&values);
+    elapsed.as_nanos() as f64 / 1e3 / count as f64
+}
+
+/// KiB of `field` of /proc/self/status (`VmRSS:`, `RssShmem:`) that 1,000
+/// Locks add, each taken once (so its memory is touched); NaN where there
+/// is no /proc.
+pub fn lock_memory(count: usize, field: &str) -> f64 {
+    let before = status_kib(field);
+    let locks: Vec<Lock> = (0..count).map(|_| Lock::new().unwrap()).collect();
+    for lock in &locks {
+        drop(lock.lock().unwrap());
+    }
+    let after = status_kib(field);
+    black_box(&locks);
+    (after - before) * 1000.0 / count as f64
+}
+
+fn status_kib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with(field));
+    line.and_then(|l| l[field.len()..].trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
 
 pub fn lock_uncontended(ops: u64) -> f64 {
     let lock = multiproc::Lock::new().unwrap();

@@ -77,6 +77,15 @@ impl Segment {
     pub fn handle(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Whether `fd` is this segment's object (the same file), not merely
+    /// one like it.
+    pub fn is_same(&self, fd: BorrowedFd<'_>) -> bool {
+        match (fs::fstat(&self.fd), fs::fstat(fd)) {
+            (Ok(ours), Ok(theirs)) => ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino,
+            _ => false,
+        }
+    }
 }
 
 #[cfg(all(any(target_os = "linux", target_os = "freebsd"), not(multiproc_portable)))]

@@ -25,7 +25,9 @@ use std::io;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_INVALID_HANDLE, HANDLE};
+use windows_sys::Win32::Foundation::{
+    CompareObjectHandles, ERROR_ACCESS_DENIED, ERROR_INVALID_HANDLE, HANDLE,
+};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, VirtualQuery, FILE_MAP_READ,
     FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
@@ -149,6 +151,14 @@ impl Segment {
     /// The section's handle, to pass to another process.
     pub fn handle(&self) -> BorrowedHandle<'_> {
         self.handle.as_handle()
+    }
+
+    /// Whether `handle` is this segment's section (the same kernel object),
+    /// not merely one like it.
+    pub fn is_same(&self, handle: BorrowedHandle<'_>) -> bool {
+        let (ours, theirs) = (self.handle.as_raw_handle(), handle.as_raw_handle());
+        // SAFETY: both handles are open for the call (one owned, one borrowed).
+        unsafe { CompareObjectHandles(ours as HANDLE, theirs as HANDLE) != 0 }
     }
 }
 
