@@ -94,7 +94,8 @@ struct Allocator {
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     mapped: BTreeMap::new(),
-    sizes: [const { Allocator { arenas: Vec::new(), free: Vec::new(), next: 0 } }; 5],
+    sizes: [const { Allocator { arenas: Vec::new(), free: Vec::new(), next: 0 } };
+        SLOT_SIZES.len()],
 });
 
 fn registry() -> MutexGuard<'static, Registry> {
@@ -234,11 +235,8 @@ impl Allocator {
     /// A slot claimed in an arena this process has: one freed here, a
     /// never-used one, or one a sweep finds free.
     fn claim(&mut self) -> Option<(Arc<Arena>, u32, u32)> {
-        while let Some((arena, index)) = self.free.pop() {
-            let arena = &self.arenas[arena as usize];
-            if let Some(generation) = arena.slot(index).claim() {
-                return Some((arena.clone(), index, generation));
-            }
+        if let Some(slot) = self.claim_freed() {
+            return Some(slot);
         }
         let newest = self.arenas.last()?;
         while self.next < newest.layout.slots {
@@ -250,16 +248,33 @@ impl Allocator {
         }
         // The newest arena is full: slots whose last reference went in
         // another process (or in a forked sibling) are nowhere on the list.
+        // A sweep that finds fewer than an eighth of the slots free asks
+        // for a new arena as well (what it found is used first), so sweeps
+        // cost a bounded share of the allocations they serve.
+        let mut total = 0;
         for (position, arena) in self.arenas.iter().enumerate() {
+            total += arena.layout.slots as usize;
             for index in (0..arena.layout.slots).rev() {
                 if arena.slot(index).generation().is_none() {
                     self.free.push((position as u32, index));
                 }
             }
         }
-        let (arena, index) = self.free.pop()?;
-        let arena = &self.arenas[arena as usize];
-        arena.slot(index).claim().map(|generation| (arena.clone(), index, generation))
+        if self.free.len() < total / 8 {
+            return None;
+        }
+        self.claim_freed()
+    }
+
+    /// A slot from the list of freed ones.
+    fn claim_freed(&mut self) -> Option<(Arc<Arena>, u32, u32)> {
+        while let Some((arena, index)) = self.free.pop() {
+            let arena = &self.arenas[arena as usize];
+            if let Some(generation) = arena.slot(index).claim() {
+                return Some((arena.clone(), index, generation));
+            }
+        }
+        None
     }
 }
 
