@@ -58,11 +58,11 @@ impl<T: Pod> Cells<T> {
         let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
         let layout = |place| ArrayLayout::new(place, size, align, init.len());
         let too_large = || Error::new(ErrorKind::TooLarge, "array too large");
-        let in_segment = layout(Place::Segment).ok_or_else(too_large)?;
+        layout(Place::Segment).ok_or_else(too_large)?;
         let mut params = ArrayLayout::params(size, align, init.len());
         params[3] = type_tag::<T>();
-        // A layout too large for a slot is sized for a segment of its own.
-        let size_in = |place| layout(place).map_or(in_segment.size, |l| l.size);
+        // No layout in a slot (an alignment above a slot's) fits none.
+        let size_in = |place| layout(place).map_or(usize::MAX, |l| l.size);
         let obj = Object::create(kind, params, size_in, |_, base, place| {
             let layout = layout(place).expect("the layout object was sized by");
             // SAFETY: the fresh segment or slot is `layout.size` bytes, so the

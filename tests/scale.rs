@@ -280,3 +280,25 @@ fn the_descriptor_limit_is_raised_unless_kept_and_running_out_is_named() {
     let kept = run_limits_helper(true);
     assert!(kept.contains("soft=64 "), "the opt-out kept the limit: {kept}");
 }
+
+/// A plain-data type aligned past a slot's 64 bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, align(128))]
+struct Wide([u64; 16]);
+// SAFETY: 16 u64s, 128 bytes at an alignment of 128: no padding, and every
+// bit pattern is a value.
+unsafe impl bytemuck::Zeroable for Wide {}
+// SAFETY: as above; Copy and 'static.
+unsafe impl bytemuck::Pod for Wide {}
+
+#[test]
+fn a_value_aligned_past_a_slot_gets_a_segment_and_its_alignment() {
+    let _serial = serial();
+    let wide = Value::new(Wide([7; 16])).unwrap();
+    let guard = wide.lock().unwrap();
+    assert_eq!(&*guard as *const Wide as usize % 128, 0, "aligned for its type");
+    assert_eq!(*guard, Wide([7; 16]));
+    drop(guard);
+    let small = Value::new([1u64; 4]).unwrap();
+    assert_eq!(small.get().unwrap(), [1; 4]);
+}

@@ -38,6 +38,10 @@ pub const SLOT_HEADER_SIZE: usize = 32;
 /// object in a 64-byte slot has a cache line to itself.
 pub const SLOT_SIZES: [usize; 5] = [64, 128, 256, 512, 1024];
 
+/// Every slot starts this aligned (arenas are page-aligned, their header
+/// and every slot size are multiples of it).
+pub const SLOT_ALIGN: usize = 64;
+
 /// The largest object (its slot header included) an arena holds; larger
 /// ones get a segment of their own.
 pub const MAX_SLOT: usize = SLOT_SIZES[SLOT_SIZES.len() - 1];
@@ -62,6 +66,8 @@ pub struct SlotHeader {
 
 #[cfg(not(loom))]
 static_assertions::assert_eq_size!(SlotHeader, [u8; SLOT_HEADER_SIZE]);
+static_assertions::const_assert_eq!(HEADER_SIZE % SLOT_ALIGN, 0);
+static_assertions::const_assert_eq!(SLOT_SIZES[0] % SLOT_ALIGN, 0);
 
 /// The slot size that holds an object of `size` bytes (its slot header
 /// included), if any does.

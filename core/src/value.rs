@@ -16,7 +16,7 @@
 //! | SlotHeader | RawRLock | element 0 | ...
 //! ```
 
-use crate::arena::SLOT_HEADER_SIZE;
+use crate::arena::{SLOT_ALIGN, SLOT_HEADER_SIZE};
 use crate::header::{Corrupt, Header, Kind, HEADER_SIZE};
 use crate::rlock::RawRLock;
 
@@ -66,6 +66,10 @@ impl ArrayLayout {
         len: usize,
     ) -> Option<ArrayLayout> {
         if !elem_align.is_power_of_two() || elem_align > MAX_ALIGN {
+            return None;
+        }
+        // A slot is only as aligned as its arena's slots are.
+        if place == Place::Slot && elem_align > SLOT_ALIGN {
             return None;
         }
         let lock_offset = place.head();
@@ -131,6 +135,7 @@ mod tests {
         let l = ArrayLayout::new(Place::Slot, 8, 8, 1).unwrap();
         assert_eq!((l.lock_offset, l.data_offset, l.size), (32, 56, 64), "one cache line");
         assert_eq!(ArrayLayout::new(Place::Slot, 16, 16, 1).unwrap().data_offset, 64);
+        assert_eq!(ArrayLayout::new(Place::Slot, 128, 128, 1), None, "slots are 64-aligned");
     }
 
     #[test]
