@@ -475,46 +475,33 @@ fn workloads() -> Vec<Workload> {
     .collect()
 }
 
-/// Making many small objects: time per object, memory per 1,000.
+/// Making many small objects: time per object, memory per 1,000; each
+/// beside Python's (on Unix: it does not run under Wine here).
 fn scale_workloads() -> Vec<Workload> {
     let count = |s: Scale| s.n(2_000, 10_000);
-    let python = |key| if cfg!(unix) { vec![python(key)] } else { Vec::new() };
+    let beside_python = |name, unit, f: fn(usize) -> f64, key| {
+        let sides = [ours(move |s| f(count(s)))].into_iter();
+        workload(name, unit, false, sides.chain(cfg!(unix).then(|| python(key))).collect())
+    };
     vec![
-        workload(
-            "Lock creation, 10,000 held",
-            "us",
-            false,
-            [ours(move |s| ours::create_locks(count(s)))]
-                .into_iter()
-                .chain(python("create_lock"))
-                .collect(),
-        ),
-        workload(
+        beside_python("Lock creation, 10,000 held", "us", ours::create_locks, "create_lock"),
+        beside_python(
             "Value<u64> creation, 10,000 held",
             "us",
-            false,
-            [ours(move |s| ours::create_values(count(s)))]
-                .into_iter()
-                .chain(python("create_value"))
-                .collect(),
+            ours::create_values,
+            "create_value",
         ),
-        workload(
+        beside_python(
             "Shared memory per 1,000 Locks (RssShmem)",
             "KiB",
-            false,
-            [ours(move |s| ours::lock_memory(count(s), "RssShmem:"))]
-                .into_iter()
-                .chain(python("lock_shmem"))
-                .collect(),
+            |n| ours::lock_memory(n, "RssShmem:"),
+            "lock_shmem",
         ),
-        workload(
+        beside_python(
             "Memory per 1,000 Locks (RSS, handles included)",
             "KiB",
-            false,
-            [ours(move |s| ours::lock_memory(count(s), "VmRSS:"))]
-                .into_iter()
-                .chain(python("lock_rss"))
-                .collect(),
+            |n| ours::lock_memory(n, "VmRSS:"),
+            "lock_rss",
         ),
     ]
 }
