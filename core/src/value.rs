@@ -18,7 +18,12 @@
 
 use crate::arena::{SLOT_ALIGN, SLOT_HEADER_SIZE};
 use crate::header::{Corrupt, Header, Kind, HEADER_SIZE};
-use crate::rlock::RawRLock;
+
+/// Bytes of a [`RawRLock`](crate::rlock::RawRLock) in shared memory (a
+/// constant: under loom its atomics are larger, the layout is not).
+const RLOCK_SIZE: usize = 24;
+#[cfg(not(loom))]
+static_assertions::const_assert_eq!(core::mem::size_of::<crate::rlock::RawRLock>(), RLOCK_SIZE);
 
 /// Where an object lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +81,7 @@ impl ArrayLayout {
         // In a segment of its own, the elements start on a cache line of
         // their own; in a slot, right after the lock.
         let line = if place == Place::Segment { HEADER_SIZE } else { 1 };
-        let after_lock = lock_offset + core::mem::size_of::<RawRLock>();
+        let after_lock = lock_offset + RLOCK_SIZE;
         let data_offset = after_lock.next_multiple_of(line.max(elem_align));
         let bytes = elem_size.checked_mul(len)?;
         let size = data_offset.checked_add(bytes)?;
