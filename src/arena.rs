@@ -324,18 +324,8 @@ pub(crate) fn receive(id: u64, index: u32, generation: u32, handle: u32) -> Resu
 
 /// Maps a received arena, checks its header, and records it by id.
 fn map(id: u64, handle: crate::os::OwnedHandle) -> Result<Arc<Arena>> {
-    let segment = Segment::open(handle).map_err(|e| match e {
-        crate::os::OpenError::Foreign(why) => {
-            Error::new(ErrorKind::Corrupt, format!("not a multiproc arena: {why}"))
-        }
-        crate::os::OpenError::Io(e) => Error::io("mapping a received arena", e),
-    })?;
-    if segment.len() < multiproc_core::header::HEADER_SIZE {
-        return Err(Corrupt::WrongSize { header: 0, mapped: segment.len() as u64 }.into());
-    }
-    // SAFETY: in bounds (checked above) and page-aligned; a copy is taken,
-    // so a peer changing the header later changes nothing here.
-    let header = unsafe { segment.as_ptr().cast::<Header>().read_volatile() };
+    let segment = crate::object::open_received(handle)?;
+    let header = crate::object::read_header(&segment, 0)?;
     header.validate(Kind::Arena, segment.len() as u64)?;
     let layout = ArenaLayout::check(&header)?;
     if layout.id != id {

@@ -110,15 +110,9 @@ impl<L: Shared> Object<L> {
         kinds: &[Kind],
         check: impl FnOnce(&Header, &L, Place) -> Result<(), Corrupt>,
     ) -> Result<Object<L>> {
-        let mapped = segment.len();
-        if mapped < HEADER_SIZE + std::mem::size_of::<L>() {
-            return Err(Corrupt::WrongSize { header: 0, mapped: mapped as u64 }.into());
-        }
-        // SAFETY: in bounds (checked above) and page-aligned; a copy is
-        // taken, so a peer changing the header later changes nothing here.
-        let header = unsafe { segment.as_ptr().cast::<Header>().read_volatile() };
+        let header = read_header(&segment, HEADER_SIZE + std::mem::size_of::<L>())?;
         let kind = kinds.iter().copied().find(|&k| k as u32 == header.kind).unwrap_or(kinds[0]);
-        header.validate(kind, mapped as u64)?;
+        header.validate(kind, segment.len() as u64)?;
         let object = Object::new(segment, header)?;
         check(&header, object.raw(), Place::Segment)?;
         Ok(object)
@@ -241,21 +235,11 @@ impl<L: Shared> Object<L> {
         check: impl FnOnce(&Header, &L, Place) -> Result<(), Corrupt>,
     ) -> Result<Object<L>, D::Error> {
         use crate::handles::refuse;
-        use crate::os::OpenError;
-        use crate::ErrorKind;
         match <Wire as serde::Deserialize>::deserialize(d)? {
             Wire::Segment(index) => {
                 let fd = crate::handles::import(index)
-                    .map_err(|e| refuse(Error::new(ErrorKind::Corrupt, e)))?;
-                let segment = Segment::open(fd).map_err(|e| {
-                    refuse(match e {
-                        OpenError::Foreign(why) => Error::new(
-                            ErrorKind::Corrupt,
-                            format!("not a multiproc segment: {why}"),
-                        ),
-                        OpenError::Io(e) => Error::io("mapping a received segment", e),
-                    })
-                })?;
+                    .map_err(|e| refuse(Error::new(crate::ErrorKind::Corrupt, e)))?;
+                let segment = open_received(fd).map_err(refuse)?;
                 Object::open(segment, kinds, check).map_err(refuse)
             }
             Wire::Slot { handle, arena, slot, generation } => {
@@ -273,6 +257,32 @@ impl<L: Shared> Object<L> {
     ) -> Result<Object<L>, D::Error> {
         Err(serde::de::Error::custom(crate::handles::export(()).unwrap_err()))
     }
+}
+
+/// Maps a segment (or arena) received from a peer: `Corrupt` if it is not
+/// one of ours (unsealed, read-only, empty).
+#[cfg(mp_spawn)]
+pub(crate) fn open_received(fd: crate::os::OwnedHandle) -> Result<Segment> {
+    use crate::os::OpenError;
+    Segment::open(fd).map_err(|e| match e {
+        OpenError::Foreign(why) => {
+            Error::new(crate::ErrorKind::Corrupt, format!("not a multiproc segment: {why}"))
+        }
+        OpenError::Io(e) => Error::io("mapping a received segment", e),
+    })
+}
+
+/// A copy of `segment`'s header (not yet validated), if the segment holds
+/// at least `least` bytes (`least` at least the header's).
+#[cfg_attr(not(mp_spawn), allow(dead_code))]
+pub(crate) fn read_header(segment: &Segment, least: usize) -> Result<Header, Corrupt> {
+    let mapped = segment.len();
+    if mapped < least.max(HEADER_SIZE) {
+        return Err(Corrupt::WrongSize { header: 0, mapped: mapped as u64 });
+    }
+    // SAFETY: in bounds (checked above) and page-aligned; a copy is taken,
+    // so a peer changing the header later changes nothing here.
+    Ok(unsafe { segment.as_ptr().cast::<Header>().read_volatile() })
 }
 
 /// Serialize/Deserialize for a shared-object type `$ty` whose field `obj`
