@@ -11,29 +11,25 @@ const MACOS_OPEN_MAX: u64 = 10240;
 
 /// Raises the soft limit on open file descriptors to the hard limit, as
 /// Go's runtime does at start since 1.19: the soft limit (often 1024) is a
-/// leftover of `select`'s fixed-size sets, which nothing here uses. Returns
-/// the limit in force afterwards (soft, hard); `None` for unlimited.
-pub fn raise_open_files() -> (Option<u64>, Option<u64>) {
+/// leftover of `select`'s fixed-size sets, which nothing here uses. If the
+/// system refuses, the limit stays as it was.
+pub fn raise_open_files() {
     let limit = getrlimit(Resource::Nofile);
     let want = match limit.maximum {
         Some(hard) => hard,
         None if cfg!(target_os = "macos") => MACOS_OPEN_MAX,
-        None => return (limit.current, limit.maximum),
+        None => return,
     };
-    if limit.current.is_some_and(|soft| soft < want)
-        && setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum })
-            .is_ok()
-    {
-        return (Some(want), limit.maximum);
+    if limit.current.is_some_and(|soft| soft < want) {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(want), maximum: limit.maximum });
     }
-    (limit.current, limit.maximum)
 }
 
 /// If `err` says an OS resource ran out, which one and its limit, in words.
 pub fn exhausted(err: &io::Error) -> Option<String> {
     let limit = |value: Option<u64>| value.map_or("unlimited".to_string(), |v| v.to_string());
     match err.raw_os_error()? {
-        libc_errno::EMFILE => {
+        errno::EMFILE => {
             let l = getrlimit(Resource::Nofile);
             Some(format!(
                 "open file descriptors: this process reached its limit (RLIMIT_NOFILE soft {}, \
@@ -42,13 +38,13 @@ pub fn exhausted(err: &io::Error) -> Option<String> {
                 limit(l.maximum)
             ))
         }
-        libc_errno::ENFILE => Some("open files: the system-wide table is full".to_string()),
-        libc_errno::ENOMEM => Some(format!(
+        errno::ENFILE => Some("open files: the system-wide table is full".to_string()),
+        errno::ENOMEM => Some(format!(
             "memory or memory mappings (address space RLIMIT_AS {}{})",
             limit(getrlimit(Resource::As).current),
             map_count().map_or(String::new(), |n| format!(", vm.max_map_count {n}"))
         )),
-        libc_errno::ENOSPC => {
+        errno::ENOSPC => {
             Some("shared memory: the file system behind it (tmpfs, /dev/shm) is full".to_string())
         }
         _ => None,
@@ -63,8 +59,8 @@ fn map_count() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?.trim().parse().ok()
 }
 
-/// The error numbers above, from rustix (the same values as libc's).
-mod libc_errno {
+/// The error numbers above, from rustix.
+mod errno {
     use rustix::io::Errno;
     pub const EMFILE: i32 = Errno::MFILE.raw_os_error();
     pub const ENFILE: i32 = Errno::NFILE.raw_os_error();

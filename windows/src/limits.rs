@@ -3,10 +3,8 @@
 
 use std::io;
 
-/// Nothing to raise on Windows; the limit in force (soft, hard) is none.
-pub fn raise_open_files() -> (Option<u64>, Option<u64>) {
-    (None, None)
-}
+/// Nothing to raise on Windows.
+pub fn raise_open_files() {}
 
 /// If `err` says an OS resource ran out, which one, in words.
 pub fn exhausted(err: &io::Error) -> Option<String> {
