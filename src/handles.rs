@@ -182,7 +182,7 @@ impl std::error::Error for Inexact {}
 /// that a message encoded as another type is an error rather than a
 /// wrong value (`send(&300i64)` is not a `u8`).
 #[cfg_attr(not(mp_spawn), allow(dead_code))]
-pub(crate) fn from_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Inexact> {
+pub(crate) fn from_exact<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Inexact> {
     match postcard::take_from_bytes(bytes) {
         Ok((value, [])) => Ok(value),
         Ok((_, rest)) => Err(Inexact::LeftOver(rest.len())),

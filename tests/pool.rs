@@ -300,6 +300,108 @@ fn each_failure_point_fails_its_task_only() {
     });
 }
 
+/// A result that the parent refuses to deserialize when it is 4001.
+#[derive(Debug, PartialEq, Serialize)]
+struct Picky(u32);
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            4001 => Err(serde::de::Error::custom("result 4001 refuses to deserialize")),
+            v => Ok(Picky(v)),
+        }
+    }
+}
+
+fn picky(x: u32) -> Picky {
+    if x == 3001 {
+        panic!("task 3001 panics");
+    }
+    Picky(x)
+}
+
+/// Yields `yields` numbers while its size hint promises exactly `claims`.
+struct Liar {
+    next: u32,
+    yields: u32,
+    claims: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.yields).then(|| {
+            self.next += 1;
+            u64::from(self.next - 1)
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.claims, Some(self.claims))
+    }
+}
+
+#[test]
+fn map_decodes_replies_as_they_come_and_returns_the_first_failure_in_order() {
+    each_method(|method| {
+        let p = pool(method, 2);
+        // A worker dies at item 5 and a task panics at item 9, or the other
+        // way round: the lower item's failure is the one returned.
+        let mut items: Vec<Arg> = (0..12).map(Arg).collect();
+        items[5] = Arg(3002);
+        items[9] = Arg(3001);
+        let err = p.chunksize(2).map(matrix, items).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WorkerDied, "{err}");
+        let mut items: Vec<Arg> = (0..12).map(Arg).collect();
+        items[2] = Arg(3001);
+        items[9] = Arg(3002);
+        let err = p.chunksize(2).map(matrix, items).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TaskPanicked, "{err}");
+        // A result the parent cannot decode, before a panic.
+        let err = p.chunksize(1).map(picky, [1, 2, 4001, 3, 3001, 5]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Codec, "{err}");
+        let err = p.map(picky, [1, 3001, 4001]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TaskPanicked, "{err}");
+        let r = p.map_async(picky, [1, 2, 3001]).unwrap();
+        assert!(r.wait_timeout(BOUND).unwrap());
+        assert_eq!(r.successful(), Some(false));
+        assert_eq!(r.get().unwrap_err().kind(), ErrorKind::TaskPanicked);
+        let r = p.map_async(picky, 0..1000).unwrap();
+        assert!(r.wait_timeout(BOUND).unwrap());
+        assert_eq!(r.successful(), Some(true));
+        assert_eq!(r.get().unwrap(), (0..1000).map(Picky).collect::<Vec<_>>());
+        // The first item is the slowest: later runs arrive first and wait.
+        let ms = [80, 0, 0, 30, 0, 0, 0, 0];
+        assert_eq!(p.chunksize(1).map(slow, ms).unwrap(), ms);
+        // The pool still works after all that.
+        assert_eq!(
+            p.map(double, 0..20_000).unwrap(),
+            (0..20_000).map(|x| x * 2).collect::<Vec<_>>()
+        );
+    });
+}
+
+#[test]
+fn an_iterator_whose_size_hint_lies_loses_and_invents_nothing() {
+    each_method(|method| {
+        let p = pool(method, 2);
+        for (yields, claims) in [(300, 5), (3, 500), (0, 10), (20_000, 1)] {
+            let want: Vec<u64> = (0..u64::from(yields)).map(|x| x * 2).collect();
+            let liar = || Liar { next: 0, yields, claims };
+            assert_eq!(p.map(double, liar()).unwrap(), want, "{yields} for {claims}");
+            assert_eq!(p.chunksize(7).map(double, liar()).unwrap(), want);
+            let got: Vec<u64> = p.imap(double, liar()).unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, want);
+            let mut got: Vec<u64> =
+                p.imap_unordered(double, liar()).unwrap().map(Result::unwrap).collect();
+            got.sort_unstable();
+            assert_eq!(got, want);
+            assert_eq!(p.map_async(double, liar()).unwrap().get().unwrap(), want);
+        }
+    });
+}
+
 #[test]
 fn a_worker_killed_from_outside_fails_its_task_and_is_replaced() {
     each_method(|method| {

@@ -195,6 +195,7 @@ impl PoolBuilder {
             jobs: HashMap::new(),
             next_job: 0,
             replies: Queue::new()?.prompt(),
+            spare: Vec::new(),
             progress: RawArray::zeroed(processes)?,
             make_worker,
             method: self.method.unwrap_or_else(get_start_method),
@@ -376,25 +377,51 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let _ = f;
-        let job = self.submit::<F, A, R>(std::iter::once(args), Some(1), false)?;
+        let job = self.submit::<F, A, R>(std::iter::once(args), Some(1), Keep::Items)?;
         Ok(AsyncResult::new(self.shared.clone(), job, |job| job.take(0)))
     }
 
     /// Queues `items` as a job of task `F`, chunk by chunk (workers start
-    /// on the first chunk while the rest are encoded).
+    /// on the first chunk while the rest are encoded); the job's id and how
+    /// many items it has.
     fn submit<F, A, R>(
         &self,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
-        unordered: bool,
+        keep: Keep,
     ) -> Result<(u64, usize)>
     where
         F: Task<A, R>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let len = items.len();
+        let items = items.into_iter();
+        match items.size_hint() {
+            // Encoded as they come: no copy of the items. The job grows or
+            // shrinks if the iterator breaks its word.
+            (len, Some(upper)) if len == upper => {
+                self.submit_iter::<F, A, R>(items, len, chunksize, keep)
+            }
+            _ => {
+                let items: Vec<A> = items.collect();
+                let len = items.len();
+                self.submit_iter::<F, A, R>(items.into_iter(), len, chunksize, keep)
+            }
+        }
+    }
+
+    fn submit_iter<F, A, R>(
+        &self,
+        items: impl Iterator<Item = A>,
+        len: usize,
+        chunksize: Option<usize>,
+        keep: Keep,
+    ) -> Result<(u64, usize)>
+    where
+        F: Task<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
         if u32::try_from(len).is_err() {
             return Err(Error::new(ErrorKind::TooLarge, "over 2^32 items in one call"));
         }
@@ -403,16 +430,22 @@ impl Pool {
             None => (default_chunksize(len, self.processes), CHUNK_BYTES),
         };
         let entry = entry_of::<F, A, R>();
-        let id = self.shared.lock().open_job(len, unordered)?;
+        let id = self.shared.lock().open_job(len, keep)?;
         let (mut first, mut count) = (0u32, 0u32);
         let mut args = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            if let Err(e) = push_item(&mut args, item) {
+        let mut items = items.peekable();
+        while let Some(item) = items.next() {
+            let pushed = if first as u64 + u64::from(count) >= u64::from(u32::MAX) {
+                Err(Error::new(ErrorKind::TooLarge, "over 2^32 items in one call"))
+            } else {
+                push_item(&mut args, &item)
+            };
+            if let Err(e) = pushed {
                 abandon(&self.shared, id);
                 return Err(e);
             }
             count += 1;
-            if count as usize == size || args.len() >= most_bytes || i + 1 == len {
+            if count as usize == size || args.len() >= most_bytes || items.peek().is_none() {
                 let room = args.len().min(most_bytes);
                 let args = std::mem::replace(&mut args, Vec::with_capacity(room));
                 let chunk = Chunk { job: id, entry, seq: 0, first, count, args };
@@ -420,7 +453,12 @@ impl Pool {
                 (first, count) = (first + count, 0);
             }
         }
-        Ok((id, len))
+        if first as usize != len {
+            if let Some(job) = self.shared.lock().jobs.get_mut(&id) {
+                job.resize(first as usize);
+            }
+        }
+        Ok((id, first as usize))
     }
 
     /// No more tasks may be submitted; workers exit once the work is done.
@@ -524,14 +562,14 @@ impl Chunked<'_> {
         &self,
         _f: F,
         items: impl IntoIterator<Item = T>,
-        unordered: bool,
+        keep: Keep,
     ) -> Result<(u64, usize)>
     where
         F: Task<(T,), R>,
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize, unordered)
+        self.pool.submit::<F, (T,), R>(items.into_iter().map(|t| (t,)), self.chunksize, keep)
     }
 
     /// Python's `map`: `f` of every item, in the workers; the results in order.
@@ -596,17 +634,25 @@ impl Chunked<'_> {
         R: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let (job, len) = self.pool.submit::<F, A, R>(items, self.chunksize, false)?;
+        let (job, len) = self.pool.submit::<F, A, R>(items, self.chunksize, Keep::Replies)?;
         let guard = Abandon { shared: &self.pool.shared, job };
-        let done = |st: &mut State| st.jobs.get(&job).is_none_or(|j| j.remaining == 0);
+        let mut out = Collect::<R>::new(len);
+        let done = |st: &mut State| {
+            let State { jobs, spare, .. } = st;
+            match jobs.get_mut(&job) {
+                Some(j) => {
+                    out.drain(j, spare);
+                    j.remaining == 0
+                }
+                None => true,
+            }
+        };
         if !self.pool.shared.wait(deadline, done)? {
             return Err(Error::timeout());
         }
-        let mut st = self.pool.shared.lock();
-        let mut job_state = st.jobs.remove(&job).ok_or_else(|| Error::invalid("job vanished"))?;
-        drop(st);
+        self.pool.shared.lock().jobs.remove(&job).ok_or_else(|| Error::invalid("job vanished"))?;
         std::mem::forget(guard);
-        job_state.take_all(len)
+        out.finish()
     }
 
     /// Python's `imap`: the results as an iterator, in order, as they come.
@@ -616,7 +662,7 @@ impl Chunked<'_> {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let (job, len) = self.submit_each(f, items, false)?;
+        let (job, len) = self.submit_each(f, items, Keep::Items)?;
         Ok(Imap { shared: self.pool.shared.clone(), job, next: 0, len, _r: PhantomData })
     }
 
@@ -631,7 +677,7 @@ impl Chunked<'_> {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let (job, len) = self.submit_each(f, items, true)?;
+        let (job, len) = self.submit_each(f, items, Keep::Arrivals)?;
         Ok(ImapUnordered { shared: self.pool.shared.clone(), job, left: len, _r: PhantomData })
     }
 
@@ -646,7 +692,11 @@ impl Chunked<'_> {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let (job, len) = self.submit_each(f, items, false)?;
-        Ok(AsyncResult::new(self.pool.shared.clone(), (job, len), move |job| job.take_all(len)))
+        let (job, len) = self.submit_each(f, items, Keep::Replies)?;
+        Ok(AsyncResult::new(self.pool.shared.clone(), (job, len), move |job| {
+            let mut out = Collect::<R>::new(len);
+            out.drain(job, &mut Vec::new());
+            out.finish()
+        }))
     }
 }

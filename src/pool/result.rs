@@ -28,8 +28,7 @@ pub(super) fn abandon(shared: &Shared, job: u64) {
     if done {
         st.jobs.remove(&job);
     } else if let Some(j) = st.jobs.get_mut(&job) {
-        j.abandoned = true;
-        j.bufs.clear();
+        j.abandon();
     }
     // Abandoned jobs whose work is all back are dropped.
     st.jobs.retain(|_, j| !(j.abandoned && j.remaining == 0));

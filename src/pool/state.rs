@@ -8,12 +8,12 @@ use crate::connection::Connection;
 use crate::handles::from_exact;
 use crate::pipe::Pipe;
 use crate::process::{Process, StartMethod};
-use crate::queue::Queue;
+use crate::queue::ByteQueue;
 use crate::time::Deadline;
 use crate::value::RawArray;
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,58 +48,196 @@ fn unpack(p: Packed) -> (u32, u32) {
     ((p >> 32) as u32, p as u32)
 }
 
+/// How a job keeps its outcomes until they are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// Item by item, each taken alone (`apply`, `imap`).
+    Items,
+    /// Item by item, noting the order they arrive in (`imap_unordered`).
+    Arrivals,
+    /// Reply by reply, for a caller that takes them all (`map`, `starmap`,
+    /// `map_async`) and decodes each as it comes ([`Collect`]): a bit per
+    /// item instead of a table, and no reply kept once decoded.
+    Replies,
+}
+
+/// What a [`Keep::Replies`] job holds for its caller to decode.
+pub(super) enum Arrived {
+    /// A worker's reply: `count` outcomes from item `first` on, in
+    /// `buf[at..]` (the whole message, so its buffer can be used again).
+    Reply {
+        first: u32,
+        count: u32,
+        buf: Vec<u8>,
+        at: usize,
+    },
+    Failed(u32, ErrorKind, Arc<str>),
+}
+
 pub(super) struct Job {
+    len: usize,
+    keep: Keep,
+    /// Each item's outcome ([`Keep::Items`], [`Keep::Arrivals`]).
     items: Vec<Packed>,
     failures: Vec<(ErrorKind, Arc<str>)>,
     pub(super) bufs: Vec<Vec<u8>>,
+    /// A bit per settled item, and what arrived and was not yet decoded
+    /// ([`Keep::Replies`]).
+    settled: Vec<u64>,
+    pub(super) arrivals: VecDeque<Arrived>,
     pub(super) remaining: usize,
     /// Indices whose outcome arrived and was not taken (kept only for
     /// `imap_unordered`).
     pub(super) arrived: VecDeque<u32>,
-    pub(super) unordered: bool,
     /// Nobody will read it (its handle was dropped): drop outcomes.
     pub(super) abandoned: bool,
 }
 
 impl Job {
-    fn new(len: usize, unordered: bool) -> Job {
-        Job {
-            items: vec![0; len],
+    fn new(len: usize, keep: Keep) -> Job {
+        let mut job = Job {
+            len: 0,
+            keep,
+            items: Vec::new(),
             failures: Vec::new(),
             bufs: Vec::new(),
-            remaining: len,
+            settled: Vec::new(),
+            arrivals: VecDeque::new(),
+            remaining: 0,
             arrived: VecDeque::new(),
-            unordered,
             abandoned: false,
-        }
+        };
+        job.resize(len);
+        job
     }
 
     pub(super) fn len(&self) -> usize {
-        self.items.len()
+        self.len
+    }
+
+    /// Makes it a job of `len` items: more when the items' iterator gave
+    /// more than its size hint said, fewer when it gave fewer (the items
+    /// dropped were never sent, so they are pending).
+    pub(super) fn resize(&mut self, len: usize) {
+        if len < self.len {
+            self.remaining -= (len..self.len).filter(|&i| self.is_pending(i)).count();
+        } else {
+            self.remaining += len - self.len;
+        }
+        self.len = len;
+        if self.keep == Keep::Replies {
+            self.settled.resize(len.div_ceil(64), 0);
+            if len % 64 != 0 {
+                // Bits past the end are cleared: items added later start
+                // pending.
+                if let Some(last) = self.settled.last_mut() {
+                    *last &= (1 << (len % 64)) - 1;
+                }
+            }
+        } else {
+            self.items.resize(len, 0);
+        }
     }
 
     /// Whether item `i`'s outcome has not arrived.
     pub(super) fn is_pending(&self, i: usize) -> bool {
-        self.items.get(i).is_some_and(|&p| unpack(p).0 == PENDING)
+        if i >= self.len {
+            return false;
+        }
+        match self.keep {
+            Keep::Replies => self.settled[i / 64] & 1 << (i % 64) == 0,
+            _ => unpack(self.items[i]).0 == PENDING,
+        }
+    }
+
+    /// Marks item `i` settled; `false` if it was not pending.
+    fn mark(&mut self, i: usize) -> bool {
+        if !self.is_pending(i) {
+            return false;
+        }
+        if self.keep == Keep::Replies {
+            self.settled[i / 64] |= 1 << (i % 64);
+        }
+        self.remaining -= 1;
+        true
+    }
+
+    /// [`mark`](Self::mark)s `n` items from `first` on, a word of bits at
+    /// a time where it can.
+    fn mark_run(&mut self, first: usize, n: usize) {
+        let end = (first + n).min(self.len);
+        let mut i = first;
+        while i < end {
+            let (word, bit) = (i / 64, i % 64);
+            let take = (64 - bit).min(end - i);
+            let mask = if take == 64 { u64::MAX } else { ((1u64 << take) - 1) << bit };
+            if self.keep == Keep::Replies && self.settled[word] & mask == 0 {
+                self.settled[word] |= mask;
+                self.remaining -= take;
+            } else {
+                for j in i..i + take {
+                    self.mark(j);
+                }
+            }
+            i += take;
+        }
     }
 
     pub(super) fn settle(&mut self, i: usize, item: Item) {
-        if !self.is_pending(i) {
+        if self.keep == Keep::Replies {
+            if let Item::Failed(kind, why) = item {
+                if self.mark(i) {
+                    self.arrivals.push_back(Arrived::Failed(i as u32, kind, why));
+                }
+            }
             return;
         }
         let packed = match item {
             Item::Ready { buf, start } if buf < FAILED - 1 => pack(buf + 1, start),
             Item::Ready { .. } => return,
             Item::Failed(kind, why) => {
+                if !self.is_pending(i) {
+                    return;
+                }
                 self.failures.push((kind, why));
                 pack(FAILED, (self.failures.len() - 1) as u32)
             }
         };
+        if !self.mark(i) {
+            return;
+        }
         self.items[i] = packed;
-        self.remaining -= 1;
-        if self.unordered {
+        if self.keep == Keep::Arrivals {
             self.arrived.push_back(i as u32);
         }
+    }
+
+    /// Takes a reply's outcomes (`results`, a part of `buf`) for the items
+    /// from `first` on; how many it held.
+    pub(super) fn take_reply(&mut self, first: u32, count: u32, buf: Vec<u8>, at: usize) -> u32 {
+        let results = &buf[at..];
+        if self.keep != Keep::Replies {
+            let index = self.bufs.len() as u32;
+            let mut got = 0;
+            for (k, outcome) in items(results).take(count as usize).enumerate() {
+                let start = (outcome.as_ptr() as usize - buf.as_ptr() as usize) as u32;
+                self.settle(first as usize + k, Item::Ready { buf: index, start });
+                got += 1;
+            }
+            self.bufs.push(buf);
+            return got;
+        }
+        let got = items(results).take(count as usize).count() as u32;
+        self.mark_run(first as usize, got as usize);
+        self.arrivals.push_back(Arrived::Reply { first, count: got, buf, at });
+        got
+    }
+
+    /// Drops what it holds: nobody will take it.
+    pub(super) fn abandon(&mut self) {
+        self.abandoned = true;
+        self.bufs = Vec::new();
+        self.arrivals = VecDeque::new();
     }
 
     /// Item `i`'s outcome bytes (tag, then result or message), if ready.
@@ -116,23 +254,16 @@ impl Job {
 
     /// Whether every item arrived and succeeded.
     pub(super) fn all_succeeded(&self) -> bool {
-        (0..self.len()).all(|i| self.outcome(i).and_then(|o| o.first()) == Some(&OK))
-    }
-
-    /// Takes the first `len` items' outcomes, decoded: all of them, or the
-    /// first failure in item order (every item is taken either way).
-    pub(super) fn take_all<R: DeserializeOwned>(&mut self, len: usize) -> Result<Vec<R>> {
-        let mut out = Vec::with_capacity(len);
-        let mut first_error = None;
-        for i in 0..len {
-            match self.take::<R>(i) {
-                Ok(r) => out.push(r),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
+        if self.keep != Keep::Replies {
+            return (0..self.len()).all(|i| self.outcome(i).and_then(|o| o.first()) == Some(&OK));
         }
-        first_error.map_or(Ok(out), Err)
+        self.remaining == 0
+            && self.arrivals.iter().all(|a| match a {
+                Arrived::Reply { count, buf, at, .. } => {
+                    items(&buf[*at..]).take(*count as usize).all(|o| o.first() == Some(&OK))
+                }
+                Arrived::Failed(..) => false,
+            })
     }
 
     /// Takes item `i`'s outcome, decoded.
@@ -147,20 +278,112 @@ impl Job {
                 let (kind, message) = &self.failures[at as usize];
                 Err(Error::new(*kind, message.to_string()))
             }
-            _ => {
-                let bytes = self.outcome(i).unwrap_or(&[]);
-                let (tag, body) = bytes.split_first().unwrap_or((&BAD_RESULT, &[]));
-                let text = || String::from_utf8_lossy(body).into_owned();
-                match *tag {
-                    OK => from_exact(body)
-                        .map_err(|e| Error::codec("deserializing a task's result", e)),
-                    PANICKED => Err(Error::new(ErrorKind::TaskPanicked, text())),
-                    _ => Err(Error::new(ErrorKind::Codec, text())),
-                }
-            }
+            _ => decode(self.outcome(i).unwrap_or(&[])),
         };
         self.items[i] = pack(TAKEN, 0);
         decoded
+    }
+}
+
+/// An item's outcome (tag, then the result or a message), decoded.
+fn decode<R: DeserializeOwned>(outcome: &[u8]) -> Result<R> {
+    let (tag, body) = outcome.split_first().unwrap_or((&BAD_RESULT, &[]));
+    let text = || String::from_utf8_lossy(body).into_owned();
+    match *tag {
+        OK => from_exact(body).map_err(|e| Error::codec("deserializing a task's result", e)),
+        PANICKED => Err(Error::new(ErrorKind::TaskPanicked, text())),
+        _ => Err(Error::new(ErrorKind::Codec, text())),
+    }
+}
+
+/// The results of a [`Keep::Replies`] job, decoded as its replies arrive
+/// by the caller that will return them (its own thread decodes them, so
+/// `R` need not be `Send`). A reply is a run of items: the run that comes
+/// next in order is decoded onto the end of the results, one that arrives
+/// early waits decoded until the runs before it came.
+pub(super) struct Collect<R> {
+    len: usize,
+    out: Vec<R>,
+    early: BTreeMap<u32, Vec<R>>,
+    /// The failure of the lowest item that failed (no result is kept
+    /// once there is one).
+    error: Option<(u32, Error)>,
+}
+
+impl<R: DeserializeOwned> Collect<R> {
+    pub(super) fn new(len: usize) -> Collect<R> {
+        Collect { len, out: Vec::with_capacity(len), early: BTreeMap::new(), error: None }
+    }
+
+    fn fail(&mut self, i: u32, error: Error) {
+        if self.error.as_ref().is_none_or(|(at, _)| i < *at) {
+            self.error = Some((i, error));
+            self.early.clear();
+        }
+    }
+
+    /// Decodes what arrived for the job; buffers go back to `spare`.
+    pub(super) fn drain(&mut self, job: &mut Job, spare: &mut Vec<Vec<u8>>) {
+        while let Some(arrived) = job.arrivals.pop_front() {
+            match arrived {
+                Arrived::Failed(i, kind, why) => self.fail(i, Error::new(kind, why.to_string())),
+                Arrived::Reply { first, count, buf, at } => {
+                    self.run(first, items(&buf[at..]).take(count as usize));
+                    keep_spare(spare, buf);
+                }
+            }
+        }
+    }
+
+    /// Decodes a run of outcomes from item `first` on.
+    fn run<'a>(&mut self, first: u32, outcomes: impl Iterator<Item = &'a [u8]>) {
+        let next = self.out.len() as u32;
+        let mut values = if self.error.is_some() || first < next {
+            None
+        } else if first == next {
+            Some(std::mem::take(&mut self.out))
+        } else {
+            Some(Vec::new())
+        };
+        if values.is_none() && self.error.is_none() {
+            // A run taken before: nothing new.
+            return;
+        }
+        for (k, outcome) in outcomes.enumerate() {
+            match (decode(outcome), values.as_mut()) {
+                (Ok(value), Some(values)) => values.push(value),
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    self.fail(first + k as u32, e);
+                    values = None;
+                }
+            }
+        }
+        let Some(values) = values else { return };
+        if first != next {
+            self.early.insert(first, values);
+            return;
+        }
+        self.out = values;
+        while let Some(run) = self.early.remove(&(self.out.len() as u32)) {
+            self.out.extend(run);
+        }
+    }
+
+    /// Every result in order, or the first failure in item order.
+    pub(super) fn finish(self) -> Result<Vec<R>> {
+        match self.error {
+            Some((_, e)) => Err(e),
+            None if self.out.len() == self.len => Ok(self.out),
+            None => Err(Error::invalid("a result is missing")),
+        }
+    }
+}
+
+/// Keeps a reply buffer to receive into again (a few, none over 1 MiB).
+pub(super) fn keep_spare(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if spare.len() < 4 && buf.capacity() <= 1 << 20 {
+        spare.push(buf);
     }
 }
 
@@ -184,7 +407,9 @@ pub(super) struct State {
     pub(super) pending: VecDeque<Chunk>,
     pub(super) jobs: HashMap<u64, Job>,
     pub(super) next_job: u64,
-    pub(super) replies: Queue<Reply>,
+    pub(super) replies: ByteQueue,
+    /// Reply buffers to receive into again.
+    pub(super) spare: Vec<Vec<u8>>,
     pub(super) progress: RawArray<u64>,
     pub(super) make_worker: MakeWorker,
     pub(super) method: StartMethod,
@@ -233,14 +458,12 @@ impl State {
     /// for dead workers.
     pub(super) fn step(&mut self, slice: Duration) -> Result<()> {
         self.dispatch();
-        match self.replies.get_timeout(slice) {
-            Ok(reply) => {
-                self.on_reply(reply);
+        match self.take_reply(slice) {
+            Ok(()) => {
                 // Take what else is there without waiting.
                 for _ in 0..1024 {
-                    match self.replies.get_nowait() {
-                        Ok(reply) => self.on_reply(reply),
-                        Err(_) => break,
+                    if self.take_reply(Duration::ZERO).is_err() {
+                        break;
                     }
                 }
                 if self.last_reap.elapsed() >= REPLY_SLICE {
@@ -252,6 +475,24 @@ impl State {
         }
         self.dispatch();
         Ok(())
+    }
+
+    /// Takes one reply, waiting at most `timeout` for it, into a buffer
+    /// used before if there is one.
+    fn take_reply(&mut self, timeout: Duration) -> Result<()> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        match self.replies.get_bytes_into_timeout(&mut buf, timeout) {
+            Ok(()) => {
+                if let Some(buf) = self.on_reply(buf) {
+                    keep_spare(&mut self.spare, buf);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                keep_spare(&mut self.spare, buf);
+                Err(e)
+            }
+        }
     }
 
     pub(super) fn dispatch(&mut self) {
@@ -282,10 +523,15 @@ impl State {
         }
     }
 
-    pub(super) fn on_reply(&mut self, reply: Reply) {
-        let Some(Some(slot)) = self.slots.get_mut(reply.slot as usize) else { return };
-        if slot.inflight.front().is_none_or(|c| c.seq != reply.seq || c.job != reply.job) {
-            return;
+    /// Settles the outcomes of a reply (a whole message); hands its buffer
+    /// back unless a job keeps it.
+    pub(super) fn on_reply(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        let Ok(reply) = from_exact::<Reply<'_>>(&buf) else { return Some(buf) };
+        let Some(Some(slot)) = self.slots.get_mut(reply.slot as usize) else { return Some(buf) };
+        let expected =
+            |c: &Chunk| c.seq == reply.seq && c.job == reply.job && c.first == reply.first;
+        if !slot.inflight.front().is_some_and(expected) {
+            return Some(buf);
         }
         let chunk = slot.inflight.pop_front().expect("checked: a chunk is in flight");
         slot.answered += 1;
@@ -295,24 +541,19 @@ impl State {
             }
         }
         self.stillborn = 0;
-        let Some(job) = self.jobs.get_mut(&reply.job) else { return };
+        let Some(job) = self.jobs.get_mut(&reply.job) else { return Some(buf) };
         if job.abandoned {
-            return;
+            return Some(buf);
         }
-        let buf = job.bufs.len() as u32;
-        let base = reply.results.as_ptr() as usize;
-        let mut got = 0;
-        for (k, outcome) in items(&reply.results).take(reply.count as usize).enumerate() {
-            let start = (outcome.as_ptr() as usize - base) as u32;
-            job.settle(chunk.first as usize + k, Item::Ready { buf, start });
-            got += 1;
-        }
-        job.bufs.push(reply.results);
+        let at = reply.results.as_ptr() as usize - buf.as_ptr() as usize;
+        let count = reply.count.min(chunk.count);
+        let got = job.take_reply(chunk.first, count, buf, at);
         // Items the reply lacks (a malformed reply) fail rather than hang.
         for i in got..chunk.count {
             let why: Arc<str> = "the worker's reply lacked this task".into();
             job.settle((chunk.first + i) as usize, Item::Failed(ErrorKind::Corrupt, why));
         }
+        None
     }
 
     /// Finds dead workers: fails the item each was running, sends the rest
@@ -332,9 +573,7 @@ impl State {
         }
         // Replies a dead worker put before it died are in the queue: take
         // them all first, so finished work is not failed or run again.
-        while let Ok(reply) = self.replies.get_nowait() {
-            self.on_reply(reply);
-        }
+        while self.take_reply(Duration::ZERO).is_ok() {}
         for (i, code, pid) in dead {
             let slot = self.slots[i].take().expect("listed as dead above");
             let mut inflight = slot.inflight;
@@ -456,19 +695,25 @@ impl State {
     }
 
     /// A new job of `len` items (their chunks follow with `add_chunk`).
-    pub(super) fn open_job(&mut self, len: usize, unordered: bool) -> Result<u64> {
+    pub(super) fn open_job(&mut self, len: usize, keep: Keep) -> Result<u64> {
         if self.closed || self.terminated {
             return Err(Error::invalid("the pool is closed"));
         }
         let id = self.next_job;
         self.next_job += 1;
-        let job = Job::new(len, unordered);
+        let job = Job::new(len, keep);
         self.jobs.insert(id, job);
         Ok(id)
     }
 
     /// Queues a chunk of job `id` and hands out what workers can take.
     pub(super) fn add_chunk(&mut self, chunk: Chunk) {
+        if let Some(job) = self.jobs.get_mut(&chunk.job) {
+            let end = (chunk.first + chunk.count) as usize;
+            if end > job.len() {
+                job.resize(end);
+            }
+        }
         self.pending.push_back(chunk);
         self.dispatch();
     }

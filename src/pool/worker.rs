@@ -6,7 +6,7 @@ use crate::connection::Connection;
 use crate::handles::from_exact;
 use crate::process::code_ref::{self, CodeRef, Record};
 use crate::process::Target;
-use crate::queue::Queue;
+use crate::queue::ByteQueue;
 use crate::value::RawArray;
 use crate::{Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
@@ -41,13 +41,38 @@ impl<F: Task<A, R>, A: DeserializeOwned, R: Serialize> TaskEntry<F, A, R> {
         code_ref::record::<PoolTask>(code_ref::fingerprint::<(F, A, R)>, task_entry::<F, A, R>);
 }
 
-/// `&mut Vec<u8>` as postcard's output, appending.
+/// `&mut Vec<u8>` as postcard's output, appending (a byte at a time is a
+/// `push`, where postcard's `to_extend` makes each an iterator).
 pub(super) struct Append<'a>(&'a mut Vec<u8>);
 
-impl Extend<u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
     }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() <= 10 {
+            // A varint: a call to memmove would cost more than its bytes.
+            for &byte in data {
+                self.0.push(byte);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `value`'s postcard encoding to `out`.
+pub(super) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, Append(out))
 }
 
 pub(super) fn task_entry<F, A, R>(args: &[u8], out: &mut Vec<u8>)
@@ -67,7 +92,7 @@ where
     };
     let mark = out.len();
     out.push(OK);
-    if let Err(e) = postcard::to_extend(&result, Append(out)) {
+    if let Err(e) = append(&result, out) {
         out.truncate(mark);
         fail(out, BAD_RESULT, &format!("the task's result: {e}"));
     }
@@ -116,7 +141,7 @@ pub mod testing {
 pub(super) fn push_item<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> Result<()> {
     let at = buf.len();
     buf.extend_from_slice(&[0; 4]);
-    postcard::to_extend(value, Append(buf)).map_err(|e| {
+    append(value, buf).map_err(|e| {
         Error::codec(
             "serializing a task's arguments (shared objects go to workers through the initializer)",
             e,
@@ -172,16 +197,29 @@ pub(super) enum OrderRef<'a> {
 /// if not: no orphaned workers, whoever else holds its pipe).
 pub(super) const PARENT_CHECK: Duration = Duration::from_millis(500);
 
-/// What a worker sends back for a chunk: one outcome per item.
+/// What a worker sends back for a chunk: one outcome per item. It travels
+/// as its postcard bytes alone, written into the replies queue in place
+/// and read by the parent from a buffer it reuses, `results` borrowed.
 #[derive(Serialize, Deserialize)]
-pub(super) struct Reply {
+pub(super) struct Reply<'a> {
     pub(super) slot: u32,
     pub(super) seq: u32,
     pub(super) job: u64,
     pub(super) first: u32,
     pub(super) count: u32,
-    #[serde(with = "serde_bytes")]
-    pub(super) results: Vec<u8>,
+    #[serde(borrow, with = "serde_bytes")]
+    pub(super) results: &'a [u8],
+}
+
+impl Reply<'_> {
+    /// Puts it on `replies`.
+    fn put(&self, replies: &ByteQueue) -> Result<()> {
+        let size = postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default())
+            .map_err(|e| Error::codec("serializing a reply", e))?;
+        replies
+            .put_with(size, |buf| postcard::to_slice(self, buf).map(|_| ()))?
+            .map_err(|e| Error::codec("serializing a reply", e))
+    }
 }
 
 /// What a worker is started with.
@@ -189,7 +227,8 @@ pub(super) struct Reply {
 pub(super) struct WorkerCtx {
     pub(super) slot: u32,
     pub(super) tasks: Connection,
-    pub(super) replies: Queue<Reply>,
+    /// [`Reply`]s, as bytes.
+    pub(super) replies: ByteQueue,
     pub(super) progress: RawArray<u64>,
 }
 
@@ -246,11 +285,10 @@ pub(super) fn serve(ctx: &WorkerCtx) {
             job: chunk.job,
             first: chunk.first,
             count: done,
-            results: std::mem::take(&mut results),
+            results: &results,
         };
-        if ctx.replies.put(&reply).is_err() {
+        if reply.put(&ctx.replies).is_err() {
             return;
         }
-        results = reply.results;
     }
 }
