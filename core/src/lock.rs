@@ -93,6 +93,9 @@ impl Default for RawLock {
     }
 }
 
+/// The most pauses a waiter spins between two looks at a held lock.
+const MAX_PAUSES_BETWEEN_LOOKS: u32 = 64;
+
 impl RawLock {
     /// An unlocked lock (for in-process use and tests; shared ones start as
     /// zeroed memory).
@@ -165,14 +168,24 @@ impl RawLock {
         self.owner.store(me.packed(), Ordering::Relaxed);
     }
 
-    /// Spins while the lock is held, without writing.
+    /// Spins while the lock is held, without writing, looking at it less
+    /// often the longer it stays held: each look takes the line from the
+    /// holder, who pays to take it back at its next lock, so a holder that
+    /// locks again and again would otherwise lose the line every time.
     fn spin<P: Park>(&self, park: &P) -> u32 {
         let mut spin = Spin::new();
+        let mut between = 1;
         loop {
             let state = self.state.load(Ordering::Relaxed);
-            if is_unlocked(state) || !spin.step(park) {
+            if is_unlocked(state) {
                 return state;
             }
+            for _ in 0..between {
+                if !spin.step(park) {
+                    return state;
+                }
+            }
+            between = (between * 2).min(MAX_PAUSES_BETWEEN_LOOKS);
         }
     }
 
