@@ -168,13 +168,16 @@ impl RawLock {
         self.owner.store(me.packed(), Ordering::Relaxed);
     }
 
-    /// Spins while the lock is held, without writing, looking at it less
-    /// often the longer it stays held: each look takes the line from the
+    /// Spins while the lock is held, without writing, looking at it every
+    /// 8 pauses at first (~0.2 µs here), then less often the longer it
+    /// stays held, up to every 64: each look takes the line from the
     /// holder, who pays to take it back at its next lock, so a holder that
-    /// locks again and again would otherwise lose the line every time.
+    /// locks again and again lost the line every time. Value += 1 from two
+    /// processes, A/B: 24 M/s looking at every pause, 38 from 1 pause
+    /// doubling, 58 from 8.
     fn spin<P: Park>(&self, park: &P) -> u32 {
         let mut spin = Spin::new();
-        let mut between = 1;
+        let mut between = 8;
         loop {
             let state = self.state.load(Ordering::Relaxed);
             if is_unlocked(state) {
