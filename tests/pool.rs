@@ -386,7 +386,9 @@ fn map_decodes_replies_as_they_come_and_returns_the_first_failure_in_order() {
 fn an_iterator_whose_size_hint_lies_loses_and_invents_nothing() {
     each_method(|method| {
         let p = pool(method, 2);
-        for (yields, claims) in [(300, 5), (3, 500), (0, 10), (20_000, 1)] {
+        for (yields, claims) in
+            [(300, 5), (3, 500), (0, 10), (20_000, 1), (3, 1 << 31), (3, usize::MAX)]
+        {
             let want: Vec<u64> = (0..u64::from(yields)).map(|x| x * 2).collect();
             let liar = || Liar { next: 0, yields, claims };
             assert_eq!(p.map(double, liar()).unwrap(), want, "{yields} for {claims}");

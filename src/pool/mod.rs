@@ -397,15 +397,20 @@ impl Pool {
     {
         let items = items.into_iter();
         match items.size_hint() {
-            // Encoded as they come: no copy of the items. The job grows or
-            // shrinks if the iterator breaks its word.
-            (len, Some(upper)) if len == upper => {
+            // Encoded as they come: no copy of the items. The job has as
+            // many as come, whatever the hint said.
+            (len, Some(upper)) if len == upper && u32::try_from(len).is_ok() => {
                 self.submit_iter::<F, A, R>(items, len, chunksize, keep)
             }
             _ => {
-                let items: Vec<A> = items.collect();
-                let len = items.len();
-                self.submit_iter::<F, A, R>(items.into_iter(), len, chunksize, keep)
+                // Pushed one by one: `collect` would reserve what the hint
+                // says, and a hint can say anything.
+                let mut all = Vec::new();
+                for item in items {
+                    all.push(item);
+                }
+                let len = all.len();
+                self.submit_iter::<F, A, R>(all.into_iter(), len, chunksize, keep)
             }
         }
     }
@@ -451,11 +456,6 @@ impl Pool {
                 let chunk = Chunk { job: id, entry, seq: 0, first, count, args };
                 self.shared.lock().add_chunk(chunk);
                 (first, count) = (first + count, 0);
-            }
-        }
-        if first as usize != len {
-            if let Some(job) = self.shared.lock().jobs.get_mut(&id) {
-                job.resize(first as usize);
             }
         }
         Ok((id, first as usize))

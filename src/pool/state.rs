@@ -94,48 +94,43 @@ pub(super) struct Job {
 }
 
 impl Job {
-    fn new(len: usize, keep: Keep) -> Job {
-        let mut job = Job {
+    /// A job with no items yet, room made for `expected` (up to a bound:
+    /// an iterator's size hint may lie); each chunk adds its own.
+    fn new(expected: usize, keep: Keep) -> Job {
+        let room = expected.min(1 << 20);
+        let (items, settled) = match keep {
+            Keep::Replies => (Vec::new(), Vec::with_capacity(room.div_ceil(64))),
+            _ => (Vec::with_capacity(room), Vec::new()),
+        };
+        Job {
             len: 0,
             keep,
-            items: Vec::new(),
+            items,
             failures: Vec::new(),
             bufs: Vec::new(),
-            settled: Vec::new(),
+            settled,
             arrivals: VecDeque::new(),
             remaining: 0,
             arrived: VecDeque::new(),
             abandoned: false,
-        };
-        job.resize(len);
-        job
+        }
     }
 
     pub(super) fn len(&self) -> usize {
         self.len
     }
 
-    /// Makes it a job of `len` items: more when the items' iterator gave
-    /// more than its size hint said, fewer when it gave fewer (the items
-    /// dropped were never sent, so they are pending).
-    pub(super) fn resize(&mut self, len: usize) {
-        if len < self.len {
-            self.remaining -= (len..self.len).filter(|&i| self.is_pending(i)).count();
-        } else {
-            self.remaining += len - self.len;
+    /// Makes it a job of `len` items (more than it had: its next chunk's),
+    /// the new ones pending.
+    pub(super) fn grow(&mut self, len: usize) {
+        if len <= self.len {
+            return;
         }
+        self.remaining += len - self.len;
         self.len = len;
-        if self.keep == Keep::Replies {
-            self.settled.resize(len.div_ceil(64), 0);
-            if len % 64 != 0 {
-                // Bits past the end are cleared: items added later start
-                // pending.
-                if let Some(last) = self.settled.last_mut() {
-                    *last &= (1 << (len % 64)) - 1;
-                }
-            }
-        } else {
-            self.items.resize(len, 0);
+        match self.keep {
+            Keep::Replies => self.settled.resize(len.div_ceil(64), 0),
+            _ => self.items.resize(len, 0),
         }
     }
 
@@ -483,7 +478,7 @@ impl State {
         let mut buf = self.spare.pop().unwrap_or_default();
         match self.replies.get_bytes_into_timeout(&mut buf, timeout) {
             Ok(()) => {
-                if let Some(buf) = self.on_reply(buf) {
+                if let Some(buf) = self.on_reply(buf)? {
                     keep_spare(&mut self.spare, buf);
                 }
                 Ok(())
@@ -525,13 +520,16 @@ impl State {
 
     /// Settles the outcomes of a reply (a whole message); hands its buffer
     /// back unless a job keeps it.
-    pub(super) fn on_reply(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
-        let Ok(reply) = from_exact::<Reply<'_>>(&buf) else { return Some(buf) };
-        let Some(Some(slot)) = self.slots.get_mut(reply.slot as usize) else { return Some(buf) };
+    pub(super) fn on_reply(&mut self, buf: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        let reply =
+            from_exact::<Reply<'_>>(&buf).map_err(|e| Error::codec("a pool worker's reply", e))?;
+        let Some(Some(slot)) = self.slots.get_mut(reply.slot as usize) else {
+            return Ok(Some(buf));
+        };
         let expected =
             |c: &Chunk| c.seq == reply.seq && c.job == reply.job && c.first == reply.first;
         if !slot.inflight.front().is_some_and(expected) {
-            return Some(buf);
+            return Ok(Some(buf));
         }
         let chunk = slot.inflight.pop_front().expect("checked: a chunk is in flight");
         slot.answered += 1;
@@ -541,9 +539,9 @@ impl State {
             }
         }
         self.stillborn = 0;
-        let Some(job) = self.jobs.get_mut(&reply.job) else { return Some(buf) };
+        let Some(job) = self.jobs.get_mut(&reply.job) else { return Ok(Some(buf)) };
         if job.abandoned {
-            return Some(buf);
+            return Ok(Some(buf));
         }
         let at = reply.results.as_ptr() as usize - buf.as_ptr() as usize;
         let count = reply.count.min(chunk.count);
@@ -553,7 +551,7 @@ impl State {
             let why: Arc<str> = "the worker's reply lacked this task".into();
             job.settle((chunk.first + i) as usize, Item::Failed(ErrorKind::Corrupt, why));
         }
-        None
+        Ok(None)
     }
 
     /// Finds dead workers: fails the item each was running, sends the rest
@@ -694,14 +692,15 @@ impl State {
         }
     }
 
-    /// A new job of `len` items (their chunks follow with `add_chunk`).
-    pub(super) fn open_job(&mut self, len: usize, keep: Keep) -> Result<u64> {
+    /// A new job of about `expected` items (its chunks follow with
+    /// `add_chunk`, each adding its items).
+    pub(super) fn open_job(&mut self, expected: usize, keep: Keep) -> Result<u64> {
         if self.closed || self.terminated {
             return Err(Error::invalid("the pool is closed"));
         }
         let id = self.next_job;
         self.next_job += 1;
-        let job = Job::new(len, keep);
+        let job = Job::new(expected, keep);
         self.jobs.insert(id, job);
         Ok(id)
     }
@@ -709,10 +708,7 @@ impl State {
     /// Queues a chunk of job `id` and hands out what workers can take.
     pub(super) fn add_chunk(&mut self, chunk: Chunk) {
         if let Some(job) = self.jobs.get_mut(&chunk.job) {
-            let end = (chunk.first + chunk.count) as usize;
-            if end > job.len() {
-                job.resize(end);
-            }
+            job.grow((chunk.first + chunk.count) as usize);
         }
         self.pending.push_back(chunk);
         self.dispatch();
