@@ -93,9 +93,6 @@ impl Default for RawLock {
     }
 }
 
-/// The most pauses a waiter spins between two looks at a held lock.
-const MAX_PAUSES_BETWEEN_LOOKS: u32 = 64;
-
 impl RawLock {
     /// An unlocked lock (for in-process use and tests; shared ones start as
     /// zeroed memory).
@@ -168,27 +165,14 @@ impl RawLock {
         self.owner.store(me.packed(), Ordering::Relaxed);
     }
 
-    /// Spins while the lock is held, without writing, looking at it every
-    /// 8 pauses at first (~0.2 µs here), then less often the longer it
-    /// stays held, up to every 64: each look takes the line from the
-    /// holder, who pays to take it back at its next lock, so a holder that
-    /// locks again and again lost the line every time. Value += 1 from two
-    /// processes, A/B: 24 M/s looking at every pause, 38 from 1 pause
-    /// doubling, 58 from 8.
+    /// Spins while the lock is held, without writing.
     fn spin<P: Park>(&self, park: &P) -> u32 {
         let mut spin = Spin::new();
-        let mut between = 8;
         loop {
             let state = self.state.load(Ordering::Relaxed);
-            if is_unlocked(state) {
+            if is_unlocked(state) || !spin.step(park) {
                 return state;
             }
-            for _ in 0..between {
-                if !spin.step(park) {
-                    return state;
-                }
-            }
-            between = (between * 2).min(MAX_PAUSES_BETWEEN_LOOKS);
         }
     }
 
