@@ -80,11 +80,11 @@ pub(super) struct Job {
     /// Each item's outcome ([`Keep::Items`], [`Keep::Arrivals`]).
     items: Vec<Packed>,
     failures: Vec<(ErrorKind, Arc<str>)>,
-    pub(super) bufs: Vec<Vec<u8>>,
+    bufs: Vec<Vec<u8>>,
     /// A bit per settled item, and what arrived and was not yet decoded
     /// ([`Keep::Replies`]).
     settled: Vec<u64>,
-    pub(super) arrivals: VecDeque<Arrived>,
+    arrivals: VecDeque<Arrived>,
     pub(super) remaining: usize,
     /// Indices whose outcome arrived and was not taken (kept only for
     /// `imap_unordered`).
@@ -157,8 +157,8 @@ impl Job {
         true
     }
 
-    /// [`mark`](Self::mark)s `n` items from `first` on, a word of bits at
-    /// a time where it can.
+    /// [`mark`](Self::mark)s `n` items of a [`Keep::Replies`] job from
+    /// `first` on, a word of bits at a time where it can.
     fn mark_run(&mut self, first: usize, n: usize) {
         let end = (first + n).min(self.len);
         let mut i = first;
@@ -166,7 +166,7 @@ impl Job {
             let (word, bit) = (i / 64, i % 64);
             let take = (64 - bit).min(end - i);
             let mask = if take == 64 { u64::MAX } else { ((1u64 << take) - 1) << bit };
-            if self.keep == Keep::Replies && self.settled[word] & mask == 0 {
+            if self.settled[word] & mask == 0 {
                 self.settled[word] |= mask;
                 self.remaining -= take;
             } else {
@@ -187,20 +187,18 @@ impl Job {
             }
             return;
         }
+        if !self.is_pending(i) {
+            return;
+        }
         let packed = match item {
             Item::Ready { buf, start } if buf < FAILED - 1 => pack(buf + 1, start),
             Item::Ready { .. } => return,
             Item::Failed(kind, why) => {
-                if !self.is_pending(i) {
-                    return;
-                }
                 self.failures.push((kind, why));
                 pack(FAILED, (self.failures.len() - 1) as u32)
             }
         };
-        if !self.mark(i) {
-            return;
-        }
+        self.mark(i);
         self.items[i] = packed;
         if self.keep == Keep::Arrivals {
             self.arrived.push_back(i as u32);
@@ -209,7 +207,7 @@ impl Job {
 
     /// Takes a reply's outcomes (`results`, a part of `buf`) for the items
     /// from `first` on; how many it held.
-    pub(super) fn take_reply(&mut self, first: u32, count: u32, buf: Vec<u8>, at: usize) -> u32 {
+    pub(super) fn settle_reply(&mut self, first: u32, count: u32, buf: Vec<u8>, at: usize) -> u32 {
         let results = &buf[at..];
         if self.keep != Keep::Replies {
             let index = self.bufs.len() as u32;
@@ -545,7 +543,7 @@ impl State {
         }
         let at = reply.results.as_ptr() as usize - buf.as_ptr() as usize;
         let count = reply.count.min(chunk.count);
-        let got = job.take_reply(chunk.first, count, buf, at);
+        let got = job.settle_reply(chunk.first, count, buf, at);
         // Items the reply lacks (a malformed reply) fail rather than hang.
         for i in got..chunk.count {
             let why: Arc<str> = "the worker's reply lacked this task".into();
