@@ -14,10 +14,11 @@
 //!   handles to, and counts its handles itself ([`Arena::held`]). The last
 //!   handle in the process gives the reference back. A message carrying the
 //!   object takes one for its receiver, which adopts it.
-//! - **Forks and exits.** A forked child takes its own reference to each
-//!   slot it inherited handles to ([`after_fork`]), so the parent's drop
-//!   cannot free a slot the child still uses; a child that ends through
-//!   `finish` gives back every reference it still holds ([`release_all`]).
+//! - **Forks and exits.** Before forking, the parent takes the child's
+//!   reference to each slot the child will inherit handles to
+//!   ([`hold_for_fork`]), so the parent's drop cannot free a slot the child
+//!   still uses; a child that ends through `finish` gives back every
+//!   reference it still holds ([`release_all`]).
 //!   A process killed while holding references (or a message never
 //!   received) leaves its slots taken: they come back only when the arena
 //!   itself goes, when no process maps it any more. Each such loss is one
@@ -54,6 +55,9 @@ pub(crate) struct Arena {
     /// How many handles this process holds to each slot's object; the
     /// process holds one reference to every slot counted here above 0.
     held: Box<[AtomicU32]>,
+    /// The generation of the object each slot counted in `held` holds,
+    /// written (under the registry lock) when its count leaves 0.
+    generations: Box<[AtomicU32]>,
     /// Its place in its slot size's list, if this process allocates from it
     /// (it made it, or its parent did before forking this process).
     ours: Option<u32>,
@@ -102,10 +106,68 @@ fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Held across a fork, so the child's copy of the registry is whole.
+/// Held across a fork: the registry's lock, so the child's copy of it is
+/// whole, and the references taken for the child before it exists.
 #[cfg(mp_fork)]
-pub(crate) fn hold_for_fork() -> impl Sized {
-    registry()
+pub(crate) struct ForkRefs {
+    _registry: MutexGuard<'static, Registry>,
+    /// (arena, slot, generation) of each reference taken for the child.
+    taken: Vec<(Arc<Arena>, u32, u32)>,
+}
+
+/// Before a fork: takes, for the child, one reference to every slot this
+/// process holds handles to. Taken here, while the parent's handles keep
+/// each object alive, they are the child's from its first instant: a parent
+/// that drops its handle the moment `fork` returns cannot free an object
+/// the child inherited (as a reference the child took for itself could).
+///
+/// Every count of `held` leaves 0 under the registry's lock, held from here
+/// until the fork, so no slot gains handles unseen; one may lose its last
+/// handle on another thread meanwhile, which [`ForkRefs::in_child`] finds.
+#[cfg(mp_fork)]
+pub(crate) fn hold_for_fork() -> ForkRefs {
+    let registry = registry();
+    let mut taken = Vec::new();
+    for arena in registry.mapped.values().filter_map(Weak::upgrade) {
+        for (index, held) in arena.held.iter().enumerate() {
+            if held.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let generation = arena.generations[index].load(Ordering::Relaxed);
+            // Refused only if the handles went meanwhile and the object
+            // with them (the child inherits no handle then), or the slot
+            // counts MAX_REFS already (the child's handles to it would be
+            // unguarded, as any holder's past that count).
+            if arena.slot(index as u32).retain(generation).is_ok() {
+                taken.push((arena.clone(), index as u32, generation));
+            }
+        }
+    }
+    ForkRefs { _registry: registry, taken }
+}
+
+#[cfg(mp_fork)]
+impl ForkRefs {
+    /// In the parent: a child was forked (the references are its) or not
+    /// (they are given back).
+    pub(crate) fn in_parent(self, forked: bool) {
+        if !forked {
+            for (arena, index, generation) in &self.taken {
+                arena.slot(*index).release(*generation);
+            }
+        }
+    }
+
+    /// In the child just forked: keeps the reference taken for each slot it
+    /// holds handles to, and gives back the ones whose last handle went on
+    /// another thread of the parent between their taking and the fork.
+    pub(crate) fn in_child(self) {
+        for (arena, index, generation) in &self.taken {
+            if arena.held[*index as usize].load(Ordering::Relaxed) == 0 {
+                arena.slot(*index).release(*generation);
+            }
+        }
+    }
 }
 
 /// A handle's share of one slot: while any lives in this process, the
@@ -208,6 +270,7 @@ pub(crate) fn allocate(kind: Kind, size: usize, params: [u64; 5]) -> Result<Opti
         unsafe { segment.as_ptr().cast::<Header>().write(header) };
         let arena = Arc::new(Arena {
             held: held(layout.slots),
+            generations: held(layout.slots),
             ours: Some(allocator.arenas.len() as u32),
             segment,
             layout,
@@ -227,7 +290,9 @@ pub(crate) fn allocate(kind: Kind, size: usize, params: [u64; 5]) -> Result<Opti
         word.store(0, Ordering::Relaxed);
     }
     header.describe(kind, size, aux, words);
-    arena.held[index as usize].fetch_add(1, Ordering::Relaxed);
+    // Under the registry's lock (see `hold_for_fork`).
+    arena.generations[index as usize].store(generation, Ordering::Relaxed);
+    arena.held[index as usize].fetch_add(1, Ordering::Release);
     Ok(Some(SlotRef { arena, index, generation }))
 }
 
@@ -308,15 +373,24 @@ pub(crate) fn receive(id: u64, index: u32, generation: u32, handle: u32) -> Resu
     }
     match arena.slot(index).generation() {
         Some(found) if found == generation => {}
-        found => {
-            return Err(
-                Corrupt::StaleSlot { found: found.unwrap_or(0), expected: generation }.into()
-            )
+        Some(found) => {
+            return Err(Corrupt::StaleSlot { found, expected: generation }.into());
         }
+        None => return Err(corrupt("stale or forged object: its arena slot holds nothing")),
     }
     // This process holds one reference per slot: if it held this one
-    // already, the one taken for it is given back.
-    if arena.held[index as usize].fetch_add(1, Ordering::AcqRel) != 0 {
+    // already, the one taken for it is given back. The count leaves 0
+    // under the registry's lock (see `hold_for_fork`).
+    let first = {
+        let _registry = registry();
+        let first = arena.held[index as usize].load(Ordering::Relaxed) == 0;
+        if first {
+            arena.generations[index as usize].store(generation, Ordering::Relaxed);
+        }
+        arena.held[index as usize].fetch_add(1, Ordering::AcqRel);
+        first
+    };
+    if !first {
         arena.slot(index).release(generation);
     }
     Ok(SlotRef { arena, index, generation })
@@ -331,7 +405,13 @@ fn map(id: u64, handle: crate::os::OwnedHandle) -> Result<Arc<Arena>> {
     if layout.id != id {
         return Err(Corrupt::BadParams.into());
     }
-    let arena = Arc::new(Arena { held: held(layout.slots), ours: None, segment, layout });
+    let arena = Arc::new(Arena {
+        held: held(layout.slots),
+        generations: held(layout.slots),
+        ours: None,
+        segment,
+        layout,
+    });
     let mut registry = registry();
     // Another thread may have mapped it meanwhile: use one mapping.
     if let Some(known) = registry.mapped.get(&id).and_then(Weak::upgrade) {
@@ -342,33 +422,16 @@ fn map(id: u64, handle: crate::os::OwnedHandle) -> Result<Arc<Arena>> {
     Ok(arena)
 }
 
-/// In a child just forked: takes this process's own reference to every
-/// slot it inherited handles to.
-#[cfg(mp_fork)]
-pub(crate) fn after_fork() {
-    each_held(|slot| {
-        if let Some(generation) = slot.generation() {
-            let _ = slot.retain(generation);
-        }
-    });
-}
-
 /// As this process ends: gives back the reference to every slot it still
-/// holds handles to, which it will never drop.
+/// holds handles to, which it will never drop, at the generation it holds
+/// (never a later object's, should its own have gone meanwhile).
 pub(crate) fn release_all() {
-    each_held(|slot| {
-        if let Some(generation) = slot.generation() {
-            slot.release(generation);
-        }
-    });
-}
-
-fn each_held(mut f: impl FnMut(&SlotHeader)) {
     let arenas: Vec<Arc<Arena>> = registry().mapped.values().filter_map(Weak::upgrade).collect();
     for arena in arenas {
         for (index, held) in arena.held.iter().enumerate() {
-            if held.load(Ordering::Relaxed) != 0 {
-                f(arena.slot(index as u32));
+            if held.swap(0, Ordering::AcqRel) != 0 {
+                let generation = arena.generations[index].load(Ordering::Relaxed);
+                arena.slot(index as u32).release(generation);
             }
         }
     }
@@ -380,3 +443,106 @@ pub fn arenas_mapped() -> usize {
 }
 
 static_assertions::const_assert!(MAX_SLOT <= FIRST_ARENA / 2);
+
+#[cfg(all(test, mp_spawn))]
+mod tests {
+    //! References across starts, with real children.
+    use super::{Arc, Arena, Released, SlotRef};
+    use crate::{Lock, Process, StartMethod};
+    use std::time::Duration;
+
+    const BOUND: Duration = Duration::from_secs(60);
+
+    /// One test of these at a time: a fork takes references for its child
+    /// to every object of this process, another test's included.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn methods() -> &'static [StartMethod] {
+        if cfg!(mp_fork) {
+            &[StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]
+        } else {
+            &[StartMethod::Spawn]
+        }
+    }
+
+    fn take(lock: Lock) -> i32 {
+        match lock.acquire_timeout(BOUND) {
+            Ok(()) => lock.release().map_or(3, |()| 0),
+            _ => 2,
+        }
+    }
+
+    fn join(p: &Process) -> Option<i32> {
+        let code = p.join_timeout(BOUND).expect("join");
+        if code.is_none() {
+            let _ = p.kill();
+            let _ = p.join_timeout(Duration::from_secs(5));
+        }
+        code
+    }
+
+    /// The slot's (arena, index, generation).
+    fn whereabouts(slot: &SlotRef) -> (Arc<Arena>, u32, u32) {
+        (slot.arena.clone(), slot.index, slot.generation)
+    }
+
+    #[test]
+    fn a_child_started_by_any_method_leaves_its_references_behind_it() {
+        let _serial = serial();
+        for &method in methods() {
+            let lock = Lock::new().unwrap();
+            let p = Process::new(take, (lock.clone(),)).start_method(method).allow_threads(true);
+            p.start().unwrap();
+            assert_eq!(join(&p), Some(0), "{method:?}");
+            let (arena, index, generation) = whereabouts(lock.object().slot().unwrap());
+            // Ours is the one reference left: giving it back frees the slot.
+            assert_eq!(arena.slot(index).release(generation), Released::Freed, "{method:?}");
+            std::mem::forget(lock);
+        }
+    }
+
+    /// Holds each lock it gets a moment, then drops it.
+    #[cfg(mp_fork)]
+    fn keep(locks: std::sync::mpsc::Receiver<Lock>) {
+        while let Ok(lock) = locks.recv() {
+            std::thread::yield_now();
+            drop(lock);
+        }
+    }
+
+    #[test]
+    #[cfg(mp_fork)]
+    fn forks_beside_a_thread_that_drops_objects_leak_and_steal_nothing() {
+        let _serial = serial();
+        let (send, locks) = std::sync::mpsc::channel();
+        let dropper = std::thread::spawn(move || keep(locks));
+        let mut made = Vec::new();
+        for round in 0..40 {
+            // Objects whose last handle another thread drops while we fork.
+            for _ in 0..8 {
+                let lock = Lock::new().unwrap();
+                made.push(whereabouts(lock.object().slot().unwrap()));
+                send.send(lock).unwrap();
+            }
+            let lock = Lock::new().unwrap();
+            made.push(whereabouts(lock.object().slot().unwrap()));
+            let p = Process::new(take, (lock.clone(),))
+                .start_method(StartMethod::Fork)
+                .allow_threads(true);
+            p.start().unwrap();
+            drop(lock);
+            assert_eq!(join(&p), Some(0), "round {round}");
+        }
+        drop(send);
+        dropper.join().unwrap();
+        // Every object made is gone: no child kept a reference, and none
+        // gave back one it did not take (which would have freed a slot
+        // under a later object, failing a child's `take`).
+        for (arena, index, generation) in made {
+            assert_ne!(arena.slot(index).generation(), Some(generation));
+        }
+    }
+}

@@ -48,6 +48,17 @@ impl<L> Clone for Object<L> {
     }
 }
 
+#[cfg(test)]
+impl<L> Object<L> {
+    /// The arena slot it lives in, if it does.
+    pub(crate) fn slot(&self) -> Option<&SlotRef> {
+        match &self.home {
+            Home::Slot(slot) => Some(slot),
+            Home::Segment(_) => None,
+        }
+    }
+}
+
 /// What a message carries for an object: a segment's handle, or a slot of
 /// an arena, named by its id (the arena's handle rides along, once per
 /// message however many of its objects the message holds).

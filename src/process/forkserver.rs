@@ -237,7 +237,6 @@ fn serve(control: &mut UnixStream, children: &mut Vec<(Child, UnixStream)>) -> R
             // server's end close if the server died).
             drop((status_theirs, status_ours));
             children.clear();
-            crate::arena::after_fork();
             // SAFETY: this branch never returns (`start::finish` `_exit`s),
             // so `control` is never used or dropped again.
             unsafe { child::close_forever(control.as_raw_handle()) };

@@ -124,7 +124,7 @@ where
     #[cfg(mp_fork)]
     fn announce(&self) {
         let size = postcard::ser_flavors::Size::default();
-        let _ = crate::handles::collect(|| postcard::serialize_with_flavor(&self.args, size));
+        let _ = crate::handles::measure(|| postcard::serialize_with_flavor(&self.args, size));
     }
 }
 

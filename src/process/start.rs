@@ -235,16 +235,23 @@ pub(crate) fn fork(
     }
     let parent = parent_info();
     flush_std();
-    let held = (state::hold_for_fork(), crate::arena::hold_for_fork());
+    let (state, refs) = (state::hold_for_fork(), crate::arena::hold_for_fork());
     // SAFETY: single-threaded, or the caller opted in (see the file's doc);
     // the child ends with `_exit` below.
     let forked = unsafe { child::fork() };
-    drop(held);
-    match forked.map_err(|e| Error::io("fork", e))? {
-        child::Forked::Parent(child) => Ok(child),
-        child::Forked::Child => {
+    drop(state);
+    match forked.map_err(|e| Error::io("fork", e)) {
+        Ok(child::Forked::Parent(child)) => {
+            refs.in_parent(true);
+            Ok(child)
+        }
+        Err(e) => {
+            refs.in_parent(false);
+            Err(e)
+        }
+        Ok(child::Forked::Child) => {
+            refs.in_child();
             state::become_child(who.name, who.ident, who.daemon, parent, who.authkey);
-            crate::arena::after_fork();
             report_panics_on_stderr();
             let code = catch_unwind(AssertUnwindSafe(run)).unwrap_or(1);
             finish(code)
