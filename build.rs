@@ -4,9 +4,15 @@
 //!   notices a dead peer (channels, pipes, queues, pools, managers,
 //!   connections, spawn with arguments);
 //! - `mp_spawn`: children can be started (spawn), waited for, signalled;
-//! - `mp_fork`: the fork and forkserver start methods.
+//! - `mp_fork`: the fork and forkserver start methods;
+//! - `mp_async`: the async forms (the `tokio` feature, where objects have
+//!   readiness handles: Linux).
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork)");
+    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_async)");
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if std::env::var_os("CARGO_FEATURE_TOKIO").is_some() && os == "linux" {
+        println!("cargo::rustc-cfg=mp_async");
+    }
     println!("cargo::rerun-if-changed=build.rs");
     let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
     if family.split(',').any(|f| f == "unix") {

@@ -61,6 +61,9 @@ pub(crate) struct Arena {
     /// Its place in its slot size's list, if this process allocates from it
     /// (it made it, or its parent did before forking this process).
     ours: Option<u32>,
+    /// The bell its objects' async waiters await.
+    #[cfg(mp_async)]
+    rung: Option<Arc<crate::os::ready::Rung>>,
 }
 
 impl Arena {
@@ -236,6 +239,12 @@ impl SlotRef {
     pub(crate) fn handle(&self) -> crate::os::BorrowedHandle<'_> {
         self.arena.segment.handle()
     }
+
+    /// The arena's bell, which its objects' async waiters await.
+    #[cfg(mp_async)]
+    pub(crate) fn bell(&self) -> Option<&crate::os::ready::Bell> {
+        self.arena.rung.as_deref().map(|r| r.bell())
+    }
 }
 
 fn size_index(slot_size: usize) -> usize {
@@ -268,10 +277,18 @@ pub(crate) fn allocate(kind: Kind, size: usize, params: [u64; 5]) -> Result<Opti
         // SAFETY: a fresh segment of layout.size() bytes, page-aligned, not
         // yet shared; Header is plain data.
         unsafe { segment.as_ptr().cast::<Header>().write(header) };
+        #[cfg(mp_async)]
+        let rung = {
+            let bell = crate::os::ready::Bell::new()
+                .map_err(|e| Error::io("creating an arena's readiness handle", e))?;
+            Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()))
+        };
         let arena = Arc::new(Arena {
             held: held(layout.slots),
             generations: held(layout.slots),
             ours: Some(allocator.arenas.len() as u32),
+            #[cfg(mp_async)]
+            rung,
             segment,
             layout,
         });
@@ -355,7 +372,13 @@ fn id() -> Result<u64> {
 /// `id`, whose handle the message carries at `handle`. An arena mapped here
 /// already is used if the handle is that arena's (so bytes alone, or with
 /// another handle, name nothing). Adopts the reference the sender took.
-pub(crate) fn receive(id: u64, index: u32, generation: u32, handle: u32) -> Result<SlotRef> {
+pub(crate) fn receive(
+    id: u64,
+    index: u32,
+    generation: u32,
+    handle: u32,
+    bell: Option<u32>,
+) -> Result<SlotRef> {
     let corrupt = |why: &'static str| Error::new(ErrorKind::Corrupt, why);
     let known = registry().mapped.get(&id).and_then(Weak::upgrade);
     let arena = match known {
@@ -366,7 +389,7 @@ pub(crate) fn receive(id: u64, index: u32, generation: u32, handle: u32) -> Resu
             }
             arena
         }
-        None => map(id, crate::handles::import(handle).map_err(corrupt)?)?,
+        None => map(id, crate::handles::import(handle).map_err(corrupt)?, bell)?,
     };
     if index >= arena.layout.slots {
         return Err(Corrupt::BadParams.into());
@@ -397,7 +420,7 @@ pub(crate) fn receive(id: u64, index: u32, generation: u32, handle: u32) -> Resu
 }
 
 /// Maps a received arena, checks its header, and records it by id.
-fn map(id: u64, handle: crate::os::OwnedHandle) -> Result<Arc<Arena>> {
+fn map(id: u64, handle: crate::os::OwnedHandle, bell: Option<u32>) -> Result<Arc<Arena>> {
     let segment = crate::object::open_received(handle)?;
     let header = crate::object::read_header(&segment, 0)?;
     header.validate(Kind::Arena, segment.len() as u64)?;
@@ -405,10 +428,22 @@ fn map(id: u64, handle: crate::os::OwnedHandle) -> Result<Arc<Arena>> {
     if layout.id != id {
         return Err(Corrupt::BadParams.into());
     }
+    #[cfg(mp_async)]
+    let rung = match bell {
+        Some(index) => {
+            let bell = crate::object::import_bell(index)?;
+            Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()))
+        }
+        None => None,
+    };
+    #[cfg(not(mp_async))]
+    let _ = bell;
     let arena = Arc::new(Arena {
         held: held(layout.slots),
         generations: held(layout.slots),
         ours: None,
+        #[cfg(mp_async)]
+        rung,
         segment,
         layout,
     });

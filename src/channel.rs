@@ -598,9 +598,26 @@ impl Link<'_> {
         then: impl FnOnce(Message<'_>) -> Result<R>,
         placed: impl FnOnce(usize) -> Result<R>,
     ) -> Result<R> {
-        let side = &self.channel.receiver;
         let me = ident::thread();
-        let how = side.lock.lock(&Os, me, deadline.core())?;
+        let how = self.channel.receiver.lock.lock(&Os, me, deadline.core())?;
+        self.receive_as(how, me, stash, deadline, connected, target, then, placed)
+    }
+
+    /// [`receive`](Self::receive) once the receive side's lock is taken
+    /// (by `me`, `how`); releases it.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_as<R>(
+        &self,
+        how: Acquired,
+        me: multiproc_core::lock::Owner,
+        stash: &Stash,
+        deadline: Deadline,
+        connected: impl FnMut() -> bool,
+        target: &mut impl Target,
+        then: impl FnOnce(Message<'_>) -> Result<R>,
+        placed: impl FnOnce(usize) -> Result<R>,
+    ) -> Result<R> {
+        let side = &self.channel.receiver;
         let mut then = Some(then);
         let mut outcome = None;
         let got = self.take_message(stash, how, deadline, connected, target, &mut |message| {
@@ -902,4 +919,240 @@ pub fn decode_untrusted<T: DeserializeOwned>(message: &[u8]) -> Result<T> {
         return Err(Error::new(ErrorKind::Corrupt, "handles announced, none at hand"));
     }
     handles::decode(Vec::new(), payload, "deserializing a message")
+}
+
+/// A typed message encoded for an async send: its bytes (from `start`),
+/// the handles of the objects inside it (borrowed from the value, which
+/// outlives the send), and the references taken for its receiver.
+#[cfg(mp_async)]
+pub(crate) struct Encoded {
+    buf: Vec<u8>,
+    start: usize,
+    fds: Vec<RawHandle>,
+    taken: handles::Taken,
+}
+
+#[cfg(mp_async)]
+impl Encoded {
+    pub(crate) fn new<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
+        let (bytes, fds, taken) =
+            handles::collect_guarded(|| postcard::to_extend(value, vec![0; 12]));
+        let mut buf = bytes.map_err(|e| Error::codec("serializing a message", e))?;
+        let start = 12 - typed_header_len(fds.len());
+        let count = u32::try_from(fds.len())
+            .map_err(|_| Error::new(ErrorKind::TooLarge, "too many handles in one message"))?;
+        buf[start..start + 4].copy_from_slice(&count.to_le_bytes());
+        Ok(Encoded { buf, start, fds, taken })
+    }
+}
+
+/// The async forms of a [`Link`] (see `aio.rs`): each attempt takes the
+/// side's lock without waiting; a receive gives it back after every
+/// attempt (a message it was in the middle of is kept in the stash, as a
+/// timed-out blocking receive keeps it), a send keeps it until the
+/// message is whole in the ring (a long one goes in as the consumer makes
+/// room) and, dropped before that, withdraws what it sent.
+#[cfg(mp_async)]
+impl Link<'_> {
+    /// Receives one message and hands it to `then`. `bell`: the channel's
+    /// readiness handle; `hangup`: a link whose hang-up means the peer went.
+    pub(crate) async fn recv_async<R>(
+        &self,
+        stash: &Stash,
+        ready: Option<BorrowedHandle<'_>>,
+        hangup: Option<BorrowedHandle<'_>>,
+        mut connected: impl FnMut() -> bool,
+        then: impl FnOnce(Message<'_>) -> Result<R>,
+    ) -> Result<R> {
+        use crate::aio::{register, until, Step};
+        let (side, ring) = (&self.channel.receiver, &self.channel.ring);
+        let registration = || {
+            let data = register(ring.register_async(&Os, true), || ring.unregister_async(true))?;
+            let lock = register(side.lock.register_async(&Os), || side.lock.unregister_async())?;
+            Ok((data, lock))
+        };
+        let mut then = Some(then);
+        let mut in_transition = 0;
+        until(ready, hangup, registration, |check| {
+            let me = ident::thread();
+            let how = match take_side(&side.lock, me, check, &mut in_transition) {
+                Ok(Some(how)) => how,
+                Ok(None) => return Step::Contended,
+                Err(e) => return Step::Done(Err(e)),
+            };
+            let deliver = |m: Message<'_>| match then.take() {
+                Some(then) => then(m),
+                None => Err(not_delivered()),
+            };
+            let got = self.receive_as(
+                how,
+                me,
+                stash,
+                Deadline::now(),
+                &mut connected,
+                &mut (),
+                deliver,
+                |_| Err(not_delivered()),
+            );
+            match got {
+                Err(e) if e.kind() == ErrorKind::Timeout => Step::Wait,
+                got => Step::Done(got),
+            }
+        })
+        .await
+    }
+
+    /// Receives one typed message and decodes it (as [`recv_value`](Self::recv_value)).
+    pub(crate) async fn recv_value_async<T: DeserializeOwned>(
+        &self,
+        stash: &Stash,
+        ready: Option<BorrowedHandle<'_>>,
+        hangup: Option<BorrowedHandle<'_>>,
+        connected: impl FnMut() -> bool,
+    ) -> Result<T> {
+        self.recv_async(stash, ready, hangup, connected, |m| {
+            let buf = m.into_vec();
+            self.decode(&buf)
+        })
+        .await
+    }
+
+    /// Sends `message` (a typed one's handles first), holding the send
+    /// side from the first frame to the last.
+    pub(crate) async fn send_async(
+        &self,
+        out: Outgoing<'_>,
+        ready: Option<BorrowedHandle<'_>>,
+        hangup: Option<BorrowedHandle<'_>>,
+        mut connected: impl FnMut() -> bool,
+    ) -> Result<()> {
+        use crate::aio::{register, until, Step};
+        let (mut out, fds) = match out {
+            Outgoing::Bytes(bytes) => (Outgoing::Bytes(bytes), &[][..]),
+            Outgoing::Typed { message, fds } => (Outgoing::Typed { message, fds: &[] }, fds),
+        };
+        let len = match &out {
+            Outgoing::Bytes(b) => b.len(),
+            Outgoing::Typed { message, .. } => message.len(),
+        };
+        if len > MAX_MESSAGE {
+            return Err(too_large(len));
+        }
+        let (side, ring) = (&self.channel.sender, &self.channel.ring);
+        let registration = || {
+            let space = register(ring.register_async(&Os, false), || ring.unregister_async(false))?;
+            let lock = register(side.lock.register_async(&Os), || side.lock.unregister_async())?;
+            Ok((space, lock))
+        };
+        let mut holding: Option<Holding<'_>> = None;
+        let mut fds_sent = fds.is_empty();
+        let mut in_transition = 0;
+        until(ready, hangup, registration, |check| {
+            let held = match &mut holding {
+                Some(held) => held,
+                None => {
+                    let me = ident::thread();
+                    let how = match take_side(&side.lock, me, check, &mut in_transition) {
+                        Ok(Some(how)) => how,
+                        Ok(None) => return Step::Contended,
+                        Err(e) => return Step::Done(Err(e)),
+                    };
+                    let mut w = side.writer();
+                    if self.batched {
+                        w.batch_waits();
+                    }
+                    if how == Acquired::OwnerDied {
+                        w.abort_pending();
+                    }
+                    holding.insert(Holding { side, me, w, sent: 0 })
+                }
+            };
+            if !fds_sent {
+                let tag = side.next_batch();
+                if let Outgoing::Typed { message, .. } = &mut out {
+                    message[4..12].copy_from_slice(&tag.to_le_bytes());
+                }
+                if let Err(e) = send_handles(self.fds_out, fds, tag) {
+                    return Step::Done(Err(e));
+                }
+                fds_sent = true;
+            }
+            let message: &[u8] = match &out {
+                Outgoing::Bytes(b) => b,
+                Outgoing::Typed { message, .. } => message,
+            };
+            let mut producer = ring.producer(&Os, &self.data, &mut held.w);
+            let sent =
+                producer.send_part(message, &mut held.sent, Deadline::now().core(), &mut connected);
+            match sent {
+                Ok(()) => {
+                    side.count_message();
+                    held.sent = 0;
+                    holding = None;
+                    Step::Done(Ok(()))
+                }
+                Err(SendError::Timeout) => Step::Wait,
+                Err(e) => Step::Done(Err(send_error(e))),
+            }
+        })
+        .await
+    }
+
+    /// Sends a typed message [`Encoded`] for it; the references taken for
+    /// its receiver are kept once it is sent, given back otherwise.
+    pub(crate) async fn send_encoded_async(
+        &self,
+        mut encoded: Encoded,
+        ready: Option<BorrowedHandle<'_>>,
+        hangup: Option<BorrowedHandle<'_>>,
+        connected: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let message = &mut encoded.buf[encoded.start..];
+        let out = Outgoing::Typed { message, fds: &encoded.fds };
+        self.send_async(out, ready, hangup, connected).await?;
+        encoded.taken.keep();
+        Ok(())
+    }
+}
+
+/// Takes a side's lock for one async attempt without waiting: `Ok(None)`
+/// if it is held (by a live holder, when `check` looks).
+#[cfg(mp_async)]
+fn take_side(
+    lock: &multiproc_core::bias::BiasedLock,
+    me: multiproc_core::lock::Owner,
+    check: bool,
+    in_transition: &mut u32,
+) -> Result<Option<Acquired>> {
+    if check {
+        return Ok(lock.recover(&Os, me, in_transition));
+    }
+    match lock.lock(&Os, me, Deadline::now().core()) {
+        Ok(how) => Ok(Some(how)),
+        Err(multiproc_core::Error::Timeout) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An async send's hold on the send side, between its awaits: dropped
+/// (the future ended or was dropped), it withdraws a message half sent
+/// and releases the side.
+#[cfg(mp_async)]
+struct Holding<'a> {
+    side: &'a multiproc_core::ring::spsc::Endpoint,
+    me: multiproc_core::lock::Owner,
+    w: Writer,
+    /// Bytes of the message in the ring so far.
+    sent: usize,
+}
+
+#[cfg(mp_async)]
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if self.sent > 0 {
+            self.w.abort_pending();
+        }
+        self.side.store_writer(&self.w);
+        let _ = self.side.lock.unlock(&Os, self.me);
+    }
 }

@@ -70,6 +70,35 @@ pub(crate) fn measure<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>) {
     (result, out.fds)
 }
 
+/// As [`collect`], keeping the references taken for the receiver in a
+/// guard that gives them back when dropped, unless the message was sent
+/// ([`Taken::keep`]): for a send that may be abandoned (an async one).
+#[cfg(mp_async)]
+pub(crate) fn collect_guarded<R>(f: impl FnOnce() -> R) -> (R, Vec<RawHandle>, Taken) {
+    let (result, out) = collecting(false, f);
+    (result, out.fds, Taken(out.taken))
+}
+
+/// References taken for a message's receiver, given back on drop unless
+/// [`keep`](Self::keep) says the message left.
+#[cfg(mp_async)]
+pub(crate) struct Taken(Vec<SlotRef>);
+
+#[cfg(mp_async)]
+impl Taken {
+    /// The message left: its receiver adopts the references.
+    pub(crate) fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(mp_async)]
+impl Drop for Taken {
+    fn drop(&mut self) {
+        self.0.iter().for_each(SlotRef::unsend);
+    }
+}
+
 /// As [`collect`], then `send`s what it serialized: if the send fails
 /// before anything left (a timeout, a full channel), the references taken
 /// for the receiver are given back.

@@ -2,6 +2,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(mp_async)]
+mod aio;
 mod arena;
 #[cfg(mp_transfer)]
 mod channel;
@@ -52,6 +54,12 @@ pub mod __testing {
     #[cfg(mp_transfer)]
     pub use crate::pool::testing::pool_task_entry;
     pub use crate::process::testing::*;
+
+    /// How many async waiters `event` has registered now.
+    #[cfg(mp_async)]
+    pub fn async_waiters(event: &crate::Event) -> u32 {
+        event.async_waiters()
+    }
 }
 #[cfg(mp_spawn)]
 pub use process::BOOTSTRAP_FAILED;

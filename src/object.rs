@@ -30,6 +30,9 @@ enum Home {
 /// an `L` after the header.
 pub(crate) struct Object<L> {
     home: Home,
+    /// A segment's bell, which async waiters await (a slot's is its arena's).
+    #[cfg(mp_async)]
+    rung: Option<Arc<crate::os::ready::Rung>>,
     /// The header as validated when the object was made; never re-read.
     header: Header,
     /// The layout after the header, viewed once (bounds and alignment checked).
@@ -44,7 +47,55 @@ unsafe impl<L: Shared + Sync> Sync for Object<L> {}
 
 impl<L> Clone for Object<L> {
     fn clone(&self) -> Self {
-        Object { home: self.home.clone(), header: self.header, raw: self.raw }
+        Object {
+            home: self.home.clone(),
+            #[cfg(mp_async)]
+            rung: self.rung.clone(),
+            header: self.header,
+            raw: self.raw,
+        }
+    }
+}
+
+/// Whether objects of `kind` have a bell, for async waiters: those with an
+/// async form (a slot's is its arena's).
+#[cfg(mp_async)]
+fn rings(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Lock
+            | Kind::Semaphore
+            | Kind::BoundedSemaphore
+            | Kind::Event
+            | Kind::Pipe
+            | Kind::Queue
+    )
+}
+
+impl<L> Object<L> {
+    /// The bell async waiters of this object await.
+    #[cfg(mp_async)]
+    pub(crate) fn bell(&self) -> Option<&crate::os::ready::Bell> {
+        match &self.home {
+            Home::Segment(_) => self.rung.as_deref().map(|r| r.bell()),
+            Home::Slot(slot) => slot.bell(),
+        }
+    }
+
+    /// The handle async waiters of this object await: its bell.
+    #[cfg(mp_async)]
+    pub(crate) fn ready(&self) -> Option<crate::os::BorrowedHandle<'_>> {
+        use crate::os::AsHandle;
+        self.bell().map(|b| b.as_handle())
+    }
+
+    /// Serves `segment` with `bell` (see `os::ready`).
+    #[cfg(mp_async)]
+    fn ring_with(mut self, bell: crate::os::ready::Bell) -> Self {
+        if let Home::Segment(segment) = &self.home {
+            self.rung = Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()));
+        }
+        self
     }
 }
 
@@ -65,8 +116,8 @@ impl<L> Object<L> {
 #[cfg(mp_spawn)]
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Wire {
-    Segment(u32),
-    Slot { handle: u32, arena: u64, slot: u32, generation: u32 },
+    Segment { handle: u32, bell: Option<u32> },
+    Slot { handle: u32, bell: Option<u32>, arena: u64, slot: u32, generation: u32 },
 }
 
 impl<L: Shared> Object<L> {
@@ -109,6 +160,14 @@ impl<L: Shared> Object<L> {
         // not yet shared; Header is plain data.
         unsafe { segment.as_ptr().cast::<Header>().write(header) };
         let object = Object::new(segment, header)?;
+        #[cfg(mp_async)]
+        let object = if rings(kind) {
+            let bell = crate::os::ready::Bell::new()
+                .map_err(|e| Error::io("creating an object's readiness handle", e))?;
+            object.ring_with(bell)
+        } else {
+            object
+        };
         init(object.raw(), object.base());
         Ok(object)
     }
@@ -155,7 +214,13 @@ impl<L: Shared> Object<L> {
         let raw = unsafe { view::<L>(segment.as_ptr(), segment.len(), HEADER_SIZE) }
             .ok_or(Corrupt::WrongSize { header: header.size, mapped: segment.len() as u64 })?;
         let raw = std::ptr::NonNull::from(raw);
-        Ok(Object { home: Home::Segment(Arc::new(segment)), header, raw })
+        Ok(Object {
+            home: Home::Segment(Arc::new(segment)),
+            #[cfg(mp_async)]
+            rung: None,
+            header,
+            raw,
+        })
     }
 
     fn in_slot(slot: SlotRef, header: Header) -> Result<Object<L>> {
@@ -165,7 +230,13 @@ impl<L: Shared> Object<L> {
         let raw = unsafe { view::<L>(slot.base(), slot.len(), Place::Slot.head()) }
             .ok_or(Corrupt::WrongSize { header: header.size, mapped: slot.len() as u64 })?;
         let raw = std::ptr::NonNull::from(raw);
-        Ok(Object { home: Home::Slot(slot), header, raw })
+        Ok(Object {
+            home: Home::Slot(slot),
+            #[cfg(mp_async)]
+            rung: None,
+            header,
+            raw,
+        })
     }
 
     /// The layout. Lives as long as `self`.
@@ -222,16 +293,29 @@ impl<L: Shared> Object<L> {
         use serde::ser::Error as _;
         use serde::Serialize as _;
         let wire = match &self.home {
-            Home::Segment(segment) => {
-                Wire::Segment(crate::handles::export(segment.handle()).map_err(S::Error::custom)?)
-            }
+            Home::Segment(segment) => Wire::Segment {
+                handle: crate::handles::export(segment.handle()).map_err(S::Error::custom)?,
+                bell: self.export_bell().map_err(S::Error::custom)?,
+            },
             Home::Slot(slot) => {
-                let (handle, (arena, slot, generation)) =
+                let (handle, (arena, index, generation)) =
                     crate::handles::export_slot(slot).map_err(S::Error::custom)?;
-                Wire::Slot { handle, arena, slot, generation }
+                let bell = self.export_bell().map_err(S::Error::custom)?;
+                Wire::Slot { handle, bell, arena, slot: index, generation }
             }
         };
         wire.serialize(s)
+    }
+
+    /// The bell's index in the transfer table, if it has one.
+    #[cfg(mp_spawn)]
+    fn export_bell(&self) -> Result<Option<u32>, &'static str> {
+        #[cfg(mp_async)]
+        if let Some(bell) = self.bell() {
+            use crate::os::AsHandle;
+            return crate::handles::export(bell.as_handle()).map(Some);
+        }
+        Ok(None)
     }
 
     #[cfg(not(mp_spawn))]
@@ -247,14 +331,22 @@ impl<L: Shared> Object<L> {
     ) -> Result<Object<L>, D::Error> {
         use crate::handles::refuse;
         match <Wire as serde::Deserialize>::deserialize(d)? {
-            Wire::Segment(index) => {
-                let fd = crate::handles::import(index)
+            Wire::Segment { handle, bell } => {
+                let fd = crate::handles::import(handle)
                     .map_err(|e| refuse(Error::new(crate::ErrorKind::Corrupt, e)))?;
                 let segment = open_received(fd).map_err(refuse)?;
-                Object::open(segment, kinds, check).map_err(refuse)
+                let object = Object::open(segment, kinds, check).map_err(refuse)?;
+                #[cfg(mp_async)]
+                let object = match bell {
+                    Some(index) => object.ring_with(import_bell(index).map_err(refuse)?),
+                    None => object,
+                };
+                #[cfg(not(mp_async))]
+                let _ = bell;
+                Ok(object)
             }
-            Wire::Slot { handle, arena, slot, generation } => {
-                crate::arena::receive(arena, slot, generation, handle)
+            Wire::Slot { handle, bell, arena, slot, generation } => {
+                crate::arena::receive(arena, slot, generation, handle, bell)
                     .and_then(|slot| Object::open_slot(slot, kinds, check))
                     .map_err(refuse)
             }
@@ -268,6 +360,15 @@ impl<L: Shared> Object<L> {
     ) -> Result<Object<L>, D::Error> {
         Err(serde::de::Error::custom(crate::handles::export(()).unwrap_err()))
     }
+}
+
+/// The bell at `index` of the incoming table: `Corrupt` if it is not one.
+#[cfg(mp_async)]
+pub(crate) fn import_bell(index: u32) -> Result<crate::os::ready::Bell> {
+    let corrupt = |why: String| Error::new(crate::ErrorKind::Corrupt, why);
+    let fd = crate::handles::import(index).map_err(|e| corrupt(e.to_string()))?;
+    crate::os::ready::bell_from(fd)
+        .map_err(|e| corrupt(format!("an object's readiness handle is not one: {e}")))
 }
 
 /// Maps a segment (or arena) received from a peer: `Corrupt` if it is not
@@ -428,7 +529,8 @@ mod tests {
 
     /// The bytes of a slot reference as a message carries it (handle index 0).
     fn forged(arena: u64, slot: u32, generation: u32) -> Vec<u8> {
-        postcard::to_allocvec(&Wire::Slot { handle: 0, arena, slot, generation }).unwrap()
+        postcard::to_allocvec(&Wire::Slot { handle: 0, bell: None, arena, slot, generation })
+            .unwrap()
     }
 
     fn receive_forged(bytes: &[u8], fd: OwnedHandle) -> Result<Lock, ErrorKind> {

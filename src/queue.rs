@@ -148,6 +148,13 @@ impl<'de> Deserialize<'de> for Raw {
     }
 }
 
+/// What an async put sends.
+#[cfg(mp_async)]
+enum AsyncOut<'a> {
+    Bytes(&'a [u8]),
+    Encoded(crate::channel::Encoded),
+}
+
 fn full() -> Error {
     Error::new(ErrorKind::Full, "the queue is full")
 }
@@ -289,6 +296,66 @@ impl Raw {
         self.get(|link| link.recv_value(&self.stash, deadline, || true))
     }
 
+    /// [`put`](Self::put), awaited (see `aio.rs`): an item-bounded queue's
+    /// slot first, then the message; a future dropped before the message
+    /// left gives the slot back and sends nothing.
+    #[cfg(mp_async)]
+    async fn put_async(&self, out: AsyncOut<'_>) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::invalid("this queue handle was closed"));
+        }
+        let slot = match &self.shared.slots {
+            Some(slots) => {
+                slots.acquire_async().await?;
+                Some(Slot(slots))
+            }
+            None => None,
+        };
+        let link = self.link();
+        let bell = self.shared.segment.obj.ready();
+        let sent = match out {
+            AsyncOut::Bytes(bytes) => {
+                link.send_async(Outgoing::Bytes(bytes), bell, None, || true).await
+            }
+            AsyncOut::Encoded(encoded) => {
+                link.send_encoded_async(encoded, bell, None, || true).await
+            }
+        };
+        if sent.is_ok() {
+            std::mem::forget(slot);
+        }
+        sent
+    }
+
+    /// [`get`](Self::get), awaited: `then` gets the message.
+    #[cfg(mp_async)]
+    async fn get_async<R>(
+        &self,
+        then: impl FnOnce(&Link<'_>, channel::Message<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let slot = self.shared.slots.as_ref().map(Slot);
+        let link = self.link();
+        let bell = self.shared.segment.obj.ready();
+        let got = link.recv_async(&self.stash, bell, None, || true, |m| then(&link, m)).await;
+        if got.as_ref().is_err_and(|e| e.kind() != ErrorKind::Codec) {
+            std::mem::forget(slot);
+        }
+        got
+    }
+
+    /// Registers an async waiter for this queue's next item without taking
+    /// it (a Pool's replies, which another call may take), and the handle
+    /// that then becomes readable: see `aio.rs`.
+    #[cfg(mp_async)]
+    fn watch_items(&self) -> Result<(impl Sized + '_, Option<crate::os::BorrowedHandle<'_>>)> {
+        let ring = &self.shared.segment.channel().ring;
+        let lock = &self.shared.segment.channel().receiver.lock;
+        let data =
+            crate::aio::register(ring.register_async(&Os, true), || ring.unregister_async(true))?;
+        let taken = crate::aio::register(lock.register_async(&Os), || lock.unregister_async())?;
+        Ok(((data, taken), self.shared.segment.obj.ready()))
+    }
+
     fn qsize(&self) -> usize {
         let channel = self.shared.segment.channel();
         let put = channel.sender.messages();
@@ -415,6 +482,45 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item only if there is one now; `Empty` otherwise.
     pub fn get_nowait(&self) -> Result<T> {
         self.raw.get_value(Deadline::now())
+    }
+
+    /// Puts `item`, awaiting room without blocking a thread (the `tokio`
+    /// feature, Linux). Bound it with `tokio::time::timeout`. Cancel-safe:
+    /// a future dropped before `item` was in the queue put nothing (a long
+    /// item half written is withdrawn).
+    #[cfg(mp_async)]
+    pub async fn put_async(&self, item: &T) -> Result<()> {
+        let encoded = crate::channel::Encoded::new(item)?;
+        self.raw.put_async(AsyncOut::Encoded(encoded)).await
+    }
+
+    /// Takes the next item, awaiting one without blocking a thread (the
+    /// `tokio` feature, Linux). Cancel-safe: a future dropped before it
+    /// completes took no item (a long item half received is kept for the
+    /// next get of this handle).
+    #[cfg(mp_async)]
+    pub async fn get_async(&self) -> Result<T> {
+        self.raw.get_async(|link, m| link.decode(&m.into_vec())).await
+    }
+
+    /// [`put_bytes`](Self::put_bytes), awaited as [`put_async`](Self::put_async).
+    #[cfg(mp_async)]
+    pub async fn put_bytes_async(&self, bytes: &[u8]) -> Result<()> {
+        self.raw.put_async(AsyncOut::Bytes(bytes)).await
+    }
+
+    /// See `Raw::watch_items` (a Pool's replies).
+    #[cfg(mp_async)]
+    pub(crate) fn watch_items(
+        &self,
+    ) -> Result<(impl Sized + '_, Option<crate::os::BorrowedHandle<'_>>)> {
+        self.raw.watch_items()
+    }
+
+    /// [`get_bytes`](Self::get_bytes), awaited as [`get_async`](Self::get_async).
+    #[cfg(mp_async)]
+    pub async fn get_bytes_async(&self) -> Result<Vec<u8>> {
+        self.raw.get_async(|_, m| Ok(m.into_vec())).await
     }
 
     /// Puts raw bytes as one message (read them with a `get_bytes`).
@@ -604,6 +710,18 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.get()
     }
 
+    /// [`put`](Self::put), awaited as [`Queue::put_async`].
+    #[cfg(mp_async)]
+    pub async fn put_async(&self, item: &T) -> Result<()> {
+        self.queue.put_async(item).await
+    }
+
+    /// [`get`](Self::get), awaited as [`Queue::get_async`].
+    #[cfg(mp_async)]
+    pub async fn get_async(&self) -> Result<T> {
+        self.queue.get_async().await
+    }
+
     /// Takes the next item, waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.queue.get_timeout(timeout)
@@ -697,6 +815,34 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Takes the next item if there is one now; `Empty` if not.
     pub fn get_nowait(&self) -> Result<T> {
         self.queue.get_nowait()
+    }
+
+    /// [`put`](Self::put), awaited as [`Queue::put_async`] (the item is
+    /// counted unfinished once put; a put that fails or is dropped counts
+    /// nothing).
+    #[cfg(mp_async)]
+    pub async fn put_async(&self, item: &T) -> Result<()> {
+        /// Takes the count back unless the item went in.
+        struct Counted<'a>(Option<&'a RawCountdown>);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                if let Some(tasks) = self.0 {
+                    let _ = tasks.decrement(&Os);
+                }
+            }
+        }
+        // Count first: a consumer may finish the item before put returns.
+        self.tasks().increment()?;
+        let mut counted = Counted(Some(self.tasks()));
+        self.queue.put_async(item).await?;
+        counted.0 = None;
+        Ok(())
+    }
+
+    /// [`get`](Self::get), awaited as [`Queue::get_async`].
+    #[cfg(mp_async)]
+    pub async fn get_async(&self) -> Result<T> {
+        self.queue.get_async().await
     }
 
     /// One item got earlier is finished. `InvalidArgument` if called more

@@ -120,6 +120,62 @@ impl BiasedLock {
         self.unlock_slow(os, me)
     }
 
+    /// Registers an async taker: a release from here on calls
+    /// [`Park::notify_async`]. The caller then tries
+    /// [`lock`](Self::lock) with a passed deadline, and awaits the
+    /// readiness handle only if that times out. `false` (nothing
+    /// registered) if the count is full.
+    pub fn register_async<P: Park>(&self, park: &P) -> bool {
+        self.lock.register_async(park)
+    }
+
+    /// Unregisters what [`register_async`](Self::register_async) registered.
+    pub fn unregister_async(&self) {
+        self.lock.unregister_async();
+    }
+
+    /// Takes the lock without waiting if it is free or its holders are
+    /// dead: what a blocking taker finds at its periodic check, for an
+    /// async taker, which calls this when its own check is due. A live
+    /// holder (of `lock`, or a biased thread inside) makes it `None`, with
+    /// the bias revoked, so that the biased thread's exit notifies.
+    /// `in_transition` is the caller's, kept across calls.
+    pub fn recover<O: Park + Liveness>(
+        &self,
+        os: &O,
+        me: Owner,
+        in_transition: &mut u32,
+    ) -> Option<Acquired> {
+        if self.fast_enter(os, me) {
+            return Some(Acquired::Clean);
+        }
+        let mut how = self.lock.recover(os, me, in_transition)?;
+        let revoking = self.bias.load(Ordering::Relaxed) != 0;
+        if revoking {
+            self.bias.store(0, Ordering::Relaxed);
+            self.cooldown.store(COOLDOWN, Ordering::Relaxed);
+        }
+        if revoking || how == Acquired::OwnerDied {
+            // SYNC POINT: the revoker's half of the Dekker pair.
+            os.heavy_barrier();
+            for slot in &self.slots {
+                // SYNC POINT: as in `wait_idle`.
+                if slot.busy.load(Ordering::Acquire) == 0 {
+                    continue;
+                }
+                if !alive(os, slot.owner.load(Ordering::Relaxed)) {
+                    slot.busy.store(0, Ordering::Relaxed);
+                    slot.owner.store(0, Ordering::Relaxed);
+                    how = Acquired::OwnerDied;
+                    continue;
+                }
+                let _ = self.lock.unlock(os);
+                return None;
+            }
+        }
+        Some(how)
+    }
+
     fn slot_of(&self, me: Owner) -> Option<&Slot> {
         let me = me.packed();
         self.slots.iter().find(|s| s.owner.load(Ordering::Relaxed) == me)
@@ -158,6 +214,10 @@ impl BiasedLock {
         let ours = self.slots.get((self.bias.load(Ordering::Relaxed) as usize).wrapping_sub(1));
         if !ours.is_some_and(|s| core::ptr::eq(s, slot)) {
             park.wake_all(&slot.busy);
+            // An async taker that revoked and found us inside awaits the
+            // object's handle, not `busy` (a revocation's rare path: no
+            // count is kept of who awaits it).
+            park.notify_async(&slot.busy);
         }
     }
 

@@ -5,7 +5,7 @@
 //! Memory orderings: `word` and `waiters` form a Dekker pair; see
 //! `semaphore.rs` for why the waker reads `waiters` with an RMW.
 
-use crate::park::{Deadline, Park};
+use crate::park::{add_async_waiter, remove_async_waiter, wake_counted, Deadline, Park};
 use crate::sync::{spin_loop, AtomicU32, Ordering, SpinBudget};
 
 /// Bit 0 of the word: the flag.
@@ -25,7 +25,8 @@ pub struct RawEvent {
     /// `generation << 1 | set`. The futex word: waiters park while it
     /// holds the value they saw clear.
     word: AtomicU32,
-    /// Waiters that may be parked or about to park.
+    /// Waiters that may be parked or about to park (and async ones, as
+    /// [`ASYNC_WAITER`](crate::park::ASYNC_WAITER)s).
     waiters: AtomicU32,
     /// How long a waiter spins before it parks ([`SpinBudget::to_bits`]),
     /// learnt from recent waits: a hint, any value is safe.
@@ -58,14 +59,47 @@ impl RawEvent {
             // SYNC POINT: setter's writes visible to whoever sees the flag.
             match self.word.compare_exchange_weak(word, next, Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => {
-                    if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
-                        park.wake_all(&self.word);
+                    let waiters = self.waiters.fetch_add(0, Ordering::SeqCst);
+                    if waiters > 0 {
+                        wake_counted(park, &self.word, waiters, true);
                     }
                     return;
                 }
                 Err(now) => word = now,
             }
         }
+    }
+
+    /// What an async wait starts from: a `set` after this is seen by
+    /// [`fired_since`](Self::fired_since) even if the flag was cleared again.
+    pub fn snapshot(&self) -> u32 {
+        // SYNC POINT: setter's writes visible to whoever sees the flag.
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Whether the flag is set, or was set since `start` (a [`snapshot`](Self::snapshot)).
+    pub fn fired_since(&self, start: u32) -> bool {
+        let word = self.word.load(Ordering::SeqCst);
+        is_set(word) || word != start
+    }
+
+    /// Registers an async waiter: a `set` from here on calls
+    /// [`Park::notify_async`]. The caller then checks
+    /// [`fired_since`](Self::fired_since), and awaits the readiness handle
+    /// only if it is `false`. `false` (nothing registered) if the count is
+    /// full.
+    pub fn register_async(&self) -> bool {
+        add_async_waiter(&self.waiters)
+    }
+
+    /// Unregisters what [`register_async`](Self::register_async) registered.
+    pub fn unregister_async(&self) {
+        remove_async_waiter(&self.waiters);
+    }
+
+    /// How many async waiters are registered now (for tests).
+    pub fn async_waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Relaxed) / crate::park::ASYNC_WAITER
     }
 
     /// Clears the flag.

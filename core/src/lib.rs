@@ -57,7 +57,7 @@ with_atomic_u64! {
     #[cfg(all(feature = "std", not(loom), any(fuzzing, test)))]
     pub mod fuzz;
 
-    pub use park::{Deadline, Liveness, Park};
+    pub use park::{Deadline, Liveness, Park, ASYNC_WAITER};
 }
 
 /// How a blocking acquire ended, when it did not fail outright.

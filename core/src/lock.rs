@@ -14,7 +14,9 @@
 //! the holder, cleared before release, and read after an `Acquire` load of
 //! `state`; its `id` half tells a reader whether it belongs to that holding.
 
-use crate::park::{park_slice, Deadline, Liveness, Park};
+use crate::park::{
+    add_async_waiter, park_slice, remove_async_waiter, wake_counted, Deadline, Liveness, Park,
+};
 use crate::sync::{AtomicU32, AtomicU64, Ordering, Spin};
 use crate::{Acquired, Error};
 
@@ -75,7 +77,8 @@ pub struct RawLock {
     /// Bits 30 and 31 are reserved and ignored.
     state: AtomicU32,
     /// Waiters counted before they park (wrapping; a corrupted count only
-    /// costs a wake-up system call per release).
+    /// costs a wake-up system call per release), and async ones, as
+    /// [`ASYNC_WAITER`](crate::park::ASYNC_WAITER)s.
     waiters: AtomicU32,
     /// `id << 32 | stamp` of the holder, or 0 while the lock changes hands
     /// (just taken, about to be released). Owner-written only.
@@ -138,10 +141,48 @@ impl RawLock {
         // SYNC POINT: the releaser's half of the Dekker pair with a waiter's
         // count and heavy barrier (module docs).
         park.light_barrier();
-        if self.waiters.load(Ordering::Relaxed) != 0 {
-            park.wake_one(&self.state);
+        let waiters = self.waiters.load(Ordering::Relaxed);
+        if waiters != 0 {
+            wake_counted(park, &self.state, waiters, false);
         }
         Ok(())
+    }
+
+    /// Registers an async waiter: a release from here on calls
+    /// [`Park::notify_async`]. The caller then tries
+    /// [`try_lock`](Self::try_lock) (or [`recover`](Self::recover)), and
+    /// awaits the readiness handle only if it fails. `false` (nothing
+    /// registered) if the count is full.
+    pub fn register_async<P: Park>(&self, park: &P) -> bool {
+        let added = add_async_waiter(&self.waiters);
+        // SYNC POINT: the waiter's half of the Dekker pair with `unlock`.
+        park.heavy_barrier();
+        added
+    }
+
+    /// Unregisters what [`register_async`](Self::register_async) registered.
+    pub fn unregister_async(&self) {
+        remove_async_waiter(&self.waiters);
+    }
+
+    /// Takes the lock if it is free, or if its holder is dead (what a
+    /// blocking waiter finds at its periodic check): for an async waiter,
+    /// which calls it when its own check is due. `in_transition` is the
+    /// waiter's, kept across calls (see `take_from_dead`).
+    pub fn recover<L: Liveness>(
+        &self,
+        os: &L,
+        me: Owner,
+        in_transition: &mut u32,
+    ) -> Option<Acquired> {
+        if self.try_lock(me) {
+            return Some(Acquired::Clean);
+        }
+        let state = self.state.load(Ordering::Acquire);
+        if is_unlocked(state) {
+            return None;
+        }
+        self.take_from_dead(os, me, state, in_transition).then_some(Acquired::OwnerDied)
     }
 
     /// Whether some waiter may be parked on it.

@@ -49,6 +49,72 @@ pub trait Park {
     fn heavy_barrier(&self) {
         fence(Ordering::SeqCst);
     }
+
+    /// Tells the *async* waiters of the object `word` belongs to that what
+    /// they wait for may have happened: called (instead of, or beside, a
+    /// wake) when a waiter count says some are registered
+    /// ([`ASYNC_WAITER`]). An async waiter does not park on the word: it
+    /// awaits a readiness handle of the object (Linux: an eventfd) that
+    /// this signals; the backend finds the object by the word's address.
+    /// The default does nothing (no async waiters exist).
+    #[inline]
+    fn notify_async(&self, word: &AtomicU32) {
+        let _ = word;
+    }
+}
+
+/// What an async waiter adds to a primitive's waiter count: blocking
+/// waiters (threads parked on the word) count in the low 16 bits, async
+/// ones (tasks awaiting the object's readiness handle) in the high 16. A
+/// waker reads the one word, as before, and makes a wake system call only
+/// for parked threads and a [`Park::notify_async`] only for async waiters:
+/// one that finds neither pays nothing more than it did.
+pub const ASYNC_WAITER: u32 = 1 << 16;
+
+/// Async waiters one count can hold.
+pub const MAX_ASYNC_WAITERS: u32 = u32::MAX / ASYNC_WAITER;
+
+/// Wakes whoever a waiter count `count` (as [`ASYNC_WAITER`] describes)
+/// says waits on `word`: one parked thread (`all` false) or every one, and
+/// the async waiters.
+#[inline]
+pub(crate) fn wake_counted<P: Park + ?Sized>(park: &P, word: &AtomicU32, count: u32, all: bool) {
+    if count % ASYNC_WAITER != 0 {
+        if all {
+            park.wake_all(word);
+        } else {
+            park.wake_one(word);
+        }
+    }
+    if count >= ASYNC_WAITER {
+        park.notify_async(word);
+    }
+}
+
+/// Registers one async waiter in `count` (`false`, registering nothing,
+/// if it holds [`MAX_ASYNC_WAITERS`] already). SeqCst, as the blocking
+/// registrations it stands beside.
+pub(crate) fn add_async_waiter(count: &AtomicU32) -> bool {
+    let mut now = count.load(Ordering::Relaxed);
+    loop {
+        if now / ASYNC_WAITER >= MAX_ASYNC_WAITERS {
+            return false;
+        }
+        match count.compare_exchange_weak(
+            now,
+            now.wrapping_add(ASYNC_WAITER),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return true,
+            Err(seen) => now = seen,
+        }
+    }
+}
+
+/// Unregisters an async waiter [`add_async_waiter`] registered.
+pub(crate) fn remove_async_waiter(count: &AtomicU32) {
+    count.fetch_sub(ASYNC_WAITER, Ordering::SeqCst);
 }
 
 /// Tells whether the task that owns a lock is still running.

@@ -11,7 +11,7 @@
 //! This holds under acquire/release alone (loom does not model `SeqCst`
 //! loads as stronger, and found the load-based version losing wake-ups).
 
-use crate::park::{Deadline, Park};
+use crate::park::{add_async_waiter, remove_async_waiter, wake_counted, Deadline, Park};
 use crate::sync::{AtomicU32, Ordering, Spin};
 use crate::Error;
 
@@ -25,7 +25,8 @@ pub struct RawSemaphore {
     /// The count, in `0..=bound` (`0..=MAX_VALUE` when unbounded). The futex
     /// word: waiters park while it is 0.
     value: AtomicU32,
-    /// Waiters that may be parked or about to park.
+    /// Waiters that may be parked or about to park (and async ones, as
+    /// [`ASYNC_WAITER`](crate::park::ASYNC_WAITER)s).
     waiters: AtomicU32,
     /// 0: unbounded; else a BoundedSemaphore's initial (and maximum) value.
     bound: AtomicU32,
@@ -147,9 +148,26 @@ impl RawSemaphore {
                 Err(now) => value = now,
             }
         }
-        if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
-            park.wake_one(&self.value);
+        let waiters = self.waiters.fetch_add(0, Ordering::SeqCst);
+        if waiters > 0 {
+            wake_counted(park, &self.value, waiters, false);
         }
         Ok(())
+    }
+
+    /// Registers an async waiter: a release from here on calls
+    /// [`Park::notify_async`]. The caller then tries
+    /// [`try_acquire`](Self::try_acquire), and awaits the readiness handle
+    /// only if it fails. `false` (nothing registered) if the count is full.
+    ///
+    /// A release wakes one parked thread *and* notifies every async waiter:
+    /// of those that try, one takes the permit and the others await again.
+    pub fn register_async(&self) -> bool {
+        add_async_waiter(&self.waiters)
+    }
+
+    /// Unregisters what [`register_async`](Self::register_async) registered.
+    pub fn unregister_async(&self) {
+        remove_async_waiter(&self.waiters);
     }
 }

@@ -64,6 +64,9 @@ pub struct TestPark<const CHECKS: bool> {
     /// synchronizes with the earlier (loom checks RMWs exactly, fences less
     /// so).
     barrier: AtomicU32,
+    /// The readiness handle async waiters await, as a word bumped by each
+    /// [`Park::notify_async`] (see [`await_bell`](Self::await_bell)).
+    bell: AtomicU32,
     #[cfg(not(loom))]
     epoch: std::time::Instant,
 }
@@ -75,6 +78,7 @@ impl<const CHECKS: bool> Default for TestPark<CHECKS> {
             cv: Condvar::new(),
             clock: AtomicU64::new(0),
             barrier: AtomicU32::new(0),
+            bell: AtomicU32::new(0),
             #[cfg(not(loom))]
             epoch: std::time::Instant::now(),
         }
@@ -85,6 +89,21 @@ impl<const CHECKS: bool> TestPark<CHECKS> {
     /// Marks task `id` dead: [`Liveness::is_alive`] answers `false` for it.
     pub fn kill(&self, id: u32) {
         self.table.lock().unwrap().dead.push(id);
+    }
+
+    /// The readiness handle's state now: an async waiter reads it before it
+    /// re-checks its condition (as the facade makes its handle's
+    /// registration first), then [`await_bell`](Self::await_bell)s it.
+    pub fn bell(&self) -> u32 {
+        self.bell.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until a [`Park::notify_async`] after `seen` (a [`bell`](Self::bell)):
+    /// the async waiter's await, with the thread standing for its task.
+    pub fn await_bell(&self, seen: u32) {
+        while self.bell.load(Ordering::SeqCst) == seen {
+            self.wait(&self.bell, seen, None);
+        }
     }
 
     fn wake(&self, word: &AtomicU32, mut n: usize) {
@@ -168,6 +187,11 @@ impl<const CHECKS: bool> Park for TestPark<CHECKS> {
 
     fn heavy_barrier(&self) {
         self.barrier.fetch_add(0, Ordering::AcqRel);
+    }
+
+    fn notify_async(&self, _word: &AtomicU32) {
+        self.bell.fetch_add(1, Ordering::SeqCst);
+        self.wake(&self.bell, usize::MAX);
     }
 }
 

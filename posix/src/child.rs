@@ -262,6 +262,12 @@ impl Child {
         self.signal(libc::SIGKILL)
     }
 
+    /// What becomes readable once the child ended, if anything does: its
+    /// server's status socket (a forkserver's child), else its pidfd.
+    pub fn exit_handle(&self) -> Option<rustix::fd::BorrowedFd<'_>> {
+        self.status.as_ref().or(self.pidfd.as_ref()).map(|fd| fd.as_fd())
+    }
+
     /// The pidfd, if the kernel gave one (readable once the child ended).
     pub fn pidfd(&self) -> Option<rustix::fd::BorrowedFd<'_>> {
         self.pidfd.as_ref().map(|fd| fd.as_fd())

@@ -21,6 +21,8 @@
 //!   stream sockets and readiness.
 //! - [`limits`]: the open-file limit raised at start, and what a failed call
 //!   ran out of.
+//! - `bell` (Linux): an object's readiness handle for async waiters (an
+//!   eventfd), and a periodic timer that paces their checks.
 //! - [`sys`]: the process table, thread ids, gained privileges: per system.
 //!
 //! The portable path: `--cfg multiproc_portable` makes a Linux build take
@@ -33,6 +35,8 @@
 #![cfg(unix)]
 #![deny(unsafe_code)]
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub mod bell;
 pub mod child;
 pub mod ident;
 pub mod image;

@@ -356,6 +356,50 @@ impl Connection {
         }
     }
 
+    /// Sends `value`, awaiting room without blocking a thread (the `tokio`
+    /// feature, Linux; a Pipe's connections). Cancel-safe: a future dropped
+    /// before the message was whole in the pipe sent nothing (what it had
+    /// written is withdrawn); one dropped later had sent it.
+    #[cfg(mp_async)]
+    pub async fn send_async<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        match self.open()? {
+            Inner::Ring(r) => r.send_value_async(value).await,
+            Inner::Stream(_) => Err(no_async()),
+        }
+    }
+
+    /// [`send_bytes`](Self::send_bytes), awaited as [`send_async`](Self::send_async).
+    #[cfg(mp_async)]
+    pub async fn send_bytes_async(&self, bytes: &[u8]) -> Result<()> {
+        match self.open()? {
+            Inner::Ring(r) => r.send_bytes_async(bytes).await,
+            Inner::Stream(_) => Err(no_async()),
+        }
+    }
+
+    /// Receives a value sent by [`send`](Self::send), awaiting it without
+    /// blocking a thread (the `tokio` feature, Linux; a Pipe's
+    /// connections). `Disconnected` once the peer is gone (closed, or its
+    /// process died) and everything it sent was received. Cancel-safe: a
+    /// future dropped before it completes took no message (a long one half
+    /// received is kept for this handle's next receive).
+    #[cfg(mp_async)]
+    pub async fn recv_async<T: DeserializeOwned>(&self) -> Result<T> {
+        match self.open()? {
+            Inner::Ring(r) => r.recv_value_async().await,
+            Inner::Stream(_) => Err(no_async()),
+        }
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes), awaited as [`recv_async`](Self::recv_async).
+    #[cfg(mp_async)]
+    pub async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
+        match self.open()? {
+            Inner::Ring(r) => r.recv_bytes_async().await,
+            Inner::Stream(_) => Err(no_async()),
+        }
+    }
+
     /// Receives a value sent by [`send`](Self::send).
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         self.recv_value(Deadline::NEVER)
@@ -591,4 +635,13 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         };
         poll_many(&mut fds, slice_end)?;
     }
+}
+
+/// What a socket connection's async forms answer, for now.
+#[cfg(mp_async)]
+fn no_async() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "async forms are not implemented for socket connections yet, only for a Pipe's",
+    )
 }

@@ -246,6 +246,41 @@ impl RingEnd {
         link.recv_value(&self.stash, deadline, || self.peer_here())
     }
 
+    /// [`recv_value`](Self::recv_value), awaited (see `aio.rs`).
+    #[cfg(mp_async)]
+    pub(crate) async fn recv_value_async<T: DeserializeOwned>(&self) -> Result<T> {
+        let link = self.link(false)?;
+        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
+        link.recv_value_async(&self.stash, bell, hangup, || self.peer_here()).await
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes), awaited.
+    #[cfg(mp_async)]
+    pub(crate) async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
+        let link = self.link(false)?;
+        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
+        let connected = || self.peer_here();
+        link.recv_async(&self.stash, bell, hangup, connected, |m| Ok(m.into_vec())).await
+    }
+
+    /// [`send_value`](Self::send_value), awaited.
+    #[cfg(mp_async)]
+    pub(crate) async fn send_value_async<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let link = self.link(true)?;
+        let encoded = channel::Encoded::new(value)?;
+        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
+        link.send_encoded_async(encoded, bell, hangup, || self.peer_here()).await
+    }
+
+    /// A message of `bytes`, awaited.
+    #[cfg(mp_async)]
+    pub(crate) async fn send_bytes_async(&self, bytes: &[u8]) -> Result<()> {
+        let link = self.link(true)?;
+        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
+        let out = Outgoing::Bytes(bytes);
+        link.send_async(out, bell, hangup, || self.peer_here()).await
+    }
+
     /// Whether a message is there now, or arrives within `timeout`, or the
     /// peer is gone (so that a receive returns at once).
     pub(crate) fn poll_timeout(&self, timeout: Duration) -> bool {

@@ -2,7 +2,11 @@
 //! library's Unix extensions, under the layer's names.
 
 pub(crate) use multiproc_posix::shm::{OpenError, Segment};
-pub(crate) use multiproc_posix::{ident, image, limits, Os};
+#[cfg(not(mp_async))]
+pub(crate) use multiproc_posix::Os;
+pub(crate) use multiproc_posix::{ident, image, limits};
+#[cfg(mp_async)]
+pub(crate) use ready::Os;
 pub(crate) use std::os::fd::RawFd as RawHandle;
 pub(crate) use std::os::fd::{BorrowedFd as BorrowedHandle, OwnedFd as OwnedHandle};
 
@@ -150,4 +154,185 @@ pub(crate) mod launch {
         };
     }
     pub(crate) use before_main;
+}
+
+#[cfg(mp_async)]
+pub(crate) mod ready {
+    //! Readiness for async waiters (Linux, the `tokio` feature). Every
+    //! object an async waiter may await has a *bell* (an eventfd, see
+    //! `multiproc_posix::bell`) that travels with its segment or arena. A
+    //! mapping with a bell is *served* ([`Rung::serve`]): the park the
+    //! facade uses, [`Os`], rings the bell of the mapping a word lies in
+    //! when a primitive's waiter count says async waiters are registered
+    //! ([`Park::notify_async`]), so every path that wakes, whichever object
+    //! it came through (a Condition releasing its Lock), reaches them.
+    //! [`Watch`] registers a handle with the current tokio runtime's reactor.
+    use super::{BorrowedHandle, OwnedHandle};
+    use multiproc_core::sync::AtomicU32;
+    use multiproc_core::{Liveness, Park};
+    pub(crate) use multiproc_posix::bell::{Bell, Tick};
+    use std::collections::BTreeMap;
+    use std::io;
+    use std::sync::{Arc, RwLock, Weak};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+
+    /// Served mappings by start address: their length and bell.
+    static SERVED: RwLock<BTreeMap<usize, (usize, Weak<Rung>)>> = RwLock::new(BTreeMap::new());
+
+    /// A mapping's bell, rung for the words in it while this lives.
+    #[derive(Debug)]
+    pub(crate) struct Rung {
+        bell: Bell,
+        base: usize,
+    }
+
+    impl Rung {
+        /// Serves `len` bytes from `base` with `bell`.
+        pub(crate) fn serve(bell: Bell, base: *const u8, len: usize) -> Arc<Rung> {
+            let rung = Arc::new(Rung { bell, base: base as usize });
+            let mut served = SERVED.write().unwrap_or_else(|e| e.into_inner());
+            served.insert(base as usize, (len, Arc::downgrade(&rung)));
+            rung
+        }
+
+        pub(crate) fn bell(&self) -> &Bell {
+            &self.bell
+        }
+    }
+
+    impl Drop for Rung {
+        fn drop(&mut self) {
+            let mut served = SERVED.write().unwrap_or_else(|e| e.into_inner());
+            // Only our own entry: a mapping made at this address after
+            // ours went has its own.
+            if served.get(&self.base).is_some_and(|(_, w)| std::ptr::eq(w.as_ptr(), self)) {
+                served.remove(&self.base);
+            }
+        }
+    }
+
+    /// Rings the bell of the served mapping `word` lies in, if any.
+    fn ring_for(word: &AtomicU32) {
+        let addr = word as *const AtomicU32 as usize;
+        let rung = {
+            let served = SERVED.read().unwrap_or_else(|e| e.into_inner());
+            match served.range(..=addr).next_back() {
+                Some((&base, (len, rung))) if addr - base < *len => rung.upgrade(),
+                _ => None,
+            }
+        };
+        if let Some(rung) = rung {
+            rung.bell.ring();
+        }
+    }
+
+    /// The backend's park, ringing bells for async waiters.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Os;
+
+    impl Park for Os {
+        #[inline]
+        fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+            multiproc_posix::Os.wait(word, expected, timeout)
+        }
+        #[inline]
+        fn wake_one(&self, word: &AtomicU32) {
+            multiproc_posix::Os.wake_one(word)
+        }
+        #[inline]
+        fn wake_all(&self, word: &AtomicU32) {
+            multiproc_posix::Os.wake_all(word)
+        }
+        #[inline]
+        fn now(&self) -> Duration {
+            multiproc_posix::Os.now()
+        }
+        #[inline]
+        fn light_barrier(&self) {
+            multiproc_posix::Os.light_barrier()
+        }
+        #[inline]
+        fn yield_now(&self) {
+            multiproc_posix::Os.yield_now()
+        }
+        #[inline]
+        fn heavy_barrier(&self) {
+            multiproc_posix::Os.heavy_barrier()
+        }
+        fn notify_async(&self, word: &AtomicU32) {
+            ring_for(word)
+        }
+    }
+
+    impl Liveness for Os {
+        const CHECKS: bool = <multiproc_posix::Os as Liveness>::CHECKS;
+        const CHECK_INTERVAL: Duration = <multiproc_posix::Os as Liveness>::CHECK_INTERVAL;
+        #[inline]
+        fn is_alive(&self, id: u32, stamp: u32) -> bool {
+            multiproc_posix::Os.is_alive(id, stamp)
+        }
+    }
+
+    /// A handle the current tokio runtime's reactor watches for
+    /// readability: a duplicate, so that any number of waits (of any
+    /// number of tasks) may watch one handle at once.
+    pub(crate) struct Watch(AsyncFd<OwnedHandle>);
+
+    impl Watch {
+        /// `Err` outside a tokio runtime, or in one without its I/O driver.
+        pub(crate) fn new(handle: BorrowedHandle<'_>) -> io::Result<Watch> {
+            tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+            let fd = handle.try_clone_to_owned()?;
+            #[allow(unsafe_code)]
+            // SAFETY: an OwnedFd owns its descriptor: it stays open, the
+            // same description, for as long as the AsyncFd holds it.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .map(Watch)
+                .map_err(io::Error::from)
+        }
+
+        /// Ready once the handle became readable (or hung up) since the
+        /// last time this returned ready.
+        pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut ready)) => {
+                    ready.clear_ready();
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+
+    /// A received bell, if the handle is one.
+    pub(crate) fn bell_from(handle: OwnedHandle) -> io::Result<Bell> {
+        Bell::from_received(handle)
+    }
+
+    /// A private timer that makes a [`Watch`] ready every `interval`.
+    pub(crate) struct Ticker {
+        tick: Tick,
+        watch: Watch,
+    }
+
+    impl Ticker {
+        pub(crate) fn every(interval: Duration) -> io::Result<Ticker> {
+            let tick = Tick::every(interval)?;
+            let watch = Watch::new(std::os::fd::AsFd::as_fd(&tick))?;
+            Ok(Ticker { tick, watch })
+        }
+
+        /// Ready once per period that passed since the last ready.
+        pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let ready = self.watch.poll(cx);
+            if ready.is_ready() {
+                self.tick.reset();
+            }
+            ready
+        }
+    }
 }

@@ -84,6 +84,49 @@ impl<R> AsyncResult<R> {
         (self.finish)(&mut job)
     }
 
+    /// Awaits the result without blocking a thread (the `tokio` feature,
+    /// Linux); `.await` on the `AsyncResult` itself does the same. The
+    /// awaiting task drives the pool as [`get`](Self::get) does (hands out
+    /// chunks, takes replies, sees dead workers) whenever the replies'
+    /// queue rings, and at the blocking interval otherwise. Dropping the
+    /// future abandons the job, as dropping the `AsyncResult` does.
+    #[cfg(mp_async)]
+    pub async fn get_async(mut self) -> Result<R> {
+        use crate::aio::{until, Step};
+        if self.taken {
+            return Err(Error::invalid("the result was already taken"));
+        }
+        let shared = self.shared.clone();
+        let replies = shared.lock().replies.clone();
+        let (registered, ready) = replies.watch_items()?;
+        let mut registered = Some(registered);
+        let job = self.job;
+        let done = |st: &mut State| st.jobs.get(&job).is_none_or(|j| j.remaining == 0);
+        until(
+            ready,
+            None,
+            || Ok(registered.take()),
+            |_| {
+                // Another caller may be driving the pool (and waiting inside
+                // it): never block on it, look again at the next ring or tick.
+                let Ok(mut st) = shared.state.try_lock() else { return Step::Contended };
+                if done(&mut st) {
+                    return Step::Done(Ok(()));
+                }
+                if let Err(e) = st.step(Duration::ZERO) {
+                    return Step::Done(Err(e));
+                }
+                if done(&mut st) {
+                    Step::Done(Ok(()))
+                } else {
+                    Step::Contended
+                }
+            },
+        )
+        .await?;
+        self.get_until(Deadline::now())
+    }
+
     /// Waits until the result is ready.
     pub fn wait(&self) -> Result<()> {
         self.shared.wait(Deadline::NEVER, |st| self.done(st)).map(|_| ())
@@ -114,6 +157,17 @@ impl<R> AsyncResult<R> {
             return None;
         }
         Some(job.all_succeeded())
+    }
+}
+
+/// `.await` on an `AsyncResult` is [`AsyncResult::get_async`].
+#[cfg(mp_async)]
+impl<R: Send + 'static> std::future::IntoFuture for AsyncResult<R> {
+    type Output = Result<R>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<R>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.get_async())
     }
 }
 

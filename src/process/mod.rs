@@ -410,6 +410,27 @@ impl Process {
         self.poll(Some(timeout))
     }
 
+    /// Waits for the child to end without blocking a thread (the `tokio`
+    /// feature, Linux): its exit code, as [`join`](Self::join). The
+    /// runtime watches the child's pidfd (or its forkserver's report).
+    /// Cancel-safe; any number of tasks may await one process.
+    #[cfg(mp_async)]
+    pub async fn join_async(&self) -> Result<i32> {
+        use crate::aio::{until, Step};
+        let child = self.child()?;
+        until(
+            child.exit_handle(),
+            None,
+            || Ok(()),
+            |_| match self.poll(Some(Duration::ZERO)) {
+                Ok(Some(code)) => Step::Done(Ok(code)),
+                Ok(None) => Step::Wait,
+                Err(e) => Step::Done(Err(e)),
+            },
+        )
+        .await
+    }
+
     /// Python's `exitcode`: `None` while running (or not started), the exit
     /// code, or minus the signal that killed it.
     pub fn exitcode(&self) -> Option<i32> {

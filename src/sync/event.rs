@@ -61,6 +61,35 @@ impl Event {
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.obj.raw().wait(&Os, Deadline::after(timeout).core())
     }
+
+    /// Async waiters registered now (tests).
+    #[cfg(mp_async)]
+    pub(crate) fn async_waiters(&self) -> u32 {
+        self.obj.raw().async_waiters()
+    }
+
+    /// Awaits the flag (set, or set since the call began) without blocking
+    /// a thread (the `tokio` feature, Linux). Bound it with
+    /// `tokio::time::timeout`. Cancel-safe: dropping the future leaves
+    /// nothing behind.
+    ///
+    /// `Err` only outside a tokio runtime with I/O enabled, or past 65,535
+    /// async waiters on one event.
+    #[cfg(mp_async)]
+    pub async fn wait_async(&self) -> Result<()> {
+        use crate::aio::{register, until, Step};
+        let raw = self.obj.raw();
+        let start = raw.snapshot();
+        let registration = || register(raw.register_async(), || raw.unregister_async());
+        until(self.obj.ready(), None, registration, |_| {
+            if raw.fired_since(start) {
+                Step::Done(Ok(()))
+            } else {
+                Step::Wait
+            }
+        })
+        .await
+    }
 }
 
 impl std::fmt::Debug for Event {

@@ -80,6 +80,37 @@ impl Lock {
         }
     }
 
+    /// Acquires, awaiting without blocking a thread (the `tokio` feature,
+    /// Linux), with the blocking form's outcomes: `OwnerDied` (and the lock
+    /// held) if its holder died holding it, found at the same interval.
+    /// Bound it with `tokio::time::timeout`. Cancel-safe: a future dropped
+    /// before it completes took nothing.
+    ///
+    /// The lock belongs to this process (as every `Lock` acquisition), not
+    /// to the task: release it with [`release`](Self::release), from any
+    /// task or thread.
+    #[cfg(mp_async)]
+    pub async fn acquire_async(&self) -> Result<()> {
+        use crate::aio::{register, until, Step};
+        let raw = self.raw();
+        let me = ident::process();
+        let mut in_transition = 0;
+        let registration = || register(raw.register_async(&Os), || raw.unregister_async());
+        let how = until(self.obj.ready(), None, registration, |check| {
+            let taken = if check {
+                raw.recover(&Os, me, &mut in_transition)
+            } else {
+                raw.try_lock(me).then_some(Acquired::Clean)
+            };
+            match taken {
+                Some(how) => Step::Done(Ok(how)),
+                None => Step::Contended,
+            }
+        })
+        .await?;
+        acquired(Ok(how), "Lock")
+    }
+
     /// Releases; `InvalidArgument` if it was not locked.
     #[inline]
     pub fn release(&self) -> Result<()> {

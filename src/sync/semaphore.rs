@@ -35,6 +35,28 @@ macro_rules! semaphore_methods {
             Ok(self.raw().acquire(&Os, deadline.core())?)
         }
 
+        /// Takes one, awaiting a positive value without blocking a thread
+        /// (the `tokio` feature, Linux). Bound it with
+        /// `tokio::time::timeout`. Cancel-safe: a future dropped before it
+        /// completes took nothing.
+        ///
+        /// `Err` only outside a tokio runtime with I/O enabled, or past
+        /// 65,535 async waiters on one semaphore.
+        #[cfg(mp_async)]
+        pub async fn acquire_async(&self) -> Result<()> {
+            use crate::aio::{register, until, Step};
+            let raw = self.raw();
+            let registration = || register(raw.register_async(), || raw.unregister_async());
+            until(self.obj.ready(), None, registration, |_| {
+                if raw.try_acquire() {
+                    Step::Done(Ok(()))
+                } else {
+                    Step::Wait
+                }
+            })
+            .await
+        }
+
         /// Takes one only if the value is positive now.
         pub fn try_acquire(&self) -> Result<()> {
             if self.raw().try_acquire() {

@@ -181,15 +181,41 @@ impl SpscRing {
     /// `Disconnected`.
     pub fn close_producer<P: Park>(&self, park: &P) {
         self.closed.fetch_or(PRODUCER_CLOSED, Ordering::SeqCst);
-        self.to_consumer.seq.fetch_add(1, Ordering::Release);
-        park.wake_all(&self.to_consumer.seq);
+        self.to_consumer.notify_closed(park);
     }
 
     /// The consumer closes: the producer's sends fail with `Disconnected`.
     pub fn close_consumer<P: Park>(&self, park: &P) {
         self.closed.fetch_or(CONSUMER_CLOSED, Ordering::SeqCst);
-        self.to_producer.seq.fetch_add(1, Ordering::Release);
-        park.wake_all(&self.to_producer.seq);
+        self.to_producer.notify_closed(park);
+    }
+
+    /// Registers an async waiter for data (`for_data`) or for space: a
+    /// publish (or a consume) from here on calls [`Park::notify_async`] on
+    /// the park it is given, until [`unregister_async`](Self::unregister_async).
+    /// The caller then tries again, and awaits the readiness handle only
+    /// if that fails. `false` (nothing registered) if the count is full.
+    pub fn register_async<P: Park>(&self, park: &P, for_data: bool) -> bool {
+        self.signal(for_data).register_async(park)
+    }
+
+    /// Unregisters what [`register_async`](Self::register_async) registered.
+    pub fn unregister_async(&self, for_data: bool) {
+        self.signal(for_data).unregister_async();
+    }
+
+    fn signal(&self, for_data: bool) -> &Signal {
+        if for_data {
+            &self.to_consumer
+        } else {
+            &self.to_producer
+        }
+    }
+
+    /// Whether a producer or the consumer closed: `PRODUCER_CLOSED` (1) or
+    /// `CONSUMER_CLOSED` (2) bits.
+    pub fn closed_bits(&self) -> u32 {
+        self.closed()
     }
 
     /// Waits until a frame is published (`Ok`), the producer is gone and
@@ -292,6 +318,38 @@ impl<O: Park + Liveness, B: Bytes> Producer<'_, O, B> {
                 return Err(e);
             }
             flags = 0;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left of `msg` from `*sent` on (0: all of it), as
+    /// [`send`](Self::send) does, but resumable: a deadline that passes
+    /// inside the message leaves it open, with `*sent` at the first byte
+    /// not yet in the ring, for a later call (of the same holder of the
+    /// send side) to go on from. A caller that gives up on it instead
+    /// calls [`Writer::abort_pending`], so that it is withdrawn.
+    pub fn send_part(
+        &mut self,
+        msg: &[u8],
+        sent: &mut usize,
+        deadline: Deadline,
+        mut connected: impl FnMut() -> bool,
+    ) -> Result<(), SendError> {
+        let max = max_frame_payload(self.data.len());
+        if *sent == 0 {
+            self.withdraw_if_cut(deadline, &mut connected)?;
+            if msg.is_empty() {
+                return self.wait_write(copy(&[]), FIRST | LAST, deadline, &mut connected).map(drop);
+            }
+        }
+        while *sent < msg.len() {
+            let chunk = &msg[*sent..msg.len().min(*sent + max)];
+            let mut flags = if *sent == 0 { FIRST } else { 0 };
+            if *sent + chunk.len() == msg.len() {
+                flags |= LAST;
+            }
+            self.wait_write(copy(chunk), flags, deadline, &mut connected)?;
+            *sent += chunk.len();
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! How a side of the SPSC ring waits: the spin policy of one blocking call
 //! ([`Waiting`]), and the [`Signal`] each direction of waking parks on.
 
-use crate::park::{Deadline, Park};
+use crate::park::{add_async_waiter, remove_async_waiter, Deadline, Park, ASYNC_WAITER};
 use crate::sync::{
     spin_loop, AtomicU32, Ordering, SpinBudget, PAUSES_BEFORE_YIELD, SPIN_LIMIT, YIELD_COST,
 };
@@ -132,7 +132,8 @@ impl Waiting {
 pub(super) struct Signal {
     /// Bumped by the other side after progress that may have a waiter.
     pub(super) seq: AtomicU32,
-    /// Waiters registered to park on `seq`.
+    /// Waiters registered to park on `seq` (threads), or to await the
+    /// object's readiness handle (tasks, counted as [`ASYNC_WAITER`]s).
     waiting: AtomicU32,
 }
 
@@ -153,14 +154,41 @@ impl Signal {
         self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Called after publishing progress: wakes whoever parked, and makes no
-    /// system call when nobody did.
+    /// Registers an async waiter, which the caller then re-checks its
+    /// condition for and, if it does not hold, awaits the readiness handle
+    /// (after making it, so that a notify from here on reaches it). `false`
+    /// if the count is full.
+    pub(super) fn register_async<P: Park>(&self, park: &P) -> bool {
+        let added = add_async_waiter(&self.waiting);
+        // SYNC POINT: as in `register`.
+        park.heavy_barrier();
+        added
+    }
+
+    pub(super) fn unregister_async(&self) {
+        remove_async_waiter(&self.waiting);
+    }
+
+    /// Called after publishing progress: wakes whoever parked or awaits,
+    /// and makes no system call when nobody does.
     pub(super) fn notify<P: Park>(&self, park: &P) {
         // SYNC POINT: the waker's half of the Dekker pair with `register`.
         park.light_barrier();
-        if self.waiting.load(Ordering::Relaxed) > 0 {
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        if waiting > 0 {
             self.seq.fetch_add(1, Ordering::Release);
-            park.wake_all(&self.seq);
+            crate::park::wake_counted(park, &self.seq, waiting, true);
+        }
+    }
+
+    /// After a side closed (and bumped `seq`): wakes every parked thread,
+    /// and the async waiters if any are registered.
+    pub(super) fn notify_closed<P: Park>(&self, park: &P) {
+        self.seq.fetch_add(1, Ordering::Release);
+        park.wake_all(&self.seq);
+        park.light_barrier();
+        if self.waiting.load(Ordering::Relaxed) >= ASYNC_WAITER {
+            park.notify_async(&self.seq);
         }
     }
 }

@@ -1,0 +1,135 @@
+//! The one loop behind every async form (the `tokio` feature, Linux).
+//!
+//! An async wait does not park a thread. It *attempts* the operation
+//! without waiting (the blocking code's own try path, under the side's lock
+//! where there is one), and when that finds nothing it registers in the
+//! primitive's waiter count as an async waiter (`multiproc_core`'s
+//! [`ASYNC_WAITER`](multiproc_core::ASYNC_WAITER)), has tokio's reactor
+//! watch the object's *bell* (its readiness handle: see `os::ready`), tries
+//! once more (a waker that came in between rang the bell, which the watch
+//! already sees), and then waits for the bell. Every waker that finds an
+//! async waiter registered rings it; one that finds none pays nothing more
+//! than before.
+//!
+//! What no bell announces is watched as well: a peer's hang-up (a Pipe's
+//! link) and, where a lock's holder could die holding it, a periodic check
+//! at the blocking waiters' interval (a private timer).
+//!
+//! Cancel safety: an attempt either completes the operation or leaves no
+//! trace, and between attempts the future holds only its registration,
+//! which its drop undoes. What an operation keeps across awaits (a long
+//! message half received, a long one half sent under the side's lock) is
+//! put back by the drop: see each form.
+
+use crate::os::ready::{Ticker, Watch};
+use crate::os::BorrowedHandle;
+use crate::{Error, ErrorKind, Result};
+use multiproc_core::Liveness;
+use std::future::poll_fn;
+use std::task::Poll;
+
+/// What one attempt found.
+pub(crate) enum Step<T> {
+    /// Done: the outcome.
+    Done(Result<T>),
+    /// What it waits for is not there yet: the bell will say when.
+    Wait,
+    /// A lock it needs is held: the bell says when it is released, and a
+    /// periodic check whether its holder died.
+    Contended,
+}
+
+/// An async waiter's registration in a primitive's waiter count, undone
+/// when dropped (the future ended or was dropped).
+pub(crate) struct Registered<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Registered<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Registers with `add` (`false`: the count is full), undone by `remove`.
+pub(crate) fn register<F: FnMut()>(added: bool, remove: F) -> Result<Registered<F>> {
+    if added {
+        Ok(Registered(remove))
+    } else {
+        Err(Error::new(
+            ErrorKind::Exhausted,
+            "this object has 65,535 async waiters already: no more can register",
+        ))
+    }
+}
+
+/// Attempts after the first that an async wait makes, yielding to the
+/// runtime between them, before it registers and awaits the bell: a peer
+/// on another core usually answers within them (the blocking forms spin
+/// for the same reason), and a task that does not park costs no system
+/// call, neither here nor in the waker.
+const YIELDS: u32 = 8;
+
+/// Runs `attempt` until it is done. `attempt(check)` gets `check` true when
+/// a periodic check is due or a hang-up was seen (it then looks at what no
+/// bell announces: a dead peer, a dead lock holder). `register` is called
+/// once, before the first wait, and its guard kept until the end.
+/// `ready`: the handle whose readability says to try again (an object's
+/// bell, a child's pidfd; without one, attempts are paced by the periodic
+/// check alone); `hangup`: a link whose hang-up also wakes the wait.
+pub(crate) async fn until<T, G>(
+    ready: Option<BorrowedHandle<'_>>,
+    hangup: Option<BorrowedHandle<'_>>,
+    register: impl FnOnce() -> Result<G>,
+    mut attempt: impl FnMut(bool) -> Step<T>,
+) -> Result<T> {
+    let mut contended = false;
+    for round in 0..=YIELDS {
+        match attempt(false) {
+            Step::Done(done) => return done,
+            Step::Wait => {}
+            Step::Contended => contended = true,
+        }
+        if round < YIELDS {
+            tokio::task::yield_now().await;
+        }
+    }
+    let _registered = register()?;
+    let watch = ready.map(Watch::new).transpose().map_err(watching)?;
+    // Nothing rings: the periodic check paces the attempts.
+    contended |= watch.is_none();
+    let hangup = hangup.map(Watch::new).transpose().map_err(watching)?;
+    let mut ticker = None;
+    let mut check = false;
+    loop {
+        match attempt(check) {
+            Step::Done(done) => return done,
+            Step::Wait => {}
+            Step::Contended => contended = true,
+        }
+        if contended && ticker.is_none() {
+            let interval = <crate::os::Os as Liveness>::CHECK_INTERVAL;
+            ticker = Some(Ticker::every(interval).map_err(watching)?);
+        }
+        check = poll_fn(|cx| {
+            let mut woke = None;
+            if let Some(Poll::Ready(ready)) = watch.as_ref().map(|w| w.poll(cx)) {
+                ready?;
+                woke = Some(false);
+            }
+            if let Some(Poll::Ready(ready)) = hangup.as_ref().map(|h| h.poll(cx)) {
+                ready?;
+                woke = Some(true);
+            }
+            if let Some(Poll::Ready(ready)) = ticker.as_ref().map(|t| t.poll(cx)) {
+                ready?;
+                woke = Some(true);
+            }
+            woke.map_or(Poll::Pending, |check| Poll::Ready(Ok::<_, std::io::Error>(check)))
+        })
+        .await
+        .map_err(watching)?;
+    }
+}
+
+fn watching(e: std::io::Error) -> Error {
+    Error::io("awaiting an object's readiness handle (in a tokio runtime with I/O enabled)", e)
+}

@@ -1,0 +1,358 @@
+//! The async forms (the `tokio` feature) with real processes, each test on
+//! a current-thread runtime: one thread, no thread per wait. Every await is
+//! bounded (`tokio::time::timeout`), and children are daemons reaped with
+//! a bound, so a lost wake-up fails a test instead of hanging it.
+#![cfg(all(feature = "tokio", target_os = "linux"))]
+
+mod common;
+use common::*;
+use multiproc::{
+    Connection, ErrorKind, Event, JoinableQueue, Lock, Pipe, Pool, Process, Queue, Semaphore,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::time::timeout;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Polls every future at once from this one task until all are done.
+async fn join_all<T>(futures: Vec<Pin<Box<dyn Future<Output = T> + '_>>>) -> Vec<T> {
+    let mut futures: Vec<_> = futures.into_iter().map(Some).collect();
+    let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, result) in futures.iter_mut().zip(out.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *result = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("every future finished")).collect()
+}
+
+/// Sends its index (and a long tail on every tenth) on each of its pipes,
+/// once told to go.
+fn send_on_each(ends: Vec<Connection>, first: u32, go: Event) -> i32 {
+    if !go.wait_timeout(BOUND) {
+        return 2;
+    }
+    for (i, end) in ends.iter().enumerate() {
+        let n = first + i as u32;
+        let tail = if n % 10 == 0 { vec![n as u8; 100_000] } else { Vec::new() };
+        if end.send(&(n, tail)).is_err() {
+            return 3;
+        }
+    }
+    0
+}
+
+#[test]
+fn one_task_awaits_a_thousand_pipes_from_eight_children() {
+    const CHILDREN: u32 = 8;
+    const PER_CHILD: u32 = 125;
+    let go = Event::new().unwrap();
+    let mut ours = Vec::new();
+    let mut children = Vec::new();
+    for c in 0..CHILDREN {
+        let mut theirs = Vec::new();
+        for _ in 0..PER_CHILD {
+            // Small rings: the long messages go through in pieces.
+            let (a, b) = Pipe::with_capacity(16 << 10, false).unwrap();
+            ours.push(a);
+            theirs.push(b);
+        }
+        let p = child(Process::new(send_on_each, (theirs, c * PER_CHILD, go.clone())));
+        p.start().unwrap();
+        children.push(p);
+    }
+    let got = runtime().block_on(async {
+        let futures = ours
+            .iter()
+            .map(|end| {
+                Box::pin(end.recv_async::<(u32, Vec<u8>)>())
+                    as Pin<Box<dyn Future<Output = multiproc::Result<(u32, Vec<u8>)>>>>
+            })
+            .collect();
+        let all = join_all(futures);
+        // Every receive is registered and waiting before anything is sent.
+        let all = async {
+            tokio::task::yield_now().await;
+            go.set();
+            all.await
+        };
+        timeout(BOUND, all).await.expect("all 1,000 messages within the bound")
+    });
+    for (i, got) in got.into_iter().enumerate() {
+        let (n, tail) = got.unwrap();
+        assert_eq!(n, i as u32);
+        let expected = if n % 10 == 0 { vec![n as u8; 100_000] } else { Vec::new() };
+        assert_eq!(tail, expected, "pipe {i}");
+    }
+    for p in &children {
+        assert_eq!(finish(p), 0);
+    }
+}
+
+/// Waits for the word, then does what it says.
+fn act(orders: Connection, q: Queue<String>, event: Event) -> i32 {
+    loop {
+        match orders.recv_timeout::<String>(BOUND).as_deref() {
+            Ok("put") => q.put(&"item".to_string()).unwrap(),
+            Ok("set") => event.set(),
+            Ok("exit") => return 7,
+            _ => return 2,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Woke {
+    Item(String),
+    Event,
+    Exit(i32),
+}
+
+#[test]
+fn select_wakes_for_a_queue_item_an_event_or_a_child_exit() {
+    let (orders, theirs) = Pipe::new().unwrap();
+    let q = Queue::<String>::new().unwrap();
+    let event = Event::new().unwrap();
+    let p = child(Process::new(act, (theirs, q.clone(), event.clone())));
+    p.start().unwrap();
+    runtime().block_on(async {
+        let mut seen = Vec::new();
+        for order in ["set", "put", "exit"] {
+            orders.send_async(order).await.unwrap();
+            let woke = timeout(BOUND, async {
+                tokio::select! {
+                    item = q.get_async() => Woke::Item(item.unwrap()),
+                    set = event.wait_async() => { set.unwrap(); event.clear(); Woke::Event }
+                    code = p.join_async() => Woke::Exit(code.unwrap()),
+                }
+            })
+            .await
+            .expect("woken within the bound");
+            seen.push(woke);
+        }
+        assert_eq!(seen, [Woke::Event, Woke::Item("item".into()), Woke::Exit(7)]);
+    });
+    assert_eq!(finish(&p), 7);
+}
+
+/// Receives after a pause: the first message must be the one sent after
+/// a send was cancelled half-way.
+fn receive_late(conn: Connection, ready: Event) -> i32 {
+    if !ready.wait_timeout(BOUND) {
+        return 2;
+    }
+    match conn.recv_bytes_timeout(BOUND) {
+        Ok(m) if m == b"after" => 0,
+        Ok(m) => 10 + (m.len() % 100) as i32,
+        Err(_) => 3,
+    }
+}
+
+/// Sends one long message (in pieces, through a small ring).
+fn send_long(conn: Connection, len: usize) -> i32 {
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    conn.send_bytes(&body).map_or(3, |()| 0)
+}
+
+#[test]
+fn cancelling_mid_message_tears_and_loses_nothing() {
+    let rt = runtime();
+    // A send cancelled half-way is withdrawn: the next message is whole.
+    let (ours, theirs) = Pipe::with_capacity(64 << 10, true).unwrap();
+    let ready = Event::new().unwrap();
+    let p = child(Process::new(receive_late, (theirs, ready.clone())));
+    p.start().unwrap();
+    rt.block_on(async {
+        let long = vec![9u8; 4 << 20];
+        // Nobody reads yet: the ring fills, and the send waits mid-message.
+        let cut = timeout(Duration::from_millis(50), ours.send_bytes_async(&long)).await;
+        assert!(cut.is_err(), "a 4 MiB message cannot fit a 64 KiB ring unread");
+        ready.set();
+        timeout(BOUND, ours.send_bytes_async(b"after")).await.unwrap().unwrap();
+    });
+    assert_eq!(finish(&p), 0);
+
+    // A receive cancelled again and again mid-message keeps what it has:
+    // the message arrives whole.
+    let (ours, theirs) = Pipe::with_capacity(64 << 10, true).unwrap();
+    let len = 8 << 20;
+    let p = child(Process::new(send_long, (theirs, len)));
+    p.start().unwrap();
+    let (message, cancelled) = rt.block_on(async {
+        let mut cancelled = 0u32;
+        let got = timeout(BOUND, async {
+            loop {
+                match timeout(Duration::from_micros(300), ours.recv_bytes_async()).await {
+                    Ok(got) => break got,
+                    Err(_) => cancelled += 1,
+                }
+            }
+        })
+        .await
+        .expect("the message within the bound");
+        (got.unwrap(), cancelled)
+    });
+    assert_eq!(message.len(), len);
+    assert!(message.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert_eq!(finish(&p), 0);
+    eprintln!("receive cancelled {cancelled} times mid-stream");
+}
+
+/// Holds `lock`, tells, then sleeps until killed.
+fn hold_and_sleep(lock: Lock, held: Event) {
+    lock.acquire().unwrap();
+    held.set();
+    std::thread::sleep(BOUND);
+}
+
+#[test]
+fn a_killed_peer_ends_every_await_with_its_outcome() {
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = child(Process::new(hold_and_sleep, (lock.clone(), held.clone())));
+    p.start().unwrap();
+    assert!(held.wait_timeout(BOUND));
+    let rt = runtime();
+    rt.block_on(async {
+        let pid = p.pid().unwrap();
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            kill_pid(pid);
+        };
+        let waits = async {
+            let code = p.join_async();
+            let locked = lock.acquire_async();
+            let (code, locked, ()) = tokio::join!(code, locked, killer);
+            (code, locked)
+        };
+        let (code, locked) = timeout(BOUND, waits).await.expect("no await hangs");
+        assert_eq!(code.unwrap(), KILLED);
+        assert_eq!(locked.unwrap_err().kind(), ErrorKind::OwnerDied);
+        assert!(lock.is_locked(), "taken over by the awaiting process");
+        lock.release().unwrap();
+    });
+
+    // A pipe whose only peer is SIGKILLed mid-wait: Disconnected.
+    let (ours2, theirs2) = Pipe::new().unwrap();
+    let held2 = Event::new().unwrap();
+    let p2 = child(Process::new(hold_pipe, (theirs2, held2.clone())));
+    p2.start().unwrap();
+    assert!(held2.wait_timeout(BOUND));
+    rt.block_on(async {
+        let pid = p2.pid().unwrap();
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            kill_pid(pid);
+        };
+        let (got, ()) = timeout(BOUND, async { tokio::join!(ours2.recv_bytes_async(), killer) })
+            .await
+            .expect("no await hangs");
+        assert_eq!(got.unwrap_err().kind(), ErrorKind::Disconnected);
+    });
+    assert_eq!(finish(&p2), KILLED);
+}
+
+/// Keeps its end of a pipe until killed.
+fn hold_pipe(end: Connection, held: Event) {
+    held.set();
+    std::thread::sleep(BOUND);
+    drop(end);
+}
+
+/// Takes `n` permits and puts `n` items, each after the parent's await
+/// started.
+fn release_and_put(sem: Semaphore, q: JoinableQueue<u32>, n: u32) -> i32 {
+    for i in 0..n {
+        std::thread::sleep(Duration::from_millis(2));
+        sem.release().unwrap();
+        q.put(&i).unwrap();
+    }
+    if q.join_timeout(BOUND).unwrap() {
+        0
+    } else {
+        2
+    }
+}
+
+#[test]
+fn semaphores_and_joinable_queues_await_across_processes() {
+    let sem = Semaphore::new(0).unwrap();
+    let q = JoinableQueue::<u32>::new().unwrap();
+    let n = 20;
+    let p = child(Process::new(release_and_put, (sem.clone(), q.clone(), n)));
+    p.start().unwrap();
+    runtime().block_on(async {
+        for i in 0..n {
+            timeout(BOUND, sem.acquire_async()).await.unwrap().unwrap();
+            assert_eq!(timeout(BOUND, q.get_async()).await.unwrap().unwrap(), i);
+            q.task_done().unwrap();
+        }
+    });
+    assert_eq!(finish(&p), 0);
+    assert_eq!(sem.get_value(), 0);
+}
+
+fn square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(1));
+    x * x
+}
+
+#[test]
+fn a_pool_result_is_awaited() {
+    let pool = Pool::new(2).unwrap();
+    runtime().block_on(async {
+        let one = pool.apply_async(square, (7,)).unwrap();
+        let many = pool.map_async(square, 0..100u64).unwrap();
+        let (one, many) = timeout(BOUND, async { tokio::join!(one, many.get_async()) })
+            .await
+            .expect("results within the bound");
+        assert_eq!(one.unwrap(), 49);
+        assert_eq!(many.unwrap(), (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_dropped_await_leaves_no_registration_behind() {
+    let (ours, theirs) = Pipe::new().unwrap();
+    let event = Event::new().unwrap();
+    let q = Queue::<u8>::new().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        for _ in 0..100 {
+            assert!(timeout(Duration::from_micros(200), ours.recv_bytes_async()).await.is_err());
+            assert!(timeout(Duration::from_micros(200), event.wait_async()).await.is_err());
+            assert!(timeout(Duration::from_micros(200), q.get_async()).await.is_err());
+        }
+    });
+    // Nothing stays registered (a leaked registration would cost every
+    // later set a bell's write), and later awaits still complete.
+    assert_eq!(multiproc::__testing::async_waiters(&event), 0);
+    theirs.send_bytes(b"x").unwrap();
+    event.set();
+    q.put(&1).unwrap();
+    rt.block_on(async {
+        assert_eq!(timeout(BOUND, ours.recv_bytes_async()).await.unwrap().unwrap(), b"x");
+        timeout(BOUND, event.wait_async()).await.unwrap().unwrap();
+        assert_eq!(timeout(BOUND, q.get_async()).await.unwrap().unwrap(), 1);
+    });
+}
