@@ -80,7 +80,7 @@ impl Deadline {
     pub(crate) fn core(self) -> multiproc_core::Deadline {
         match self {
             Deadline::Never => multiproc_core::Deadline::NEVER,
-            Deadline::Passed => multiproc_core::Deadline::now(&Os),
+            Deadline::Passed => multiproc_core::Deadline::PASSED,
             Deadline::At(t) => {
                 multiproc_core::Deadline::after(&Os, t.saturating_duration_since(Instant::now()))
             }

@@ -21,6 +21,8 @@
 // sides): the rest is compiled there but unused.
 #![cfg_attr(windows, allow(dead_code))]
 
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+mod asyncs;
 #[cfg(unix)]
 mod floor;
 #[cfg(windows)]
@@ -261,6 +263,10 @@ fn workloads() -> Vec<Workload> {
             .chain(peers(PeerWorkload::RoundTrip))
             .collect(),
         ),
+    ]
+    .into_iter()
+    .chain(async_workloads(rt))
+    .chain([
         workload(
             "Connection round trip, 8 B, Unix socket",
             "us",
@@ -469,10 +475,44 @@ fn workloads() -> Vec<Workload> {
                 floor("spinning line", move |s| floor::spin_round_trip(rt(s))),
             ],
         ),
-    ]
-    .into_iter()
+    ])
     .chain(scale_workloads())
     .collect()
+}
+
+/// The async forms (built with `--features tokio`, Linux): a Pipe's round
+/// trip against tokio's own `UnixStream`, and a Queue against its blocking
+/// form, both sides awaiting on current-thread runtimes.
+#[cfg(all(feature = "tokio", target_os = "linux"))]
+fn async_workloads(rt: impl Fn(Scale) -> u64 + Copy + 'static) -> Vec<Workload> {
+    vec![
+        workload(
+            "Pipe round trip, 8 B, async (tokio)",
+            "us",
+            false,
+            vec![
+                ours(move |s| asyncs::pipe_round_trip(rt(s))),
+                rival("tokio UnixStream", move |s| asyncs::tokio_unix_round_trip(rt(s))),
+                rival("multiproc, blocking", move |s| ours::pipe_round_trip(rt(s))),
+            ],
+        ),
+        workload(
+            "Queue 1->1, 8 B, async (tokio)",
+            "M msg/s",
+            true,
+            vec![
+                ours(|s| asyncs::queue_throughput(s.n(1_000_000, 10_000_000))),
+                rival("multiproc, blocking", |s| {
+                    ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8, false)
+                }),
+            ],
+        ),
+    ]
+}
+
+#[cfg(not(all(feature = "tokio", target_os = "linux")))]
+fn async_workloads(_rt: impl Fn(Scale) -> u64 + Copy + 'static) -> Vec<Workload> {
+    Vec::new()
 }
 
 /// Making many small objects: time per object, memory per 1,000; each

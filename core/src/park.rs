@@ -149,11 +149,16 @@ impl Deadline {
         Deadline(Some(park.now()))
     }
 
+    /// Passed before any moment the clock gives: for `try_` forms and
+    /// attempts, which then never read the clock to learn it.
+    pub const PASSED: Deadline = Deadline(Some(Duration::ZERO));
+
     /// Time left, `Some(None)` for no deadline, `None` when it has passed.
     #[inline]
     pub fn remaining<P: Park + ?Sized>(&self, park: &P) -> Option<Option<Duration>> {
         match self.0 {
             None => Some(None),
+            Some(at) if at.is_zero() => None,
             Some(at) => {
                 let now = park.now();
                 if now >= at {
