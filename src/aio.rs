@@ -137,6 +137,44 @@ pub(crate) async fn until<T, G>(
     }
 }
 
+/// Waits until one of `handles` is ready (to write if `write`, else to
+/// read; a hang-up counts), or `tick` passed. Each call watches afresh,
+/// and a fresh watch reports what is ready already: nothing that became
+/// ready after the caller last looked is missed. For handles the kernel
+/// keeps ready while they are (sockets), unlike bells.
+pub(crate) async fn ready_any(
+    handles: &[BorrowedHandle<'_>],
+    write: bool,
+    tick: Option<std::time::Duration>,
+) -> Result<()> {
+    let watches: Vec<Watch> = handles
+        .iter()
+        .map(|&h| Watch::with(h, write))
+        .collect::<std::io::Result<_>>()
+        .map_err(watching)?;
+    let ticker = tick.map(Ticker::every).transpose().map_err(watching)?;
+    poll_fn(|cx| {
+        let mut woke = false;
+        for w in &watches {
+            if let Poll::Ready(ready) = w.poll(cx) {
+                ready?;
+                woke = true;
+            }
+        }
+        if let Some(Poll::Ready(ready)) = ticker.as_ref().map(|t| t.poll(cx)) {
+            ready?;
+            woke = true;
+        }
+        if woke {
+            Poll::Ready(Ok::<_, std::io::Error>(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+    .map_err(watching)
+}
+
 fn watching(e: std::io::Error) -> Error {
     Error::io("awaiting an object's readiness handle (in a tokio runtime with I/O enabled)", e)
 }

@@ -527,6 +527,25 @@ mod tests {
         assert!(back.release().is_err(), "a received semaphore keeps its bound");
     }
 
+    #[test]
+    #[cfg(mp_async)]
+    fn a_readiness_handle_that_is_no_bell_is_corrupt() {
+        use crate::os::AsHandle;
+        let array = Array::new(&[0u8; 8192]).unwrap();
+        let segment = || duplicate(array.object().home_handle());
+        let bytes = postcard::to_allocvec(&Wire::Segment { handle: 0, bell: Some(1) }).unwrap();
+        let receive = |bell: OwnedHandle| {
+            provide(vec![segment(), bell], || postcard::from_bytes::<Array<u8>>(&bytes))
+                .map_err(|_| take_failure().expect("a recorded cause").kind())
+        };
+        let plain: OwnedHandle =
+            std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into();
+        assert_eq!(receive(plain).err(), Some(ErrorKind::Corrupt));
+        let bell = crate::os::ready::Bell::new().unwrap();
+        let array: Array<u8> = receive(duplicate(bell.as_handle().as_raw_handle())).unwrap();
+        assert!(array.object().bell().is_some());
+    }
+
     /// The bytes of a slot reference as a message carries it (handle index 0).
     fn forged(arena: u64, slot: u32, generation: u32) -> Vec<u8> {
         postcard::to_allocvec(&Wire::Slot { handle: 0, bell: None, arena, slot, generation })

@@ -356,3 +356,86 @@ fn a_dropped_await_leaves_no_registration_behind() {
         assert_eq!(timeout(BOUND, q.get_async()).await.unwrap().unwrap(), 1);
     });
 }
+
+const KEY: &[u8] = b"an async listener's key, 16 bytes+";
+
+/// Connects, sends `count` numbers and a long message, and checks each
+/// reply.
+fn socket_client(address: multiproc::connection::Address, count: u32) -> i32 {
+    let Ok(conn) = multiproc::connection::Client::connect_timeout(address, KEY, BOUND) else {
+        return 2;
+    };
+    for i in 0..count {
+        conn.send(&i).unwrap();
+        if conn.recv_timeout::<u32>(BOUND).ok() != Some(i + 1) {
+            return 3;
+        }
+    }
+    let long: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    conn.send_bytes(&long).unwrap();
+    match conn.recv_bytes_timeout(BOUND) {
+        Ok(back) if back == long => 0,
+        _ => 4,
+    }
+}
+
+#[test]
+fn a_listener_accepts_and_a_socket_connection_talks_awaiting() {
+    use multiproc::connection::{Address, Listener};
+    let listener = Listener::bind(Address::arbitrary_unix().unwrap(), KEY).unwrap();
+    let p = child(Process::new(socket_client, (listener.address().clone(), 20)));
+    p.start().unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let conn = timeout(BOUND, listener.accept_async()).await.unwrap().unwrap();
+        for i in 0..20u32 {
+            let got: u32 = timeout(BOUND, conn.recv_async()).await.unwrap().unwrap();
+            assert_eq!(got, i);
+            timeout(BOUND, conn.send_async(&(i + 1))).await.unwrap().unwrap();
+        }
+        // A long message, its receive cancelled again and again: whole.
+        let long = loop {
+            match timeout(Duration::from_micros(200), conn.recv_bytes_async()).await {
+                Ok(got) => break got.unwrap(),
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(long.len(), 4 << 20);
+        // Sent back while the peer reads: the socket fills, the send waits.
+        timeout(BOUND, conn.send_bytes_async(&long)).await.unwrap().unwrap();
+    });
+    assert_eq!(finish(&p), 0);
+}
+
+/// Sends on the `which`th pipe after a pause; keeps the others open
+/// until told.
+fn send_later(ends: Vec<Connection>, which: usize, done: Event) -> i32 {
+    std::thread::sleep(Duration::from_millis(30));
+    let sent = ends[which].send(&7u8).map_or(2, |()| 0);
+    done.wait_timeout(BOUND);
+    sent
+}
+
+#[test]
+fn connection_wait_sleeps_on_pipes_and_wakes_for_the_one_that_sends() {
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..50 {
+        let (a, b) = Pipe::new().unwrap();
+        ours.push(a);
+        theirs.push(b);
+    }
+    let done = Event::new().unwrap();
+    let p = child(Process::new(send_later, (theirs, 31, done.clone())));
+    p.start().unwrap();
+    let all: Vec<&Connection> = ours.iter().collect();
+    assert_eq!(multiproc::connection::wait(&all, Some(Duration::from_millis(1))).unwrap(), []);
+    let ready = multiproc::connection::wait(&all, Some(BOUND)).unwrap();
+    assert_eq!(ready, [31]);
+    assert_eq!(ours[31].recv::<u8>().unwrap(), 7);
+    done.set();
+    assert_eq!(finish(&p), 0);
+    // The child is gone: every end reads as ready (its peer hung up).
+    let ready = multiproc::connection::wait(&all, Some(BOUND)).unwrap();
+    assert_eq!(ready.len(), 50);
+}

@@ -89,6 +89,52 @@ impl AsFd for Tick {
     }
 }
 
+/// Handles watched edge-triggered by one thread that blocks (an epoll
+/// instance): what `connection::wait` sleeps on, bells included (a bell,
+/// never read, stays readable: a level-triggered `poll(2)` would never
+/// sleep on it again).
+#[derive(Debug)]
+pub struct Edges {
+    epoll: OwnedFd,
+    /// Duplicates of the handles watched (so one handle may be added twice).
+    watched: Vec<OwnedFd>,
+}
+
+impl Edges {
+    pub fn new() -> io::Result<Edges> {
+        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
+        Ok(Edges { epoll, watched: Vec::new() })
+    }
+
+    /// Watches `fd` for readability and hang-up. A handle ready already
+    /// reports it at the first [`wait`](Self::wait).
+    pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        use rustix::event::epoll::{add, EventData, EventFlags};
+        let fd = fd.try_clone_to_owned()?;
+        let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+        add(&self.epoll, &fd, EventData::new_u64(self.watched.len() as u64), flags)?;
+        self.watched.push(fd);
+        Ok(())
+    }
+
+    /// Sleeps until a watched handle becomes ready (`true`) or `timeout`
+    /// passes (`None`: no limit); a signal returns `true` early, as a
+    /// spurious wake.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut events = Vec::with_capacity(16);
+        let timeout = timeout.map(|t| Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as _,
+            tv_nsec: t.subsec_nanos() as _,
+        });
+        let buffer = rustix::buffer::spare_capacity(&mut events);
+        match rustix::event::epoll::wait(&self.epoll, buffer, timeout.as_ref()) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +148,21 @@ mod tests {
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         let err = Bell::from_received(OwnedFd::from(file)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn edges_see_each_ring_once_and_sleep_between() {
+        let bell = Bell::new().unwrap();
+        bell.ring();
+        let mut edges = Edges::new().unwrap();
+        edges.add(bell.as_fd()).unwrap();
+        edges.add(bell.as_fd()).unwrap();
+        // Rung before: reported once, then quiet.
+        assert!(edges.wait(Some(Duration::ZERO)).unwrap());
+        assert!(!edges.wait(Some(Duration::from_millis(5))).unwrap());
+        bell.ring();
+        assert!(edges.wait(Some(Duration::from_secs(5))).unwrap());
+        assert!(!edges.wait(Some(Duration::ZERO)).unwrap());
     }
 
     #[test]

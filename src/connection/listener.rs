@@ -296,6 +296,40 @@ impl Listener {
         self.accept_until(Deadline::after(timeout))
     }
 
+    /// [`accept`](Self::accept), awaited without blocking a thread (the
+    /// `tokio` feature, Linux): the listener and every handshake under way
+    /// are watched by the runtime. Cancel-safe: a future dropped with
+    /// handshakes under way leaves them to the next accept (as a timed-out
+    /// accept does).
+    #[cfg(mp_async)]
+    pub async fn accept_async(&self) -> Result<Connection> {
+        use crate::os::AsHandle;
+        let listening = match &self.socket {
+            ListenSocket::Tcp(l) => l.as_handle(),
+            ListenSocket::Unix(l) => l.as_handle(),
+        };
+        let Some(key) = self.policy.authkey.clone() else {
+            loop {
+                if let Some(socket) = self.try_accept()? {
+                    return Ok(Connection::stream(Stream::new(socket, self.policy.max_message)));
+                }
+                crate::aio::ready_any(&[listening], false, None).await?;
+            }
+        };
+        let mut shake = Shake { listener: self, under_way: std::mem::take(&mut *self.lock()) };
+        loop {
+            if let Some(outcome) = shake.step(&key)? {
+                return outcome;
+            }
+            let mut watched = vec![listening];
+            watched.extend(shake.under_way.iter().map(|h| net::socket_handle(h.stream.socket())));
+            // A handshake that stalls is dropped at its deadline: look
+            // again at a tenth of the timeout while any is under way.
+            let tick = (!shake.under_way.is_empty()).then_some(HANDSHAKE_TICK);
+            crate::aio::ready_any(&watched, false, tick).await?;
+        }
+    }
+
     fn accept_until(&self, until: Deadline) -> Result<Connection> {
         let Some(key) = self.policy.authkey.clone() else {
             return self.accept_plain(until);
@@ -389,6 +423,11 @@ impl Listener {
         Listener::new(socket, address, policy, unlink, DEFAULT_MAX_PENDING)
     }
 }
+
+/// How often an async accept looks at the deadlines of the handshakes
+/// under way.
+#[cfg(mp_async)]
+const HANDSHAKE_TICK: Duration = Duration::from_millis(100);
 
 /// The handshakes one `accept` call has taken out of its listener; put
 /// back, for the next call, however the call ends.

@@ -43,11 +43,15 @@ pub use listener::{
 };
 pub use stream::DEFAULT_MAX_MESSAGE;
 
-use stream::{poll_many, Stream};
+#[cfg(not(mp_async))]
+use stream::poll_many;
+use stream::Stream;
 
 use crate::channel::Outgoing;
 use crate::handles::{self, HandleIn, HandleOut};
-use crate::os::net::{self, Interest, Watch};
+use crate::os::net;
+#[cfg(not(mp_async))]
+use crate::os::net::{Interest, Watch};
 use crate::os::BorrowedHandle;
 use crate::time::Deadline;
 use crate::{Error, ErrorKind, Result};
@@ -357,14 +361,16 @@ impl Connection {
     }
 
     /// Sends `value`, awaiting room without blocking a thread (the `tokio`
-    /// feature, Linux; a Pipe's connections). Cancel-safe: a future dropped
-    /// before the message was whole in the pipe sent nothing (what it had
-    /// written is withdrawn); one dropped later had sent it.
+    /// feature, Linux). Cancel-safe: on a Pipe, a future dropped before the
+    /// message was whole in the pipe sent nothing (what it had written is
+    /// withdrawn); on a socket, one dropped part-way leaves the message's
+    /// rest to go before the next message, as a timed-out send does, so
+    /// the peer never sees it torn.
     #[cfg(mp_async)]
     pub async fn send_async<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         match self.open()? {
             Inner::Ring(r) => r.send_value_async(value).await,
-            Inner::Stream(_) => Err(no_async()),
+            Inner::Stream(s) => s.send_async(&encode_plain(value)?).await,
         }
     }
 
@@ -373,13 +379,13 @@ impl Connection {
     pub async fn send_bytes_async(&self, bytes: &[u8]) -> Result<()> {
         match self.open()? {
             Inner::Ring(r) => r.send_bytes_async(bytes).await,
-            Inner::Stream(_) => Err(no_async()),
+            Inner::Stream(s) => s.send_async(bytes).await,
         }
     }
 
     /// Receives a value sent by [`send`](Self::send), awaiting it without
-    /// blocking a thread (the `tokio` feature, Linux; a Pipe's
-    /// connections). `Disconnected` once the peer is gone (closed, or its
+    /// blocking a thread (the `tokio` feature, Linux). `Disconnected` once
+    /// the peer is gone (closed, or its
     /// process died) and everything it sent was received. Cancel-safe: a
     /// future dropped before it completes took no message (a long one half
     /// received is kept for this handle's next receive).
@@ -387,7 +393,7 @@ impl Connection {
     pub async fn recv_async<T: DeserializeOwned>(&self) -> Result<T> {
         match self.open()? {
             Inner::Ring(r) => r.recv_value_async().await,
-            Inner::Stream(_) => Err(no_async()),
+            Inner::Stream(s) => decode_plain(&s.recv_async(s.max_message()).await?),
         }
     }
 
@@ -396,7 +402,7 @@ impl Connection {
     pub async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
         match self.open()? {
             Inner::Ring(r) => r.recv_bytes_async().await,
-            Inner::Stream(_) => Err(no_async()),
+            Inner::Stream(s) => s.recv_async(s.max_message()).await,
         }
     }
 
@@ -523,6 +529,7 @@ impl Connection {
 
     /// What [`wait`] sleeps on: a stream's readability (a message), or a
     /// Pipe's companion link's hang-up; and whether it is a stream.
+    #[cfg(not(mp_async))]
     fn wake_watch(&self) -> (Watch<'_>, bool) {
         match &self.inner {
             Inner::Ring(r) => (net::link_watch(r.socket(), Interest::HangUp), false),
@@ -610,9 +617,49 @@ impl fmt::Debug for Connection {
 /// timeout. `None` waits without limit. Python's
 /// `multiprocessing.connection.wait`.
 ///
+/// With the `tokio` feature (Linux) the wait is one sleep on every
+/// connection at once, Pipes included: it registers for each Pipe's
+/// messages as an async waiter does, so that a send rings the Pipe's bell,
+/// and sleeps on the bells and sockets together (edge-triggered).
+#[cfg(mp_async)]
+pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let until = timeout.map_or(Deadline::NEVER, Deadline::after);
+    let ready = || (0..connections.len()).filter(|&i| connections[i].poll()).collect::<Vec<_>>();
+    let now = ready();
+    if !now.is_empty() || until.passed() {
+        return Ok(now);
+    }
+    let watching = |e| Error::io("watching connections", e);
+    let mut edges = crate::os::ready::Edges::new().map_err(watching)?;
+    let mut registered = Vec::new();
+    for c in connections {
+        let Ok(inner) = c.open() else { continue };
+        match inner {
+            Inner::Ring(r) if r.readable() => {
+                let (registration, handles) = r.watch_incoming()?;
+                registered.push(registration);
+                for h in handles.into_iter().flatten() {
+                    edges.add(h).map_err(watching)?;
+                }
+            }
+            Inner::Ring(r) => edges.add(r.socket()).map_err(watching)?,
+            Inner::Stream(s) => edges.add(net::socket_handle(s.socket())).map_err(watching)?,
+        }
+    }
+    loop {
+        let now = ready();
+        if !now.is_empty() || until.passed() {
+            return Ok(now);
+        }
+        edges.wait(until.left()).map_err(watching)?;
+    }
+}
+
 /// Socket connections are waited on with one `poll(2)`. A Pipe's messages
 /// arrive through shared memory, not a file descriptor, so while any Pipe
-/// is among them the wait wakes every 50 µs, backing off to 1 ms, to look.
+/// is among them the wait wakes every 50 µs, backing off to 1 ms, to look
+/// (with the `tokio` feature on Linux, it sleeps on them all instead).
+#[cfg(not(mp_async))]
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
     let has_ring = connections.iter().any(|c| !c.wake_watch().1);
@@ -635,13 +682,4 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         };
         poll_many(&mut fds, slice_end)?;
     }
-}
-
-/// What a socket connection's async forms answer, for now.
-#[cfg(mp_async)]
-fn no_async() -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        "async forms are not implemented for socket connections yet, only for a Pipe's",
-    )
 }

@@ -246,6 +246,22 @@ impl RingEnd {
         link.recv_value(&self.stash, deadline, || self.peer_here())
     }
 
+    /// Registers for this end's incoming messages as an async waiter would
+    /// (so a send rings the bell), and the handles to watch: the bell and
+    /// the link (a hang-up). For `connection::wait`.
+    #[cfg(mp_async)]
+    pub(crate) fn watch_incoming(
+        &self,
+    ) -> Result<(impl Sized + '_, [Option<BorrowedHandle<'_>>; 2])> {
+        let link = self.link(false)?;
+        let ring = &link.channel.ring;
+        let registered =
+            crate::aio::register(ring.register_async(&crate::os::Os, true), move || {
+                ring.unregister_async(true)
+            })?;
+        Ok((registered, [self.segment.obj.ready(), Some(self.socket.as_handle())]))
+    }
+
     /// [`recv_value`](Self::recv_value), awaited (see `aio.rs`).
     #[cfg(mp_async)]
     pub(crate) async fn recv_value_async<T: DeserializeOwned>(&self) -> Result<T> {

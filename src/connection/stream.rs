@@ -163,6 +163,11 @@ struct Input {
     kept: Option<Vec<u8>>,
 }
 
+/// How often an async call looks again while another call has the
+/// stream's state out.
+#[cfg(mp_async)]
+const BUSY_TICK: Duration = Duration::from_millis(1);
+
 pub(crate) struct Stream {
     socket: Socket,
     max: AtomicUsize,
@@ -403,6 +408,93 @@ impl Stream {
                 Err(e) => return Err(socket_error("sending", e)),
             }
         }
+    }
+
+    /// [`recv`](Self::recv) awaited (see `aio.rs`): each attempt reads
+    /// what the socket has without waiting (a message half read stays in
+    /// `input`, for the next receive), then the task awaits readability.
+    #[cfg(mp_async)]
+    pub(crate) async fn recv_async(&self, max: usize) -> Result<Vec<u8>> {
+        self.check_open()?;
+        loop {
+            let busy = match self.input.take(Deadline::now()) {
+                Ok(mut input) => {
+                    if let Some(kept) = input.kept.take() {
+                        return Ok(kept);
+                    }
+                    match self.recv_locked(&mut input, max, Deadline::now()) {
+                        Err(e) if e.is_timeout() => false,
+                        got => return got,
+                    }
+                }
+                // Another call reads: look again at its pace.
+                Err(_) => true,
+            };
+            let tick = busy.then_some(BUSY_TICK);
+            crate::aio::ready_any(&[self.socket()], false, tick).await?;
+        }
+    }
+
+    /// [`send`](Self::send) awaited: what does not fit the socket now is
+    /// kept and sent as room comes. A future dropped part-way leaves the
+    /// message's rest to go before the next message (as a timed-out send
+    /// does), so the peer never sees it torn.
+    #[cfg(mp_async)]
+    pub(crate) async fn send_async(&self, payload: &[u8]) -> Result<()> {
+        self.check_open()?;
+        let mut started = false;
+        loop {
+            let busy = match self.output.take(Deadline::now()) {
+                Ok(mut pending) => match self.send_some_now(&mut pending, payload, &mut started) {
+                    Err(e) if e.is_timeout() => false,
+                    sent => return sent,
+                },
+                Err(_) => true,
+            };
+            let tick = busy.then_some(BUSY_TICK);
+            crate::aio::ready_any(&[self.socket()], true, tick).await?;
+        }
+    }
+
+    /// One attempt of [`send_async`](Self::send_async): flushes what is
+    /// pending (an earlier message's rest, or this one's once `started`),
+    /// then writes this message, keeping what did not fit. `Timeout`: wait
+    /// for room.
+    #[cfg(mp_async)]
+    fn send_some_now(
+        &self,
+        pending: &mut Vec<u8>,
+        payload: &[u8],
+        started: &mut bool,
+    ) -> Result<()> {
+        while !pending.is_empty() {
+            let n = self.write_some(&[IoSlice::new(pending)], Deadline::now())?;
+            pending.drain(..n);
+        }
+        if *started {
+            return Ok(());
+        }
+        let (head, head_len) = header(payload.len());
+        let total = head_len + payload.len();
+        let mut done = 0;
+        while done < total {
+            let (h, p) = if done < head_len {
+                (&head[done..head_len], payload)
+            } else {
+                (&[][..], &payload[done - head_len..])
+            };
+            match self.write_some(&[IoSlice::new(h), IoSlice::new(p)], Deadline::now()) {
+                Ok(n) => done += n,
+                Err(e) if e.is_timeout() && done > 0 => {
+                    pending.extend_from_slice(h);
+                    pending.extend_from_slice(p);
+                    *started = true;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Sleeps until the socket is ready for `flags` (or hung up), or the

@@ -77,6 +77,7 @@ pub(crate) mod net {
     }
 
     /// Watches the link beside a channel.
+    #[cfg_attr(mp_async, allow(dead_code))]
     pub(crate) fn link_watch(link: BorrowedHandle<'_>, interest: Interest) -> Watch<'_> {
         Watch::new(link, interest)
     }
@@ -170,7 +171,7 @@ pub(crate) mod ready {
     use super::{BorrowedHandle, OwnedHandle};
     use multiproc_core::sync::AtomicU32;
     use multiproc_core::{Liveness, Park};
-    pub(crate) use multiproc_posix::bell::{Bell, Tick};
+    pub(crate) use multiproc_posix::bell::{Bell, Edges, Tick};
     use std::collections::BTreeMap;
     use std::io;
     use std::sync::{Arc, RwLock, Weak};
@@ -279,25 +280,33 @@ pub(crate) mod ready {
     /// A handle the current tokio runtime's reactor watches for
     /// readability: a duplicate, so that any number of waits (of any
     /// number of tasks) may watch one handle at once.
-    pub(crate) struct Watch(AsyncFd<OwnedHandle>);
+    pub(crate) struct Watch(AsyncFd<OwnedHandle>, bool);
 
     impl Watch {
         /// `Err` outside a tokio runtime, or in one without its I/O driver.
         pub(crate) fn new(handle: BorrowedHandle<'_>) -> io::Result<Watch> {
+            Watch::with(handle, false)
+        }
+
+        /// Watches for room to write (`write`) or for readability.
+        pub(crate) fn with(handle: BorrowedHandle<'_>, write: bool) -> io::Result<Watch> {
             tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+            let interest = if write { Interest::WRITABLE } else { Interest::READABLE };
             let fd = handle.try_clone_to_owned()?;
             #[allow(unsafe_code)]
             // SAFETY: an OwnedFd owns its descriptor: it stays open, the
             // same description, for as long as the AsyncFd holds it.
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-                .map(Watch)
+            unsafe { AsyncFd::register_with_interest(fd, interest) }
+                .map(|fd| Watch(fd, write))
                 .map_err(io::Error::from)
         }
 
-        /// Ready once the handle became readable (or hung up) since the
-        /// last time this returned ready.
+        /// Ready once the handle became ready (or hung up) since the last
+        /// time this returned ready.
         pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            match self.0.poll_read_ready(cx) {
+            let ready =
+                if self.1 { self.0.poll_write_ready(cx) } else { self.0.poll_read_ready(cx) };
+            match ready {
                 Poll::Ready(Ok(mut ready)) => {
                     ready.clear_ready();
                     Poll::Ready(Ok(()))
