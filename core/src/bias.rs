@@ -150,11 +150,7 @@ impl BiasedLock {
             return Some(Acquired::Clean);
         }
         let mut how = self.lock.recover(os, me, in_transition)?;
-        let revoking = self.bias.load(Ordering::Relaxed) != 0;
-        if revoking {
-            self.bias.store(0, Ordering::Relaxed);
-            self.cooldown.store(COOLDOWN, Ordering::Relaxed);
-        }
+        let revoking = self.revoke();
         if revoking || how == Acquired::OwnerDied {
             // SYNC POINT: the revoker's half of the Dekker pair.
             os.heavy_barrier();
@@ -221,6 +217,17 @@ impl BiasedLock {
         }
     }
 
+    /// Holding `lock`: clears the bias if one is set (a revocation, after
+    /// which the biased thread must be waited for); whether it was.
+    fn revoke(&self) -> bool {
+        let revoking = self.bias.load(Ordering::Relaxed) != 0;
+        if revoking {
+            self.bias.store(0, Ordering::Relaxed);
+            self.cooldown.store(COOLDOWN, Ordering::Relaxed);
+        }
+        revoking
+    }
+
     #[cold]
     fn lock_slow<O: Park + Liveness>(
         &self,
@@ -229,11 +236,7 @@ impl BiasedLock {
         deadline: Deadline,
     ) -> Result<Acquired, Error> {
         let mut how = self.lock.lock(os, me, deadline)?;
-        let revoking = self.bias.load(Ordering::Relaxed) != 0;
-        if revoking {
-            self.bias.store(0, Ordering::Relaxed);
-            self.cooldown.store(COOLDOWN, Ordering::Relaxed);
-        }
+        let revoking = self.revoke();
         // A dead holder of `lock` may have revoked, and died before it
         // waited for the biased thread: wait for it then too.
         if revoking || how == Acquired::OwnerDied {

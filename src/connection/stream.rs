@@ -233,10 +233,27 @@ impl Stream {
     pub(crate) fn send(&self, payload: &[u8], deadline: Deadline) -> Result<()> {
         self.check_open()?;
         let mut pending = self.output.take(deadline)?;
+        self.flush(&mut pending, deadline)?;
+        self.write_message(&mut pending, payload, deadline)
+    }
+
+    /// Writes what an earlier message left `pending`.
+    fn flush(&self, pending: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
         while !pending.is_empty() {
-            let n = self.write_some(&[IoSlice::new(&pending)], deadline)?;
+            let n = self.write_some(&[IoSlice::new(pending)], deadline)?;
             pending.drain(..n);
         }
+        Ok(())
+    }
+
+    /// Writes one message; a deadline that passes part-way keeps its rest
+    /// in `pending`, to go before the next message.
+    fn write_message(
+        &self,
+        pending: &mut Vec<u8>,
+        payload: &[u8],
+        deadline: Deadline,
+    ) -> Result<()> {
         let (head, head_len) = header(payload.len());
         let total = head_len + payload.len();
         let mut done = 0;
@@ -467,34 +484,14 @@ impl Stream {
         payload: &[u8],
         started: &mut bool,
     ) -> Result<()> {
-        while !pending.is_empty() {
-            let n = self.write_some(&[IoSlice::new(pending)], Deadline::now())?;
-            pending.drain(..n);
-        }
+        self.flush(pending, Deadline::now())?;
         if *started {
             return Ok(());
         }
-        let (head, head_len) = header(payload.len());
-        let total = head_len + payload.len();
-        let mut done = 0;
-        while done < total {
-            let (h, p) = if done < head_len {
-                (&head[done..head_len], payload)
-            } else {
-                (&[][..], &payload[done - head_len..])
-            };
-            match self.write_some(&[IoSlice::new(h), IoSlice::new(p)], Deadline::now()) {
-                Ok(n) => done += n,
-                Err(e) if e.is_timeout() && done > 0 => {
-                    pending.extend_from_slice(h);
-                    pending.extend_from_slice(p);
-                    *started = true;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        let written = self.write_message(pending, payload, Deadline::now());
+        // Cut part-way: its rest is pending, and goes first next time.
+        *started = written.is_err() && !pending.is_empty();
+        written
     }
 
     /// Sleeps until the socket is ready for `flags` (or hung up), or the
