@@ -178,3 +178,71 @@ pub(crate) async fn ready_any(
 fn watching(e: std::io::Error) -> Error {
     Error::io("awaiting an object's readiness handle (in a tokio runtime with I/O enabled)", e)
 }
+
+/// A handle that becomes readable when a wait on an object might succeed,
+/// for an event loop other than tokio (mio, a `poll(2)` loop of one's
+/// own): the `tokio` feature's readiness, without tokio (Linux).
+///
+/// While it lives, the object's wakers ring for it (it is registered as
+/// an async waiter is), and every handle that tells of the object (its
+/// bell, a peer's hang-up, a child's exit) is watched edge-triggered by
+/// one private epoll instance, which is what [`AsFd`] gives: a poller sees
+/// it readable, level- or edge-triggered, while an event has not been
+/// taken. After each wake, call [`clear`](Self::clear), then try the
+/// operation's non-blocking form (`try_`, `_nowait`, `poll`) until it
+/// finds nothing; an event after `clear` makes it readable again, so
+/// nothing is missed. Dropping it unregisters.
+///
+/// ```
+/// # #[cfg(all(feature = "tokio", target_os = "linux"))]
+/// # fn main() -> multiproc::Result<()> {
+/// use std::os::fd::AsFd;
+/// let event = multiproc::Event::new()?;
+/// let ready = event.readiness()?;
+/// let mut fds = [libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&ready.as_fd()), events: libc::POLLIN, revents: 0 }];
+/// event.set();
+/// // SAFETY: one valid pollfd.
+/// assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) }, 1);
+/// ready.clear()?;
+/// assert!(event.is_set());
+/// # Ok(())
+/// # }
+/// # #[cfg(not(all(feature = "tokio", target_os = "linux")))]
+/// # fn main() {}
+/// ```
+///
+/// [`AsFd`]: std::os::fd::AsFd
+pub struct Readiness<'a> {
+    pub(crate) edges: crate::os::ready::Edges,
+    _registered: Box<dyn Held + 'a>,
+}
+
+/// Anything kept alive for its drop (a registration).
+pub(crate) trait Held {}
+impl<T> Held for T {}
+
+impl<'a> Readiness<'a> {
+    /// Watches `handles` (the `None`s skipped), keeping `registered`.
+    pub(crate) fn new(
+        registered: impl Held + 'a,
+        handles: impl IntoIterator<Item = Option<BorrowedHandle<'a>>>,
+    ) -> Result<Readiness<'a>> {
+        let mut edges = crate::os::ready::Edges::new().map_err(watching)?;
+        for handle in handles.into_iter().flatten() {
+            edges.add(handle).map_err(watching)?;
+        }
+        Ok(Readiness { edges, _registered: Box::new(registered) })
+    }
+
+    /// Takes the events that made it readable: call after each wake,
+    /// before trying the operation.
+    pub fn clear(&self) -> Result<()> {
+        self.edges.clear().map_err(watching)
+    }
+}
+
+impl std::fmt::Debug for Readiness<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness").finish_non_exhaustive()
+    }
+}

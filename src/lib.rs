@@ -4,6 +4,8 @@
 
 #[cfg(mp_async)]
 mod aio;
+#[cfg(mp_async)]
+pub use aio::Readiness;
 mod arena;
 #[cfg(mp_transfer)]
 mod channel;

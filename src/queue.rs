@@ -509,6 +509,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.raw.put_async(AsyncOut::Bytes(bytes)).await
     }
 
+    /// A handle readable once an item may be there, for an event loop
+    /// other than tokio: see [`Readiness`](crate::Readiness) (then
+    /// [`get_nowait`](Self::get_nowait) until it is `Empty`).
+    #[cfg(mp_async)]
+    pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+        let (registered, ready) = self.raw.watch_items()?;
+        crate::Readiness::new(registered, [ready])
+    }
+
     /// See `Raw::watch_items` (a Pool's replies).
     #[cfg(mp_async)]
     pub(crate) fn watch_items(

@@ -439,3 +439,76 @@ fn connection_wait_sleeps_on_pipes_and_wakes_for_the_one_that_sends() {
     let ready = multiproc::connection::wait(&all, Some(BOUND)).unwrap();
     assert_eq!(ready.len(), 50);
 }
+
+/// Sends a message, puts an item, sets the event, then exits with 5.
+fn tell_everything(conn: Connection, q: Queue<u8>, event: Event, go: Event) -> i32 {
+    if !go.wait_timeout(BOUND) {
+        return 2;
+    }
+    conn.send(&1u8).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    q.put(&2).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    event.set();
+    std::thread::sleep(Duration::from_millis(5));
+    5
+}
+
+#[test]
+fn a_poll_loop_of_ones_own_sleeps_on_readiness_handles() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let (ours, theirs) = Pipe::new().unwrap();
+    let q = Queue::<u8>::new().unwrap();
+    let event = Event::new().unwrap();
+    let go = Event::new().unwrap();
+    let p = child(Process::new(tell_everything, (theirs, q.clone(), event.clone(), go.clone())));
+    p.start().unwrap();
+    let handles = [
+        ours.readiness().unwrap(),
+        q.readiness().unwrap(),
+        event.readiness().unwrap(),
+        p.readiness().unwrap(),
+    ];
+    let mut fds: Vec<libc::pollfd> = handles
+        .iter()
+        .map(|h| libc::pollfd { fd: h.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .collect();
+    // Nothing yet: a poll sleeps its whole timeout.
+    // SAFETY: valid pollfds, as many as passed.
+    assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, 20) }, 0);
+    go.set();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + BOUND;
+    while seen.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "seen only {seen:?}");
+        // SAFETY: as above.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, 1000) };
+        assert!(n >= 0);
+        for (i, fd) in fds.iter_mut().enumerate() {
+            if fd.revents == 0 {
+                continue;
+            }
+            fd.revents = 0;
+            handles[i].clear().unwrap();
+            match i {
+                0 if ours.poll() && !seen.contains(&0) => {
+                    assert_eq!(ours.recv::<u8>().unwrap(), 1);
+                    seen.push(0);
+                }
+                1 if !seen.contains(&1) => {
+                    if let Ok(item) = q.get_nowait() {
+                        assert_eq!(item, 2);
+                        seen.push(1);
+                    }
+                }
+                2 if event.is_set() && !seen.contains(&2) => seen.push(2),
+                3 if p.exitcode().is_some() && !seen.contains(&3) => seen.push(3),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(seen, [0, 1, 2, 3], "each in the order the child did them");
+    drop(handles);
+    assert_eq!(multiproc::__testing::async_waiters(&event), 0);
+    assert_eq!(finish(&p), 5);
+}

@@ -117,6 +117,14 @@ impl Edges {
         Ok(())
     }
 
+    /// Takes every readiness reported so far, so that the instance itself
+    /// (readable while it holds reports) reads as not ready until the
+    /// next edge.
+    pub fn clear(&self) -> io::Result<()> {
+        while self.wait(Some(Duration::ZERO))? {}
+        Ok(())
+    }
+
     /// Sleeps until a watched handle becomes ready (`true`) or `timeout`
     /// passes (`None`: no limit); a signal returns `true` early, as a
     /// spurious wake.
@@ -132,6 +140,14 @@ impl Edges {
             Err(rustix::io::Errno::INTR) => Ok(true),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// The instance: readable (level-triggered, for any poller) while a
+/// watched handle's edge has not been taken ([`Edges::clear`]).
+impl AsFd for Edges {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
     }
 }
 

@@ -383,6 +383,21 @@ impl Connection {
         }
     }
 
+    /// A handle readable once a message may be there (or the peer gone),
+    /// for an event loop other than tokio: see
+    /// [`Readiness`](crate::Readiness) (then [`poll`](Self::poll) and the
+    /// receive).
+    #[cfg(mp_async)]
+    pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+        match self.open()? {
+            Inner::Ring(r) => {
+                let (registered, handles) = r.watch_incoming()?;
+                crate::Readiness::new(registered, handles)
+            }
+            Inner::Stream(s) => crate::Readiness::new((), [Some(net::socket_handle(s.socket()))]),
+        }
+    }
+
     /// Receives a value sent by [`send`](Self::send), awaiting it without
     /// blocking a thread (the `tokio` feature, Linux). `Disconnected` once
     /// the peer is gone (closed, or its

@@ -317,6 +317,13 @@ pub(crate) mod ready {
         }
     }
 
+    /// The readiness's epoll instance, for a poller.
+    impl std::os::fd::AsFd for crate::aio::Readiness<'_> {
+        fn as_fd(&self) -> BorrowedHandle<'_> {
+            self.edges.as_fd()
+        }
+    }
+
     /// A received bell, if the handle is one.
     pub(crate) fn bell_from(handle: OwnedHandle) -> io::Result<Bell> {
         Bell::from_received(handle)

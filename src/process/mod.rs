@@ -431,6 +431,18 @@ impl Process {
         .await
     }
 
+    /// A handle readable once the child ended, for an event loop other
+    /// than tokio: see [`Readiness`](crate::Readiness) (then
+    /// [`exitcode`](Self::exitcode)). `Unsupported` where the kernel gives
+    /// no pidfd.
+    #[cfg(mp_async)]
+    pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+        let handle = self.child()?.exit_handle().ok_or_else(|| {
+            Error::new(ErrorKind::Unsupported, "no handle tells of this child's exit here")
+        })?;
+        crate::Readiness::new((), [Some(handle)])
+    }
+
     /// Python's `exitcode`: `None` while running (or not started), the exit
     /// code, or minus the signal that killed it.
     pub fn exitcode(&self) -> Option<i32> {

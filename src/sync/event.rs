@@ -62,6 +62,15 @@ impl Event {
         self.obj.raw().wait(&Os, Deadline::after(timeout).core())
     }
 
+    /// A handle readable once the flag may be set, for an event loop
+    /// other than tokio: see [`Readiness`](crate::Readiness).
+    #[cfg(mp_async)]
+    pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+        let raw = self.obj.raw();
+        let registered = crate::aio::register(raw.register_async(), || raw.unregister_async())?;
+        crate::Readiness::new(registered, [self.obj.ready()])
+    }
+
     /// Async waiters registered now (tests).
     #[cfg(mp_async)]
     pub(crate) fn async_waiters(&self) -> u32 {

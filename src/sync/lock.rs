@@ -111,6 +111,18 @@ impl Lock {
         acquired(Ok(how), "Lock")
     }
 
+    /// A handle readable once the lock may be free, for an event loop
+    /// other than tokio: see [`Readiness`](crate::Readiness). (A holder
+    /// that dies rings nothing: an event loop that must take over a dead
+    /// holder's lock also calls [`acquire_timeout`](Self::acquire_timeout)
+    /// now and then.)
+    #[cfg(mp_async)]
+    pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+        let raw = self.raw();
+        let registered = crate::aio::register(raw.register_async(&Os), || raw.unregister_async())?;
+        crate::Readiness::new(registered, [self.obj.ready()])
+    }
+
     /// Releases; `InvalidArgument` if it was not locked.
     #[inline]
     pub fn release(&self) -> Result<()> {

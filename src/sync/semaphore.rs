@@ -57,6 +57,15 @@ macro_rules! semaphore_methods {
             .await
         }
 
+        /// A handle readable once a permit may be there, for an event loop
+        /// other than tokio: see [`Readiness`](crate::Readiness).
+        #[cfg(mp_async)]
+        pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+            let raw = self.raw();
+            let registered = crate::aio::register(raw.register_async(), || raw.unregister_async())?;
+            crate::Readiness::new(registered, [self.obj.ready()])
+        }
+
         /// Takes one only if the value is positive now.
         pub fn try_acquire(&self) -> Result<()> {
             if self.raw().try_acquire() {
