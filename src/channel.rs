@@ -975,7 +975,7 @@ impl Link<'_> {
         let mut in_transition = 0;
         until(ready, hangup, registration, |check| {
             let me = ident::thread();
-            let how = match take_side(&side.lock, me, check, &mut in_transition) {
+            let how = match take_side(&side.lock, me, check, false, &mut in_transition) {
                 Ok(Some(how)) => how,
                 Ok(None) => return Step::Contended,
                 Err(e) => return Step::Done(Err(e)),
@@ -1046,6 +1046,13 @@ impl Link<'_> {
             let lock = register(side.lock.register_async(&Os), || side.lock.unregister_async())?;
             Ok((space, lock))
         };
+        // A message of one frame goes in whole or not at all: its sender
+        // never holds the side across an await, and may take it by the
+        // thread's fast path. A longer one holds it from its first frame
+        // to its last, across awaits, and so does one with handles, from
+        // its batch to its frame (a batch another message overtook would
+        // be taken for one left behind).
+        let suspending = !fds.is_empty() || len > max_frame_payload(self.data.len);
         let mut holding: Option<Holding<'_>> = None;
         let mut fds_sent = fds.is_empty();
         let mut in_transition = 0;
@@ -1053,8 +1060,11 @@ impl Link<'_> {
             let held = match &mut holding {
                 Some(held) => held,
                 None => {
+                    // Held across awaits: never by the thread's fast path
+                    // (another task of this thread would take it too).
                     let me = ident::thread();
-                    let how = match take_side(&side.lock, me, check, &mut in_transition) {
+                    let taken = take_side(&side.lock, me, check, suspending, &mut in_transition);
+                    let how = match taken {
                         Ok(Some(how)) => how,
                         Ok(None) => return Step::Contended,
                         Err(e) => return Step::Done(Err(e)),
@@ -1093,7 +1103,14 @@ impl Link<'_> {
                     holding = None;
                     Step::Done(Ok(()))
                 }
-                Err(SendError::Timeout) => Step::Wait,
+                Err(SendError::Timeout) => {
+                    if !suspending {
+                        // Nothing of it is in: let the side go while waiting.
+                        debug_assert_eq!(held.sent, 0);
+                        holding = None;
+                    }
+                    Step::Wait
+                }
                 Err(e) => Step::Done(Err(send_error(e))),
             }
         })
@@ -1118,18 +1135,25 @@ impl Link<'_> {
 }
 
 /// Takes a side's lock for one async attempt without waiting: `Ok(None)`
-/// if it is held (by a live holder, when `check` looks).
+/// if it is held (by a live holder, when `check` looks). `suspending`: it
+/// is held across awaits (see `BiasedLock::lock_suspending`).
 #[cfg(mp_async)]
 fn take_side(
     lock: &multiproc_core::bias::BiasedLock,
     me: multiproc_core::lock::Owner,
     check: bool,
+    suspending: bool,
     in_transition: &mut u32,
 ) -> Result<Option<Acquired>> {
     if check {
-        return Ok(lock.recover(&Os, me, in_transition));
+        return Ok(lock.recover(&Os, me, suspending, in_transition));
     }
-    match lock.lock(&Os, me, Deadline::now().core()) {
+    let taken = if suspending {
+        lock.lock_suspending(&Os, me, Deadline::now().core())
+    } else {
+        lock.lock(&Os, me, Deadline::now().core())
+    };
+    match taken {
         Ok(how) => Ok(Some(how)),
         Err(multiproc_core::Error::Timeout) => Ok(None),
         Err(e) => Err(e.into()),

@@ -333,12 +333,14 @@ impl Raw {
         &self,
         then: impl FnOnce(&Link<'_>, channel::Message<'_>) -> Result<R>,
     ) -> Result<R> {
-        let slot = self.shared.slots.as_ref().map(Slot);
         let link = self.link();
         let bell = self.shared.segment.obj.ready();
         let got = link.recv_async(&self.stash, bell, None, || true, |m| then(&link, m)).await;
-        if got.as_ref().is_err_and(|e| e.kind() != ErrorKind::Codec) {
-            std::mem::forget(slot);
+        // An item taken (one that failed to decode was) gives its slot
+        // back; a future dropped before that, or a failure, took none.
+        let taken = got.as_ref().map_or_else(|e| e.kind() == ErrorKind::Codec, |_| true);
+        if let (true, Some(slots)) = (taken, &self.shared.slots) {
+            let _ = slots.release();
         }
         got
     }

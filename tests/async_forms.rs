@@ -512,3 +512,102 @@ fn a_poll_loop_of_ones_own_sleeps_on_readiness_handles() {
     assert_eq!(multiproc::__testing::async_waiters(&event), 0);
     assert_eq!(finish(&p), 5);
 }
+
+#[test]
+fn dropped_gets_and_puts_keep_a_bounded_queue_bounded() {
+    let q = Queue::<u8>::with_maxsize(1).unwrap();
+    runtime().block_on(async {
+        // Gets dropped while the queue is empty give back no slot.
+        for _ in 0..20 {
+            assert!(timeout(Duration::from_micros(300), q.get_async()).await.is_err());
+        }
+        q.put_async(&1).await.unwrap();
+        // Full: puts wait, and dropped ones take no slot.
+        for _ in 0..20 {
+            assert!(timeout(Duration::from_micros(300), q.put_async(&2)).await.is_err());
+        }
+        assert_eq!(q.put_nowait(&3).unwrap_err().kind(), ErrorKind::Full);
+        assert_eq!(q.get_async().await.unwrap(), 1);
+        q.put_async(&4).await.unwrap();
+        assert_eq!(q.put_nowait(&5).unwrap_err().kind(), ErrorKind::Full);
+        assert_eq!(q.get_async().await.unwrap(), 4);
+    });
+}
+
+/// Receives `count` messages, each `len` bytes of one value: 0 if none is
+/// torn or mixed with another.
+fn receive_whole(conn: Connection, count: u32, len: usize) -> i32 {
+    for _ in 0..count {
+        match conn.recv_bytes_timeout(BOUND) {
+            Ok(m) if m.len() == len && m.iter().all(|&b| b == m[0]) => {}
+            Ok(_) => return 3,
+            Err(_) => return 2,
+        }
+    }
+    0
+}
+
+#[test]
+fn two_tasks_of_one_thread_sending_long_messages_take_turns() {
+    let (ours, theirs) = Pipe::with_capacity(16 << 10, true).unwrap();
+    let len = 1 << 20;
+    let p = child(Process::new(receive_whole, (theirs, 12, len)));
+    p.start().unwrap();
+    // Uncontended sends from this thread first: the send side is then
+    // biased to it (its fast path taken by this thread alone).
+    for _ in 0..4 {
+        ours.send_bytes(&vec![9; len]).unwrap();
+    }
+    runtime().block_on(async {
+        let send = |b: u8| {
+            let ours = &ours;
+            async move {
+                for _ in 0..4 {
+                    ours.send_bytes_async(&vec![b; len]).await.unwrap();
+                }
+            }
+        };
+        timeout(BOUND, async { tokio::join!(send(1), send(2)) }).await.expect("sent in time");
+    });
+    assert_eq!(finish(&p), 0, "a message torn or mixed with another");
+}
+
+/// Receives `count` events and sets each.
+fn set_each(conn: Connection, count: u32) -> i32 {
+    for _ in 0..count {
+        match conn.recv_timeout::<(u8, Event)>(BOUND) {
+            Ok((_, event)) => event.set(),
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        }
+    }
+    0
+}
+
+#[test]
+fn two_tasks_sending_objects_keep_each_message_with_its_handles() {
+    let (ours, theirs) = Pipe::with_capacity(16 << 10, true).unwrap();
+    let n = 20u32;
+    let p = child(Process::new(set_each, (theirs, 2 * n)));
+    p.start().unwrap();
+    let events: Vec<Event> = (0..2 * n).map(|_| Event::new().unwrap()).collect();
+    runtime().block_on(async {
+        let send = |half: usize| {
+            let (ours, events) = (&ours, &events);
+            async move {
+                for i in 0..n as usize {
+                    let event = &events[half * n as usize + i];
+                    ours.send_async(&(i as u8, event)).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        timeout(BOUND, async { tokio::join!(send(0), send(1)) }).await.expect("sent in time");
+        for event in &events {
+            timeout(BOUND, event.wait_async()).await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(finish(&p), 0);
+}

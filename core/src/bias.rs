@@ -134,19 +134,35 @@ impl BiasedLock {
         self.lock.unregister_async();
     }
 
+    /// Takes the lock for a holder that may suspend while it holds it (an
+    /// async task, which other tasks of its thread run beside): never by
+    /// the fast path, and with the bias revoked, so that no thread (its
+    /// own included, which the fast path would let in as "the biased
+    /// thread") enters by the fast path before it releases.
+    pub fn lock_suspending<O: Park + Liveness>(
+        &self,
+        os: &O,
+        me: Owner,
+        deadline: Deadline,
+    ) -> Result<Acquired, Error> {
+        self.lock_slow(os, me, deadline)
+    }
+
     /// Takes the lock without waiting if it is free or its holders are
     /// dead: what a blocking taker finds at its periodic check, for an
-    /// async taker, which calls this when its own check is due. A live
-    /// holder (of `lock`, or a biased thread inside) makes it `None`, with
-    /// the bias revoked, so that the biased thread's exit notifies.
-    /// `in_transition` is the caller's, kept across calls.
+    /// async taker, which calls this when its own check is due (one that
+    /// holds across awaits says `suspending`, as [`lock_suspending`](Self::lock_suspending)).
+    /// A live holder (of `lock`, or a biased thread inside) makes it
+    /// `None`, with the bias revoked, so that the biased thread's exit
+    /// notifies. `in_transition` is the caller's, kept across calls.
     pub fn recover<O: Park + Liveness>(
         &self,
         os: &O,
         me: Owner,
+        suspending: bool,
         in_transition: &mut u32,
     ) -> Option<Acquired> {
-        if self.fast_enter(os, me) {
+        if !suspending && self.fast_enter(os, me) {
             return Some(Acquired::Clean);
         }
         let mut how = self.lock.recover(os, me, in_transition)?;
