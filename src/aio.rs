@@ -186,32 +186,14 @@ fn watching(e: std::io::Error) -> Error {
 /// While it lives, the object's wakers ring for it (it is registered as
 /// an async waiter is), and every handle that tells of the object (its
 /// bell, a peer's hang-up, a child's exit) is watched edge-triggered by
-/// one private epoll instance, which is what [`AsFd`] gives: a poller sees
-/// it readable, level- or edge-triggered, while an event has not been
-/// taken. After each wake, call [`clear`](Self::clear), then try the
-/// operation's non-blocking form (`try_`, `_nowait`, `poll`) until it
-/// finds nothing; an event after `clear` makes it readable again, so
-/// nothing is missed. Dropping it unregisters.
-///
-/// ```
-/// # #[cfg(all(feature = "tokio", target_os = "linux"))]
-/// # fn main() -> multiproc::Result<()> {
-/// use std::os::fd::AsFd;
-/// let event = multiproc::Event::new()?;
-/// let ready = event.readiness()?;
-/// let mut fds = [libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&ready.as_fd()), events: libc::POLLIN, revents: 0 }];
-/// event.set();
-/// // SAFETY: one valid pollfd.
-/// assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 10_000) }, 1);
-/// ready.clear()?;
-/// assert!(event.is_set());
-/// # Ok(())
-/// # }
-/// # #[cfg(not(all(feature = "tokio", target_os = "linux")))]
-/// # fn main() {}
-/// ```
-///
-/// [`AsFd`]: std::os::fd::AsFd
+/// one private epoll instance, which is the file descriptor it gives (it
+/// implements the standard library's `AsFd`): a poller sees it readable,
+/// level- or edge-triggered, while an event has not been taken. After each
+/// wake, call [`clear`](Self::clear), then try the operation's
+/// non-blocking form (`try_`, `_nowait`, `poll`) until it finds nothing;
+/// an event after `clear` makes it readable again, so nothing is missed.
+/// Dropping it unregisters. `tests/async_forms.rs` has a `poll(2)` loop
+/// over the readiness of a Pipe's end, a Queue, an Event and a Process.
 pub struct Readiness<'a> {
     pub(crate) edges: crate::os::ready::Edges,
     _registered: Box<dyn Held + 'a>,
