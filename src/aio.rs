@@ -186,9 +186,9 @@ fn watching(e: std::io::Error) -> Error {
 /// While it lives, the object's wakers ring for it (it is registered as
 /// an async waiter is), and every handle that tells of the object (its
 /// bell, a peer's hang-up, a child's exit) is watched edge-triggered by
-/// one private epoll instance, which is the file descriptor it gives (it
-/// implements the standard library's `AsFd`): a poller sees it readable,
-/// level- or edge-triggered, while an event has not been taken. After each
+/// one private epoll instance, which is the file descriptor it lends (as
+/// a borrowed descriptor, on Unix): a poller sees it readable, level- or
+/// edge-triggered, while an event has not been taken. After each
 /// wake, call [`clear`](Self::clear), then try the operation's
 /// non-blocking form (`try_`, `_nowait`, `poll`) until it finds nothing;
 /// an event after `clear` makes it readable again, so nothing is missed.
