@@ -389,12 +389,17 @@ impl Connection {
     /// receive).
     #[cfg(mp_async)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
+        let (registered, handles) = self.watch_incoming()?;
+        crate::Readiness::new(registered, handles)
+    }
+
+    /// Registers for this end's incoming messages (a Pipe's: so that a
+    /// send rings its bell) and the handles that then tell of them.
+    #[cfg(mp_async)]
+    fn watch_incoming(&self) -> Result<(Option<impl Sized + '_>, [Option<BorrowedHandle<'_>>; 2])> {
         match self.open()? {
-            Inner::Ring(r) => {
-                let (registered, handles) = r.watch_incoming()?;
-                crate::Readiness::new(registered, handles)
-            }
-            Inner::Stream(s) => crate::Readiness::new((), [Some(net::socket_handle(s.socket()))]),
+            Inner::Ring(r) => r.watch_incoming().map(|(registered, h)| (Some(registered), h)),
+            Inner::Stream(s) => Ok((None, [Some(net::socket_handle(s.socket())), None])),
         }
     }
 
@@ -648,17 +653,18 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
     let mut edges = crate::os::ready::Edges::new().map_err(watching)?;
     let mut registered = Vec::new();
     for c in connections {
-        let Ok(inner) = c.open() else { continue };
-        match inner {
-            Inner::Ring(r) if r.readable() => {
-                let (registration, handles) = r.watch_incoming()?;
+        let handles = match c.open() {
+            Err(_) => continue,
+            // A send-only end tells of nothing but its peer's hang-up.
+            Ok(Inner::Ring(r)) if !r.readable() => [Some(r.socket()), None],
+            Ok(_) => {
+                let (registration, handles) = c.watch_incoming()?;
                 registered.push(registration);
-                for h in handles.into_iter().flatten() {
-                    edges.add(h).map_err(watching)?;
-                }
+                handles
             }
-            Inner::Ring(r) => edges.add(r.socket()).map_err(watching)?,
-            Inner::Stream(s) => edges.add(net::socket_handle(s.socket())).map_err(watching)?,
+        };
+        for h in handles.into_iter().flatten() {
+            edges.add(h).map_err(watching)?;
         }
     }
     loop {

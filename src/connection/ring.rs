@@ -259,24 +259,32 @@ impl RingEnd {
             crate::aio::register(ring.register_async(&crate::os::Os, true), move || {
                 ring.unregister_async(true)
             })?;
-        Ok((registered, [self.segment.obj.ready(), Some(self.socket.as_handle())]))
+        let (ready, hangup) = self.wakes();
+        Ok((registered, [ready, hangup]))
+    }
+
+    /// What tells an async waiter of this end: the pipe's bell, and the
+    /// link (its hang-up: the peer went).
+    #[cfg(mp_async)]
+    fn wakes(&self) -> (Option<BorrowedHandle<'_>>, Option<BorrowedHandle<'_>>) {
+        (self.segment.obj.ready(), Some(self.socket.as_handle()))
     }
 
     /// [`recv_value`](Self::recv_value), awaited (see `aio.rs`).
     #[cfg(mp_async)]
     pub(crate) async fn recv_value_async<T: DeserializeOwned>(&self) -> Result<T> {
         let link = self.link(false)?;
-        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
-        link.recv_value_async(&self.stash, bell, hangup, || self.peer_here()).await
+        let (ready, hangup) = self.wakes();
+        link.recv_value_async(&self.stash, ready, hangup, || self.peer_here()).await
     }
 
     /// [`recv_bytes`](Self::recv_bytes), awaited.
     #[cfg(mp_async)]
     pub(crate) async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
         let link = self.link(false)?;
-        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
+        let (ready, hangup) = self.wakes();
         let connected = || self.peer_here();
-        link.recv_async(&self.stash, bell, hangup, connected, |m| Ok(m.into_vec())).await
+        link.recv_async(&self.stash, ready, hangup, connected, |m| Ok(m.into_vec())).await
     }
 
     /// [`send_value`](Self::send_value), awaited.
@@ -284,17 +292,17 @@ impl RingEnd {
     pub(crate) async fn send_value_async<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let link = self.link(true)?;
         let encoded = channel::Encoded::new(value)?;
-        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
-        link.send_encoded_async(encoded, bell, hangup, || self.peer_here()).await
+        let (ready, hangup) = self.wakes();
+        link.send_encoded_async(encoded, ready, hangup, || self.peer_here()).await
     }
 
     /// A message of `bytes`, awaited.
     #[cfg(mp_async)]
     pub(crate) async fn send_bytes_async(&self, bytes: &[u8]) -> Result<()> {
         let link = self.link(true)?;
-        let (bell, hangup) = (self.segment.obj.ready(), Some(self.socket.as_handle()));
+        let (ready, hangup) = self.wakes();
         let out = Outgoing::Bytes(bytes);
-        link.send_async(out, bell, hangup, || self.peer_here()).await
+        link.send_async(out, ready, hangup, || self.peer_here()).await
     }
 
     /// Whether a message is there now, or arrives within `timeout`, or the

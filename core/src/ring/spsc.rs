@@ -212,12 +212,6 @@ impl SpscRing {
         }
     }
 
-    /// Whether a producer or the consumer closed: `PRODUCER_CLOSED` (1) or
-    /// `CONSUMER_CLOSED` (2) bits.
-    pub fn closed_bits(&self) -> u32 {
-        self.closed()
-    }
-
     /// Waits until a frame is published (`Ok`), the producer is gone and
     /// nothing is left (`Disconnected`), or `deadline` passes (`Timeout`).
     pub fn wait_for_data<O: Park + Liveness>(
