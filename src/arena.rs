@@ -479,21 +479,24 @@ pub fn arenas_mapped() -> usize {
 
 static_assertions::const_assert!(MAX_SLOT <= FIRST_ARENA / 2);
 
+/// One test at a time of those that fork or count a slot's references: a
+/// fork takes references for its child to every object of this process,
+/// another test's included (and a test's forked child waits out a test
+/// that tampers with a slot).
+#[cfg(test)]
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(all(test, mp_spawn))]
 mod tests {
     //! References across starts, with real children.
-    use super::{Arc, Arena, Released, SlotRef};
+    use super::{serial, Arc, Arena, Released, SlotRef};
     use crate::{Lock, Process, StartMethod};
     use std::time::Duration;
 
     const BOUND: Duration = Duration::from_secs(60);
-
-    /// One test of these at a time: a fork takes references for its child
-    /// to every object of this process, another test's included.
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
 
     fn methods() -> &'static [StartMethod] {
         if cfg!(mp_fork) {

@@ -483,6 +483,7 @@ mod tests {
 
     #[test]
     fn wrong_kind_generation_and_size_are_corrupt() {
+        let _serial = crate::arena::serial();
         let barrier = Barrier::new(2).unwrap();
         assert_eq!(transfer::<_, Lock>(&barrier).err(), Some(ErrorKind::Corrupt));
 
@@ -559,6 +560,7 @@ mod tests {
 
     #[test]
     fn forged_or_stale_slots_are_corrupt() {
+        let _serial = crate::arena::serial();
         let lock = Lock::new().unwrap();
         let Home::Slot(slot) = lock.object().home.clone() else { panic!("a Lock is in a slot") };
         let (arena, index, generation) = slot.name();

@@ -234,6 +234,7 @@ pub(crate) fn fork(
         )));
     }
     let parent = parent_info();
+    hook_forked_panics();
     flush_std();
     let (state, refs) = (state::hold_for_fork(), crate::arena::hold_for_fork());
     // SAFETY: single-threaded, or the caller opted in (see the file's doc);
@@ -252,7 +253,9 @@ pub(crate) fn fork(
         Ok(child::Forked::Child) => {
             refs.in_child();
             state::become_child(who.name, who.ident, who.daemon, parent, who.authkey);
-            report_panics_on_stderr();
+            // The hook is in place already (a lock another thread of the
+            // parent may have held at the fork guards setting one).
+            FORKED.store(true, std::sync::atomic::Ordering::Relaxed);
             let code = catch_unwind(AssertUnwindSafe(run)).unwrap_or(1);
             finish(code)
         }
@@ -264,15 +267,42 @@ pub(crate) fn fork(
 /// stderr handle, not through `eprintln!`, so a forked child does not send
 /// it into an output capture (libtest's) inherited from the parent thread.
 fn report_panics_on_stderr() {
-    std::panic::set_hook(Box::new(|info| {
-        let name = state::with_me(|me| me.name.clone());
-        let backtrace = std::backtrace::Backtrace::capture();
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "Process {name}: {info}");
-        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-            let _ = writeln!(err, "{backtrace}");
-        }
-    }));
+    std::panic::set_hook(Box::new(report_panic));
+}
+
+fn report_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let name = state::with_me(|me| me.name.clone());
+    let backtrace = std::backtrace::Backtrace::capture();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "Process {name}: {info}");
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        let _ = writeln!(err, "{backtrace}");
+    }
+}
+
+/// Set in a child this process forked: its panics are reported as
+/// [`report_panic`] does.
+#[cfg(mp_fork)]
+static FORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Before the first fork: a panic hook that reports a forked child's
+/// panics as [`report_panic`] does and hands the parent's to the hook
+/// there was. Set in the parent, once: a forked child that set one itself
+/// would take the hook's lock, which another thread of the parent may
+/// have held at the fork (a thread panicking then), and hang there.
+#[cfg(mp_fork)]
+fn hook_forked_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let theirs = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if FORKED.load(std::sync::atomic::Ordering::Relaxed) {
+                report_panic(info);
+            } else {
+                theirs(info);
+            }
+        }));
+    });
 }
 
 /// How every child ends: its exit duties done (daemons, private
