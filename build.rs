@@ -6,11 +6,13 @@
 //! - `mp_spawn`: children can be started (spawn), waited for, signalled;
 //! - `mp_fork`: the fork and forkserver start methods;
 //! - `mp_async`: the async forms (the `tokio` feature, where objects have
-//!   readiness handles: Linux).
+//!   readiness handles: Linux, macOS, FreeBSD).
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_async)");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if std::env::var_os("CARGO_FEATURE_TOKIO").is_some() && os == "linux" {
+    let apple = std::env::var("CARGO_CFG_TARGET_VENDOR").is_ok_and(|v| v == "apple");
+    let bells = apple || ["linux", "android", "freebsd"].contains(&os.as_str());
+    if std::env::var_os("CARGO_FEATURE_TOKIO").is_some() && bells {
         println!("cargo::rustc-cfg=mp_async");
     }
     println!("cargo::rerun-if-changed=build.rs");

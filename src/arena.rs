@@ -377,7 +377,7 @@ pub(crate) fn receive(
     index: u32,
     generation: u32,
     handle: u32,
-    bell: Option<u32>,
+    bell: Vec<u32>,
 ) -> Result<SlotRef> {
     let corrupt = |why: &'static str| Error::new(ErrorKind::Corrupt, why);
     let known = registry().mapped.get(&id).and_then(Weak::upgrade);
@@ -420,7 +420,7 @@ pub(crate) fn receive(
 }
 
 /// Maps a received arena, checks its header, and records it by id.
-fn map(id: u64, handle: crate::os::OwnedHandle, bell: Option<u32>) -> Result<Arc<Arena>> {
+fn map(id: u64, handle: crate::os::OwnedHandle, bell: Vec<u32>) -> Result<Arc<Arena>> {
     let segment = crate::object::open_received(handle)?;
     let header = crate::object::read_header(&segment, 0)?;
     header.validate(Kind::Arena, segment.len() as u64)?;
@@ -429,12 +429,12 @@ fn map(id: u64, handle: crate::os::OwnedHandle, bell: Option<u32>) -> Result<Arc
         return Err(Corrupt::BadParams.into());
     }
     #[cfg(mp_async)]
-    let rung = match bell {
-        Some(index) => {
-            let bell = crate::object::import_bell(index)?;
+    let rung = match bell.is_empty() {
+        true => None,
+        false => {
+            let bell = crate::object::import_bell(&bell)?;
             Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()))
         }
-        None => None,
     };
     #[cfg(not(mp_async))]
     let _ = bell;

@@ -116,8 +116,8 @@ impl<L> Object<L> {
 #[cfg(mp_spawn)]
 #[derive(serde::Serialize, serde::Deserialize)]
 enum Wire {
-    Segment { handle: u32, bell: Option<u32> },
-    Slot { handle: u32, bell: Option<u32>, arena: u64, slot: u32, generation: u32 },
+    Segment { handle: u32, bell: Vec<u32> },
+    Slot { handle: u32, bell: Vec<u32>, arena: u64, slot: u32, generation: u32 },
 }
 
 impl<L: Shared> Object<L> {
@@ -307,15 +307,15 @@ impl<L: Shared> Object<L> {
         wire.serialize(s)
     }
 
-    /// The bell's index in the transfer table, if it has one.
+    /// The indexes in the transfer table of the handles that make its
+    /// bell (none without one).
     #[cfg(mp_spawn)]
-    fn export_bell(&self) -> Result<Option<u32>, &'static str> {
+    fn export_bell(&self) -> Result<Vec<u32>, &'static str> {
         #[cfg(mp_async)]
         if let Some(bell) = self.bell() {
-            use crate::os::AsHandle;
-            return crate::handles::export(bell.as_handle()).map(Some);
+            return bell.parts().into_iter().map(crate::handles::export).collect();
         }
-        Ok(None)
+        Ok(Vec::new())
     }
 
     #[cfg(not(mp_spawn))]
@@ -337,9 +337,9 @@ impl<L: Shared> Object<L> {
                 let segment = open_received(fd).map_err(refuse)?;
                 let object = Object::open(segment, kinds, check).map_err(refuse)?;
                 #[cfg(mp_async)]
-                let object = match bell {
-                    Some(index) => object.ring_with(import_bell(index).map_err(refuse)?),
-                    None => object,
+                let object = match bell.is_empty() {
+                    true => object,
+                    false => object.ring_with(import_bell(&bell).map_err(refuse)?),
                 };
                 #[cfg(not(mp_async))]
                 let _ = bell;
@@ -362,12 +362,14 @@ impl<L: Shared> Object<L> {
     }
 }
 
-/// The bell at `index` of the incoming table: `Corrupt` if it is not one.
+/// The bell made of the handles at `indexes` of the incoming table:
+/// `Corrupt` if they make none.
 #[cfg(mp_async)]
-pub(crate) fn import_bell(index: u32) -> Result<crate::os::ready::Bell> {
+pub(crate) fn import_bell(indexes: &[u32]) -> Result<crate::os::ready::Bell> {
     let corrupt = |why: String| Error::new(crate::ErrorKind::Corrupt, why);
-    let fd = crate::handles::import(index).map_err(|e| corrupt(e.to_string()))?;
-    crate::os::ready::bell_from(fd)
+    let parts = indexes.iter().map(|&i| crate::handles::import(i));
+    let parts = parts.collect::<Result<_, _>>().map_err(|e| corrupt(e.to_string()))?;
+    crate::os::ready::Bell::from_received(parts)
         .map_err(|e| corrupt(format!("an object's readiness handle is not one: {e}")))
 }
 
@@ -531,25 +533,36 @@ mod tests {
     #[test]
     #[cfg(mp_async)]
     fn a_readiness_handle_that_is_no_bell_is_corrupt() {
-        use crate::os::AsHandle;
         let array = Array::new(&[0u8; 8192]).unwrap();
         let segment = || duplicate(array.object().home_handle());
-        let bytes = postcard::to_allocvec(&Wire::Segment { handle: 0, bell: Some(1) }).unwrap();
-        let receive = |bell: OwnedHandle| {
-            provide(vec![segment(), bell], || postcard::from_bytes::<Array<u8>>(&bytes))
+        let bell = crate::os::ready::Bell::new().unwrap();
+        let parts = || -> Vec<OwnedHandle> {
+            bell.parts().iter().map(|p| duplicate(p.as_raw_handle())).collect()
+        };
+        let receive = |bells: Vec<OwnedHandle>| {
+            let bell = (1..=bells.len() as u32).collect();
+            let bytes = postcard::to_allocvec(&Wire::Segment { handle: 0, bell }).unwrap();
+            let handles = std::iter::once(segment()).chain(bells).collect();
+            provide(handles, || postcard::from_bytes::<Array<u8>>(&bytes))
                 .map_err(|_| take_failure().expect("a recorded cause").kind())
         };
-        let plain: OwnedHandle =
-            std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into();
-        assert_eq!(receive(plain).err(), Some(ErrorKind::Corrupt));
-        let bell = crate::os::ready::Bell::new().unwrap();
-        let array: Array<u8> = receive(duplicate(bell.as_handle().as_raw_handle())).unwrap();
+        let plain = || -> OwnedHandle {
+            std::fs::File::open(std::env::current_exe().unwrap()).unwrap().into()
+        };
+        assert_eq!(
+            receive(parts().iter().map(|_| plain()).collect()).err(),
+            Some(ErrorKind::Corrupt)
+        );
+        let mut more = parts();
+        more.push(plain());
+        assert_eq!(receive(more).err(), Some(ErrorKind::Corrupt));
+        let array: Array<u8> = receive(parts()).unwrap();
         assert!(array.object().bell().is_some());
     }
 
     /// The bytes of a slot reference as a message carries it (handle index 0).
     fn forged(arena: u64, slot: u32, generation: u32) -> Vec<u8> {
-        postcard::to_allocvec(&Wire::Slot { handle: 0, bell: None, arena, slot, generation })
+        postcard::to_allocvec(&Wire::Slot { handle: 0, bell: Vec::new(), arena, slot, generation })
             .unwrap()
     }
 

@@ -1,153 +1,371 @@
-//! Readiness handles for async waiters (Linux): an object's *bell*, an
-//! eventfd that travels with its segment, and a *tick*, a private timerfd
-//! that paces an async waiter's periodic checks.
+//! Readiness handles for async waiters: an object's *bell*, which travels
+//! with its segment, and a *tick*, a private timer that paces an async
+//! waiter's periodic checks, and [`Edges`], many handles watched as one.
 //!
-//! A bell is never read: each ring adds one to its counter, and every write
-//! to an eventfd wakes its watchers, so a watcher registered edge-triggered
-//! (as tokio registers every handle) sees each ring, in every process, and
-//! no reader can take one from another. The counter cannot fill: it holds
-//! 2^64 - 2 rings.
+//! A bell is never read by its watchers: every ring makes it readable
+//! anew, so a watcher registered edge-triggered (as tokio registers every
+//! handle) sees each ring, in every process, and no reader can take one
+//! from another. Native Linux: an eventfd, each ring adding one to its
+//! counter (which holds 2^64 - 2 rings). Elsewhere (macOS, FreeBSD, and
+//! the portable path on Linux): a pipe, both of whose ends travel (the
+//! read end is watched, the write end rung); each ring writes a byte,
+//! and a ring that finds the pipe full first takes some out.
+//!
+//! Ticks and edges: a timerfd and an epoll instance on Linux, a kqueue on
+//! macOS and FreeBSD (these only compile here).
 
-use rustix::event::{eventfd, EventfdFlags};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::time::{
-    timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags,
-    Timespec,
-};
 use std::io;
 use std::time::Duration;
 
-/// An object's readiness handle: see the module docs.
-#[derive(Debug)]
-pub struct Bell(OwnedFd);
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(multiproc_portable)))]
+pub use counter::Bell;
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+pub use kqueue::{Edges, Tick};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use linux::{Edges, Tick};
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(multiproc_portable))))]
+pub use pipe::Bell;
 
-impl Bell {
-    /// A new bell, not yet rung.
-    pub fn new() -> io::Result<Bell> {
-        Ok(Bell(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?))
-    }
+/// The bell of native Linux: an eventfd.
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(multiproc_portable)))]
+mod counter {
+    use super::*;
 
-    /// Adopts a bell received from another process, if `fd` is an eventfd
-    /// (a peer could send any handle, and a ring writes to it).
-    pub fn from_received(fd: OwnedFd) -> io::Result<Bell> {
-        let link = rustix::fs::readlinkat(
-            rustix::fs::CWD,
-            format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd)),
-            Vec::new(),
-        )?;
-        if link.as_bytes() != b"anon_inode:[eventfd]" {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not an eventfd"));
+    /// An object's readiness handle: see the module docs.
+    #[derive(Debug)]
+    pub struct Bell(OwnedFd);
+
+    impl Bell {
+        /// A new bell, not yet rung.
+        pub fn new() -> io::Result<Bell> {
+            use rustix::event::{eventfd, EventfdFlags};
+            Ok(Bell(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?))
         }
-        // Rings from here are made non-blocking whoever made it.
-        rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)?;
-        Ok(Bell(fd))
+
+        /// The handles that make it, as they travel to another process.
+        pub fn parts(&self) -> Vec<BorrowedFd<'_>> {
+            vec![self.0.as_fd()]
+        }
+
+        /// Adopts a bell received from another process, if `parts` make
+        /// one (an eventfd: a peer could send any handle, and a ring
+        /// writes to it).
+        pub fn from_received(parts: Vec<OwnedFd>) -> io::Result<Bell> {
+            let [fd] = <[OwnedFd; 1]>::try_from(parts).map_err(|_| not_a_bell("one handle"))?;
+            let link = rustix::fs::readlinkat(
+                rustix::fs::CWD,
+                format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&fd)),
+                Vec::new(),
+            )?;
+            if link.as_bytes() != b"anon_inode:[eventfd]" {
+                return Err(not_a_bell("an eventfd"));
+            }
+            // Rings from here are made non-blocking whoever made it.
+            rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)?;
+            Ok(Bell(fd))
+        }
+
+        /// Rings it: one write, never blocking. A failure (the counter
+        /// full, which 2^64 rings would take) is ignored: the bell is then
+        /// readable for good, which its watchers see as a ring.
+        pub fn ring(&self) {
+            let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
+        }
     }
 
-    /// Rings it: one write, never blocking. A failure (the counter full,
-    /// which 2^64 rings would take) is ignored: the bell is then readable
-    /// for good, which its watchers see as a ring.
-    pub fn ring(&self) {
-        let _ = rustix::io::write(&self.0, &1u64.to_ne_bytes());
-    }
-}
-
-impl AsFd for Bell {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-/// A private periodic timer: readable every `interval`, until read.
-#[derive(Debug)]
-pub struct Tick(OwnedFd);
-
-impl Tick {
-    /// A timer that first fires after `interval`, then every `interval`.
-    pub fn every(interval: Duration) -> io::Result<Tick> {
-        let fd = timerfd_create(
-            TimerfdClockId::Monotonic,
-            TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
-        )?;
-        let period =
-            Timespec { tv_sec: interval.as_secs() as _, tv_nsec: interval.subsec_nanos() as _ };
-        let spec = Itimerspec { it_interval: period, it_value: period };
-        timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec)?;
-        Ok(Tick(fd))
-    }
-
-    /// Takes what fired so far, so that the next period makes it readable
-    /// (and its watchers see a new edge) again.
-    pub fn reset(&self) {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(&self.0, &mut buf);
+    impl AsFd for Bell {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
     }
 }
 
-impl AsFd for Tick {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+/// The bell of the other Unixes (and of the portable path): a pipe.
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(multiproc_portable))))]
+mod pipe {
+    use super::*;
+
+    /// An object's readiness handle: see the module docs.
+    #[derive(Debug)]
+    pub struct Bell {
+        read: OwnedFd,
+        write: OwnedFd,
+    }
+
+    impl Bell {
+        /// A new bell, not yet rung.
+        pub fn new() -> io::Result<Bell> {
+            #[cfg(not(target_vendor = "apple"))]
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+            // No pipe2 here: close-on-exec set just after (as the standard
+            // library does for its own pipes).
+            #[cfg(target_vendor = "apple")]
+            let (read, write) = {
+                let (read, write) = rustix::pipe::pipe()?;
+                rustix::io::fcntl_setfd(&read, rustix::io::FdFlags::CLOEXEC)?;
+                rustix::io::fcntl_setfd(&write, rustix::io::FdFlags::CLOEXEC)?;
+                (read, write)
+            };
+            Bell::adopt(read, write)
+        }
+
+        /// The handles that make it, as they travel to another process:
+        /// the read end, then the write end.
+        pub fn parts(&self) -> Vec<BorrowedFd<'_>> {
+            vec![self.read.as_fd(), self.write.as_fd()]
+        }
+
+        /// Adopts a bell received from another process, if `parts` make
+        /// one: the read and the write end of one pipe (a peer could send
+        /// any handles, and a ring writes to one of them).
+        pub fn from_received(parts: Vec<OwnedFd>) -> io::Result<Bell> {
+            use rustix::fs::{fcntl_getfl, fstat, FileType, OFlags};
+            let [read, write] =
+                <[OwnedFd; 2]>::try_from(parts).map_err(|_| not_a_bell("two handles"))?;
+            let (r, w) = (fstat(&read)?, fstat(&write)?);
+            let fifo =
+                |st: &rustix::fs::Stat| FileType::from_raw_mode(st.st_mode) == FileType::Fifo;
+            if !fifo(&r) || !fifo(&w) || (r.st_dev, r.st_ino) != (w.st_dev, w.st_ino) {
+                return Err(not_a_bell("the two ends of one pipe"));
+            }
+            let mode = |fd: &OwnedFd| fcntl_getfl(fd).map(|f| f & OFlags::RWMODE);
+            if mode(&read)? != OFlags::RDONLY || mode(&write)? != OFlags::WRONLY {
+                return Err(not_a_bell("a pipe's read end, then its write end"));
+            }
+            Bell::adopt(read, write)
+        }
+
+        /// Makes both ends non-blocking (whoever made them).
+        fn adopt(read: OwnedFd, write: OwnedFd) -> io::Result<Bell> {
+            rustix::fs::fcntl_setfl(&read, rustix::fs::OFlags::NONBLOCK)?;
+            rustix::fs::fcntl_setfl(&write, rustix::fs::OFlags::NONBLOCK)?;
+            Ok(Bell { read, write })
+        }
+
+        /// Rings it: one write of one byte, never blocking. A pipe that is
+        /// full (readable already, but only a write makes a new edge)
+        /// gives up some bytes first.
+        pub fn ring(&self) {
+            if let Err(rustix::io::Errno::AGAIN) = rustix::io::write(&self.write, &[1]) {
+                let _ = rustix::io::read(&self.read, &mut [0u8; 4096]);
+                let _ = rustix::io::write(&self.write, &[1]);
+            }
+        }
+    }
+
+    /// The read end, which watchers watch.
+    impl AsFd for Bell {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.read.as_fd()
+        }
     }
 }
 
-/// Handles watched edge-triggered by one thread that blocks (an epoll
-/// instance): what `connection::wait` sleeps on, bells included (a bell,
-/// never read, stays readable: a level-triggered `poll(2)` would never
-/// sleep on it again).
-#[derive(Debug)]
-pub struct Edges {
-    epoll: OwnedFd,
-    /// Duplicates of the handles watched (so one handle may be added twice).
-    watched: Vec<OwnedFd>,
+fn not_a_bell(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("a bell is {what}"))
 }
 
-impl Edges {
-    pub fn new() -> io::Result<Edges> {
-        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?;
-        Ok(Edges { epoll, watched: Vec::new() })
+/// Ticks and edges on Linux: a timerfd, an epoll instance.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod linux {
+    use super::*;
+    use rustix::time::{
+        timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
+        TimerfdTimerFlags, Timespec,
+    };
+
+    /// A private periodic timer: readable every `interval`, until reset.
+    #[derive(Debug)]
+    pub struct Tick(OwnedFd);
+
+    impl Tick {
+        /// A timer that first fires after `interval`, then every `interval`.
+        pub fn every(interval: Duration) -> io::Result<Tick> {
+            let fd = timerfd_create(
+                TimerfdClockId::Monotonic,
+                TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+            )?;
+            let period = timespec(interval);
+            let spec = Itimerspec { it_interval: period, it_value: period };
+            timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec)?;
+            Ok(Tick(fd))
+        }
+
+        /// Takes what fired so far, so that the next period makes it
+        /// readable (and its watchers see a new edge) again.
+        pub fn reset(&self) {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&self.0, &mut buf);
+        }
     }
 
-    /// Watches `fd` for readability and hang-up. A handle ready already
-    /// reports it at the first [`wait`](Self::wait).
-    pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-        use rustix::event::epoll::{add, EventData, EventFlags};
-        let fd = fd.try_clone_to_owned()?;
-        let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
-        add(&self.epoll, &fd, EventData::new_u64(self.watched.len() as u64), flags)?;
-        self.watched.push(fd);
-        Ok(())
+    impl AsFd for Tick {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
     }
 
-    /// Takes every readiness reported so far, so that the instance itself
-    /// (readable while it holds reports) reads as not ready until the
-    /// next edge.
-    pub fn clear(&self) -> io::Result<()> {
-        while self.wait(Some(Duration::ZERO))? {}
-        Ok(())
+    /// Handles watched edge-triggered by one thread that blocks (an epoll
+    /// instance): what `connection::wait` sleeps on, bells included (a
+    /// bell, never read, stays readable: a level-triggered `poll(2)` would
+    /// never sleep on it again).
+    #[derive(Debug)]
+    pub struct Edges {
+        epoll: OwnedFd,
+        /// Duplicates of the handles watched (so one may be added twice).
+        watched: Vec<OwnedFd>,
     }
 
-    /// Sleeps until a watched handle becomes ready (`true`) or `timeout`
-    /// passes (`None`: no limit); a signal returns `true` early, as a
-    /// spurious wake.
-    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+    impl Edges {
+        pub fn new() -> io::Result<Edges> {
+            use rustix::event::epoll::{create, CreateFlags};
+            Ok(Edges { epoll: create(CreateFlags::CLOEXEC)?, watched: Vec::new() })
+        }
+
+        /// Watches `fd` for readability and hang-up. A handle ready
+        /// already reports it at the first [`wait`](Self::wait).
+        pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+            use rustix::event::epoll::{add, EventData, EventFlags};
+            let fd = fd.try_clone_to_owned()?;
+            let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
+            add(&self.epoll, &fd, EventData::new_u64(self.watched.len() as u64), flags)?;
+            self.watched.push(fd);
+            Ok(())
+        }
+
+        /// Takes every readiness reported so far, so that the instance
+        /// itself (readable while it holds reports) reads as not ready
+        /// until the next edge.
+        pub fn clear(&self) -> io::Result<()> {
+            while self.wait(Some(Duration::ZERO))? {}
+            Ok(())
+        }
+
+        /// Sleeps until a watched handle becomes ready (`true`) or
+        /// `timeout` passes (`None`: no limit); a signal returns `true`
+        /// early, as a spurious wake.
+        pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            let mut events = Vec::with_capacity(16);
+            let buffer = rustix::buffer::spare_capacity(&mut events);
+            match rustix::event::epoll::wait(&self.epoll, buffer, timeout.map(timespec).as_ref()) {
+                Ok(n) => Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => Ok(true),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+
+    /// The instance: readable (level-triggered, for any poller) while a
+    /// watched handle's edge has not been taken ([`Edges::clear`]).
+    impl AsFd for Edges {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.epoll.as_fd()
+        }
+    }
+
+    fn timespec(t: Duration) -> Timespec {
+        Timespec { tv_sec: t.as_secs().min(i64::MAX as u64) as _, tv_nsec: t.subsec_nanos() as _ }
+    }
+}
+
+/// Ticks and edges on macOS and FreeBSD: a kqueue each (readable while it
+/// holds an event not taken).
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+mod kqueue {
+    use super::*;
+    use rustix::event::kqueue::{kevent, kqueue, Event, EventFilter, EventFlags};
+
+    /// Applies `changes` to `queue` and takes up to 16 events within
+    /// `timeout`: how many it took.
+    fn apply(queue: &OwnedFd, changes: &[Event], timeout: Option<Duration>) -> io::Result<usize> {
         let mut events = Vec::with_capacity(16);
-        let timeout = timeout.map(|t| Timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as _,
-            tv_nsec: t.subsec_nanos() as _,
-        });
         let buffer = rustix::buffer::spare_capacity(&mut events);
-        match rustix::event::epoll::wait(&self.epoll, buffer, timeout.as_ref()) {
-            Ok(n) => Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => Ok(true),
+        #[allow(unsafe_code)]
+        // SAFETY: no event here carries a pointer the kernel would hand
+        // back to be dereferenced (every `udata` is null).
+        match unsafe { kevent(queue, changes, buffer, timeout) } {
+            Ok(n) => Ok(n),
+            Err(rustix::io::Errno::INTR) => Ok(1),
             Err(e) => Err(e.into()),
         }
     }
-}
 
-/// The instance: readable (level-triggered, for any poller) while a
-/// watched handle's edge has not been taken ([`Edges::clear`]).
-impl AsFd for Edges {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.epoll.as_fd()
+    /// A private periodic timer: readable every `interval`, until reset.
+    #[derive(Debug)]
+    pub struct Tick(OwnedFd);
+
+    impl Tick {
+        /// A timer that first fires after `interval`, then every `interval`.
+        pub fn every(interval: Duration) -> io::Result<Tick> {
+            let queue = kqueue()?;
+            let timer = EventFilter::Timer { ident: 0, timer: Some(interval) };
+            let add = Event::new(timer, EventFlags::ADD, std::ptr::null_mut());
+            apply(&queue, &[add], Some(Duration::ZERO))?;
+            Ok(Tick(queue))
+        }
+
+        /// Takes what fired so far, so that the next period makes it
+        /// readable (and its watchers see a new edge) again.
+        pub fn reset(&self) {
+            let _ = apply(&self.0, &[], Some(Duration::ZERO));
+        }
+    }
+
+    impl AsFd for Tick {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+
+    /// Handles watched edge-triggered (`EV_CLEAR`) by one thread that
+    /// blocks: what `connection::wait` sleeps on, bells included (a bell,
+    /// never read, stays readable: a level-triggered `poll(2)` would never
+    /// sleep on it again).
+    #[derive(Debug)]
+    pub struct Edges {
+        queue: OwnedFd,
+        /// Duplicates of the handles watched (so one may be added twice).
+        watched: Vec<OwnedFd>,
+    }
+
+    impl Edges {
+        pub fn new() -> io::Result<Edges> {
+            Ok(Edges { queue: kqueue()?, watched: Vec::new() })
+        }
+
+        /// Watches `fd` for readability and hang-up (end of file). A
+        /// handle ready already reports it at the first [`wait`](Self::wait).
+        pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+            let fd = fd.try_clone_to_owned()?;
+            let read = EventFilter::Read(rustix::fd::AsRawFd::as_raw_fd(&fd));
+            let add = Event::new(read, EventFlags::ADD | EventFlags::CLEAR, std::ptr::null_mut());
+            apply(&self.queue, &[add], Some(Duration::ZERO))?;
+            self.watched.push(fd);
+            Ok(())
+        }
+
+        /// Takes every readiness reported so far, so that the queue itself
+        /// reads as not ready until the next edge.
+        pub fn clear(&self) -> io::Result<()> {
+            while self.wait(Some(Duration::ZERO))? {}
+            Ok(())
+        }
+
+        /// Sleeps until a watched handle becomes ready (`true`) or
+        /// `timeout` passes (`None`: no limit); a signal returns `true`
+        /// early, as a spurious wake.
+        pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            Ok(apply(&self.queue, &[], timeout)? > 0)
+        }
+    }
+
+    /// The queue: readable (level-triggered, for any poller) while a
+    /// watched handle's edge has not been taken ([`Edges::clear`]).
+    impl AsFd for Edges {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.queue.as_fd()
+        }
     }
 }
 
@@ -159,11 +377,26 @@ mod tests {
     fn a_bell_is_recognised_and_anything_else_refused() {
         let bell = Bell::new().unwrap();
         bell.ring();
-        let copy = bell.as_fd().try_clone_to_owned().unwrap();
-        Bell::from_received(copy).unwrap().ring();
-        let file = std::fs::File::open("/proc/self/stat").unwrap();
-        let err = Bell::from_received(OwnedFd::from(file)).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let copy = |bell: &Bell| -> Vec<OwnedFd> {
+            bell.parts().iter().map(|p| p.try_clone_to_owned().unwrap()).collect()
+        };
+        Bell::from_received(copy(&bell)).unwrap().ring();
+        let file = || OwnedFd::from(std::fs::File::open("/proc/self/stat").unwrap());
+        let refused = |parts: Vec<OwnedFd>| Bell::from_received(parts).unwrap_err().kind();
+        let mut parts = copy(&bell);
+        assert_eq!(refused(parts.iter().map(|_| file()).collect()), io::ErrorKind::InvalidData);
+        parts.push(file());
+        assert_eq!(refused(parts), io::ErrorKind::InvalidData);
+        // Another bell's parts mixed in, or the ends swapped.
+        let mut parts = copy(&bell);
+        let other = Bell::new().unwrap();
+        parts[0] = other.as_fd().try_clone_to_owned().unwrap();
+        if parts.len() > 1 {
+            assert_eq!(refused(parts), io::ErrorKind::InvalidData);
+            let mut parts = copy(&bell);
+            parts.reverse();
+            assert_eq!(refused(parts), io::ErrorKind::InvalidData);
+        }
     }
 
     #[test]
@@ -179,14 +412,23 @@ mod tests {
         bell.ring();
         assert!(edges.wait(Some(Duration::from_secs(5))).unwrap());
         assert!(!edges.wait(Some(Duration::ZERO)).unwrap());
+        // Far more rings than a pipe holds: every one still an edge.
+        for _ in 0..200_000 {
+            bell.ring();
+        }
+        edges.clear().unwrap();
+        bell.ring();
+        assert!(edges.wait(Some(Duration::from_secs(5))).unwrap());
     }
 
     #[test]
     fn a_tick_fires_and_resets() {
         let tick = Tick::every(Duration::from_millis(1)).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        let mut buf = [0u8; 8];
-        assert_eq!(rustix::io::read(&tick.0, &mut buf).unwrap(), 8);
+        let mut edges = Edges::new().unwrap();
+        edges.add(tick.as_fd()).unwrap();
+        assert!(edges.wait(Some(Duration::from_secs(5))).unwrap());
         tick.reset();
+        edges.clear().unwrap();
+        assert!(edges.wait(Some(Duration::from_secs(5))).unwrap());
     }
 }

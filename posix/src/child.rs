@@ -47,6 +47,10 @@ pub struct Child {
     /// exit code here (`i32` LE) when it reaps it, then closes its end.
     /// Kept open for the child's life (a waiter may be polling it).
     status: Option<OwnedFd>,
+    /// A kqueue readable once the child ended, made at the first
+    /// [`exit_handle`](Self::exit_handle) (no pidfds here).
+    #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+    exit_queue: OnceLock<Option<OwnedFd>>,
 }
 
 /// The exit code reported for a forkserver child whose server vanished
@@ -56,7 +60,14 @@ pub const LOST: i32 = 255;
 impl Child {
     /// Takes charge of child `pid` (ours and not yet reaped).
     pub fn adopt(pid: u32) -> Child {
-        Child { pid: pid as i32, pidfd: open_pidfd(pid), exit: Mutex::new(None), status: None }
+        Child {
+            pid: pid as i32,
+            pidfd: open_pidfd(pid),
+            exit: Mutex::new(None),
+            status: None,
+            #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+            exit_queue: OnceLock::new(),
+        }
     }
 
     /// A forkserver's child `pid`, whose exit code arrives on `status`.
@@ -68,6 +79,8 @@ impl Child {
             pidfd: open_pidfd(pid),
             exit: Mutex::new(None),
             status: Some(status),
+            #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+            exit_queue: OnceLock::new(),
         }
     }
 
@@ -263,8 +276,15 @@ impl Child {
     }
 
     /// What becomes readable once the child ended, if anything does: its
-    /// server's status socket (a forkserver's child), else its pidfd.
+    /// server's status socket (a forkserver's child), else its pidfd, or on
+    /// macOS and FreeBSD a kqueue watching its exit (the portable path on
+    /// Linux has none).
     pub fn exit_handle(&self) -> Option<rustix::fd::BorrowedFd<'_>> {
+        #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+        if self.status.is_none() && self.pidfd.is_none() {
+            let queue = self.exit_queue.get_or_init(|| exit_queue(self.pid, &self.exit()));
+            return queue.as_ref().map(|fd| fd.as_fd());
+        }
         self.status.as_ref().or(self.pidfd.as_ref()).map(|fd| fd.as_fd())
     }
 
@@ -450,6 +470,43 @@ fn wait_exit_event(pid: i32, timeout: Option<Duration>) -> bool {
         Err(rustix::io::Errno::SRCH) | Err(rustix::io::Errno::INTR) => true,
         Err(_) => false,
     }
+}
+
+/// A kqueue readable once child `pid` ended (macOS, FreeBSD): its
+/// `NOTE_EXIT` pending, or, where it ended already (`reaped`, or a zombie
+/// the kernel refuses to watch), a user event triggered. Made under the
+/// lock that reaping takes, so the pid is still the child's. `None` if the
+/// system refused.
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+fn exit_queue(pid: i32, reaped: &Option<i32>) -> Option<OwnedFd> {
+    use rustix::event::kqueue::{
+        kevent, kqueue, Event, EventFilter, EventFlags, ProcessEvents, UserDefinedFlags, UserFlags,
+    };
+    let queue = kqueue().ok()?;
+    let null = std::ptr::null_mut();
+    let apply = |changes: &[Event]| {
+        // Room for no event: the changes are applied and nothing pending
+        // is taken (an error comes back as the call's).
+        let mut none: [Event; 0] = [];
+        // SAFETY: no event carries a pointer the kernel would hand back
+        // to be dereferenced (every `udata` is null).
+        unsafe { kevent(&queue, changes, &mut none[..], Some(Duration::ZERO)) }
+    };
+    if reaped.is_none() {
+        let exit = EventFilter::Proc {
+            pid: rustix::process::Pid::from_raw(pid)?,
+            flags: ProcessEvents::EXIT,
+        };
+        match apply(&[Event::new(exit, EventFlags::ADD, null)]) {
+            Ok(_) => return Some(queue),
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(_) => return None,
+        }
+    }
+    let user = |flags| EventFilter::User { ident: 1, flags, user_flags: UserDefinedFlags::new(0) };
+    let add = Event::new(user(UserFlags::empty()), EventFlags::ADD, null);
+    let trigger = Event::new(user(UserFlags::TRIGGER), EventFlags::empty(), null);
+    apply(&[add, trigger]).ok().map(|_| queue)
 }
 
 #[cfg(not(any(target_vendor = "apple", target_os = "freebsd")))]

@@ -21,21 +21,27 @@
 //!   stream sockets and readiness.
 //! - [`limits`]: the open-file limit raised at start, and what a failed call
 //!   ran out of.
-//! - `bell` (Linux): an object's readiness handle for async waiters (an
-//!   eventfd), and a periodic timer that paces their checks.
+//! - `bell` (Linux, macOS, FreeBSD): an object's readiness handle for
+//!   async waiters (an eventfd, or a pipe), a periodic timer that paces
+//!   their checks, and handles watched as one (epoll, or kqueue).
 //! - [`sys`]: the process table, thread ids, gained privileges: per system.
 //!
 //! The portable path: `--cfg multiproc_portable` makes a Linux build take
 //! what macOS and FreeBSD share with it instead of the Linux-only calls
 //! (unlinked shm objects, not memfds; `kill(0)` before the start-time check;
-//! `waitid` polling, not pidfds; full fences, not `membarrier`), so the
-//! whole test suite runs those paths on Linux. Only the wait-on-address
+//! `waitid` polling, not pidfds; full fences, not `membarrier`; pipes for
+//! bells, not eventfds), so the whole test suite runs those paths on Linux. Only the wait-on-address
 //! call, the image format and the process-table queries differ per system,
 //! and those only compile here.
 #![cfg(unix)]
 #![deny(unsafe_code)]
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    target_os = "freebsd"
+))]
 pub mod bell;
 pub mod child;
 pub mod ident;

@@ -159,8 +159,8 @@ pub(crate) mod launch {
 
 #[cfg(mp_async)]
 pub(crate) mod ready {
-    //! Readiness for async waiters (Linux, the `tokio` feature). Every
-    //! object an async waiter may await has a *bell* (an eventfd, see
+    //! Readiness for async waiters (the `tokio` feature). Every object an
+    //! async waiter may await has a *bell* (an eventfd, or a pipe: see
     //! `multiproc_posix::bell`) that travels with its segment or arena. A
     //! mapping with a bell is *served* ([`Rung::serve`]): the park the
     //! facade uses, [`Os`], rings the bell of the mapping a word lies in
@@ -322,11 +322,6 @@ pub(crate) mod ready {
         fn as_fd(&self) -> BorrowedHandle<'_> {
             self.edges.as_fd()
         }
-    }
-
-    /// A received bell, if the handle is one.
-    pub(crate) fn bell_from(handle: OwnedHandle) -> io::Result<Bell> {
-        Bell::from_received(handle)
     }
 
     /// A private timer that makes a [`Watch`] ready every `interval`.
