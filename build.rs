@@ -6,24 +6,32 @@
 //! - `mp_spawn`: children can be started (spawn), waited for, signalled;
 //! - `mp_fork`: the fork and forkserver start methods;
 //! - `mp_async`: the async forms (the `tokio` feature, where objects have
-//!   readiness handles: Linux, macOS, FreeBSD).
+//!   bells: Linux, macOS, FreeBSD, Windows);
+//! - `mp_readiness`: beside them, bells are handles that travel with their
+//!   segments, and many handles are watched as one (epoll, kqueue), so
+//!   objects lend a `Readiness` to any event loop (the Unixes).
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_async)");
+    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_async, mp_readiness)");
+    println!("cargo::rerun-if-changed=build.rs");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let apple = std::env::var("CARGO_CFG_TARGET_VENDOR").is_ok_and(|v| v == "apple");
-    let bells = apple || ["linux", "android", "freebsd"].contains(&os.as_str());
-    if std::env::var_os("CARGO_FEATURE_TOKIO").is_some() && bells {
-        println!("cargo::rustc-cfg=mp_async");
-    }
-    println!("cargo::rerun-if-changed=build.rs");
     let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
-    if family.split(',').any(|f| f == "unix") {
+    let unix = family.split(',').any(|f| f == "unix");
+    let windows = family.split(',').any(|f| f == "windows");
+    if unix {
         println!("cargo::rustc-cfg=mp_transfer");
         println!("cargo::rustc-cfg=mp_spawn");
         println!("cargo::rustc-cfg=mp_fork");
     }
-    if family.split(',').any(|f| f == "windows") {
+    if windows {
         println!("cargo::rustc-cfg=mp_transfer");
         println!("cargo::rustc-cfg=mp_spawn");
+    }
+    let unix_bells = apple || ["linux", "android", "freebsd"].contains(&os.as_str());
+    if std::env::var_os("CARGO_FEATURE_TOKIO").is_some() && (unix_bells || windows) {
+        println!("cargo::rustc-cfg=mp_async");
+        if unix_bells {
+            println!("cargo::rustc-cfg=mp_readiness");
+        }
     }
 }

@@ -1,13 +1,14 @@
-//! The one loop behind every async form (the `tokio` feature, Linux).
+//! The one loop behind every async form (the `tokio` feature).
 //!
 //! An async wait does not park a thread. It *attempts* the operation
 //! without waiting (the blocking code's own try path, under the side's lock
 //! where there is one), and when that finds nothing it registers in the
 //! primitive's waiter count as an async waiter (`multiproc_core`'s
-//! [`ASYNC_WAITER`](multiproc_core::ASYNC_WAITER)), has tokio's reactor
-//! watch the object's *bell* (its readiness handle: see `os::ready`), tries
-//! once more (a waker that came in between rang the bell, which the watch
-//! already sees), and then waits for the bell. Every waker that finds an
+//! [`ASYNC_WAITER`](multiproc_core::ASYNC_WAITER)), has the object's *bell*
+//! watched (see `os::ready`: by tokio's reactor on the Unixes, by a wait on
+//! the system's thread pool on Windows), tries once more (a waker that came
+//! in between rang the bell, which the watch already sees), and then waits
+//! for the bell. Every waker that finds an
 //! async waiter registered rings it; one that finds none pays nothing more
 //! than before.
 //!
@@ -21,7 +22,7 @@
 //! message half received, a long one half sent under the side's lock) is
 //! put back by the drop: see each form.
 
-use crate::os::ready::{Ticker, Watch};
+use crate::os::ready::{Ready, Ticker, Watch};
 use crate::os::BorrowedHandle;
 use crate::{Error, ErrorKind, Result};
 use multiproc_core::Liveness;
@@ -81,7 +82,7 @@ const YIELDS: u32 = 4;
 /// bell, a child's pidfd; without one, attempts are paced by the periodic
 /// check alone); `hangup`: a link whose hang-up also wakes the wait.
 pub(crate) async fn until<T, G>(
-    ready: Option<BorrowedHandle<'_>>,
+    ready: Option<Ready<'_>>,
     hangup: Option<BorrowedHandle<'_>>,
     register: impl FnOnce() -> Result<G>,
     mut attempt: impl FnMut(bool) -> Step<T>,
@@ -103,7 +104,10 @@ pub(crate) async fn until<T, G>(
     let watch = ready.map(Watch::new).transpose().map_err(watching)?;
     // Nothing rings: the periodic check paces the attempts.
     contended |= watch.is_none();
-    let hangup = hangup.map(Watch::new).transpose().map_err(watching)?;
+    let hangup_watch = hangup.map(Watch::hangup).transpose().map_err(watching)?.flatten();
+    // A hang-up no handle tells of: the periodic check looks for it.
+    contended |= hangup.is_some() && hangup_watch.is_none();
+    let hangup = hangup_watch;
     let mut ticker = None;
     let mut check = false;
     loop {
@@ -152,6 +156,8 @@ pub(crate) async fn ready_any(
         .map(|&h| Watch::with(h, write))
         .collect::<std::io::Result<_>>()
         .map_err(watching)?;
+    // Nothing to watch (a listener no handle tells of): look again soon.
+    let tick = if handles.is_empty() { Some(tick.unwrap_or(NOTHING_WATCHED)) } else { tick };
     let ticker = tick.map(Ticker::every).transpose().map_err(watching)?;
     poll_fn(|cx| {
         let mut woke = false;
@@ -175,13 +181,16 @@ pub(crate) async fn ready_any(
     .map_err(watching)
 }
 
+/// How often [`ready_any`] looks again when it has no handle to watch.
+const NOTHING_WATCHED: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn watching(e: std::io::Error) -> Error {
     Error::io("awaiting an object's readiness handle (in a tokio runtime with I/O enabled)", e)
 }
 
 /// A handle that becomes readable when a wait on an object might succeed,
 /// for an event loop other than tokio (mio, a `poll(2)` loop of one's
-/// own): the `tokio` feature's readiness, without tokio (Linux).
+/// own): the `tokio` feature's readiness, without tokio (on the Unixes).
 ///
 /// While it lives, the object's wakers ring for it (it is registered as
 /// an async waiter is), and every handle that tells of the object (its
@@ -194,15 +203,19 @@ fn watching(e: std::io::Error) -> Error {
 /// an event after `clear` makes it readable again, so nothing is missed.
 /// Dropping it unregisters. `tests/async_forms.rs` has a `poll(2)` loop
 /// over the readiness of a Pipe's end, a Queue, an Event and a Process.
+#[cfg(mp_readiness)]
 pub struct Readiness<'a> {
     pub(crate) edges: crate::os::ready::Edges,
     _registered: Box<dyn Held + 'a>,
 }
 
 /// Anything kept alive for its drop (a registration).
+#[cfg(mp_readiness)]
 pub(crate) trait Held {}
+#[cfg(mp_readiness)]
 impl<T> Held for T {}
 
+#[cfg(mp_readiness)]
 impl<'a> Readiness<'a> {
     /// Watches `handles` (the `None`s skipped), keeping `registered`.
     pub(crate) fn new(
@@ -223,6 +236,7 @@ impl<'a> Readiness<'a> {
     }
 }
 
+#[cfg(mp_readiness)]
 impl std::fmt::Debug for Readiness<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readiness").finish_non_exhaustive()

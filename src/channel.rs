@@ -959,7 +959,7 @@ impl Link<'_> {
     pub(crate) async fn recv_async<R>(
         &self,
         stash: &Stash,
-        ready: Option<BorrowedHandle<'_>>,
+        ready: Option<crate::os::ready::Ready<'_>>,
         hangup: Option<BorrowedHandle<'_>>,
         mut connected: impl FnMut() -> bool,
         then: impl FnOnce(Message<'_>) -> Result<R>,
@@ -1008,7 +1008,7 @@ impl Link<'_> {
     pub(crate) async fn recv_value_async<T: DeserializeOwned>(
         &self,
         stash: &Stash,
-        ready: Option<BorrowedHandle<'_>>,
+        ready: Option<crate::os::ready::Ready<'_>>,
         hangup: Option<BorrowedHandle<'_>>,
         connected: impl FnMut() -> bool,
     ) -> Result<T> {
@@ -1024,7 +1024,7 @@ impl Link<'_> {
     pub(crate) async fn send_async(
         &self,
         out: Outgoing<'_>,
-        ready: Option<BorrowedHandle<'_>>,
+        ready: Option<crate::os::ready::Ready<'_>>,
         hangup: Option<BorrowedHandle<'_>>,
         mut connected: impl FnMut() -> bool,
     ) -> Result<()> {
@@ -1122,7 +1122,7 @@ impl Link<'_> {
     pub(crate) async fn send_encoded_async(
         &self,
         mut encoded: Encoded,
-        ready: Option<BorrowedHandle<'_>>,
+        ready: Option<crate::os::ready::Ready<'_>>,
         hangup: Option<BorrowedHandle<'_>>,
         connected: impl FnMut() -> bool,
     ) -> Result<()> {

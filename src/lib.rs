@@ -4,7 +4,7 @@
 
 #[cfg(mp_async)]
 mod aio;
-#[cfg(mp_async)]
+#[cfg(mp_readiness)]
 pub use aio::Readiness;
 mod arena;
 #[cfg(mp_transfer)]

@@ -349,7 +349,7 @@ impl Raw {
     /// it (a Pool's replies, which another call may take), and the handle
     /// that then becomes readable: see `aio.rs`.
     #[cfg(mp_async)]
-    fn watch_items(&self) -> Result<(impl Sized + '_, Option<crate::os::BorrowedHandle<'_>>)> {
+    fn watch_items(&self) -> Result<(impl Sized + '_, Option<crate::os::ready::Ready<'_>>)> {
         let ring = &self.shared.segment.channel().ring;
         let lock = &self.shared.segment.channel().receiver.lock;
         let data =
@@ -487,7 +487,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, awaiting room without blocking a thread (the `tokio`
-    /// feature, Linux). Bound it with `tokio::time::timeout`. Cancel-safe:
+    /// feature). Bound it with `tokio::time::timeout`. Cancel-safe:
     /// a future dropped before `item` was in the queue put nothing (a long
     /// item half written is withdrawn).
     #[cfg(mp_async)]
@@ -497,7 +497,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes the next item, awaiting one without blocking a thread (the
-    /// `tokio` feature, Linux). Cancel-safe: a future dropped before it
+    /// `tokio` feature). Cancel-safe: a future dropped before it
     /// completes took no item (a long item half received is kept for the
     /// next get of this handle).
     #[cfg(mp_async)]
@@ -514,7 +514,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A handle readable once an item may be there, for an event loop
     /// other than tokio: see [`Readiness`](crate::Readiness) (then
     /// [`get_nowait`](Self::get_nowait) until it is `Empty`).
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let (registered, ready) = self.raw.watch_items()?;
         crate::Readiness::new(registered, [ready])
@@ -524,7 +524,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     #[cfg(mp_async)]
     pub(crate) fn watch_items(
         &self,
-    ) -> Result<(impl Sized + '_, Option<crate::os::BorrowedHandle<'_>>)> {
+    ) -> Result<(impl Sized + '_, Option<crate::os::ready::Ready<'_>>)> {
         self.raw.watch_items()
     }
 

@@ -2,7 +2,10 @@
 //! a current-thread runtime: one thread, no thread per wait. Every await is
 //! bounded (`tokio::time::timeout`), and children are daemons reaped with
 //! a bound, so a lost wake-up fails a test instead of hanging it.
-#![cfg(all(feature = "tokio", target_os = "linux"))]
+#![cfg(all(
+    feature = "tokio",
+    any(target_os = "linux", target_vendor = "apple", target_os = "freebsd", windows)
+))]
 
 mod common;
 use common::*;
@@ -234,10 +237,9 @@ fn a_killed_peer_ends_every_await_with_its_outcome() {
     assert!(held.wait_timeout(BOUND));
     let rt = runtime();
     rt.block_on(async {
-        let pid = p.pid().unwrap();
         let killer = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            kill_pid(pid);
+            p.kill().unwrap();
         };
         let waits = async {
             let code = p.join_async();
@@ -259,10 +261,9 @@ fn a_killed_peer_ends_every_await_with_its_outcome() {
     p2.start().unwrap();
     assert!(held2.wait_timeout(BOUND));
     rt.block_on(async {
-        let pid = p2.pid().unwrap();
         let killer = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            kill_pid(pid);
+            p2.kill().unwrap();
         };
         let (got, ()) = timeout(BOUND, async { tokio::join!(ours2.recv_bytes_async(), killer) })
             .await
@@ -441,6 +442,7 @@ fn connection_wait_sleeps_on_pipes_and_wakes_for_the_one_that_sends() {
 }
 
 /// Sends a message, puts an item, sets the event, then exits with 5.
+#[cfg(unix)]
 fn tell_everything(conn: Connection, q: Queue<u8>, event: Event, go: Event) -> i32 {
     if !go.wait_timeout(BOUND) {
         return 2;
@@ -455,6 +457,7 @@ fn tell_everything(conn: Connection, q: Queue<u8>, event: Event, go: Event) -> i
 }
 
 #[test]
+#[cfg(unix)]
 fn a_poll_loop_of_ones_own_sleeps_on_readiness_handles() {
     use std::os::fd::{AsFd, AsRawFd};
     let (ours, theirs) = Pipe::new().unwrap();

@@ -297,23 +297,24 @@ impl Listener {
     }
 
     /// [`accept`](Self::accept), awaited without blocking a thread (the
-    /// `tokio` feature, Linux): the listener and every handshake under way
-    /// are watched by the runtime. Cancel-safe: a future dropped with
+    /// `tokio` feature): the listener and every handshake under way are
+    /// watched by the runtime (looked at after naps, on Windows). Cancel-safe: a future dropped with
     /// handshakes under way leaves them to the next accept (as a timed-out
     /// accept does).
     #[cfg(mp_async)]
     pub async fn accept_async(&self) -> Result<Connection> {
-        use crate::os::AsHandle;
-        let listening = match &self.socket {
-            ListenSocket::Tcp(l) => l.as_handle(),
-            ListenSocket::Unix(l) => l.as_handle(),
-        };
+        let listening: Vec<_> = match &self.socket {
+            ListenSocket::Tcp(l) => net::listener_ready(l),
+            ListenSocket::Unix(l) => net::listener_ready(l),
+        }
+        .into_iter()
+        .collect();
         let Some(key) = self.policy.authkey.clone() else {
             loop {
                 if let Some(socket) = self.try_accept()? {
                     return Ok(Connection::stream(Stream::new(socket, self.policy.max_message)));
                 }
-                crate::aio::ready_any(&[listening], false, None).await?;
+                crate::aio::ready_any(&listening, false, None).await?;
             }
         };
         let mut shake = Shake { listener: self, under_way: std::mem::take(&mut *self.lock()) };
@@ -321,7 +322,7 @@ impl Listener {
             if let Some(outcome) = shake.step(&key)? {
                 return outcome;
             }
-            let mut watched = vec![listening];
+            let mut watched = listening.clone();
             watched.extend(shake.under_way.iter().map(|h| net::socket_handle(h.stream.socket())));
             // A handshake that stalls is dropped at its deadline: look
             // again at a tenth of the timeout while any is under way.

@@ -43,14 +43,14 @@ pub use listener::{
 };
 pub use stream::DEFAULT_MAX_MESSAGE;
 
-#[cfg(not(mp_async))]
+#[cfg(not(mp_readiness))]
 use stream::poll_many;
 use stream::Stream;
 
 use crate::channel::Outgoing;
 use crate::handles::{self, HandleIn, HandleOut};
 use crate::os::net;
-#[cfg(not(mp_async))]
+#[cfg(not(mp_readiness))]
 use crate::os::net::{Interest, Watch};
 use crate::os::BorrowedHandle;
 use crate::time::Deadline;
@@ -361,7 +361,7 @@ impl Connection {
     }
 
     /// Sends `value`, awaiting room without blocking a thread (the `tokio`
-    /// feature, Linux). Cancel-safe: on a Pipe, a future dropped before the
+    /// feature). Cancel-safe: on a Pipe, a future dropped before the
     /// message was whole in the pipe sent nothing (what it had written is
     /// withdrawn); on a socket, one dropped part-way leaves the message's
     /// rest to go before the next message, as a timed-out send does, so
@@ -387,7 +387,7 @@ impl Connection {
     /// for an event loop other than tokio: see
     /// [`Readiness`](crate::Readiness) (then [`poll`](Self::poll) and the
     /// receive).
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let (registered, handles) = self.watch_incoming()?;
         crate::Readiness::new(registered, handles)
@@ -395,7 +395,7 @@ impl Connection {
 
     /// Registers for this end's incoming messages (a Pipe's: so that a
     /// send rings its bell) and the handles that then tell of them.
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     fn watch_incoming(&self) -> Result<(Option<impl Sized + '_>, [Option<BorrowedHandle<'_>>; 2])> {
         match self.open()? {
             Inner::Ring(r) => r.watch_incoming().map(|(registered, h)| (Some(registered), h)),
@@ -404,7 +404,7 @@ impl Connection {
     }
 
     /// Receives a value sent by [`send`](Self::send), awaiting it without
-    /// blocking a thread (the `tokio` feature, Linux). `Disconnected` once
+    /// blocking a thread (the `tokio` feature). `Disconnected` once
     /// the peer is gone (closed, or its
     /// process died) and everything it sent was received. Cancel-safe: a
     /// future dropped before it completes took no message (a long one half
@@ -549,7 +549,7 @@ impl Connection {
 
     /// What [`wait`] sleeps on: a stream's readability (a message), or a
     /// Pipe's companion link's hang-up; and whether it is a stream.
-    #[cfg(not(mp_async))]
+    #[cfg(not(mp_readiness))]
     fn wake_watch(&self) -> (Watch<'_>, bool) {
         match &self.inner {
             Inner::Ring(r) => (net::link_watch(r.socket(), Interest::HangUp), false),
@@ -637,11 +637,11 @@ impl fmt::Debug for Connection {
 /// timeout. `None` waits without limit. Python's
 /// `multiprocessing.connection.wait`.
 ///
-/// With the `tokio` feature (Linux) the wait is one sleep on every
-/// connection at once, Pipes included: it registers for each Pipe's
+/// With the `tokio` feature (on the Unixes) the wait is one sleep on
+/// every connection at once, Pipes included: it registers for each Pipe's
 /// messages as an async waiter does, so that a send rings the Pipe's bell,
 /// and sleeps on the bells and sockets together (edge-triggered).
-#[cfg(mp_async)]
+#[cfg(mp_readiness)]
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
     let ready = || (0..connections.len()).filter(|&i| connections[i].poll()).collect::<Vec<_>>();
@@ -679,8 +679,8 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
 /// Socket connections are waited on with one `poll(2)`. A Pipe's messages
 /// arrive through shared memory, not a file descriptor, so while any Pipe
 /// is among them the wait wakes every 50 µs, backing off to 1 ms, to look
-/// (with the `tokio` feature on Linux, it sleeps on them all instead).
-#[cfg(not(mp_async))]
+/// (with the `tokio` feature on the Unixes, it sleeps on them all instead).
+#[cfg(not(mp_readiness))]
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
     let has_ring = connections.iter().any(|c| !c.wake_watch().1);

@@ -249,7 +249,7 @@ impl RingEnd {
     /// Registers for this end's incoming messages as an async waiter would
     /// (so a send rings the bell), and the handles to watch: the bell and
     /// the link (a hang-up). For `connection::wait`.
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     pub(crate) fn watch_incoming(
         &self,
     ) -> Result<(impl Sized + '_, [Option<BorrowedHandle<'_>>; 2])> {
@@ -266,7 +266,7 @@ impl RingEnd {
     /// What tells an async waiter of this end: the pipe's bell, and the
     /// link (its hang-up: the peer went).
     #[cfg(mp_async)]
-    fn wakes(&self) -> (Option<BorrowedHandle<'_>>, Option<BorrowedHandle<'_>>) {
+    fn wakes(&self) -> (Option<crate::os::ready::Ready<'_>>, Option<BorrowedHandle<'_>>) {
         (self.segment.obj.ready(), Some(self.socket.as_handle()))
     }
 

@@ -448,7 +448,7 @@ impl Stream {
                 Err(_) => true,
             };
             let tick = busy.then_some(BUSY_TICK);
-            crate::aio::ready_any(&[self.socket()], false, tick).await?;
+            crate::aio::ready_any(&[net::socket_handle(self.socket())], false, tick).await?;
         }
     }
 
@@ -469,7 +469,7 @@ impl Stream {
                 Err(_) => true,
             };
             let tick = busy.then_some(BUSY_TICK);
-            crate::aio::ready_any(&[self.socket()], true, tick).await?;
+            crate::aio::ready_any(&[net::socket_handle(self.socket())], true, tick).await?;
         }
     }
 

@@ -17,11 +17,15 @@
 //!   executable's identity, the spawned child's side of the bootstrap;
 //! - [`ident`]: this process's and thread's ids, liveness stamps;
 //! - [`image`]: this program's read-only image (for code references);
-//! - [`random`].
+//! - [`random`];
+//! - `ready` (the `tokio` feature): what async waits sleep on (`Ready`,
+//!   `Watch`, `Ticker`): bells that travel as handles and tokio's reactor
+//!   on the Unixes (with `Edges` and `Rung`), segment bells and thread-pool
+//!   waits on Windows.
 //!
-//! The cfgs the facade's modules are gated on (`mp_transfer`, `mp_fork`)
-//! come from `build.rs`, which sets them from what the target's backend
-//! provides.
+//! The cfgs the facade's modules are gated on (`mp_transfer`, `mp_fork`,
+//! `mp_async`, `mp_readiness`) come from `build.rs`, which sets them from
+//! what the target's backend provides.
 
 #[cfg(unix)]
 mod unix;

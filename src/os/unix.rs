@@ -87,6 +87,12 @@ pub(crate) mod net {
         Watch::new(listener.as_fd(), Interest::Read)
     }
 
+    /// The handle readable when a listener has a peer to accept.
+    #[cfg(mp_async)]
+    pub(crate) fn listener_ready(listener: &impl AsFd) -> Option<BorrowedHandle<'_>> {
+        Some(listener.as_fd())
+    }
+
     /// The handle a stream socket passes to another process as.
     pub(crate) fn socket_handle(socket: SocketRef<'_>) -> BorrowedHandle<'_> {
         socket
@@ -277,6 +283,15 @@ pub(crate) mod ready {
         }
     }
 
+    /// What an async wait watches: a handle that becomes readable (an
+    /// object's bell, a child's exit handle).
+    pub(crate) type Ready<'a> = BorrowedHandle<'a>;
+
+    /// A handle readable once what a wait waits for happened.
+    pub(crate) fn signaled(handle: BorrowedHandle<'_>) -> Ready<'_> {
+        handle
+    }
+
     /// A handle the current tokio runtime's reactor watches for
     /// readability: a duplicate, so that any number of waits (of any
     /// number of tasks) may watch one handle at once.
@@ -284,8 +299,13 @@ pub(crate) mod ready {
 
     impl Watch {
         /// `Err` outside a tokio runtime, or in one without its I/O driver.
-        pub(crate) fn new(handle: BorrowedHandle<'_>) -> io::Result<Watch> {
+        pub(crate) fn new(handle: Ready<'_>) -> io::Result<Watch> {
             Watch::with(handle, false)
+        }
+
+        /// Watches a channel's link for its hang-up (readable then).
+        pub(crate) fn hangup(link: BorrowedHandle<'_>) -> io::Result<Option<Watch>> {
+            Watch::new(link).map(Some)
         }
 
         /// Watches for room to write (`write`) or for readability.

@@ -87,11 +87,21 @@ pub(crate) mod net {
     pub(crate) trait Listen {
         fn watch(&self) -> Watch<'_>;
         fn handle(&self) -> io::Result<OwnedHandle>;
+        /// Its socket's handle, if it is one (for an async accept, which
+        /// looks at the listener after naps either way).
+        #[cfg(mp_async)]
+        fn ready(&self) -> Option<BorrowedHandle<'_>> {
+            None
+        }
     }
 
     impl Listen for TcpListener {
         fn watch(&self) -> Watch<'_> {
             Watch::tcp_listener(self)
+        }
+        #[cfg(mp_async)]
+        fn ready(&self) -> Option<BorrowedHandle<'_>> {
+            Some(multiproc_windows::net::socket_as_handle(self))
         }
         fn handle(&self) -> io::Result<OwnedHandle> {
             multiproc_windows::net::tcp_listener_handle(self)
@@ -110,6 +120,12 @@ pub(crate) mod net {
     /// Watches a listener for a peer to accept.
     pub(crate) fn listener_watch(listener: &impl Listen) -> Watch<'_> {
         listener.watch()
+    }
+
+    /// What an async accept watches (see [`Listen::ready`]).
+    #[cfg(mp_async)]
+    pub(crate) fn listener_ready(listener: &impl Listen) -> Option<BorrowedHandle<'_>> {
+        listener.ready()
     }
 
     /// The handle a stream passes to another process as: a pipe end's or
@@ -176,4 +192,94 @@ pub(crate) mod launch {
         };
     }
     pub(crate) use before_main;
+}
+
+#[cfg(mp_async)]
+pub(crate) mod ready {
+    //! Readiness for async waiters on Windows (the `tokio` feature). An
+    //! object's bell is its segment's own (`multiproc_windows::bell`): one
+    //! more parking bucket, found from any word's address, so nothing
+    //! travels for it, and the backend's park rings it for async waiters.
+    //! Waits sleep on the system's thread pool, which wakes the task: no
+    //! handle here is registered with tokio's reactor, so the forms run on
+    //! any executor. What the system gives no signal for (a stream's or a
+    //! link's readiness, which the blocking forms look at between naps too)
+    //! is looked at again after a nap.
+    use super::BorrowedHandle;
+    use multiproc_windows::bell::{Bell, Listening, Signaled, Timer};
+    use std::io;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    /// How long an async wait on a stream naps before it looks again.
+    const NAP: Duration = Duration::from_millis(1);
+
+    /// What an async wait watches: a segment's bell, or a handle signaled
+    /// once what it waits for happened (a child's process handle).
+    pub(crate) enum Ready<'a> {
+        Bell(Bell),
+        Handle(BorrowedHandle<'a>),
+    }
+
+    /// A handle signaled once what a wait waits for happened.
+    pub(crate) fn signaled(handle: BorrowedHandle<'_>) -> Ready<'_> {
+        Ready::Handle(handle)
+    }
+
+    /// The bell of the segment mapped at `base`.
+    pub(crate) fn segment_bell<'a>(base: *const u8) -> Option<Ready<'a>> {
+        Bell::of(base).map(Ready::Bell)
+    }
+
+    /// An async wait's sleep: see the module docs.
+    pub(crate) enum Watch {
+        Bell(Listening),
+        Handle(Signaled),
+        Nap(Timer),
+    }
+
+    impl Watch {
+        /// Listens on a bell (counted in while this lives), or watches a
+        /// handle.
+        pub(crate) fn new(ready: Ready<'_>) -> io::Result<Watch> {
+            match ready {
+                Ready::Bell(bell) => bell.listen().map(Watch::Bell),
+                Ready::Handle(handle) => Signaled::new(handle).map(Watch::Handle),
+            }
+        }
+
+        /// A link's hang-up: no handle tells of it here (`None`): the
+        /// caller's periodic check looks.
+        pub(crate) fn hangup(_link: BorrowedHandle<'_>) -> io::Result<Option<Watch>> {
+            Ok(None)
+        }
+
+        /// A stream's readiness: a nap, then the caller looks again.
+        pub(crate) fn with(_stream: BorrowedHandle<'_>, _write: bool) -> io::Result<Watch> {
+            Timer::every(NAP).map(Watch::Nap)
+        }
+
+        /// Ready once what it watches may have happened (a bell's sleep
+        /// also ends after a bounded slice: see the backend).
+        pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            match self {
+                Watch::Bell(listening) => listening.poll(cx),
+                Watch::Handle(signaled) => signaled.poll(cx),
+                Watch::Nap(timer) => timer.poll(cx),
+            }
+        }
+    }
+
+    /// A private timer, ready once per `interval`.
+    pub(crate) struct Ticker(Timer);
+
+    impl Ticker {
+        pub(crate) fn every(interval: Duration) -> io::Result<Ticker> {
+            Timer::every(interval).map(Ticker)
+        }
+
+        pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.0.poll(cx)
+        }
+    }
 }

@@ -84,8 +84,8 @@ impl<R> AsyncResult<R> {
         (self.finish)(&mut job)
     }
 
-    /// Awaits the result without blocking a thread (the `tokio` feature,
-    /// Linux); `.await` on the `AsyncResult` itself does the same. The
+    /// Awaits the result without blocking a thread (the `tokio` feature);
+    /// `.await` on the `AsyncResult` itself does the same. The
     /// awaiting task drives the pool as [`get`](Self::get) does (hands out
     /// chunks, takes replies, sees dead workers) whenever the replies'
     /// queue rings, and at the blocking interval otherwise. Dropping the

@@ -411,7 +411,7 @@ impl Process {
     }
 
     /// Waits for the child to end without blocking a thread (the `tokio`
-    /// feature, Linux): its exit code, as [`join`](Self::join). The
+    /// feature): its exit code, as [`join`](Self::join). The
     /// runtime watches the child's pidfd (or its forkserver's report).
     /// Cancel-safe; any number of tasks may await one process.
     #[cfg(mp_async)]
@@ -419,7 +419,7 @@ impl Process {
         use crate::aio::{until, Step};
         let child = self.child()?;
         until(
-            child.exit_handle(),
+            child.exit_handle().map(crate::os::ready::signaled),
             None,
             || Ok(()),
             |_| match self.poll(Some(Duration::ZERO)) {
@@ -435,7 +435,7 @@ impl Process {
     /// than tokio: see [`Readiness`](crate::Readiness) (then
     /// [`exitcode`](Self::exitcode)). `Unsupported` where the kernel gives
     /// no pidfd.
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let handle = self.child()?.exit_handle().ok_or_else(|| {
             Error::new(ErrorKind::Unsupported, "no handle tells of this child's exit here")

@@ -64,7 +64,7 @@ impl Event {
 
     /// A handle readable once the flag may be set, for an event loop
     /// other than tokio: see [`Readiness`](crate::Readiness).
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let raw = self.obj.raw();
         let registered = crate::aio::register(raw.register_async(), || raw.unregister_async())?;
@@ -78,7 +78,7 @@ impl Event {
     }
 
     /// Awaits the flag (set, or set since the call began) without blocking
-    /// a thread (the `tokio` feature, Linux). Bound it with
+    /// a thread (the `tokio` feature). Bound it with
     /// `tokio::time::timeout`. Cancel-safe: dropping the future leaves
     /// nothing behind.
     ///

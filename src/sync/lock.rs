@@ -80,8 +80,8 @@ impl Lock {
         }
     }
 
-    /// Acquires, awaiting without blocking a thread (the `tokio` feature,
-    /// Linux), with the blocking form's outcomes: `OwnerDied` (and the lock
+    /// Acquires, awaiting without blocking a thread (the `tokio` feature),
+    /// with the blocking form's outcomes: `OwnerDied` (and the lock
     /// held) if its holder died holding it, found at the same interval.
     /// Bound it with `tokio::time::timeout`. Cancel-safe: a future dropped
     /// before it completes took nothing.
@@ -116,7 +116,7 @@ impl Lock {
     /// that dies rings nothing: an event loop that must take over a dead
     /// holder's lock also calls [`acquire_timeout`](Self::acquire_timeout)
     /// now and then.)
-    #[cfg(mp_async)]
+    #[cfg(mp_readiness)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let raw = self.raw();
         let registered = crate::aio::register(raw.register_async(&Os), || raw.unregister_async())?;

@@ -36,7 +36,7 @@ macro_rules! semaphore_methods {
         }
 
         /// Takes one, awaiting a positive value without blocking a thread
-        /// (the `tokio` feature, Linux). Bound it with
+        /// (the `tokio` feature). Bound it with
         /// `tokio::time::timeout`. Cancel-safe: a future dropped before it
         /// completes took nothing.
         ///
@@ -59,7 +59,7 @@ macro_rules! semaphore_methods {
 
         /// A handle readable once a permit may be there, for an event loop
         /// other than tokio: see [`Readiness`](crate::Readiness).
-        #[cfg(mp_async)]
+        #[cfg(mp_readiness)]
         pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
             let raw = self.raw();
             let registered = crate::aio::register(raw.register_async(), || raw.unregister_async())?;

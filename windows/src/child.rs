@@ -23,7 +23,7 @@
 
 use crate::sys;
 use std::io;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 use windows_sys::Win32::Foundation::{
@@ -67,6 +67,11 @@ pub struct Child {
 impl Child {
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// The process handle: signaled once the child ended.
+    pub fn exit_handle(&self) -> Option<BorrowedHandle<'_>> {
+        Some(self.handle.as_handle())
     }
 
     /// The exit code once a wait saw the child end.

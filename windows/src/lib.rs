@@ -11,6 +11,9 @@
 //!   has no wait-on-address across processes (`WaitOnAddress` wakes only
 //!   threads of one process), so a segment's slow path sleeps on named
 //!   kernel semaphores chosen by the word's offset, counted in the mapping.
+//! - [`bell`]: readiness for async waiters: a segment's bell (one more
+//!   parking bucket, rung for async waiters), and waits on the system's
+//!   thread pool that wake a task.
 //! - [`ident`]: this task's ids, stamped with creation times, and whether a
 //!   recorded owner still runs.
 //! - [`child`]: CreateProcessW of this executable with an explicit handle
@@ -29,6 +32,7 @@
 #![cfg(windows)]
 #![deny(unsafe_code)]
 
+pub mod bell;
 pub mod child;
 pub mod ident;
 pub mod image;

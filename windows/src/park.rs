@@ -74,6 +74,10 @@ impl multiproc_core::Park for Os {
         wake(word);
     }
 
+    fn notify_async(&self, word: &AtomicU32) {
+        crate::bell::ring(word);
+    }
+
     fn yield_now(&self) {
         std::thread::yield_now();
     }

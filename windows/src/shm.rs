@@ -39,7 +39,10 @@ pub(crate) const PAGE: usize = 4096;
 /// Parking buckets per segment: a word parks in bucket `(offset / 4) %
 /// BUCKETS`.
 pub(crate) const BUCKETS: usize = 16;
-const MAGIC: u64 = u64::from_le_bytes(*b"MPWSEG01");
+/// The bucket after the parking ones: the segment's bell, where async
+/// waiters of any of its words count themselves in (see `bell.rs`).
+pub(crate) const BELL: usize = BUCKETS;
+const MAGIC: u64 = u64::from_le_bytes(*b"MPWSEG02");
 
 /// One parking bucket's waiter count, on its own cache line.
 #[repr(C, align(64))]
@@ -55,7 +58,8 @@ struct Trailer {
     /// Names the segment's semaphores (creator's pid, its creation stamp,
     /// a counter): unique on the machine while the creator runs.
     id: [AtomicU32; 4],
-    buckets: [Bucket; BUCKETS],
+    /// The parking buckets, then the bell's.
+    buckets: [Bucket; BUCKETS + 1],
 }
 
 static_assertions::assert_eq_size!(Bucket, [u8; 64]);
@@ -246,7 +250,7 @@ pub(crate) struct Parking {
     end: usize,
     buckets: usize,
     id: [u32; 4],
-    semaphores: [OnceLock<Option<OwnedHandle>>; BUCKETS],
+    semaphores: [OnceLock<Option<OwnedHandle>>; BUCKETS + 1],
 }
 
 /// The mapped segments of this process, by address.
@@ -282,9 +286,9 @@ impl Parking {
         (addr < parking.end).then(|| (parking.clone(), ((addr - parking.start) / 4) % BUCKETS))
     }
 
-    /// Bucket `b`'s waiter count, in the mapping.
+    /// Bucket `b`'s waiter count, in the mapping ([`BELL`]: the bell's).
     pub(crate) fn bucket(&self, b: usize) -> &Bucket {
-        debug_assert!(b < BUCKETS);
+        debug_assert!(b <= BELL);
         // SAFETY: the buckets lie in the trailer page of a view that stays
         // mapped while this `Parking` is registered, which is while its
         // segment lives; callers hold a word of that segment.
