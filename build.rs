@@ -5,13 +5,14 @@
 //!   connections, spawn with arguments);
 //! - `mp_spawn`: children can be started (spawn), waited for, signalled;
 //! - `mp_fork`: the fork and forkserver start methods;
-//! - `mp_async`: the async forms (the `tokio` feature, where objects have
-//!   bells: Linux, macOS, FreeBSD, Windows);
-//! - `mp_readiness`: beside them, bells are handles that travel with their
-//!   segments, and many handles are watched as one (epoll, kqueue), so
-//!   objects lend a `Readiness` to any event loop (the Unixes).
+//! - `mp_async`: the async forms and readiness handles (the `tokio`
+//!   feature, where objects have bells: Linux, macOS, FreeBSD, Windows);
+//! - `mp_bell_handles`: beside them, bells are handles that travel with
+//!   their segments (the Unixes; a Windows segment's bell is its own).
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_async, mp_readiness)");
+    println!(
+        "cargo::rustc-check-cfg=cfg(mp_transfer, mp_spawn, mp_fork, mp_async, mp_bell_handles)"
+    );
     println!("cargo::rerun-if-changed=build.rs");
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let apple = std::env::var("CARGO_CFG_TARGET_VENDOR").is_ok_and(|v| v == "apple");
@@ -31,7 +32,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_TOKIO").is_some() && (unix_bells || windows) {
         println!("cargo::rustc-cfg=mp_async");
         if unix_bells {
-            println!("cargo::rustc-cfg=mp_readiness");
+            println!("cargo::rustc-cfg=mp_bell_handles");
         }
     }
 }

@@ -188,39 +188,40 @@ fn watching(e: std::io::Error) -> Error {
     Error::io("awaiting an object's readiness handle (in a tokio runtime with I/O enabled)", e)
 }
 
-/// A handle that becomes readable when a wait on an object might succeed,
-/// for an event loop other than tokio (mio, a `poll(2)` loop of one's
-/// own): the `tokio` feature's readiness, without tokio (on the Unixes).
+/// A handle that becomes ready when a wait on an object might succeed, for
+/// an event loop other than tokio (mio, a `poll(2)` or
+/// `WaitForMultipleObjects` loop of one's own): the `tokio` feature's
+/// readiness, without tokio.
 ///
 /// While it lives, the object's wakers ring for it (it is registered as
-/// an async waiter is), and every handle that tells of the object (its
-/// bell, a peer's hang-up, a child's exit) is watched edge-triggered by
-/// one private epoll instance, which is the file descriptor it lends (as
-/// a borrowed descriptor, on Unix): a poller sees it readable, level- or
-/// edge-triggered, while an event has not been taken. After each
-/// wake, call [`clear`](Self::clear), then try the operation's
+/// an async waiter is), and everything that tells of the object (its
+/// bell, a peer's hang-up, a child's exit) is gathered into the one handle
+/// it lends: on the Unixes a borrowed descriptor (`AsFd`), a private epoll
+/// instance or kqueue watching them edge-triggered, readable (level- or
+/// edge-triggered) while an event has not been taken; on Windows a
+/// borrowed handle (`AsHandle`), an event signaled by waits on the system's
+/// thread pool (what no handle tells of, a peer's hang-up or a socket's
+/// bytes, is looked at periodically there, and a bell's sleep also ends
+/// every 20 ms, as a parked thread's does, so expect spurious wakes). After
+/// each wake, call [`clear`](Self::clear), then try the operation's
 /// non-blocking form (`try_`, `_nowait`, `poll`) until it finds nothing;
-/// an event after `clear` makes it readable again, so nothing is missed.
-/// Dropping it unregisters. `tests/async_forms.rs` has a `poll(2)` loop
+/// an event after `clear` makes it ready again, so nothing is missed.
+/// Dropping it unregisters. `tests/async_forms.rs` has a loop of its own
 /// over the readiness of a Pipe's end, a Queue, an Event and a Process.
-#[cfg(mp_readiness)]
 pub struct Readiness<'a> {
     pub(crate) edges: crate::os::ready::Edges,
     _registered: Box<dyn Held + 'a>,
 }
 
 /// Anything kept alive for its drop (a registration).
-#[cfg(mp_readiness)]
 pub(crate) trait Held {}
-#[cfg(mp_readiness)]
 impl<T> Held for T {}
 
-#[cfg(mp_readiness)]
 impl<'a> Readiness<'a> {
     /// Watches `handles` (the `None`s skipped), keeping `registered`.
     pub(crate) fn new(
         registered: impl Held + 'a,
-        handles: impl IntoIterator<Item = Option<BorrowedHandle<'a>>>,
+        handles: impl IntoIterator<Item = Option<Ready<'a>>>,
     ) -> Result<Readiness<'a>> {
         let mut edges = crate::os::ready::Edges::new().map_err(watching)?;
         for handle in handles.into_iter().flatten() {
@@ -236,7 +237,6 @@ impl<'a> Readiness<'a> {
     }
 }
 
-#[cfg(mp_readiness)]
 impl std::fmt::Debug for Readiness<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readiness").finish_non_exhaustive()

@@ -62,7 +62,7 @@ pub(crate) struct Arena {
     /// (it made it, or its parent did before forking this process).
     ours: Option<u32>,
     /// The bell its objects' async waiters await.
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     rung: Option<Arc<crate::os::ready::Rung>>,
 }
 
@@ -241,7 +241,7 @@ impl SlotRef {
     }
 
     /// The arena's bell, which its objects' async waiters await.
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     pub(crate) fn bell(&self) -> Option<&crate::os::ready::Bell> {
         self.arena.rung.as_deref().map(|r| r.bell())
     }
@@ -277,7 +277,7 @@ pub(crate) fn allocate(kind: Kind, size: usize, params: [u64; 5]) -> Result<Opti
         // SAFETY: a fresh segment of layout.size() bytes, page-aligned, not
         // yet shared; Header is plain data.
         unsafe { segment.as_ptr().cast::<Header>().write(header) };
-        #[cfg(mp_readiness)]
+        #[cfg(mp_bell_handles)]
         let rung = {
             let bell = crate::os::ready::Bell::new()
                 .map_err(|e| Error::io("creating an arena's readiness handle", e))?;
@@ -287,7 +287,7 @@ pub(crate) fn allocate(kind: Kind, size: usize, params: [u64; 5]) -> Result<Opti
             held: held(layout.slots),
             generations: held(layout.slots),
             ours: Some(allocator.arenas.len() as u32),
-            #[cfg(mp_readiness)]
+            #[cfg(mp_bell_handles)]
             rung,
             segment,
             layout,
@@ -428,7 +428,7 @@ fn map(id: u64, handle: crate::os::OwnedHandle, bell: Vec<u32>) -> Result<Arc<Ar
     if layout.id != id {
         return Err(Corrupt::BadParams.into());
     }
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     let rung = match bell.is_empty() {
         true => None,
         false => {
@@ -436,13 +436,13 @@ fn map(id: u64, handle: crate::os::OwnedHandle, bell: Vec<u32>) -> Result<Arc<Ar
             Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()))
         }
     };
-    #[cfg(not(mp_readiness))]
+    #[cfg(not(mp_bell_handles))]
     let _ = bell;
     let arena = Arc::new(Arena {
         held: held(layout.slots),
         generations: held(layout.slots),
         ours: None,
-        #[cfg(mp_readiness)]
+        #[cfg(mp_bell_handles)]
         rung,
         segment,
         layout,

@@ -4,7 +4,7 @@
 
 #[cfg(mp_async)]
 mod aio;
-#[cfg(mp_readiness)]
+#[cfg(mp_async)]
 pub use aio::Readiness;
 mod arena;
 #[cfg(mp_transfer)]

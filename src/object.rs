@@ -31,7 +31,7 @@ enum Home {
 pub(crate) struct Object<L> {
     home: Home,
     /// A segment's bell, which async waiters await (a slot's is its arena's).
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     rung: Option<Arc<crate::os::ready::Rung>>,
     /// The header as validated when the object was made; never re-read.
     header: Header,
@@ -49,7 +49,7 @@ impl<L> Clone for Object<L> {
     fn clone(&self) -> Self {
         Object {
             home: self.home.clone(),
-            #[cfg(mp_readiness)]
+            #[cfg(mp_bell_handles)]
             rung: self.rung.clone(),
             header: self.header,
             raw: self.raw,
@@ -59,7 +59,7 @@ impl<L> Clone for Object<L> {
 
 /// Whether objects of `kind` have a bell, for async waiters: those with an
 /// async form (a slot's is its arena's).
-#[cfg(mp_readiness)]
+#[cfg(mp_bell_handles)]
 fn rings(kind: Kind) -> bool {
     matches!(
         kind,
@@ -74,7 +74,7 @@ fn rings(kind: Kind) -> bool {
 
 impl<L> Object<L> {
     /// The bell async waiters of this object await.
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     pub(crate) fn bell(&self) -> Option<&crate::os::ready::Bell> {
         match &self.home {
             Home::Segment(_) => self.rung.as_deref().map(|r| r.bell()),
@@ -86,9 +86,9 @@ impl<L> Object<L> {
     /// travels with it, or its segment's own).
     #[cfg(mp_async)]
     pub(crate) fn ready(&self) -> Option<crate::os::ready::Ready<'_>> {
-        #[cfg(mp_readiness)]
+        #[cfg(mp_bell_handles)]
         return self.bell().map(crate::os::AsHandle::as_handle);
-        #[cfg(not(mp_readiness))]
+        #[cfg(not(mp_bell_handles))]
         return crate::os::ready::segment_bell(match &self.home {
             Home::Segment(segment) => segment.as_ptr(),
             Home::Slot(slot) => slot.base(),
@@ -96,7 +96,7 @@ impl<L> Object<L> {
     }
 
     /// Serves `segment` with `bell` (see `os::ready`).
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     fn ring_with(mut self, bell: crate::os::ready::Bell) -> Self {
         if let Home::Segment(segment) = &self.home {
             self.rung = Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()));
@@ -166,7 +166,7 @@ impl<L: Shared> Object<L> {
         // not yet shared; Header is plain data.
         unsafe { segment.as_ptr().cast::<Header>().write(header) };
         let object = Object::new(segment, header)?;
-        #[cfg(mp_readiness)]
+        #[cfg(mp_bell_handles)]
         let object = if rings(kind) {
             let bell = crate::os::ready::Bell::new()
                 .map_err(|e| Error::io("creating an object's readiness handle", e))?;
@@ -222,7 +222,7 @@ impl<L: Shared> Object<L> {
         let raw = std::ptr::NonNull::from(raw);
         Ok(Object {
             home: Home::Segment(Arc::new(segment)),
-            #[cfg(mp_readiness)]
+            #[cfg(mp_bell_handles)]
             rung: None,
             header,
             raw,
@@ -238,7 +238,7 @@ impl<L: Shared> Object<L> {
         let raw = std::ptr::NonNull::from(raw);
         Ok(Object {
             home: Home::Slot(slot),
-            #[cfg(mp_readiness)]
+            #[cfg(mp_bell_handles)]
             rung: None,
             header,
             raw,
@@ -317,7 +317,7 @@ impl<L: Shared> Object<L> {
     /// bell (none without one).
     #[cfg(mp_spawn)]
     fn export_bell(&self) -> Result<Vec<u32>, &'static str> {
-        #[cfg(mp_readiness)]
+        #[cfg(mp_bell_handles)]
         if let Some(bell) = self.bell() {
             return bell.parts().into_iter().map(crate::handles::export).collect();
         }
@@ -342,12 +342,12 @@ impl<L: Shared> Object<L> {
                     .map_err(|e| refuse(Error::new(crate::ErrorKind::Corrupt, e)))?;
                 let segment = open_received(fd).map_err(refuse)?;
                 let object = Object::open(segment, kinds, check).map_err(refuse)?;
-                #[cfg(mp_readiness)]
+                #[cfg(mp_bell_handles)]
                 let object = match bell.is_empty() {
                     true => object,
                     false => object.ring_with(import_bell(&bell).map_err(refuse)?),
                 };
-                #[cfg(not(mp_readiness))]
+                #[cfg(not(mp_bell_handles))]
                 let _ = bell;
                 Ok(object)
             }
@@ -370,7 +370,7 @@ impl<L: Shared> Object<L> {
 
 /// The bell made of the handles at `indexes` of the incoming table:
 /// `Corrupt` if they make none.
-#[cfg(mp_readiness)]
+#[cfg(mp_bell_handles)]
 pub(crate) fn import_bell(indexes: &[u32]) -> Result<crate::os::ready::Bell> {
     let corrupt = |why: String| Error::new(crate::ErrorKind::Corrupt, why);
     let parts = indexes.iter().map(|&i| crate::handles::import(i));
@@ -537,7 +537,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg(mp_readiness)]
+    #[cfg(mp_bell_handles)]
     fn a_readiness_handle_that_is_no_bell_is_corrupt() {
         let array = Array::new(&[0u8; 8192]).unwrap();
         let segment = || duplicate(array.object().home_handle());

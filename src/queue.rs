@@ -514,7 +514,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A handle readable once an item may be there, for an event loop
     /// other than tokio: see [`Readiness`](crate::Readiness) (then
     /// [`get_nowait`](Self::get_nowait) until it is `Empty`).
-    #[cfg(mp_readiness)]
+    #[cfg(mp_async)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let (registered, ready) = self.raw.watch_items()?;
         crate::Readiness::new(registered, [ready])

@@ -5,6 +5,7 @@
 use multiproc::{Barrier, Connection, Pipe, Process, Queue};
 use std::hint::black_box;
 use std::time::Instant;
+#[cfg(unix)]
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -41,6 +42,7 @@ pub fn pipe_round_trip(rounds: u64) -> f64 {
 
 /// Microseconds per 8-byte round trip over tokio's `UnixStream` between
 /// two processes, each on its own current-thread runtime.
+#[cfg(unix)]
 pub fn tokio_unix_round_trip(rounds: u64) -> f64 {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     // The child inherits both ends by the fork; it uses `theirs`.

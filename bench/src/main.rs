@@ -21,7 +21,7 @@
 // sides): the rest is compiled there but unused.
 #![cfg_attr(windows, allow(dead_code))]
 
-#[cfg(all(feature = "tokio", target_os = "linux"))]
+#[cfg(all(feature = "tokio", any(target_os = "linux", windows)))]
 mod asyncs;
 #[cfg(unix)]
 mod floor;
@@ -189,17 +189,18 @@ fn workloads() -> Vec<Workload> {
             true,
             vec![ours(|s| ours::queue_throughput(1, s.n(1_000_000, 10_000_000), 8, false))],
         ),
-        workload(
-            "Process start+join, spawn",
-            "us",
-            false,
-            vec![
-                ours(|s| ours::start_join(StartMethod::Spawn, s.n(5, 30))),
-                floor("CreateProcessW+wait", |s| floor_windows::create_process_wait(s.n(5, 30))),
-            ],
-        ),
     ]
     .into_iter()
+    .chain(async_workloads(rt))
+    .chain([workload(
+        "Process start+join, spawn",
+        "us",
+        false,
+        vec![
+            ours(|s| ours::start_join(StartMethod::Spawn, s.n(5, 30))),
+            floor("CreateProcessW+wait", |s| floor_windows::create_process_wait(s.n(5, 30))),
+        ],
+    )])
     .chain(scale_workloads().into_iter().take(2))
     .collect()
 }
@@ -480,10 +481,11 @@ fn workloads() -> Vec<Workload> {
     .collect()
 }
 
-/// The async forms (built with `--features tokio`, Linux): a Pipe's round
-/// trip against tokio's own `UnixStream`, and a Queue against its blocking
-/// form, both sides awaiting on current-thread runtimes.
-#[cfg(all(feature = "tokio", target_os = "linux"))]
+/// The async forms (built with `--features tokio`; Linux, and Windows
+/// without tokio's socket side): a Pipe's round trip against tokio's own
+/// `UnixStream`, and a Queue against its blocking form, both sides
+/// awaiting on current-thread runtimes.
+#[cfg(all(feature = "tokio", any(target_os = "linux", windows)))]
 fn async_workloads(rt: impl Fn(Scale) -> u64 + Copy + 'static) -> Vec<Workload> {
     vec![
         workload(
@@ -492,6 +494,7 @@ fn async_workloads(rt: impl Fn(Scale) -> u64 + Copy + 'static) -> Vec<Workload> 
             false,
             vec![
                 ours(move |s| asyncs::pipe_round_trip(rt(s))),
+                #[cfg(unix)]
                 rival("tokio UnixStream", move |s| asyncs::tokio_unix_round_trip(rt(s))),
                 rival("multiproc, blocking", move |s| ours::pipe_round_trip(rt(s))),
             ],
@@ -510,7 +513,7 @@ fn async_workloads(rt: impl Fn(Scale) -> u64 + Copy + 'static) -> Vec<Workload> 
     ]
 }
 
-#[cfg(not(all(feature = "tokio", target_os = "linux")))]
+#[cfg(not(all(feature = "tokio", any(target_os = "linux", windows))))]
 fn async_workloads(_rt: impl Fn(Scale) -> u64 + Copy + 'static) -> Vec<Workload> {
     Vec::new()
 }

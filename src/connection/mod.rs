@@ -43,14 +43,14 @@ pub use listener::{
 };
 pub use stream::DEFAULT_MAX_MESSAGE;
 
-#[cfg(not(mp_readiness))]
+#[cfg(not(mp_async))]
 use stream::poll_many;
 use stream::Stream;
 
 use crate::channel::Outgoing;
 use crate::handles::{self, HandleIn, HandleOut};
 use crate::os::net;
-#[cfg(not(mp_readiness))]
+#[cfg(not(mp_async))]
 use crate::os::net::{Interest, Watch};
 use crate::os::BorrowedHandle;
 use crate::time::Deadline;
@@ -387,7 +387,7 @@ impl Connection {
     /// for an event loop other than tokio: see
     /// [`Readiness`](crate::Readiness) (then [`poll`](Self::poll) and the
     /// receive).
-    #[cfg(mp_readiness)]
+    #[cfg(mp_async)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let (registered, handles) = self.watch_incoming()?;
         crate::Readiness::new(registered, handles)
@@ -395,11 +395,14 @@ impl Connection {
 
     /// Registers for this end's incoming messages (a Pipe's: so that a
     /// send rings its bell) and the handles that then tell of them.
-    #[cfg(mp_readiness)]
-    fn watch_incoming(&self) -> Result<(Option<impl Sized + '_>, [Option<BorrowedHandle<'_>>; 2])> {
+    #[cfg(mp_async)]
+    fn watch_incoming(
+        &self,
+    ) -> Result<(Option<impl Sized + '_>, [Option<crate::os::ready::Ready<'_>>; 2])> {
+        use crate::os::ready::stream;
         match self.open()? {
             Inner::Ring(r) => r.watch_incoming().map(|(registered, h)| (Some(registered), h)),
-            Inner::Stream(s) => Ok((None, [Some(net::socket_handle(s.socket())), None])),
+            Inner::Stream(s) => Ok((None, [Some(stream(net::socket_handle(s.socket()))), None])),
         }
     }
 
@@ -549,7 +552,7 @@ impl Connection {
 
     /// What [`wait`] sleeps on: a stream's readability (a message), or a
     /// Pipe's companion link's hang-up; and whether it is a stream.
-    #[cfg(not(mp_readiness))]
+    #[cfg(not(mp_async))]
     fn wake_watch(&self) -> (Watch<'_>, bool) {
         match &self.inner {
             Inner::Ring(r) => (net::link_watch(r.socket(), Interest::HangUp), false),
@@ -637,11 +640,13 @@ impl fmt::Debug for Connection {
 /// timeout. `None` waits without limit. Python's
 /// `multiprocessing.connection.wait`.
 ///
-/// With the `tokio` feature (on the Unixes) the wait is one sleep on
-/// every connection at once, Pipes included: it registers for each Pipe's
-/// messages as an async waiter does, so that a send rings the Pipe's bell,
-/// and sleeps on the bells and sockets together (edge-triggered).
-#[cfg(mp_readiness)]
+/// With the `tokio` feature the wait is one sleep on every connection at
+/// once, Pipes included: it registers for each Pipe's messages as an async
+/// waiter does, so that a send rings the Pipe's bell, and sleeps on the
+/// bells and sockets together (edge-triggered epoll or kqueue; on Windows
+/// an event that thread-pool waits on the bells set, where sockets, named
+/// pipes and a peer's hang-up are looked at every 1 and 10 ms).
+#[cfg(mp_async)]
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
     let ready = || (0..connections.len()).filter(|&i| connections[i].poll()).collect::<Vec<_>>();
@@ -656,7 +661,7 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
         let handles = match c.open() {
             Err(_) => continue,
             // A send-only end tells of nothing but its peer's hang-up.
-            Ok(Inner::Ring(r)) if !r.readable() => [Some(r.socket()), None],
+            Ok(Inner::Ring(r)) if !r.readable() => [Some(crate::os::ready::link(r.socket())), None],
             Ok(_) => {
                 let (registration, handles) = c.watch_incoming()?;
                 registered.push(registration);
@@ -679,8 +684,8 @@ pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Ve
 /// Socket connections are waited on with one `poll(2)`. A Pipe's messages
 /// arrive through shared memory, not a file descriptor, so while any Pipe
 /// is among them the wait wakes every 50 µs, backing off to 1 ms, to look
-/// (with the `tokio` feature on the Unixes, it sleeps on them all instead).
-#[cfg(not(mp_readiness))]
+/// (with the `tokio` feature, it sleeps on them all instead).
+#[cfg(not(mp_async))]
 pub fn wait(connections: &[&Connection], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let until = timeout.map_or(Deadline::NEVER, Deadline::after);
     let has_ring = connections.iter().any(|c| !c.wake_watch().1);

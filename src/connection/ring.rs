@@ -249,10 +249,10 @@ impl RingEnd {
     /// Registers for this end's incoming messages as an async waiter would
     /// (so a send rings the bell), and the handles to watch: the bell and
     /// the link (a hang-up). For `connection::wait`.
-    #[cfg(mp_readiness)]
+    #[cfg(mp_async)]
     pub(crate) fn watch_incoming(
         &self,
-    ) -> Result<(impl Sized + '_, [Option<BorrowedHandle<'_>>; 2])> {
+    ) -> Result<(impl Sized + '_, [Option<crate::os::ready::Ready<'_>>; 2])> {
         let link = self.link(false)?;
         let ring = &link.channel.ring;
         let registered =
@@ -260,7 +260,7 @@ impl RingEnd {
                 ring.unregister_async(true)
             })?;
         let (ready, hangup) = self.wakes();
-        Ok((registered, [ready, hangup]))
+        Ok((registered, [ready, hangup.map(crate::os::ready::link)]))
     }
 
     /// What tells an async waiter of this end: the pipe's bell, and the

@@ -24,7 +24,7 @@
 //!   waits on Windows.
 //!
 //! The cfgs the facade's modules are gated on (`mp_transfer`, `mp_fork`,
-//! `mp_async`, `mp_readiness`) come from `build.rs`, which sets them from
+//! `mp_async`, `mp_bell_handles`) come from `build.rs`, which sets them from
 //! what the target's backend provides.
 
 #[cfg(unix)]

@@ -292,6 +292,16 @@ pub(crate) mod ready {
         handle
     }
 
+    /// A channel's link: readable once it hung up.
+    pub(crate) fn link(link: BorrowedHandle<'_>) -> Ready<'_> {
+        link
+    }
+
+    /// A stream socket: readable once it has bytes (or hung up).
+    pub(crate) fn stream(stream: BorrowedHandle<'_>) -> Ready<'_> {
+        stream
+    }
+
     /// A handle the current tokio runtime's reactor watches for
     /// readability: a duplicate, so that any number of waits (of any
     /// number of tasks) may watch one handle at once.

@@ -79,6 +79,7 @@ pub(crate) mod net {
     }
 
     /// Watches the link beside a channel.
+    #[cfg_attr(mp_async, allow(dead_code))]
     pub(crate) fn link_watch(link: BorrowedHandle<'_>, interest: Interest) -> Watch<'_> {
         Watch::pipe(link, interest)
     }
@@ -204,9 +205,11 @@ pub(crate) mod ready {
     //! handle here is registered with tokio's reactor, so the forms run on
     //! any executor. What the system gives no signal for (a stream's or a
     //! link's readiness, which the blocking forms look at between naps too)
-    //! is looked at again after a nap.
+    //! is looked at again after a nap. [`Edges`] gathers them all into one
+    //! event, for `connection::wait` and a `Readiness`.
     use super::BorrowedHandle;
-    use multiproc_windows::bell::{Bell, Listening, Signaled, Timer};
+    use multiproc_core::Liveness;
+    use multiproc_windows::bell::{Bell, Gather, Listening, Signaled, Timer};
     use std::io;
     use std::task::{Context, Poll};
     use std::time::Duration;
@@ -214,11 +217,24 @@ pub(crate) mod ready {
     /// How long an async wait on a stream naps before it looks again.
     const NAP: Duration = Duration::from_millis(1);
 
-    /// What an async wait watches: a segment's bell, or a handle signaled
-    /// once what it waits for happened (a child's process handle).
+    /// What an async wait watches: a segment's bell, a handle signaled
+    /// once what it waits for happened (a child's process handle), or a
+    /// period (what no handle tells of, looked at that often).
     pub(crate) enum Ready<'a> {
         Bell(Bell),
         Handle(BorrowedHandle<'a>),
+        Every(Duration),
+    }
+
+    /// A channel's link, whose hang-up no handle tells of here: looked at
+    /// at the liveness checks' interval.
+    pub(crate) fn link(_link: BorrowedHandle<'_>) -> Ready<'_> {
+        Ready::Every(<multiproc_windows::Os as Liveness>::CHECK_INTERVAL)
+    }
+
+    /// A stream (a socket, a pipe end): looked at after naps.
+    pub(crate) fn stream(_stream: BorrowedHandle<'_>) -> Ready<'_> {
+        Ready::Every(NAP)
     }
 
     /// A handle signaled once what a wait waits for happened.
@@ -245,6 +261,7 @@ pub(crate) mod ready {
             match ready {
                 Ready::Bell(bell) => bell.listen().map(Watch::Bell),
                 Ready::Handle(handle) => Signaled::new(handle).map(Watch::Handle),
+                Ready::Every(period) => Timer::every(period).map(Watch::Nap),
             }
         }
 
@@ -280,6 +297,46 @@ pub(crate) mod ready {
 
         pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             self.0.poll(cx)
+        }
+    }
+
+    /// Many sources gathered into one event (see the backend's `Gather`),
+    /// and the periods it fires at (one timer each, however many sources
+    /// asked for it).
+    pub(crate) struct Edges(Gather, Vec<Duration>);
+
+    impl Edges {
+        pub(crate) fn new() -> io::Result<Edges> {
+            Ok(Edges(Gather::new()?, Vec::new()))
+        }
+
+        pub(crate) fn add(&mut self, ready: Ready<'_>) -> io::Result<()> {
+            match ready {
+                Ready::Bell(bell) => self.0.add_bell(&bell),
+                Ready::Handle(handle) => self.0.add_handle(handle),
+                Ready::Every(period) if self.1.contains(&period) => Ok(()),
+                Ready::Every(period) => {
+                    self.1.push(period);
+                    self.0.add_every(period)
+                }
+            }
+        }
+
+        /// Takes what fired so far: the event is unsignaled until the next.
+        pub(crate) fn clear(&self) -> io::Result<()> {
+            self.0.clear()
+        }
+
+        /// Sleeps until a source fires (`true`) or `timeout` passes.
+        pub(crate) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            self.0.wait(timeout)
+        }
+    }
+
+    /// The readiness's event, for a wait of one's own.
+    impl std::os::windows::io::AsHandle for crate::aio::Readiness<'_> {
+        fn as_handle(&self) -> BorrowedHandle<'_> {
+            std::os::windows::io::AsHandle::as_handle(&self.edges.0)
         }
     }
 }

@@ -433,14 +433,14 @@ impl Process {
 
     /// A handle readable once the child ended, for an event loop other
     /// than tokio: see [`Readiness`](crate::Readiness) (then
-    /// [`exitcode`](Self::exitcode)). `Unsupported` where the kernel gives
-    /// no pidfd.
-    #[cfg(mp_readiness)]
+    /// [`exitcode`](Self::exitcode)). `Unsupported` where no handle tells
+    /// of a child's exit (the portable path on Linux, without pidfds).
+    #[cfg(mp_async)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let handle = self.child()?.exit_handle().ok_or_else(|| {
             Error::new(ErrorKind::Unsupported, "no handle tells of this child's exit here")
         })?;
-        crate::Readiness::new((), [Some(handle)])
+        crate::Readiness::new((), [Some(crate::os::ready::signaled(handle))])
     }
 
     /// Python's `exitcode`: `None` while running (or not started), the exit

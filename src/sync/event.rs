@@ -64,7 +64,7 @@ impl Event {
 
     /// A handle readable once the flag may be set, for an event loop
     /// other than tokio: see [`Readiness`](crate::Readiness).
-    #[cfg(mp_readiness)]
+    #[cfg(mp_async)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let raw = self.obj.raw();
         let registered = crate::aio::register(raw.register_async(), || raw.unregister_async())?;

@@ -116,7 +116,7 @@ impl Lock {
     /// that dies rings nothing: an event loop that must take over a dead
     /// holder's lock also calls [`acquire_timeout`](Self::acquire_timeout)
     /// now and then.)
-    #[cfg(mp_readiness)]
+    #[cfg(mp_async)]
     pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
         let raw = self.raw();
         let registered = crate::aio::register(raw.register_async(&Os), || raw.unregister_async())?;

@@ -59,7 +59,7 @@ macro_rules! semaphore_methods {
 
         /// A handle readable once a permit may be there, for an event loop
         /// other than tokio: see [`Readiness`](crate::Readiness).
-        #[cfg(mp_readiness)]
+        #[cfg(mp_async)]
         pub fn readiness(&self) -> Result<crate::Readiness<'_>> {
             let raw = self.raw();
             let registered = crate::aio::register(raw.register_async(), || raw.unregister_async())?;

@@ -26,15 +26,16 @@ use crate::sys;
 use multiproc_core::sync::AtomicU32;
 use std::ffi::c_void;
 use std::io;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, RegisterWaitForSingleObject, ReleaseSemaphore, UnregisterWaitEx,
-    WT_EXECUTEONLYONCE,
+    CreateEventW, RegisterWaitForSingleObject, ReleaseSemaphore, ResetEvent, SetEvent,
+    UnregisterWaitEx, WaitForSingleObject, WT_EXECUTEONLYONCE,
 };
 
 /// Rings the bell of the segment `word` lies in, if async waiters listen.
@@ -249,6 +250,118 @@ impl Timer {
     }
 }
 
+/// Sources gathered into one event, which an event loop of its own waits
+/// on (`WaitForMultipleObjects` among its handles): signaled once any
+/// source fired since the last [`clear`](Self::clear). A source is a bell
+/// (listened on while this lives), a handle that becomes signaled, or a
+/// period (what no handle tells of is looked at that often). Each sleeps
+/// on the thread pool as an async wait does; their wakes set the event.
+#[derive(Debug)]
+pub struct Gather {
+    event: Arc<EventWaker>,
+    sources: Vec<Source>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Bell(Listening),
+    Handle(Signaled),
+    Every(Timer),
+}
+
+/// A waker that sets a manual-reset event.
+#[derive(Debug)]
+struct EventWaker(OwnedHandle);
+
+impl std::task::Wake for EventWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        // SAFETY: an event this waker owns.
+        unsafe { SetEvent(self.0.as_raw_handle() as HANDLE) };
+    }
+}
+
+impl Gather {
+    pub fn new() -> io::Result<Gather> {
+        // SAFETY: an unnamed manual-reset event, not signaled.
+        let event = sys::owned(unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) })?;
+        Ok(Gather { event: Arc::new(EventWaker(event)), sources: Vec::new() })
+    }
+
+    /// Listens on `bell` (counted in while this lives).
+    pub fn add_bell(&mut self, bell: &Bell) -> io::Result<()> {
+        self.add(Source::Bell(bell.listen()?))
+    }
+
+    /// Watches `handle` for being signaled.
+    pub fn add_handle(&mut self, handle: BorrowedHandle<'_>) -> io::Result<()> {
+        self.add(Source::Handle(Signaled::new(handle)?))
+    }
+
+    /// Fires every `period`.
+    pub fn add_every(&mut self, period: Duration) -> io::Result<()> {
+        self.add(Source::Every(Timer::every(period)?))
+    }
+
+    fn add(&mut self, source: Source) -> io::Result<()> {
+        let waker = Waker::from(self.event.clone());
+        source.poll(&mut Context::from_waker(&waker)).map(|_| self.sources.push(source))
+    }
+
+    /// Unsignals the event, then arms every source whose sleep ended (a
+    /// source that fired since sets it again, so nothing is missed).
+    pub fn clear(&self) -> io::Result<()> {
+        // SAFETY: the event this gather owns.
+        unsafe { ResetEvent(self.event.0.as_raw_handle() as HANDLE) };
+        let waker = Waker::from(self.event.clone());
+        let mut cx = Context::from_waker(&waker);
+        for source in &self.sources {
+            // A sleep that ended (before the reset: the caller is clearing
+            // what it woke for; after it: it set the event again) is
+            // taken, and the next poll begins one.
+            if source.poll(&mut cx)? {
+                source.poll(&mut cx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until a source fired (`true`) or `timeout` passed (`None`:
+    /// no limit), then [`clear`](Self::clear)s.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        // SAFETY: the event this gather owns.
+        let woke = unsafe {
+            WaitForSingleObject(self.event.0.as_raw_handle() as HANDLE, sys::millis(timeout))
+        } == WAIT_OBJECT_0;
+        self.clear()?;
+        Ok(woke)
+    }
+}
+
+/// The event: signaled while a source's firing has not been cleared.
+impl AsHandle for Gather {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.event.0.as_handle()
+    }
+}
+
+impl Source {
+    /// Whether its sleep ended (else one is under way now).
+    fn poll(&self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let ready = match self {
+            Source::Bell(listening) => listening.poll(cx),
+            Source::Handle(signaled) => signaled.poll(cx),
+            Source::Every(timer) => timer.poll(cx),
+        };
+        match ready {
+            Poll::Ready(r) => r.map(|()| true),
+            Poll::Pending => Ok(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +425,32 @@ mod tests {
                 .load(Ordering::SeqCst),
             0
         );
+    }
+
+    #[test]
+    fn a_gather_is_signaled_by_a_ring_and_quiet_after_a_clear() {
+        let segment = Segment::create(4096).unwrap();
+        // SAFETY: a word at the start of a live, zeroed mapping.
+        let word = unsafe { &*segment.as_ptr().cast::<AtomicU32>() };
+        let mut gather = Gather::new().unwrap();
+        gather.add_bell(&Bell::of(segment.as_ptr()).unwrap()).unwrap();
+        let event = gather.as_handle().as_raw_handle() as HANDLE;
+        // SAFETY: the gather's event, open while it lives.
+        let signaled = |ms| unsafe { WaitForSingleObject(event, ms) } == WAIT_OBJECT_0;
+        assert!(!signaled(0));
+        ring(word);
+        assert!(signaled(10_000), "the ring never signaled the event");
+        gather.clear().unwrap();
+        assert!(!signaled(0));
+        assert!(gather.wait(Some(Duration::from_secs(10))).unwrap(), "the bell's slice ends");
+        // A handle already signaled reports at once, and again after a clear.
+        let mut gather = Gather::new().unwrap();
+        // SAFETY: an unnamed manual-reset event, signaled.
+        let set =
+            sys::owned(unsafe { CreateEventW(std::ptr::null(), 1, 1, std::ptr::null()) }).unwrap();
+        gather.add_handle(set.as_handle()).unwrap();
+        assert!(gather.wait(Some(Duration::from_secs(10))).unwrap());
+        assert!(gather.wait(Some(Duration::from_secs(10))).unwrap());
     }
 
     #[test]
