@@ -196,10 +196,10 @@ fn watching(e: std::io::Error) -> Error {
 /// While it lives, the object's wakers ring for it (it is registered as
 /// an async waiter is), and everything that tells of the object (its
 /// bell, a peer's hang-up, a child's exit) is gathered into the one handle
-/// it lends: on the Unixes a borrowed descriptor (`AsFd`), a private epoll
-/// instance or kqueue watching them edge-triggered, readable (level- or
+/// it lends: on the Unixes a borrowed descriptor, a private epoll instance
+/// or kqueue watching them edge-triggered, readable (level- or
 /// edge-triggered) while an event has not been taken; on Windows a
-/// borrowed handle (`AsHandle`), an event signaled by waits on the system's
+/// borrowed handle, an event signaled by waits on the system's
 /// thread pool (what no handle tells of, a peer's hang-up or a socket's
 /// bytes, is looked at periodically there, and a bell's sleep also ends
 /// every 20 ms, as a parked thread's does, so expect spurious wakes). After

@@ -20,10 +20,6 @@ use std::time::Duration;
 
 #[cfg(all(any(target_os = "linux", target_os = "android"), not(multiproc_portable)))]
 pub use counter::Bell;
-#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
-pub use kqueue::{Edges, Tick};
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub use linux::{Edges, Tick};
 #[cfg(not(all(any(target_os = "linux", target_os = "android"), not(multiproc_portable))))]
 pub use pipe::Bell;
 
@@ -166,102 +162,121 @@ fn not_a_bell(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("a bell is {what}"))
 }
 
-/// Ticks and edges on Linux: a timerfd, an epoll instance.
+/// A private periodic timer: readable every `interval`, until reset.
+#[derive(Debug)]
+pub struct Tick(OwnedFd);
+
+impl Tick {
+    /// A timer that first fires after `interval`, then every `interval`.
+    pub fn every(interval: Duration) -> io::Result<Tick> {
+        sys::timer(interval).map(Tick)
+    }
+
+    /// Takes what fired so far, so that the next period makes it readable
+    /// (and its watchers see a new edge) again.
+    pub fn reset(&self) {
+        sys::reset_timer(&self.0)
+    }
+}
+
+impl AsFd for Tick {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Handles watched edge-triggered by one thread that blocks (an epoll
+/// instance, or a kqueue with `EV_CLEAR`): what `connection::wait` sleeps
+/// on, bells included (a bell, never read, stays readable: a
+/// level-triggered `poll(2)` would never sleep on it again).
+#[derive(Debug)]
+pub struct Edges {
+    instance: OwnedFd,
+    /// Duplicates of the handles watched (so one may be added twice).
+    watched: Vec<OwnedFd>,
+}
+
+impl Edges {
+    pub fn new() -> io::Result<Edges> {
+        Ok(Edges { instance: sys::instance()?, watched: Vec::new() })
+    }
+
+    /// Watches `fd` for readability and hang-up. A handle ready already
+    /// reports it at the first [`wait`](Self::wait).
+    pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        let fd = fd.try_clone_to_owned()?;
+        sys::watch(&self.instance, &fd, self.watched.len())?;
+        self.watched.push(fd);
+        Ok(())
+    }
+
+    /// Takes every readiness reported so far, so that the instance itself
+    /// (readable while it holds reports) reads as not ready until the next
+    /// edge.
+    pub fn clear(&self) -> io::Result<()> {
+        while self.wait(Some(Duration::ZERO))? {}
+        Ok(())
+    }
+
+    /// Sleeps until a watched handle becomes ready (`true`) or `timeout`
+    /// passes (`None`: no limit); a signal returns `true` early, as a
+    /// spurious wake.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        match sys::take(&self.instance, timeout) {
+            Ok(n) => Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The instance: readable (level-triggered, for any poller) while a
+/// watched handle's edge has not been taken ([`Edges::clear`]).
+impl AsFd for Edges {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.instance.as_fd()
+    }
+}
+
+/// Timers and edge-triggered instances on Linux: a timerfd, epoll.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-mod linux {
+mod sys {
     use super::*;
+    use rustix::event::epoll;
     use rustix::time::{
         timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
         TimerfdTimerFlags, Timespec,
     };
 
-    /// A private periodic timer: readable every `interval`, until reset.
-    #[derive(Debug)]
-    pub struct Tick(OwnedFd);
-
-    impl Tick {
-        /// A timer that first fires after `interval`, then every `interval`.
-        pub fn every(interval: Duration) -> io::Result<Tick> {
-            let fd = timerfd_create(
-                TimerfdClockId::Monotonic,
-                TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
-            )?;
-            let period = timespec(interval);
-            let spec = Itimerspec { it_interval: period, it_value: period };
-            timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec)?;
-            Ok(Tick(fd))
-        }
-
-        /// Takes what fired so far, so that the next period makes it
-        /// readable (and its watchers see a new edge) again.
-        pub fn reset(&self) {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(&self.0, &mut buf);
-        }
+    pub(super) fn timer(interval: Duration) -> io::Result<OwnedFd> {
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+        )?;
+        let period = timespec(interval);
+        let spec = Itimerspec { it_interval: period, it_value: period };
+        timerfd_settime(&fd, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(fd)
     }
 
-    impl AsFd for Tick {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.0.as_fd()
-        }
+    pub(super) fn reset_timer(timer: &OwnedFd) {
+        let _ = rustix::io::read(timer, &mut [0u8; 8]);
     }
 
-    /// Handles watched edge-triggered by one thread that blocks (an epoll
-    /// instance): what `connection::wait` sleeps on, bells included (a
-    /// bell, never read, stays readable: a level-triggered `poll(2)` would
-    /// never sleep on it again).
-    #[derive(Debug)]
-    pub struct Edges {
-        epoll: OwnedFd,
-        /// Duplicates of the handles watched (so one may be added twice).
-        watched: Vec<OwnedFd>,
+    pub(super) fn instance() -> io::Result<OwnedFd> {
+        Ok(epoll::create(epoll::CreateFlags::CLOEXEC)?)
     }
 
-    impl Edges {
-        pub fn new() -> io::Result<Edges> {
-            use rustix::event::epoll::{create, CreateFlags};
-            Ok(Edges { epoll: create(CreateFlags::CLOEXEC)?, watched: Vec::new() })
-        }
-
-        /// Watches `fd` for readability and hang-up. A handle ready
-        /// already reports it at the first [`wait`](Self::wait).
-        pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-            use rustix::event::epoll::{add, EventData, EventFlags};
-            let fd = fd.try_clone_to_owned()?;
-            let flags = EventFlags::IN | EventFlags::RDHUP | EventFlags::ET;
-            add(&self.epoll, &fd, EventData::new_u64(self.watched.len() as u64), flags)?;
-            self.watched.push(fd);
-            Ok(())
-        }
-
-        /// Takes every readiness reported so far, so that the instance
-        /// itself (readable while it holds reports) reads as not ready
-        /// until the next edge.
-        pub fn clear(&self) -> io::Result<()> {
-            while self.wait(Some(Duration::ZERO))? {}
-            Ok(())
-        }
-
-        /// Sleeps until a watched handle becomes ready (`true`) or
-        /// `timeout` passes (`None`: no limit); a signal returns `true`
-        /// early, as a spurious wake.
-        pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-            let mut events = Vec::with_capacity(16);
-            let buffer = rustix::buffer::spare_capacity(&mut events);
-            match rustix::event::epoll::wait(&self.epoll, buffer, timeout.map(timespec).as_ref()) {
-                Ok(n) => Ok(n > 0),
-                Err(rustix::io::Errno::INTR) => Ok(true),
-                Err(e) => Err(e.into()),
-            }
-        }
+    pub(super) fn watch(instance: &OwnedFd, fd: &OwnedFd, key: usize) -> io::Result<()> {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ET;
+        Ok(epoll::add(instance, fd, epoll::EventData::new_u64(key as u64), flags)?)
     }
 
-    /// The instance: readable (level-triggered, for any poller) while a
-    /// watched handle's edge has not been taken ([`Edges::clear`]).
-    impl AsFd for Edges {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.epoll.as_fd()
-        }
+    /// Takes up to 16 reports within `timeout`: how many.
+    pub(super) fn take(instance: &OwnedFd, timeout: Option<Duration>) -> rustix::io::Result<usize> {
+        let mut events = Vec::with_capacity(16);
+        let buffer = rustix::buffer::spare_capacity(&mut events);
+        epoll::wait(instance, buffer, timeout.map(timespec).as_ref())
     }
 
     fn timespec(t: Duration) -> Timespec {
@@ -269,103 +284,59 @@ mod linux {
     }
 }
 
-/// Ticks and edges on macOS and FreeBSD: a kqueue each (readable while it
-/// holds an event not taken).
+/// Timers and edge-triggered instances on macOS and FreeBSD: a kqueue each
+/// (readable while it holds an event not taken).
 #[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
-mod kqueue {
+mod sys {
     use super::*;
     use rustix::event::kqueue::{kevent, kqueue, Event, EventFilter, EventFlags};
 
     /// Applies `changes` to `queue` and takes up to 16 events within
     /// `timeout`: how many it took.
-    fn apply(queue: &OwnedFd, changes: &[Event], timeout: Option<Duration>) -> io::Result<usize> {
+    fn apply(
+        queue: &OwnedFd,
+        changes: &[Event],
+        timeout: Option<Duration>,
+    ) -> rustix::io::Result<usize> {
         let mut events = Vec::with_capacity(16);
         let buffer = rustix::buffer::spare_capacity(&mut events);
         #[allow(unsafe_code)]
         // SAFETY: no event here carries a pointer the kernel would hand
         // back to be dereferenced (every `udata` is null).
-        match unsafe { kevent(queue, changes, buffer, timeout) } {
-            Ok(n) => Ok(n),
-            Err(rustix::io::Errno::INTR) => Ok(1),
-            Err(e) => Err(e.into()),
+        unsafe {
+            kevent(queue, changes, buffer, timeout)
         }
     }
 
-    /// A private periodic timer: readable every `interval`, until reset.
-    #[derive(Debug)]
-    pub struct Tick(OwnedFd);
-
-    impl Tick {
-        /// A timer that first fires after `interval`, then every `interval`.
-        pub fn every(interval: Duration) -> io::Result<Tick> {
-            let queue = kqueue()?;
-            let timer = EventFilter::Timer { ident: 0, timer: Some(interval) };
-            let add = Event::new(timer, EventFlags::ADD, std::ptr::null_mut());
-            apply(&queue, &[add], Some(Duration::ZERO))?;
-            Ok(Tick(queue))
-        }
-
-        /// Takes what fired so far, so that the next period makes it
-        /// readable (and its watchers see a new edge) again.
-        pub fn reset(&self) {
-            let _ = apply(&self.0, &[], Some(Duration::ZERO));
-        }
+    pub(super) fn timer(interval: Duration) -> io::Result<OwnedFd> {
+        let queue = kqueue()?;
+        let timer = EventFilter::Timer { ident: 0, timer: Some(interval) };
+        apply(
+            &queue,
+            &[Event::new(timer, EventFlags::ADD, std::ptr::null_mut())],
+            Some(Duration::ZERO),
+        )?;
+        Ok(queue)
     }
 
-    impl AsFd for Tick {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.0.as_fd()
-        }
+    pub(super) fn reset_timer(timer: &OwnedFd) {
+        let _ = apply(timer, &[], Some(Duration::ZERO));
     }
 
-    /// Handles watched edge-triggered (`EV_CLEAR`) by one thread that
-    /// blocks: what `connection::wait` sleeps on, bells included (a bell,
-    /// never read, stays readable: a level-triggered `poll(2)` would never
-    /// sleep on it again).
-    #[derive(Debug)]
-    pub struct Edges {
-        queue: OwnedFd,
-        /// Duplicates of the handles watched (so one may be added twice).
-        watched: Vec<OwnedFd>,
+    pub(super) fn instance() -> io::Result<OwnedFd> {
+        Ok(kqueue()?)
     }
 
-    impl Edges {
-        pub fn new() -> io::Result<Edges> {
-            Ok(Edges { queue: kqueue()?, watched: Vec::new() })
-        }
-
-        /// Watches `fd` for readability and hang-up (end of file). A
-        /// handle ready already reports it at the first [`wait`](Self::wait).
-        pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
-            let fd = fd.try_clone_to_owned()?;
-            let read = EventFilter::Read(rustix::fd::AsRawFd::as_raw_fd(&fd));
-            let add = Event::new(read, EventFlags::ADD | EventFlags::CLEAR, std::ptr::null_mut());
-            apply(&self.queue, &[add], Some(Duration::ZERO))?;
-            self.watched.push(fd);
-            Ok(())
-        }
-
-        /// Takes every readiness reported so far, so that the queue itself
-        /// reads as not ready until the next edge.
-        pub fn clear(&self) -> io::Result<()> {
-            while self.wait(Some(Duration::ZERO))? {}
-            Ok(())
-        }
-
-        /// Sleeps until a watched handle becomes ready (`true`) or
-        /// `timeout` passes (`None`: no limit); a signal returns `true`
-        /// early, as a spurious wake.
-        pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-            Ok(apply(&self.queue, &[], timeout)? > 0)
-        }
+    pub(super) fn watch(queue: &OwnedFd, fd: &OwnedFd, _key: usize) -> io::Result<()> {
+        let read = EventFilter::Read(rustix::fd::AsRawFd::as_raw_fd(fd));
+        let add = Event::new(read, EventFlags::ADD | EventFlags::CLEAR, std::ptr::null_mut());
+        apply(queue, &[add], Some(Duration::ZERO))?;
+        Ok(())
     }
 
-    /// The queue: readable (level-triggered, for any poller) while a
-    /// watched handle's edge has not been taken ([`Edges::clear`]).
-    impl AsFd for Edges {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.queue.as_fd()
-        }
+    /// Takes up to 16 events within `timeout`: how many.
+    pub(super) fn take(queue: &OwnedFd, timeout: Option<Duration>) -> rustix::io::Result<usize> {
+        apply(queue, &[], timeout)
     }
 }
 

@@ -34,25 +34,13 @@ use std::time::Duration;
 use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, RegisterWaitForSingleObject, ReleaseSemaphore, ResetEvent, SetEvent,
-    UnregisterWaitEx, WaitForSingleObject, WT_EXECUTEONLYONCE,
+    CreateEventW, RegisterWaitForSingleObject, ResetEvent, SetEvent, UnregisterWaitEx,
+    WaitForSingleObject, WT_EXECUTEONLYONCE,
 };
 
 /// Rings the bell of the segment `word` lies in, if async waiters listen.
 pub(crate) fn ring(word: &AtomicU32) {
-    fence(Ordering::SeqCst);
-    let Some((parking, _)) = Parking::find(word as *const AtomicU32 as usize) else { return };
-    let listeners = parking.bucket(BELL).waiters.load(Ordering::SeqCst);
-    if listeners == 0 {
-        return;
-    }
-    if let Some(sem) = parking.semaphore(BELL) {
-        let n = i32::try_from(listeners).unwrap_or(i32::MAX);
-        // SAFETY: a semaphore handle the segment's parking owns, alive
-        // while the caller holds a word of the segment; a count past the
-        // maximum fails, harmlessly (the semaphore is signaled anyway).
-        unsafe { ReleaseSemaphore(sem, n, std::ptr::null_mut()) };
-    }
+    crate::park::release(word, |_| BELL);
 }
 
 /// A segment's bell: see the module docs.

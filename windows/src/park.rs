@@ -95,18 +95,27 @@ fn sleep_on(sem: HANDLE, timeout: Duration) {
     unsafe { WaitForSingleObject(sem, sys::millis(Some(timeout))) };
 }
 
-fn wake(word: &AtomicU32) {
+/// Wakes every waiter counted in a bucket of the segment `word` lies in,
+/// `bucket(the word's own)` (that one, or the bell's): a full fence, the
+/// count read, that many permits released.
+pub(crate) fn release(word: &AtomicU32, bucket: impl FnOnce(usize) -> usize) {
     fence(Ordering::SeqCst);
     let Some((parking, b)) = Parking::find(word as *const AtomicU32 as usize) else { return };
+    let b = bucket(b);
     let waiters = parking.bucket(b).waiters.load(Ordering::SeqCst);
     if waiters == 0 {
         return;
     }
     if let Some(sem) = parking.semaphore(b) {
         let n = i32::try_from(waiters).unwrap_or(i32::MAX);
-        // SAFETY: as in `sleep_on`; a count past the maximum fails, harmlessly.
+        // SAFETY: as in `sleep_on`; a count past the maximum fails,
+        // harmlessly (the semaphore is signaled anyway).
         unsafe { ReleaseSemaphore(sem, n, std::ptr::null_mut()) };
     }
+}
+
+fn wake(word: &AtomicU32) {
+    release(word, |b| b);
 }
 
 impl multiproc_core::Liveness for Os {
