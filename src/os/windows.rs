@@ -287,12 +287,16 @@ pub(crate) mod ready {
         }
     }
 
-    /// A private timer, ready once per `interval`.
+    /// A private timer, ready after `interval`, then after periods that
+    /// double up to the bell's idle slice: it paces the looks no handle
+    /// announces (a peer's hang-up, a lock holder's death), which each
+    /// cost a system call here and usually find nothing.
     pub(crate) struct Ticker(Timer);
 
     impl Ticker {
         pub(crate) fn every(interval: Duration) -> io::Result<Ticker> {
-            Timer::every(interval).map(Ticker)
+            let longest = multiproc_windows::bell::IDLE_SLICE.max(interval);
+            Timer::backing_off(interval, longest).map(Ticker)
         }
 
         pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

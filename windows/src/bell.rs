@@ -15,12 +15,19 @@
 //!
 //! As with parking (see `park.rs`), a permit cannot say whom it is for:
 //! a listener that counts itself in after a ring may take the permit of
-//! one counted before, and permits nobody waited for are taken later as
-//! spurious wakes. So no sleep on a bell is longer than [`SLICE`]: a
-//! listener whose permit went elsewhere looks again within it.
+//! one counted before (one between its look and its next sleep), and
+//! permits nobody waited for are taken later as spurious wakes. So a sleep
+//! on a bell ends after [`SLICE`], and a listener whose permit went
+//! elsewhere looks again then. While no ring comes, the slice doubles, up
+//! to [`IDLE_SLICE`]: a thousand futures awaiting quiet objects would
+//! otherwise wake fifty thousand times a second.
 #![allow(unsafe_code)]
 
 use crate::park::SLICE;
+
+/// The longest sleep on a bell: the slice of a listener that slice after
+/// slice found no ring.
+pub const IDLE_SLICE: Duration = Duration::from_millis(640);
 use crate::shm::{Parking, BELL};
 use crate::sys;
 use multiproc_core::sync::AtomicU32;
@@ -35,7 +42,7 @@ use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
     CreateEventW, RegisterWaitForSingleObject, ResetEvent, SetEvent, UnregisterWaitEx,
-    WaitForSingleObject, WT_EXECUTEONLYONCE,
+    WaitForSingleObject, WT_EXECUTEINWAITTHREAD, WT_EXECUTEONLYONCE,
 };
 
 /// Rings the bell of the segment `word` lies in, if async waiters listen.
@@ -61,7 +68,8 @@ impl Bell {
         let sem = self.0.semaphore(BELL).ok_or_else(|| io::Error::other("no bell semaphore"))?;
         self.0.bucket(BELL).waiters.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        Ok(Listening { parking: self.0.clone(), sem: sem as usize, alarm: Alarm::new() })
+        let slice = Mutex::new(SLICE);
+        Ok(Listening { parking: self.0.clone(), sem: sem as usize, alarm: Alarm::new(), slice })
     }
 }
 
@@ -72,14 +80,21 @@ pub struct Listening {
     /// The bell's semaphore, which `parking` owns (open while it lives).
     sem: usize,
     alarm: Alarm,
+    /// How long the next sleep may last (see the module docs).
+    slice: Mutex<Duration>,
 }
 
 impl Listening {
     /// Ready once a permit was taken (a ring, or a permit another
-    /// listener left) or [`SLICE`] passed since the sleep began; begins
+    /// listener left) or the slice passed since the sleep began; begins
     /// one if none is under way.
     pub fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.alarm.poll(cx, self.sem as HANDLE, Some(SLICE))
+        let mut slice = self.slice.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = self.alarm.poll(cx, self.sem as HANDLE, Some(*slice));
+        if let Poll::Ready(Ok(signaled)) = ready {
+            *slice = if signaled { SLICE } else { (*slice * 2).min(IDLE_SLICE) };
+        }
+        ready.map_ok(drop)
     }
 }
 
@@ -94,6 +109,8 @@ impl Drop for Listening {
 #[derive(Debug, Default)]
 struct Shared {
     fired: AtomicBool,
+    /// Whether the wait that fired ended by its timeout.
+    timed_out: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -106,11 +123,12 @@ struct Alarm {
     wait: Mutex<usize>,
 }
 
-unsafe extern "system" fn fired(context: *mut c_void, _timed_out: bool) {
+unsafe extern "system" fn fired(context: *mut c_void, timed_out: bool) {
     // SAFETY: `context` is the `Shared` of an alarm whose wait this is;
     // the alarm unregisters the wait, waiting for this callback to end,
     // before the Arc it holds can go.
     let shared = unsafe { &*(context as *const Shared) };
+    shared.timed_out.store(timed_out, Ordering::Relaxed);
     shared.fired.store(true, Ordering::Release);
     let waker = shared.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(waker) = waker {
@@ -123,16 +141,16 @@ impl Alarm {
         Alarm { shared: Arc::default(), wait: Mutex::new(0) }
     }
 
-    /// Ready once `handle` was signaled (a wait on it satisfied: for a
-    /// semaphore, a permit taken) or `timeout` passed since the wait
-    /// began; begins one if none is under way. `handle` stays open while
-    /// a wait is under way (until this returns ready or is dropped).
+    /// Ready once `handle` was signaled (`true`: a wait on it satisfied;
+    /// for a semaphore, a permit taken) or `timeout` passed (`false`) since
+    /// the wait began; begins one if none is under way. `handle` stays open
+    /// while a wait is under way (until this returns ready or is dropped).
     fn poll(
         &self,
         cx: &mut Context<'_>,
         handle: HANDLE,
         timeout: Option<Duration>,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<io::Result<bool>> {
         let mut wait = self.wait.lock().unwrap_or_else(|e| e.into_inner());
         *self.shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
         if *wait != 0 {
@@ -142,7 +160,7 @@ impl Alarm {
             unregister(*wait);
             *wait = 0;
             self.shared.fired.store(false, Ordering::Relaxed);
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ok(!self.shared.timed_out.load(Ordering::Relaxed)));
         }
         let mut registered: HANDLE = std::ptr::null_mut();
         // SAFETY: `handle` is open (the caller's contract); the context is
@@ -154,7 +172,9 @@ impl Alarm {
                 Some(fired),
                 Arc::as_ptr(&self.shared).cast(),
                 sys::millis(timeout),
-                WT_EXECUTEONLYONCE,
+                // The callback is short (a flag, a wake): run in the wait
+                // thread, it queues behind no other pool work.
+                WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD,
             )
         };
         if ok == 0 {
@@ -213,7 +233,7 @@ impl Signaled {
 
     /// Ready once the handle is signaled.
     pub fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.alarm.poll(cx, self.handle.as_raw_handle() as HANDLE, None)
+        self.alarm.poll(cx, self.handle.as_raw_handle() as HANDLE, None).map_ok(drop)
     }
 }
 
@@ -221,20 +241,35 @@ impl Signaled {
 /// the period).
 #[derive(Debug)]
 pub struct Timer {
-    interval: Duration,
+    /// The next period, and the longest.
+    interval: Mutex<Duration>,
+    longest: Duration,
     alarm: Alarm,
 }
 
 impl Timer {
     pub fn every(interval: Duration) -> io::Result<Timer> {
+        Timer::backing_off(interval, interval)
+    }
+
+    /// A timer whose period doubles at each firing, from `first` up to
+    /// `longest`: what paces looks that usually find nothing (a
+    /// peer's death, a lock holder's), so that a thousand idle waits do
+    /// not fire a hundred thousand times a second.
+    pub fn backing_off(first: Duration, longest: Duration) -> io::Result<Timer> {
         if never() == INVALID_HANDLE_VALUE {
             return Err(io::Error::other("no event for a timer"));
         }
-        Ok(Timer { interval, alarm: Alarm::new() })
+        Ok(Timer { interval: Mutex::new(first), longest, alarm: Alarm::new() })
     }
 
     pub fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.alarm.poll(cx, never(), Some(self.interval))
+        let mut interval = self.interval.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = self.alarm.poll(cx, never(), Some(*interval));
+        if ready.is_ready() {
+            *interval = (*interval * 2).min(self.longest);
+        }
+        ready.map_ok(drop)
     }
 }
 
