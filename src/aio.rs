@@ -202,7 +202,8 @@ fn watching(e: std::io::Error) -> Error {
 /// borrowed handle, an event signaled by waits on the system's
 /// thread pool (what no handle tells of, a peer's hang-up or a socket's
 /// bytes, is looked at periodically there, and a bell's sleep also ends
-/// every 20 ms, as a parked thread's does, so expect spurious wakes). After
+/// after 20 ms at first, as a parked thread's does, so expect wakes that
+/// find nothing). After
 /// each wake, call [`clear`](Self::clear), then try the operation's
 /// non-blocking form (`try_`, `_nowait`, `poll`) until it finds nothing;
 /// an event after `clear` makes it ready again, so nothing is missed.

@@ -429,12 +429,11 @@ fn map(id: u64, handle: crate::os::OwnedHandle, bell: Vec<u32>) -> Result<Arc<Ar
         return Err(Corrupt::BadParams.into());
     }
     #[cfg(mp_bell_handles)]
-    let rung = match bell.is_empty() {
-        true => None,
-        false => {
-            let bell = crate::object::import_bell(&bell)?;
-            Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()))
-        }
+    let rung = if bell.is_empty() {
+        None
+    } else {
+        let bell = crate::object::import_bell(&bell)?;
+        Some(crate::os::ready::Rung::serve(bell, segment.as_ptr(), segment.len()))
     };
     #[cfg(not(mp_bell_handles))]
     let _ = bell;

@@ -89,10 +89,15 @@ impl<L> Object<L> {
         #[cfg(mp_bell_handles)]
         return self.bell().map(crate::os::AsHandle::as_handle);
         #[cfg(not(mp_bell_handles))]
-        return crate::os::ready::segment_bell(match &self.home {
+        return crate::os::ready::segment_bell(self.base());
+    }
+
+    /// Start of the segment or slot, for the Value/Array element area.
+    pub(crate) fn base(&self) -> *mut u8 {
+        match &self.home {
             Home::Segment(segment) => segment.as_ptr(),
             Home::Slot(slot) => slot.base(),
-        });
+        }
     }
 
     /// Serves `segment` with `bell` (see `os::ready`).
@@ -286,14 +291,6 @@ impl<L: Shared> Object<L> {
         }
     }
 
-    /// Start of the segment or slot, for the Value/Array element area.
-    pub(crate) fn base(&self) -> *mut u8 {
-        match &self.home {
-            Home::Segment(segment) => segment.as_ptr(),
-            Home::Slot(slot) => slot.base(),
-        }
-    }
-
     #[cfg(mp_spawn)]
     pub(crate) fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
@@ -343,9 +340,10 @@ impl<L: Shared> Object<L> {
                 let segment = open_received(fd).map_err(refuse)?;
                 let object = Object::open(segment, kinds, check).map_err(refuse)?;
                 #[cfg(mp_bell_handles)]
-                let object = match bell.is_empty() {
-                    true => object,
-                    false => object.ring_with(import_bell(&bell).map_err(refuse)?),
+                let object = if bell.is_empty() {
+                    object
+                } else {
+                    object.ring_with(import_bell(&bell).map_err(refuse)?)
                 };
                 #[cfg(not(mp_bell_handles))]
                 let _ = bell;

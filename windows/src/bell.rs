@@ -42,7 +42,7 @@ use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
     CreateEventW, RegisterWaitForSingleObject, ResetEvent, SetEvent, UnregisterWaitEx,
-    WaitForSingleObject, WT_EXECUTEINWAITTHREAD, WT_EXECUTEONLYONCE,
+    WaitForSingleObject, WT_EXECUTEONLYONCE,
 };
 
 /// Rings the bell of the segment `word` lies in, if async waiters listen.
@@ -172,9 +172,10 @@ impl Alarm {
                 Some(fired),
                 Arc::as_ptr(&self.shared).cast(),
                 sys::millis(timeout),
-                // The callback is short (a flag, a wake): run in the wait
-                // thread, it queues behind no other pool work.
-                WT_EXECUTEONLYONCE | WT_EXECUTEINWAITTHREAD,
+                // Not WT_EXECUTEINWAITTHREAD, though the callback is short:
+                // Wine 8's wait queue fails an assertion with it (seen
+                // here, threadpool.c:1268), ending the process.
+                WT_EXECUTEONLYONCE,
             )
         };
         if ok == 0 {
